@@ -1,0 +1,86 @@
+//! Command-line parsing: one file per subcommand, no business logic.
+
+use clap::{Parser, Subcommand};
+
+use crate::error::ExitCode;
+
+pub mod check;
+pub mod connect;
+pub mod plan;
+pub mod run;
+pub mod s3;
+pub mod schema;
+pub mod worker;
+
+/// sluice runs batch ETL jobs: it lists a bucket, splits the objects into shards, and
+/// transforms every object into validated output objects, locally or on Kubernetes.
+///
+/// Start with `sluice demo`, then `sluice run jobs/taxi-csv-to-parquet.yaml`.
+/// With no S3 endpoint and no credentials configured, sluice serves the directory
+/// `.sluice/s3/` as an embedded S3 endpoint (each sub-directory is a bucket).
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan a job and run it locally: every shard as a local worker process, then publish.
+    Run(run::RunArgs),
+    /// List and shard a job's source and print the shard table, without running anything.
+    Plan(plan::PlanArgs),
+    /// Run one shard of a planned run (what each pod of the Kubernetes Job runs).
+    Worker(worker::WorkerArgs),
+    /// Validate job files without running anything; prints every problem with file:line:column.
+    Check(check::CheckArgs),
+    /// Print the JSON Schema of the job file format (for editor completion).
+    Schema(schema::SchemaArgs),
+    /// S3 utilities: serve a directory as an S3 endpoint.
+    #[command(subcommand)]
+    S3(s3::S3Command),
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Worker(args) => worker::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::S3(cmd) => s3::run(cmd),
+    }
+}
+
+/// The exit code for an error that reached main.
+pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    crate::error::exit_code_of(error)
+}
+
+/// Logs go to stderr; stdout is kept for what a command prints.
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "sluice=info,warn",
+        1 => "sluice=debug,info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// A multi-threaded tokio runtime for a command (worker threads = available cores).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,213 @@
+//! The one table that maps every error to its kind, retryability and worker exit code.
+
+use std::fmt;
+
+/// The worker exit codes of the contract between worker, local runner and podFailurePolicy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ExitCode {
+    /// 0: everything done.
+    Done,
+    /// 1: a transient failure; a retry can help.
+    Transient,
+    /// 2: bad configuration or usage; a retry fails again.
+    Config,
+    /// 3: a validation check failed; a retry fails again.
+    Validation,
+    /// 4: bad source data beyond the allowed threshold; a retry fails again.
+    BadData,
+}
+
+impl ExitCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ExitCode; 5] = [
+        ExitCode::Done,
+        ExitCode::Transient,
+        ExitCode::Config,
+        ExitCode::Validation,
+        ExitCode::BadData,
+    ];
+
+    pub fn code(self) -> i32 {
+        match self {
+            ExitCode::Done => 0,
+            ExitCode::Transient => 1,
+            ExitCode::Config => 2,
+            ExitCode::Validation => 3,
+            ExitCode::BadData => 4,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        ExitCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// Whether a retry of the same work can succeed (only transient failures).
+    pub fn retryable(self) -> bool {
+        matches!(self, ExitCode::Transient)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExitCode::Done => "done",
+            ExitCode::Transient => "transient failure, retried",
+            ExitCode::Config => "configuration or usage error",
+            ExitCode::Validation => "validation failed",
+            ExitCode::BadData => "bad source data beyond the allowed threshold",
+        }
+    }
+}
+
+impl fmt::Display for ExitCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.describe())
+    }
+}
+
+/// Who is at fault for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's file, flags or data.
+    User,
+    /// Something outside sluice (S3, the network, a transformer).
+    External,
+    /// A bug or invariant broken inside sluice.
+    Internal,
+}
+
+/// Implemented by every module error so that main and the worker can map it to an exit code.
+pub trait Classify {
+    fn kind(&self) -> ErrorKind;
+    fn exit_code(&self) -> ExitCode;
+}
+
+/// The exit code for an error that reached the edge: the first error in the chain that
+/// classifies itself decides; anything else is a transient failure.
+pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
+    for cause in error.chain() {
+        if let Some(code) = classify_any(cause) {
+            return code;
+        }
+    }
+    ExitCode::Transient
+}
+
+fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
+    if let Some(e) = cause.downcast_ref::<crate::storage::uri::S3UriError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::worker::error::ObjectError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::worker::WorkerError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::exec::start::StartError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::plan::PlanError>() {
+        return Some(e.exit_code());
+    }
+    None
+}
+
+impl Classify for crate::storage::uri::S3UriError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
+}
+
+impl Classify for crate::plan::PlanError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
+}
+
+impl Classify for crate::transform::TransformError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+    fn exit_code(&self) -> ExitCode {
+        // A query that does not plan (unknown column, bad function) fails again on retry.
+        ExitCode::Config
+    }
+}
+
+impl Classify for crate::worker::error::ObjectError {
+    fn kind(&self) -> ErrorKind {
+        use crate::worker::error::ObjectError as E;
+        match self {
+            E::Storage(e) => e.kind(),
+            E::Decode { source, .. } => source.kind(),
+            E::Encode { .. } | E::Internal(_) | E::Cancelled => ErrorKind::Internal,
+            E::Parquet { .. } | E::BadRecord { .. } | E::TooManyBadRecords { .. } => {
+                ErrorKind::User
+            }
+            E::TransformPlan(_) | E::Transform(_) | E::StepCount { .. } => ErrorKind::User,
+            E::Lost { .. } => ErrorKind::Internal,
+            E::ReadBack { .. } => ErrorKind::External,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::worker::error::ObjectError as E;
+        match self {
+            E::Storage(e) => e.exit_code(),
+            E::Decode { source, .. } => source.exit_code(),
+            // A Parquet object that cannot be read is bad source data.
+            E::Parquet { .. } => ExitCode::BadData,
+            E::BadRecord { .. } | E::TooManyBadRecords { .. } => ExitCode::BadData,
+            E::TransformPlan(e) => e.exit_code(),
+            // A query failing on the data (a cast of a bad value) fails again on retry.
+            E::Transform(_) => ExitCode::BadData,
+            E::StepCount { .. } | E::Lost { .. } | E::ReadBack { .. } => ExitCode::Validation,
+            E::Encode { .. } | E::Internal(_) | E::Cancelled => ExitCode::Transient,
+        }
+    }
+}
+
+impl Classify for crate::worker::WorkerError {
+    fn kind(&self) -> ErrorKind {
+        use crate::worker::WorkerError as E;
+        match self {
+            E::ReadState { source, .. } | E::WriteState { source, .. } => source.kind(),
+            _ => ErrorKind::User,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::worker::WorkerError as E;
+        match self {
+            E::ReadState { source, .. } | E::WriteState { source, .. } => source.exit_code(),
+            E::MissingState { .. }
+            | E::BadPlan { .. }
+            | E::BadJob(_)
+            | E::NoSuchShard { .. }
+            | E::Plan(_) => ExitCode::Config,
+        }
+    }
+}
+
+impl Classify for crate::exec::start::StartError {
+    fn kind(&self) -> ErrorKind {
+        use crate::exec::start::StartError as E;
+        match self {
+            E::Storage(e) => e.kind(),
+            E::Infer { source, .. } => source.kind(),
+            E::Plan(_) | E::RunExists { .. } => ErrorKind::User,
+            E::Join(_) => ErrorKind::Internal,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::exec::start::StartError as E;
+        match self {
+            E::Storage(e) => e.exit_code(),
+            E::Infer { source, .. } => source.exit_code(),
+            E::Plan(_) | E::RunExists { .. } => ExitCode::Config,
+            E::Join(_) => ExitCode::Transient,
+        }
+    }
+}

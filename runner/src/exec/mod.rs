@@ -1,0 +1,82 @@
+//! Executing a planned run: start it (plan + state), run its shards (locally as processes
+//! of `sluice worker`), then publish it (`report.json`, and `_SUCCESS.json` last).
+
+pub mod local;
+pub mod publish;
+pub mod start;
+pub mod summary;
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+
+use crate::error::ExitCode;
+use crate::exec::local::LocalRunner;
+use crate::exec::publish::RunReport;
+use crate::spec::Loaded;
+use crate::state::RunLayout;
+use crate::storage::Storage;
+
+/// How a local run is carried out.
+#[derive(Debug, Clone)]
+pub struct LocalRunOptions {
+    /// The `sluice` executable that runs workers (normally the current one).
+    pub program: PathBuf,
+    /// Environment every worker gets, so it reaches the same S3.
+    pub env: Vec<(String, String)>,
+    /// Overrides the job's parallelism.
+    pub parallelism: Option<u32>,
+    /// Overrides the generated run id.
+    pub run_id: Option<String>,
+    pub bar: bool,
+}
+
+/// A finished local run.
+pub struct LocalRun {
+    pub report: RunReport,
+    pub layout: RunLayout,
+    pub exit: ExitCode,
+}
+
+/// `sluice run`: plan, write the run's state, run every shard as a local worker process,
+/// publish.
+pub async fn run_locally(
+    storage: &Storage,
+    loaded: &Loaded,
+    options: LocalRunOptions,
+) -> anyhow::Result<LocalRun> {
+    let job = &loaded.job;
+    let started = Utc::now();
+    let run_id = options
+        .run_id
+        .clone()
+        .unwrap_or_else(|| crate::plan::new_run_id(&job.name, started));
+    let layout = RunLayout::new(&job.state, &job.name, &run_id);
+    let plan = start::make_plan(storage, job, &run_id).await?;
+    if plan.objects == 0 {
+        tracing::warn!(source = %job.source.uri, "the source matched no objects");
+    }
+    start::write_run(storage, &layout, &plan, &loaded.resolved_yaml).await?;
+    tracing::info!(
+        run = %run_id,
+        objects = plan.objects,
+        bytes = plan.bytes,
+        shards = plan.shards.len(),
+        "planned"
+    );
+    let runner = LocalRunner {
+        program: options.program,
+        env: options.env,
+        parallelism: options.parallelism.unwrap_or(job.parallelism),
+        retries: job.retries,
+        bar: options.bar,
+    };
+    let outcomes = runner.run(storage, &plan, &layout.plan()).await;
+    let report = publish::publish(storage, &layout, &plan, &outcomes, started).await?;
+    let exit = ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient);
+    Ok(LocalRun {
+        report,
+        layout,
+        exit,
+    })
+}

@@ -1,0 +1,104 @@
+//! The short, readable summary a run prints at its end.
+
+use std::fmt::Write;
+
+use crate::exec::publish::{RunReport, RunStatus};
+use crate::state::RunLayout;
+use crate::storage::uri::S3Uri;
+
+/// Renders the summary of a finished run.
+pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
+    let mut out = String::new();
+    let verdict = match report.status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "FAILED",
+    };
+    let r = &report.records;
+    let _ = writeln!(
+        out,
+        "run {} {verdict} in {:.1}s",
+        report.run_id, report.seconds
+    );
+    let _ = writeln!(
+        out,
+        "  objects   {} of {} done, {} failed",
+        report.objects_done,
+        report.objects,
+        report.failures.len()
+    );
+    let _ = writeln!(
+        out,
+        "  bytes     {} read, {} written, {}/s",
+        human_bytes(report.bytes),
+        human_bytes(report.output_bytes),
+        human_bytes(report.throughput as u64)
+    );
+    let _ = writeln!(
+        out,
+        "  records   in {}  out {}  rejected {}  skipped {}  filtered {}",
+        r.input, r.output, r.rejected, r.skipped, r.filtered
+    );
+    let _ = writeln!(out, "  outputs   {sink} ({} objects)", report.outputs);
+    if r.rejected > 0 {
+        let _ = writeln!(out, "  rejects   {}", sink.join("_rejected/"));
+    }
+    let _ = writeln!(out, "  report    {}", layout.report());
+    match report.status {
+        RunStatus::Succeeded => {
+            let _ = writeln!(out, "  manifest  {}", layout.success());
+        }
+        RunStatus::Failed => {
+            let _ = writeln!(out, "  nothing was published (no _SUCCESS.json)");
+            for failure in report.failures.iter().take(20) {
+                let _ = writeln!(
+                    out,
+                    "  failed    {} (exit {}): {}",
+                    failure.key, failure.exit_code, failure.error
+                );
+            }
+            if report.failures.len() > 20 {
+                let _ = writeln!(
+                    out,
+                    "  ... and {} more in the report",
+                    report.failures.len() - 20
+                );
+            }
+            for shard in report.shards.iter().filter(|s| s.exit_code != 0) {
+                let _ = writeln!(
+                    out,
+                    "  shard {}   exit {} after {} attempt(s)",
+                    shard.index, shard.exit_code, shard.attempts
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Bytes in binary units with one decimal.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_in_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(200 * 1024 * 1024), "200.0 MiB");
+    }
+}

@@ -1,0 +1,124 @@
+//! The decoder contract: batches of good records plus the bad records met on the way.
+
+use std::io::BufRead;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+
+use super::column::{Column, ColumnSpecError};
+use super::csv_decode::CsvDecoder;
+use super::jsonl_decode::JsonlDecoder;
+use super::options::{CsvReadOptions, SourceFormat};
+
+/// A record that could not be decoded; it is reported, not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRecord {
+    /// The 1-based physical line where the record starts.
+    pub line: u64,
+    /// The record's bytes (lossy UTF-8), without its line terminator.
+    pub raw: String,
+    /// What is wrong, naming the column and value: `column fare (float64): cannot parse "abc"`.
+    pub error: String,
+}
+
+/// One step of decoding: good records as a batch, and the bad records met while filling it.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub batch: RecordBatch,
+    pub bad: Vec<BadRecord>,
+}
+
+/// A streaming decoder of one source object.
+pub trait Decoder: Send {
+    /// The next batch of good records (up to batch_rows) plus the bad records met while
+    /// filling it; None at the end.
+    fn next(&mut self) -> Result<Option<Decoded>, DecodeError>;
+    /// Records seen so far, good and bad (header and comment/empty lines excluded).
+    fn records(&self) -> u64;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The underlying reader failed (the network, decompression of a truncated stream).
+    #[error("reading {origin}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// With a header, its names must be the schema's names in order.
+    #[error("{origin}: header column {column} is {found:?} but the schema expects {expected:?}")]
+    HeaderMismatch {
+        origin: String,
+        /// 1-based column position.
+        column: usize,
+        expected: String,
+        found: String,
+    },
+    #[error("column {column} has type {data_type}, which {format:?} sources cannot decode")]
+    UnsupportedType {
+        format: SourceFormat,
+        column: String,
+        data_type: DataType,
+    },
+    #[error("column {column} has an unknown time zone: {message}")]
+    InvalidTimeZone { column: String, message: String },
+    #[error("{format:?} sources are not decoded as a record stream")]
+    UnsupportedFormat { format: SourceFormat },
+    /// Data the JSON decoder rejected as a whole (not attributable to one line).
+    #[error("decoding {origin}")]
+    Json {
+        origin: String,
+        #[source]
+        source: ArrowError,
+    },
+    /// Assembling decoded columns into a batch failed: an invariant of the decoder broke.
+    #[error("assembling a batch from {origin}")]
+    Batch {
+        origin: String,
+        #[source]
+        source: ArrowError,
+    },
+    /// Schema inference found no record and no header to name a column.
+    #[error("no records to infer a schema from")]
+    EmptySample,
+}
+
+/// Opens a streaming decoder for a text source. `origin` names the object in messages.
+pub fn open_decoder(
+    format: SourceFormat,
+    reader: Box<dyn BufRead + Send>,
+    schema: SchemaRef,
+    csv: &CsvReadOptions,
+    batch_rows: usize,
+    origin: &str,
+) -> Result<Box<dyn Decoder>, DecodeError> {
+    let batch_rows = batch_rows.max(1);
+    match format {
+        SourceFormat::Csv => Ok(Box::new(CsvDecoder::new(reader, schema, csv, batch_rows, origin)?)),
+        SourceFormat::Jsonl => Ok(Box::new(JsonlDecoder::new(reader, schema, batch_rows, origin)?)),
+        SourceFormat::Parquet => Err(DecodeError::UnsupportedFormat { format }),
+    }
+}
+
+/// The schema's columns as the text decoders see them.
+pub(crate) fn columns(schema: &SchemaRef, format: SourceFormat) -> Result<Vec<Column>, DecodeError> {
+    schema
+        .fields()
+        .iter()
+        .map(|field| {
+            Column::from_field(field).map_err(|e| match e {
+                ColumnSpecError::UnsupportedType => DecodeError::UnsupportedType {
+                    format,
+                    column: field.name().clone(),
+                    data_type: field.data_type().clone(),
+                },
+                ColumnSpecError::InvalidTimeZone(message) => DecodeError::InvalidTimeZone {
+                    column: field.name().clone(),
+                    message,
+                },
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,3 @@
+//! Decoding source objects into Arrow batches and encoding batches into output objects.
+
+pub mod options;

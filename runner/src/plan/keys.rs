@@ -1,0 +1,123 @@
+//! Output key templates: `{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}`.
+
+use crate::format::options::{Compression, SinkFormat};
+
+/// The default output key template: the source key's relative path with the new extension.
+pub const DEFAULT_KEY_TEMPLATE: &str = "{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}";
+
+/// Renders the key (relative to the sink prefix) of output object `part` of a source object.
+/// `relative` is the source key relative to the source prefix. Part 0 has an empty `{{ part }}`;
+/// spill-over objects get `-00001`, `-00002`, ...
+pub fn output_key(
+    template: &str,
+    relative: &str,
+    part: usize,
+    format: SinkFormat,
+    compression: Compression,
+) -> String {
+    let (dir, name) = match relative.rsplit_once('/') {
+        Some((dir, name)) => (format!("{dir}/"), name),
+        None => (String::new(), relative),
+    };
+    let stem = stem_of(name);
+    let part = if part == 0 {
+        String::new()
+    } else {
+        format!("-{part:05}")
+    };
+    let ext = format!("{}{}", format.extension(), text_compression_ext(format, compression));
+    render(template, |var| match var {
+        "source.dir" => Some(dir.clone()),
+        "source.stem" => Some(stem.to_string()),
+        "source.name" => Some(name.to_string()),
+        "source.key" => Some(relative.to_string()),
+        "part" => Some(part.clone()),
+        "ext" => Some(ext.clone()),
+        _ => None,
+    })
+}
+
+fn text_compression_ext(format: SinkFormat, compression: Compression) -> &'static str {
+    match format {
+        SinkFormat::Parquet => "",
+        _ => compression.extension(),
+    }
+}
+
+/// A file name without its compression extension and then its format extension.
+pub fn stem_of(name: &str) -> &str {
+    let lower = name.to_ascii_lowercase();
+    let mut end = name.len();
+    for ext in [".gz", ".gzip", ".zst", ".zstd"] {
+        if lower.ends_with(ext) {
+            end -= ext.len();
+            break;
+        }
+    }
+    let base = &name[..end];
+    match base.rfind('.') {
+        Some(dot) if dot > 0 => &base[..dot],
+        _ => base,
+    }
+}
+
+/// Replaces `{{ var }}` (spaces inside the braces optional) using `lookup`; unknown
+/// variables are left as written.
+pub fn render(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let var = after[..end].trim();
+                match lookup(var) {
+                    Some(value) => out.push_str(&value),
+                    None => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_template_keeps_the_relative_path_with_the_new_extension() {
+        let key = |rel, part, fmt, c| output_key(DEFAULT_KEY_TEMPLATE, rel, part, fmt, c);
+        assert_eq!(
+            key("2026/01/trips.csv.gz", 0, SinkFormat::Parquet, Compression::None),
+            "2026/01/trips.parquet"
+        );
+        assert_eq!(
+            key("trips.csv", 2, SinkFormat::Parquet, Compression::None),
+            "trips-00002.parquet"
+        );
+        assert_eq!(
+            key("a/b.v1.json", 0, SinkFormat::Csv, Compression::Gzip),
+            "a/b.v1.csv.gz"
+        );
+        assert_eq!(
+            key("noext", 0, SinkFormat::Jsonl, Compression::Zstd),
+            "noext.jsonl.zst"
+        );
+    }
+
+    #[test]
+    fn render_leaves_unknown_variables() {
+        assert_eq!(
+            render("{{a}}-{{ b }}-{{c", |v| (v == "a").then(|| "x".into())),
+            "x-{{ b }}-{{c"
+        );
+    }
+}

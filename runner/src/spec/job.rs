@@ -1,0 +1,120 @@
+//! The validated runtime form of a job file: what the planner, worker and runner consume.
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::SchemaRef;
+use serde::{Deserialize, Serialize};
+
+use crate::format::options::{
+    Compression, CsvReadOptions, CsvWriteOptions, ParquetWriteOptions, SinkFormat, SourceFormat,
+};
+use crate::storage::uri::S3Uri;
+
+/// A validated job with params applied. Built only by `spec::load`; never holds I/O handles.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `metadata.name`: a DNS-1123 label.
+    pub name: String,
+    pub source: Source,
+    pub steps: Vec<Step>,
+    pub validate: Validation,
+    pub sink: Sink,
+    pub parallelism: u32,
+    pub shards: Shards,
+    pub retries: u32,
+    /// Where run state lives (default `s3://<sink bucket>/_sluice/`).
+    pub state: S3Uri,
+    /// S3 endpoint override from the job file (a flag or AWS_ENDPOINT_URL wins over it).
+    pub endpoint: Option<String>,
+    /// The params after `--param` overrides, as applied.
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub uri: S3Uri,
+    /// Globs matched against the key relative to the source prefix; empty means all.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub format: SourceFormat,
+    pub csv: CsvReadOptions,
+    /// `None` means detect from the key's extension (`.gz`, `.zst`).
+    pub compression: Option<Compression>,
+    /// The explicit schema; `None` means infer over a sample (see `format::infer`).
+    pub schema: Option<SchemaRef>,
+    /// How many records the inference reads.
+    pub infer_records: usize,
+}
+
+/// One transform step, in order.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    pub kind: StepKind,
+    /// The step may drop records on purpose (they count as `filtered`, not as lost).
+    pub filters: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// One read-only SELECT over table `input`.
+    Sql { query: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBadRecord {
+    Fail,
+    Skip,
+    Reject,
+}
+
+/// A limit on bad records per object.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadRecordLimit {
+    Count(u64),
+    /// A fraction of the object's records, 0.0..=1.0.
+    Fraction(f64),
+}
+
+impl BadRecordLimit {
+    /// Whether `bad` bad records out of `total` decoded records exceed the limit.
+    pub fn exceeded(self, bad: u64, total: u64) -> bool {
+        match self {
+            BadRecordLimit::Count(n) => bad > n,
+            BadRecordLimit::Fraction(f) => total > 0 && (bad as f64) > f * total as f64,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Validation {
+    pub on_bad_record: OnBadRecord,
+    pub max_bad_records: BadRecordLimit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sink {
+    pub uri: S3Uri,
+    pub format: SinkFormat,
+    pub parquet: ParquetWriteOptions,
+    pub csv: CsvWriteOptions,
+    /// Compression of text outputs (csv, jsonl); parquet compresses inside the file.
+    pub compression: Compression,
+    pub part_size: u64,
+    pub parts_in_flight: usize,
+    /// Beyond this many bytes the output spills into numbered objects.
+    pub max_object_size: u64,
+    /// The output key template, relative to the sink prefix (see `plan::keys`).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shards {
+    /// Exactly this many shards (fewer if there are fewer objects).
+    Count(u32),
+    /// As many shards as needed for about this many bytes each.
+    TargetBytes(u64),
+}

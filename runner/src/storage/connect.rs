@@ -1,0 +1,233 @@
+//! Which S3 to talk to: the configured endpoint and credentials, or the embedded server.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use std::time::Duration;
+
+use super::embedded::{EMBEDDED_ACCESS_KEY, EMBEDDED_REGION, EMBEDDED_SECRET_KEY, EmbeddedServer};
+use super::{Storage, StorageError};
+
+/// Where the embedded server keeps its buckets unless told otherwise.
+pub const DEFAULT_EMBEDDED_DIR: &str = ".sluice/s3";
+
+/// Attempts per request (the first one included) before an error reaches the caller.
+const MAX_ATTEMPTS: u32 = 4;
+
+/// How to reach S3.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// An explicit endpoint URL; wins over `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// The directory the embedded server serves when nothing else is configured.
+    pub embedded_dir: PathBuf,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> ConnectOptions {
+        ConnectOptions {
+            endpoint: None,
+            embedded_dir: PathBuf::from(DEFAULT_EMBEDDED_DIR),
+        }
+    }
+}
+
+/// The S3 endpoint in use, and the environment a child process needs to reach the same one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The endpoint URL; empty when the AWS default endpoints are used.
+    pub url: String,
+    /// Variables to set in a child's environment (`AWS_ENDPOINT_URL`, and for the embedded
+    /// server also its credentials and region).
+    pub env: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    fn embedded(url: &str) -> Endpoint {
+        Endpoint {
+            url: url.to_string(),
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), url.to_string()),
+                ("AWS_ACCESS_KEY_ID".into(), EMBEDDED_ACCESS_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), EMBEDDED_SECRET_KEY.into()),
+                ("AWS_REGION".into(), EMBEDDED_REGION.into()),
+            ],
+        }
+    }
+}
+
+/// What the environment says about S3, read once so the decision below is a pure function.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct S3Environment {
+    endpoint: Option<String>,
+    has_credentials: bool,
+}
+
+impl S3Environment {
+    fn read(var: impl Fn(&str) -> Option<String>, home: Option<&Path>) -> S3Environment {
+        let set = |name: &str| var(name).is_some_and(|v| !v.is_empty());
+        let endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .into_iter()
+            .find_map(|name| var(name).filter(|v| !v.is_empty()));
+        let env_credentials = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ]
+        .into_iter()
+        .any(set);
+        let file_exists = |explicit: &str, default: &str| match var(explicit).filter(|v| !v.is_empty()) {
+            Some(path) => Path::new(&path).exists(),
+            None => home.is_some_and(|h| h.join(".aws").join(default).exists()),
+        };
+        let file_credentials = file_exists("AWS_SHARED_CREDENTIALS_FILE", "credentials")
+            || file_exists("AWS_CONFIG_FILE", "config");
+        S3Environment {
+            endpoint,
+            has_credentials: env_credentials || file_credentials,
+        }
+    }
+
+    fn current() -> S3Environment {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        S3Environment::read(|name| std::env::var(name).ok(), home.as_deref())
+    }
+}
+
+/// Whether to start the embedded server: only when neither an endpoint nor any source of
+/// credentials is configured.
+fn wants_embedded(opts: &ConnectOptions, env: &S3Environment) -> bool {
+    opts.endpoint.is_none() && env.endpoint.is_none() && !env.has_credentials
+}
+
+impl Storage {
+    /// Connects with the standard AWS chain (environment, profile, web identity, container
+    /// credentials), the endpoint override (explicit option, then `AWS_ENDPOINT_URL`),
+    /// path-style addressing and standard retries. With nothing configured at all, starts
+    /// the embedded server on `opts.embedded_dir` and says so in one line on stderr.
+    pub async fn connect(
+        opts: &ConnectOptions,
+    ) -> Result<(Storage, Option<EmbeddedServer>, Endpoint), StorageError> {
+        let env = S3Environment::current();
+        if wants_embedded(opts, &env) {
+            let server = EmbeddedServer::start(&opts.embedded_dir, None).await?;
+            eprintln!(
+                "sluice: no S3 endpoint or credentials configured; serving {} as S3 at {}",
+                opts.embedded_dir.display(),
+                server.url()
+            );
+            let storage =
+                Storage::with_endpoint(server.url(), EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY)
+                    .await;
+            let endpoint = Endpoint::embedded(server.url());
+            return Ok((storage, Some(server), endpoint));
+        }
+
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(url) = &opts.endpoint {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        let url = opts
+            .endpoint
+            .clone()
+            .or_else(|| shared.endpoint_url().map(str::to_string))
+            .or(env.endpoint)
+            .unwrap_or_default();
+        let mut config = aws_sdk_s3::config::Builder::from(&shared);
+        if shared.region().is_none() {
+            // A custom endpoint rarely cares about the region, but signing needs one.
+            config = config.region(Region::new(EMBEDDED_REGION));
+        }
+        let storage = Storage::from_config(tune(config));
+        let mut child_env = Vec::new();
+        if let Some(explicit) = &opts.endpoint {
+            child_env.push(("AWS_ENDPOINT_URL".to_string(), explicit.clone()));
+        }
+        Ok((storage, None, Endpoint { url, env: child_env }))
+    }
+
+    /// A client for one endpoint with static credentials (tests, the embedded server).
+    pub async fn with_endpoint(url: &str, access_key: &str, secret: &str) -> Storage {
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(Region::new(EMBEDDED_REGION))
+            .credentials_provider(Credentials::new(access_key, secret, None, None, "sluice"));
+        Storage::from_config(tune(config))
+    }
+}
+
+/// The settings every client gets, whatever the endpoint.
+fn tune(config: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
+    config
+        // S3-compatible servers (the embedded one, moto, MinIO) need path-style addressing.
+        .force_path_style(true)
+        // We send our own CRC32C with every part and PUT; the SDK's default trailer checksums
+        // (aws-chunked bodies) are not understood by every S3-compatible server.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(200)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)], home: Option<&Path>) -> S3Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        S3Environment::read(|name| map.get(name).cloned(), home)
+    }
+
+    #[test]
+    fn embedded_only_when_nothing_is_configured() {
+        let empty_home = tempfile::tempdir().unwrap();
+        let opts = ConnectOptions::default();
+        assert!(wants_embedded(&opts, &env_of(&[], Some(empty_home.path()))));
+        assert!(wants_embedded(&opts, &env_of(&[], None)));
+        for var in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_ENDPOINT_URL",
+        ] {
+            let env = env_of(&[(var, "x")], Some(empty_home.path()));
+            assert!(!wants_embedded(&opts, &env), "{var} should disable the embedded server");
+        }
+        let explicit = ConnectOptions {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            ..ConnectOptions::default()
+        };
+        assert!(!wants_embedded(&explicit, &env_of(&[], None)));
+    }
+
+    #[test]
+    fn aws_files_in_home_count_as_credentials() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".aws")).unwrap();
+        std::fs::write(home.path().join(".aws/config"), "[default]\n").unwrap();
+        let env = env_of(&[], Some(home.path()));
+        assert!(env.has_credentials);
+        assert!(!wants_embedded(&ConnectOptions::default(), &env));
+    }
+}

@@ -1,0 +1,310 @@
+//! S3 access: client setup, the embedded server, listing, reads and multipart writes.
+
+mod connect;
+pub mod embedded;
+mod error;
+mod parquet;
+mod read;
+mod upload;
+pub mod uri;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+pub use connect::{ConnectOptions, DEFAULT_EMBEDDED_DIR, Endpoint};
+pub use embedded::EmbeddedServer;
+pub use error::{FailureKind, S3Failure, StorageError};
+pub use parquet::{S3ParquetReader, parquet_metadata};
+pub use read::ObjectStream;
+pub use upload::{
+    PendingUpload, SyncUploadWriter, Upload, UploadOptions, Uploaded, crc32c_base64, crc32c_hex,
+    sync_upload,
+};
+pub use uri::S3Uri;
+
+/// How large objects are read: above `threshold` bytes, in ranges of `range_size` with
+/// `in_flight` requests at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadTuning {
+    pub threshold: u64,
+    pub range_size: u64,
+    pub in_flight: usize,
+}
+
+impl Default for ReadTuning {
+    fn default() -> ReadTuning {
+        ReadTuning {
+            threshold: 32 << 20,
+            range_size: 8 << 20,
+            in_flight: 4,
+        }
+    }
+}
+
+/// One object as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// The ETag as the server sends it, quotes included.
+    pub etag: String,
+}
+
+/// An S3 client with sluice's settings. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    client: Client,
+    read: ReadTuning,
+    list_page_size: Option<i32>,
+}
+
+impl Storage {
+    fn from_config(config: aws_sdk_s3::config::Builder) -> Storage {
+        Storage {
+            client: Client::from_conf(config.build()),
+            read: ReadTuning::default(),
+            list_page_size: None,
+        }
+    }
+
+    /// The same client with other large-object read settings.
+    pub fn with_read_tuning(mut self, read: ReadTuning) -> Storage {
+        assert!(read.range_size > 0 && read.in_flight > 0, "read tuning must be positive");
+        self.read = read;
+        self
+    }
+
+    /// The same client asking for at most `keys` keys per listing page (the server's
+    /// default, usually 1000, otherwise).
+    pub fn with_list_page_size(mut self, keys: i32) -> Storage {
+        self.list_page_size = Some(keys);
+        self
+    }
+
+    /// The underlying SDK client, for operations this module does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Every object under a prefix (the key of `prefix` taken literally), sorted by key.
+    pub async fn list(&self, prefix: &S3Uri) -> Result<Vec<ObjectInfo>, StorageError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&prefix.bucket)
+            .prefix(&prefix.key)
+            .set_max_keys(self.list_page_size)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StorageError::ListObjects {
+                uri: prefix.clone(),
+                source: S3Failure::from_sdk(e),
+            })?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                objects.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    etag: object.e_tag().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// Bytes `range` of an object (an empty range reads nothing).
+    pub async fn get_range(
+        &self,
+        uri: &S3Uri,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StorageError> {
+        read::get_range(&self.client, uri, range, None).await
+    }
+
+    /// A whole (small) object, or `None` if it does not exist.
+    pub async fn get_bytes(&self, uri: &S3Uri) -> Result<Option<Bytes>, StorageError> {
+        let response = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await;
+        let output = match response {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
+            Err(e) => {
+                return Err(StorageError::GetObject {
+                    uri: uri.clone(),
+                    source: S3Failure::from_sdk(e),
+                });
+            }
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::GetObject {
+                uri: uri.clone(),
+                source: S3Failure::local(FailureKind::Response, e.to_string()),
+            })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    /// Writes a small object in one request, with its CRC32C for the server to check.
+    pub async fn put_bytes(&self, uri: &S3Uri, body: Bytes) -> Result<(), StorageError> {
+        self.put_object(uri, body).await.map(|_| ())
+    }
+
+    /// One PutObject with a CRC32C checksum; returns the ETag.
+    async fn put_object(&self, uri: &S3Uri, body: Bytes) -> Result<String, StorageError> {
+        let checksum = crc32c_base64(crc32c::crc32c(&body));
+        let output = self
+            .client
+            .put_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .checksum_crc32_c(checksum)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| StorageError::PutObject {
+                uri: uri.clone(),
+                source: S3Failure::from_sdk(e),
+            })?;
+        Ok(output.e_tag().unwrap_or_default().to_string())
+    }
+
+    /// Size and ETag of an object, or `None` if it does not exist.
+    pub async fn head(&self, uri: &S3Uri) -> Result<Option<ObjectInfo>, StorageError> {
+        let response = self
+            .client
+            .head_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await;
+        match response {
+            Ok(output) => Ok(Some(ObjectInfo {
+                key: uri.key.clone(),
+                size: output.content_length().unwrap_or(0).max(0) as u64,
+                etag: output.e_tag().unwrap_or_default().to_string(),
+            })),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => {
+                let failure = S3Failure::from_sdk(e);
+                // HEAD has no body, so a missing key can only show as a bare 404.
+                if failure.status == Some(404) && failure.code.as_deref() != Some("NoSuchBucket") {
+                    return Ok(None);
+                }
+                Err(StorageError::HeadObject {
+                    uri: uri.clone(),
+                    source: failure,
+                })
+            }
+        }
+    }
+
+    /// Deletes an object; deleting a missing object is not an error.
+    pub async fn delete(&self, uri: &S3Uri) -> Result<(), StorageError> {
+        self.client
+            .delete_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .send()
+            .await
+            .map_err(|e| StorageError::DeleteObject {
+                uri: uri.clone(),
+                source: S3Failure::from_sdk(e),
+            })?;
+        Ok(())
+    }
+
+    /// Creates a bucket; a bucket that already exists is fine.
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let failure = S3Failure::from_sdk(e);
+                match failure.code.as_deref() {
+                    Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists") => Ok(()),
+                    _ => Err(StorageError::CreateBucket {
+                        bucket: bucket.to_string(),
+                        source: failure,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Unfinished multipart uploads under a prefix: `(key, upload id)`, sorted.
+    pub async fn list_multipart_uploads(
+        &self,
+        prefix: &S3Uri,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let mut uploads = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut upload_id_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&prefix.bucket)
+                .prefix(&prefix.key)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(upload_id_marker.take())
+                .send()
+                .await
+                .map_err(|e| StorageError::ListUploads {
+                    uri: prefix.clone(),
+                    source: S3Failure::from_sdk(e),
+                })?;
+            for upload in page.uploads() {
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                    uploads.push((key.to_string(), id.to_string()));
+                }
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            upload_id_marker = page.next_upload_id_marker().map(str::to_string);
+            if key_marker.is_none() && upload_id_marker.is_none() {
+                break;
+            }
+        }
+        uploads.sort();
+        Ok(uploads)
+    }
+
+    /// Aborts one multipart upload.
+    pub async fn abort_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|e| StorageError::AbortUpload {
+                uri: S3Uri::new(bucket, key),
+                upload_id: upload_id.to_string(),
+                source: S3Failure::from_sdk(e),
+            })?;
+        Ok(())
+    }
+
+    /// Starts writing one object; see [`Upload`].
+    pub fn upload(&self, uri: S3Uri, opts: UploadOptions) -> Upload {
+        Upload::new(self.clone(), uri, opts)
+    }
+}

@@ -1,0 +1,209 @@
+//! Streaming reads: one GET for small objects, concurrent ranged GETs pinned to the ETag for large ones.
+
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+use super::{FailureKind, S3Failure, S3Uri, Storage, StorageError};
+
+/// An object's bytes as a stream, in order. Errors are `io::Error`s wrapping a
+/// [`StorageError`] (see [`StorageError::from_io`]), so `tokio_util::io::StreamReader`
+/// can wrap it.
+pub struct ObjectStream {
+    size: u64,
+    etag: String,
+    inner: BoxStream<'static, io::Result<Bytes>>,
+}
+
+impl ObjectStream {
+    /// The object's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The ETag the read is pinned to.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+}
+
+impl std::fmt::Debug for ObjectStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStream")
+            .field("size", &self.size)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for ObjectStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Storage {
+    /// Streams an object. With `etag`, the read fails if the object is not (or no longer)
+    /// that version. Objects above the read threshold are fetched as concurrent ranged GETs,
+    /// each with `If-Match`, and yielded in order.
+    pub async fn get(&self, uri: &S3Uri, etag: Option<&str>) -> Result<ObjectStream, StorageError> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .set_if_match(etag.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| changed_or(uri, etag, S3Failure::from_sdk(e), head_error))?;
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        let current = head.e_tag().unwrap_or_default().to_string();
+        if let Some(expected) = etag
+            && !current.is_empty()
+            && current != expected
+        {
+            return Err(StorageError::ObjectChanged {
+                uri: uri.clone(),
+                etag: expected.to_string(),
+            });
+        }
+        let pin = etag.map(str::to_string).or_else(|| (!current.is_empty()).then(|| current.clone()));
+
+        if size <= self.read.threshold {
+            let output = self
+                .client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .set_if_match(pin.clone())
+                .send()
+                .await
+                .map_err(|e| changed_or(uri, pin.as_deref(), S3Failure::from_sdk(e), get_error))?;
+            let body_uri = uri.clone();
+            let inner = stream::try_unfold(output.body, move |mut body| {
+                let uri = body_uri.clone();
+                async move {
+                    match body.try_next().await {
+                        Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(io::Error::other(StorageError::GetObject {
+                            uri,
+                            source: S3Failure::local(FailureKind::Connection, e.to_string()),
+                        })),
+                    }
+                }
+            })
+            .boxed();
+            return Ok(ObjectStream {
+                size,
+                etag: current,
+                inner,
+            });
+        }
+
+        let client = self.client.clone();
+        let uri = uri.clone();
+        let range_size = self.read.range_size;
+        let starts = (0..size).step_by(range_size as usize);
+        let inner = stream::iter(starts)
+            .map(move |start| {
+                let client = client.clone();
+                let uri = uri.clone();
+                let pin = pin.clone();
+                let end = (start + range_size).min(size);
+                async move {
+                    get_range(&client, &uri, start..end, pin.as_deref())
+                        .await
+                        .map_err(io::Error::other)
+                }
+            })
+            .buffered(self.read.in_flight)
+            .boxed();
+        Ok(ObjectStream {
+            size,
+            etag: current,
+            inner,
+        })
+    }
+}
+
+fn head_error(uri: &S3Uri, source: S3Failure) -> StorageError {
+    StorageError::HeadObject {
+        uri: uri.clone(),
+        source,
+    }
+}
+
+fn get_error(uri: &S3Uri, source: S3Failure) -> StorageError {
+    StorageError::GetObject {
+        uri: uri.clone(),
+        source,
+    }
+}
+
+/// A 412 to a request pinned to an ETag means the object changed.
+fn changed_or(
+    uri: &S3Uri,
+    etag: Option<&str>,
+    failure: S3Failure,
+    otherwise: fn(&S3Uri, S3Failure) -> StorageError,
+) -> StorageError {
+    match etag {
+        Some(etag) if failure.status == Some(412) => StorageError::ObjectChanged {
+            uri: uri.clone(),
+            etag: etag.to_string(),
+        },
+        _ => otherwise(uri, failure),
+    }
+}
+
+/// One ranged GET, read to the end; fails unless exactly the range came back.
+pub(super) async fn get_range(
+    client: &Client,
+    uri: &S3Uri,
+    range: Range<u64>,
+    etag: Option<&str>,
+) -> Result<Bytes, StorageError> {
+    if range.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let output = client
+        .get_object()
+        .bucket(&uri.bucket)
+        .key(&uri.key)
+        .range(format!("bytes={}-{}", range.start, range.end - 1))
+        .set_if_match(etag.map(str::to_string))
+        .send()
+        .await
+        .map_err(|e| changed_or(uri, etag, S3Failure::from_sdk(e), get_error))?;
+    let bytes = output
+        .body
+        .collect()
+        .await
+        .map_err(|e| StorageError::GetObject {
+            uri: uri.clone(),
+            source: S3Failure::local(FailureKind::Connection, e.to_string()),
+        })?
+        .into_bytes();
+    let wanted = range.end - range.start;
+    if bytes.len() as u64 != wanted {
+        return Err(StorageError::BadResponse {
+            uri: uri.clone(),
+            detail: format!(
+                "asked for bytes {}..{} ({wanted} bytes), got {} bytes",
+                range.start,
+                range.end,
+                bytes.len()
+            ),
+        });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,76 @@
+//! Transform steps applied to a stream of record batches, in order.
+
+pub mod sql;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+
+use crate::spec::job::{Step, StepKind};
+
+/// Records into and out of one step, counted as batches pass.
+#[derive(Debug, Default)]
+pub struct StepCounter {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+}
+
+impl StepCounter {
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.records_in.load(Ordering::Relaxed),
+            self.records_out.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("transform step {step}: planning the SQL query")]
+    SqlPlan {
+        step: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+}
+
+/// Chains the steps over `input`; returns the final stream and one counter per step.
+pub async fn apply_steps(
+    steps: &[Step],
+    mut input: SendableRecordBatchStream,
+) -> Result<(SendableRecordBatchStream, Vec<Arc<StepCounter>>), TransformError> {
+    let mut counters = Vec::with_capacity(steps.len());
+    for step in steps {
+        let counter = Arc::new(StepCounter::default());
+        let counted_in = count(input, counter.clone(), |c| &c.records_in);
+        let output = match &step.kind {
+            StepKind::Sql { query } => sql::apply(query, counted_in)
+                .await
+                .map_err(|source| TransformError::SqlPlan {
+                    step: step.name.clone(),
+                    source,
+                })?,
+        };
+        input = count(output, counter.clone(), |c| &c.records_out);
+        counters.push(counter);
+    }
+    Ok((input, counters))
+}
+
+/// Passes batches through, adding their row counts to one field of `counter`.
+fn count(
+    stream: SendableRecordBatchStream,
+    counter: Arc<StepCounter>,
+    field: fn(&StepCounter) -> &AtomicU64,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let counted = stream.inspect(move |batch| {
+        if let Ok(batch) = batch {
+            field(&counter).fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, counted))
+}

@@ -1,0 +1,183 @@
+//! The decoding end of an object's pipeline: a blocking thread that reads the object's
+//! bytes, decompresses and decodes them into Arrow batches, and applies the bad-record
+//! policy. Batches flow to the transforms over a bounded channel (backpressure).
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use crate::format::options::{Compression, SourceFormat};
+use crate::format::{self, BadRecord};
+use crate::plan::PlannedObject;
+use crate::spec::job::OnBadRecord;
+use crate::storage::S3ParquetReader;
+use crate::storage::uri::S3Uri;
+use crate::worker::error::ObjectError;
+use crate::worker::object::ObjectContext;
+
+/// Rows per decoded batch.
+pub const BATCH_ROWS: usize = 8192;
+/// Decoded batches buffered between the decoder and the transforms.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// What decoding one object found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DecodeStats {
+    /// Every record seen, good or bad.
+    pub records: u64,
+    /// Records handed on to the transforms.
+    pub good: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+}
+
+pub struct Decoding {
+    pub stream: SendableRecordBatchStream,
+    pub task: JoinHandle<Result<DecodeStats, ObjectError>>,
+}
+
+type BatchSender = mpsc::Sender<Result<RecordBatch, DataFusionError>>;
+
+impl Decoding {
+    pub async fn start(
+        ctx: &ObjectContext,
+        source: &S3Uri,
+        object: &PlannedObject,
+        rejects: mpsc::Sender<BadRecord>,
+    ) -> Result<Decoding, ObjectError> {
+        let (tx, rx) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let job = ctx.job.clone();
+        let (schema, task) = match job.source.format {
+            SourceFormat::Parquet => {
+                let reader = S3ParquetReader::new(ctx.storage.clone(), source.clone(), object.size);
+                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map_err(|e| ObjectError::parquet(source, e))?;
+                let schema = builder.schema().clone();
+                let stream = builder
+                    .with_batch_size(BATCH_ROWS)
+                    .build()
+                    .map_err(|e| ObjectError::parquet(source, e))?;
+                let uri = source.clone();
+                let task = tokio::spawn(async move {
+                    let mut stats = DecodeStats::default();
+                    let mut stream = stream;
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch.map_err(|e| ObjectError::parquet(&uri, e))?;
+                        stats.records += batch.num_rows() as u64;
+                        stats.good += batch.num_rows() as u64;
+                        if tx.send(Ok(batch)).await.is_err() {
+                            return Err(ObjectError::Cancelled);
+                        }
+                    }
+                    Ok(stats)
+                });
+                (schema, task)
+            }
+            format @ (SourceFormat::Csv | SourceFormat::Jsonl) => {
+                let schema = ctx.schema.clone().ok_or_else(|| {
+                    ObjectError::Internal(format!("no schema planned for {source}"))
+                })?;
+                let body = ctx.storage.get(source, Some(&object.etag)).await?;
+                // Created here, inside the runtime, so the blocking thread can drive it.
+                let reader = SyncIoBridge::new(StreamReader::new(body));
+                let compression = job
+                    .source
+                    .compression
+                    .unwrap_or_else(|| Compression::from_key(&object.key));
+                let uri = source.clone();
+                let decode_schema = schema.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let input = format::decompress(Box::new(reader), compression);
+                    let decoder = format::open_decoder(
+                        format,
+                        input,
+                        decode_schema,
+                        &job.source.csv,
+                        BATCH_ROWS,
+                        &uri.to_string(),
+                    )
+                    .map_err(|e| ObjectError::decode(&uri, e))?;
+                    decode_blocking(decoder, &job, &uri, tx, rejects)
+                });
+                (schema, task)
+            }
+        };
+        let batches = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
+        Ok(Decoding { stream, task })
+    }
+}
+
+fn decode_blocking(
+    mut decoder: Box<dyn format::Decoder>,
+    job: &Arc<crate::spec::job::Job>,
+    uri: &S3Uri,
+    tx: BatchSender,
+    rejects: mpsc::Sender<BadRecord>,
+) -> Result<DecodeStats, ObjectError> {
+    let policy = job.validate.on_bad_record;
+    let limit = job.validate.max_bad_records;
+    let mut stats = DecodeStats::default();
+    while let Some(decoded) = decoder.next().map_err(|e| ObjectError::decode(uri, e))? {
+        for bad in decoded.bad {
+            match policy {
+                OnBadRecord::Fail => {
+                    return Err(ObjectError::BadRecord {
+                        uri: uri.clone(),
+                        line: bad.line,
+                        error: bad.error,
+                    });
+                }
+                OnBadRecord::Skip => stats.skipped += 1,
+                OnBadRecord::Reject => {
+                    stats.rejected += 1;
+                    if rejects.blocking_send(bad).is_err() {
+                        return Err(ObjectError::Cancelled);
+                    }
+                }
+            }
+        }
+        // A count limit can stop early; a fraction needs the total, checked at the end.
+        let bad = stats.rejected + stats.skipped;
+        if matches!(limit, crate::spec::job::BadRecordLimit::Count(_))
+            && limit.exceeded(bad, decoder.records())
+        {
+            return Err(ObjectError::TooManyBadRecords {
+                uri: uri.clone(),
+                bad,
+                total: decoder.records(),
+                limit: format!("{limit:?}"),
+            });
+        }
+        let rows = decoded.batch.num_rows() as u64;
+        if rows > 0 {
+            stats.good += rows;
+            if tx.blocking_send(Ok(decoded.batch)).is_err() {
+                return Err(ObjectError::Cancelled);
+            }
+        }
+    }
+    stats.records = decoder.records();
+    let bad = stats.rejected + stats.skipped;
+    if limit.exceeded(bad, stats.records) {
+        return Err(ObjectError::TooManyBadRecords {
+            uri: uri.clone(),
+            bad,
+            total: stats.records,
+            limit: format!("{limit:?}"),
+        });
+    }
+    Ok(stats)
+}

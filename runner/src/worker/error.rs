@@ -1,0 +1,93 @@
+//! Why one source object failed.
+
+use datafusion::error::DataFusionError;
+
+use crate::format::{DecodeError, EncodeError};
+use crate::storage::StorageError;
+use crate::storage::uri::S3Uri;
+use crate::transform::TransformError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("decoding {uri}")]
+    Decode {
+        uri: S3Uri,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("reading Parquet {uri}")]
+    Parquet {
+        uri: S3Uri,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{uri} line {line}: bad record ({error}); on_bad_record is fail")]
+    BadRecord { uri: S3Uri, line: u64, error: String },
+    #[error("{uri}: {bad} bad records of {total} exceed max_bad_records {limit}")]
+    TooManyBadRecords {
+        uri: S3Uri,
+        bad: u64,
+        total: u64,
+        limit: String,
+    },
+    #[error(transparent)]
+    TransformPlan(#[from] TransformError),
+    #[error("running the transform steps")]
+    Transform(#[source] DataFusionError),
+    #[error("encoding {uri}")]
+    Encode {
+        uri: S3Uri,
+        #[source]
+        source: EncodeError,
+    },
+    #[error(
+        "{uri}: step {step} turned {input} records into {output}; a step that drops records must declare `filters: true`"
+    )]
+    StepCount {
+        uri: S3Uri,
+        step: String,
+        input: u64,
+        output: u64,
+    },
+    #[error("{uri}: records are not accounted for: {detail}")]
+    Lost { uri: S3Uri, detail: String },
+    #[error("{uri}: the stored object holds {stored} records but {written} were written")]
+    ReadBack {
+        uri: S3Uri,
+        written: u64,
+        stored: u64,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("stopped because another part of the pipeline failed")]
+    Cancelled,
+}
+
+impl ObjectError {
+    pub fn decode(uri: &S3Uri, source: DecodeError) -> ObjectError {
+        ObjectError::Decode {
+            uri: uri.clone(),
+            source,
+        }
+    }
+
+    pub fn encode(uri: &S3Uri, source: EncodeError) -> ObjectError {
+        ObjectError::Encode {
+            uri: uri.clone(),
+            source,
+        }
+    }
+
+    pub fn parquet(uri: &S3Uri, source: parquet::errors::ParquetError) -> ObjectError {
+        ObjectError::Parquet {
+            uri: uri.clone(),
+            source,
+        }
+    }
+
+    pub fn from_join(error: tokio::task::JoinError) -> ObjectError {
+        ObjectError::Internal(format!("a pipeline task ended abnormally: {error}"))
+    }
+}

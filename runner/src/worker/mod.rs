@@ -1,0 +1,297 @@
+//! One shard: load the plan, then for each object skip it if done, else get, decode,
+//! transform, validate, encode, upload, commit (a done marker). Progress is written as it goes.
+
+pub mod decode;
+pub mod error;
+pub mod marker;
+pub mod object;
+pub mod output;
+pub mod rejects;
+pub mod verify;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+
+use crate::error::{Classify, ExitCode};
+use crate::plan::{Plan, PlannedObject};
+use crate::spec;
+use crate::state::RunLayout;
+use crate::storage::Storage;
+use crate::storage::uri::S3Uri;
+use crate::worker::marker::{DoneMarker, ObjectFailure, ShardProgress};
+use crate::worker::object::ObjectContext;
+
+/// How often progress.json is rewritten while a shard runs.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("reading {uri}")]
+    ReadState {
+        uri: S3Uri,
+        #[source]
+        source: crate::storage::StorageError,
+    },
+    #[error("{uri} does not exist; was the run planned?")]
+    MissingState { uri: S3Uri },
+    #[error("{uri} is not a valid plan")]
+    BadPlan {
+        uri: S3Uri,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the run's job file is not valid")]
+    BadJob(#[source] spec::SpecErrors),
+    #[error("shard {index} is not in the plan ({shards} shards)")]
+    NoSuchShard { index: u32, shards: usize },
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    #[error("writing {uri}")]
+    WriteState {
+        uri: S3Uri,
+        #[source]
+        source: crate::storage::StorageError,
+    },
+}
+
+/// Tuning of one worker process.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOptions {
+    /// Source objects processed at the same time.
+    pub objects_in_flight: usize,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            objects_in_flight: 2,
+        }
+    }
+}
+
+/// Reads and parses plan.json.
+pub async fn load_plan(storage: &Storage, uri: &S3Uri) -> Result<Plan, WorkerError> {
+    let bytes = storage
+        .get_bytes(uri)
+        .await
+        .map_err(|source| WorkerError::ReadState {
+            uri: uri.clone(),
+            source,
+        })?
+        .ok_or_else(|| WorkerError::MissingState { uri: uri.clone() })?;
+    serde_json::from_slice(&bytes).map_err(|source| WorkerError::BadPlan {
+        uri: uri.clone(),
+        source,
+    })
+}
+
+/// Runs shard `index` of the plan at `plan_uri` and returns the worker exit code.
+pub async fn run_shard(
+    storage: Storage,
+    plan_uri: &S3Uri,
+    index: u32,
+    options: WorkerOptions,
+) -> Result<ExitCode, WorkerError> {
+    let layout = RunLayout::from_plan_uri(plan_uri);
+    let plan = load_plan(&storage, plan_uri).await?;
+    let job_uri = layout.job();
+    let job_text = storage
+        .get_bytes(&job_uri)
+        .await
+        .map_err(|source| WorkerError::ReadState {
+            uri: job_uri.clone(),
+            source,
+        })?
+        .ok_or_else(|| WorkerError::MissingState {
+            uri: job_uri.clone(),
+        })?;
+    let job = spec::load_str(&String::from_utf8_lossy(&job_text), &job_uri.to_string(), &[])
+        .map_err(WorkerError::BadJob)?
+        .job;
+    let shard = plan.shard(index).ok_or(WorkerError::NoSuchShard {
+        index,
+        shards: plan.shards.len(),
+    })?;
+    let schema = match &job.source.schema {
+        Some(schema) => Some(schema.clone()),
+        None => plan.arrow_schema()?,
+    };
+    tracing::info!(
+        job = %job.name,
+        run = %plan.run_id,
+        shard = index,
+        objects = shard.objects.len(),
+        bytes = shard.bytes,
+        "shard starting"
+    );
+
+    let ctx = ObjectContext {
+        storage: storage.clone(),
+        job: Arc::new(job),
+        schema,
+    };
+    let progress = Arc::new(Mutex::new(ShardProgress {
+        shard: index,
+        objects_total: shard.objects.len() as u64,
+        bytes_total: shard.bytes,
+        ..ShardProgress::default()
+    }));
+    let started = Instant::now();
+    let reporter = spawn_progress_writer(storage.clone(), layout.progress(index), progress.clone(), started);
+
+    let results: Vec<(PlannedObject, Result<DoneMarker, (ExitCode, String)>)> =
+        futures::stream::iter(shard.objects.iter().cloned())
+            .map(|object| {
+                let ctx = &ctx;
+                let layout = &layout;
+                let progress = progress.clone();
+                async move {
+                    let outcome = one_object(ctx, layout, &object, &progress).await;
+                    (object, outcome)
+                }
+            })
+            .buffer_unordered(options.objects_in_flight.max(1))
+            .collect()
+            .await;
+    reporter.abort();
+
+    let mut code = ExitCode::Done;
+    for (object, outcome) in &results {
+        if let Err((exit, error)) = outcome {
+            tracing::error!(key = %object.key, exit = exit.code(), "{error}");
+            code = worse(code, *exit);
+        }
+    }
+    let final_progress = {
+        let mut p = progress.lock().expect("not poisoned");
+        p.finished = true;
+        p.updated = Some(Utc::now());
+        p.rate = rate(p.bytes_done, started);
+        p.clone()
+    };
+    write_progress(&storage, &layout.progress(index), &final_progress)
+        .await
+        .map_err(|source| WorkerError::WriteState {
+            uri: layout.progress(index),
+            source,
+        })?;
+    tracing::info!(
+        shard = index,
+        objects = final_progress.objects_done,
+        skipped = final_progress.objects_skipped,
+        failed = final_progress.failures.len(),
+        records_in = final_progress.records.input,
+        records_out = final_progress.records.output,
+        exit = code.code(),
+        "shard finished"
+    );
+    Ok(code)
+}
+
+/// Which of two failing exit codes a worker reports: one that a retry cannot fix wins over
+/// a transient one, so the index is not retried in vain.
+fn worse(a: ExitCode, b: ExitCode) -> ExitCode {
+    let rank = |c: ExitCode| match c {
+        ExitCode::Done => 0,
+        ExitCode::Transient => 1,
+        ExitCode::BadData => 2,
+        ExitCode::Validation => 3,
+        ExitCode::Config => 4,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+async fn one_object(
+    ctx: &ObjectContext,
+    layout: &RunLayout,
+    object: &PlannedObject,
+    progress: &Mutex<ShardProgress>,
+) -> Result<DoneMarker, (ExitCode, String)> {
+    let marker_uri = layout.done_marker(&object.key);
+    // Resume: an object whose marker matches its ETag is already done.
+    if let Ok(Some(bytes)) = ctx.storage.get_bytes(&marker_uri).await
+        && let Ok(marker) = serde_json::from_slice::<DoneMarker>(&bytes)
+        && marker.etag == object.etag
+    {
+        let mut p = progress.lock().expect("not poisoned");
+        p.objects_skipped += 1;
+        p.objects_done += 1;
+        p.bytes_done += object.size;
+        p.records.add(&marker.records);
+        return Ok(marker);
+    }
+    let result = match object::process(ctx, object).await {
+        Ok(marker) => {
+            let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
+            match ctx.storage.put_bytes(&marker_uri, body.into()).await {
+                Ok(()) => Ok(marker),
+                Err(e) => Err((e.exit_code(), format!("writing {marker_uri}: {e}"))),
+            }
+        }
+        Err(e) => Err((e.exit_code(), error_chain(&e))),
+    };
+    let mut p = progress.lock().expect("not poisoned");
+    match &result {
+        Ok(marker) => {
+            p.objects_done += 1;
+            p.bytes_done += object.size;
+            p.records.add(&marker.records);
+        }
+        Err((exit, error)) => p.failures.push(ObjectFailure {
+            key: object.key.clone(),
+            exit_code: exit.code(),
+            error: error.clone(),
+        }),
+    }
+    result
+}
+
+/// An error and its causes on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+fn rate(bytes: u64, started: Instant) -> f64 {
+    bytes as f64 / started.elapsed().as_secs_f64().max(1e-3)
+}
+
+fn spawn_progress_writer(
+    storage: Storage,
+    uri: S3Uri,
+    progress: Arc<Mutex<ShardProgress>>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let snapshot = {
+                let mut p = progress.lock().expect("not poisoned");
+                p.updated = Some(Utc::now());
+                p.rate = rate(p.bytes_done, started);
+                p.clone()
+            };
+            if let Err(error) = write_progress(&storage, &uri, &snapshot).await {
+                tracing::warn!(%error, %uri, "writing progress failed");
+            }
+            tokio::time::sleep(PROGRESS_EVERY).await;
+        }
+    })
+}
+
+async fn write_progress(
+    storage: &Storage,
+    uri: &S3Uri,
+    progress: &ShardProgress,
+) -> Result<(), crate::storage::StorageError> {
+    let body = serde_json::to_vec_pretty(progress).expect("progress serializes");
+    storage.put_bytes(uri, body.into()).await
+}

@@ -1,0 +1,337 @@
+//! One source object, streaming: get -> decompress -> decode -> transform -> encode ->
+//! upload; then account for every record, complete the uploads and read the counts back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+
+use crate::plan::PlannedObject;
+use crate::plan::keys::output_key;
+use crate::spec::job::Job;
+use crate::storage::uri::S3Uri;
+use crate::storage::Storage;
+use crate::transform::{self, StepCounter};
+use crate::worker::decode::{DecodeStats, Decoding};
+use crate::worker::error::ObjectError;
+use crate::worker::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
+use crate::worker::output::{OutputPart, encode_outputs};
+use crate::worker::rejects::{RejectsWriter, StagedRejects};
+use crate::worker::verify::{stored_rejects, stored_rows};
+
+/// What every object of a shard shares.
+pub struct ObjectContext {
+    pub storage: Storage,
+    pub job: Arc<Job>,
+    /// The schema to decode with (explicit or planned); `None` for Parquet sources.
+    pub schema: Option<SchemaRef>,
+}
+
+/// Processes one source object and returns its done marker. On any error every upload of
+/// this object is aborted: nothing of it becomes visible.
+pub async fn process(
+    ctx: &ObjectContext,
+    object: &PlannedObject,
+) -> Result<DoneMarker, ObjectError> {
+    let started = Instant::now();
+    let job = &ctx.job;
+    let source = S3Uri::new(job.source.uri.bucket.clone(), object.key.clone());
+    let relative = object
+        .key
+        .strip_prefix(job.source.uri.key.as_str())
+        .unwrap_or(&object.key)
+        .to_string();
+
+    let rejects = RejectsWriter::start(
+        &ctx.storage,
+        job.sink.uri.join(&format!("_rejected/{relative}.jsonl")),
+        &job.sink,
+        source.to_string(),
+    );
+    let decoding = match Decoding::start(ctx, &source, object, rejects.sender()).await {
+        Ok(d) => d,
+        Err(e) => {
+            rejects.abort().await;
+            return Err(e);
+        }
+    };
+    let (output, counters) = match transform::apply_steps(&job.steps, decoding.stream).await {
+        Ok(x) => x,
+        Err(e) => {
+            decoding.task.abort();
+            rejects.abort().await;
+            return Err(e.into());
+        }
+    };
+    let sink = job.sink.clone();
+    let key_for = move |part: usize| {
+        sink.uri.join(&output_key(
+            &sink.key,
+            &relative,
+            part,
+            sink.format,
+            sink.compression,
+        ))
+    };
+    let encoded = encode_outputs(ctx.storage.clone(), job.sink.clone(), output, key_for).await;
+    let decoded = decoding
+        .task
+        .await
+        .unwrap_or_else(|e| Err(ObjectError::from_join(e)));
+    let staged = rejects.finish().await;
+
+    let (stats, parts, staged) = settle(decoded, encoded, staged).await?;
+    let counts = match account(&source, &stats, &counters, &job.steps, &parts, &staged) {
+        Ok(counts) => counts,
+        Err(e) => {
+            abort_all(parts, staged).await;
+            return Err(e);
+        }
+    };
+
+    // Everything balanced in memory: make the outputs visible, then check what was stored.
+    let outputs = complete_and_verify(ctx, parts).await?;
+    let rejects = match staged {
+        Some(staged) => Some(verify_rejects(ctx, staged, &outputs).await?),
+        None => None,
+    };
+    Ok(DoneMarker {
+        key: object.key.clone(),
+        etag: object.etag.clone(),
+        size: object.size,
+        outputs,
+        rejects,
+        records: counts,
+        steps: job
+            .steps
+            .iter()
+            .zip(&counters)
+            .map(|(step, c)| {
+                let (input, output) = c.get();
+                StepCounts {
+                    name: step.name.clone(),
+                    input,
+                    output,
+                }
+            })
+            .collect(),
+        seconds: started.elapsed().as_secs_f64(),
+        finished: Utc::now(),
+    })
+}
+
+/// Combines the three ends of the pipeline. If any failed, aborts what the others staged
+/// and returns the root cause (a `Cancelled` end only stopped because another one failed).
+async fn settle(
+    decoded: Result<DecodeStats, ObjectError>,
+    encoded: Result<Vec<OutputPart>, ObjectError>,
+    staged: Result<Option<StagedRejects>, ObjectError>,
+) -> Result<(DecodeStats, Vec<OutputPart>, Option<StagedRejects>), ObjectError> {
+    match (decoded, encoded, staged) {
+        (Ok(d), Ok(p), Ok(s)) => Ok((d, p, s)),
+        (d, p, s) => {
+            let mut errors = Vec::new();
+            let parts = match p {
+                Ok(parts) => parts,
+                Err(e) => {
+                    errors.push(e);
+                    Vec::new()
+                }
+            };
+            let staged = match s {
+                Ok(staged) => staged,
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+            if let Err(e) = d {
+                errors.insert(0, e);
+            }
+            abort_all(parts, staged).await;
+            let root = errors
+                .iter()
+                .position(|e| !matches!(e, ObjectError::Cancelled))
+                .unwrap_or(0);
+            Err(errors.swap_remove(root))
+        }
+    }
+}
+
+async fn abort_all(parts: Vec<OutputPart>, staged: Option<StagedRejects>) {
+    for part in parts {
+        if let Err(error) = part.pending.abort().await {
+            tracing::warn!(%error, uri = %part.uri, "aborting an output upload failed");
+        }
+    }
+    if let Some(staged) = staged
+        && let Err(error) = staged.pending.abort().await
+    {
+        tracing::warn!(%error, "aborting a rejects upload failed");
+    }
+}
+
+/// Checks, in memory, that every decoded record is accounted for: each step that does not
+/// declare `filters` keeps its record count, the encoders wrote what the last step produced,
+/// and `input = output + rejected + skipped + filtered`.
+fn account(
+    source: &S3Uri,
+    stats: &DecodeStats,
+    counters: &[Arc<StepCounter>],
+    steps: &[crate::spec::job::Step],
+    parts: &[OutputPart],
+    staged: &Option<StagedRejects>,
+) -> Result<RecordCounts, ObjectError> {
+    let mut flowing = stats.good;
+    let mut filtered = 0;
+    for (step, counter) in steps.iter().zip(counters) {
+        let (input, output) = counter.get();
+        if input != flowing {
+            return Err(ObjectError::Lost {
+                uri: source.clone(),
+                detail: format!(
+                    "step {} received {input} records, {flowing} were handed to it",
+                    step.name
+                ),
+            });
+        }
+        if output != input && !(step.filters && output < input) {
+            return Err(ObjectError::StepCount {
+                uri: source.clone(),
+                step: step.name.clone(),
+                input,
+                output,
+            });
+        }
+        filtered += input - output;
+        flowing = output;
+    }
+    let written: u64 = parts.iter().map(|p| p.rows).sum();
+    if written != flowing {
+        return Err(ObjectError::Lost {
+            uri: source.clone(),
+            detail: format!("the encoders wrote {written} records, the steps produced {flowing}"),
+        });
+    }
+    let rejected = staged.as_ref().map_or(0, |s| s.rows);
+    if rejected != stats.rejected {
+        return Err(ObjectError::Lost {
+            uri: source.clone(),
+            detail: format!(
+                "{} records were rejected but {rejected} reached the rejects object",
+                stats.rejected
+            ),
+        });
+    }
+    let counts = RecordCounts {
+        input: stats.records,
+        output: written,
+        rejected,
+        skipped: stats.skipped,
+        filtered,
+    };
+    if !counts.balanced() {
+        return Err(ObjectError::Lost {
+            uri: source.clone(),
+            detail: format!(
+                "input {} != output {} + rejected {} + skipped {} + filtered {}",
+                counts.input, counts.output, counts.rejected, counts.skipped, counts.filtered
+            ),
+        });
+    }
+    Ok(counts)
+}
+
+/// Completes every output upload, then reads each stored object's record count back. A
+/// mismatch deletes this object's outputs and fails it.
+async fn complete_and_verify(
+    ctx: &ObjectContext,
+    parts: Vec<OutputPart>,
+) -> Result<Vec<OutputObject>, ObjectError> {
+    let mut outputs = Vec::with_capacity(parts.len());
+    let mut completed = Vec::new();
+    let mut result = Ok(());
+    let mut parts = parts.into_iter();
+    for part in parts.by_ref() {
+        match part.pending.complete().await {
+            Ok(uploaded) => {
+                completed.push(uploaded.uri.clone());
+                outputs.push((uploaded, part.rows));
+            }
+            Err(e) => {
+                result = Err(ObjectError::from(e));
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        abort_all(parts.collect(), None).await;
+    }
+    let mut verified = Vec::with_capacity(outputs.len());
+    if result.is_ok() {
+        for (uploaded, rows) in &outputs {
+            match stored_rows(&ctx.storage, &ctx.job.sink, &uploaded.uri, uploaded.size).await {
+                Ok(stored) if stored == *rows => verified.push(OutputObject {
+                    uri: uploaded.uri.to_string(),
+                    size: uploaded.size,
+                    rows: *rows,
+                    crc32c: uploaded.crc32c.clone(),
+                }),
+                Ok(stored) => {
+                    result = Err(ObjectError::ReadBack {
+                        uri: uploaded.uri.clone(),
+                        written: *rows,
+                        stored,
+                    });
+                    break;
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+    }
+    match result {
+        Ok(()) => Ok(verified),
+        Err(e) => {
+            for uri in completed {
+                if let Err(error) = ctx.storage.delete(&uri).await {
+                    tracing::warn!(%error, %uri, "deleting an unverified output failed");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn verify_rejects(
+    ctx: &ObjectContext,
+    staged: StagedRejects,
+    outputs: &[OutputObject],
+) -> Result<OutputObject, ObjectError> {
+    let rows = staged.rows;
+    let uploaded = staged.pending.complete().await?;
+    let stored = stored_rejects(&ctx.storage, &uploaded.uri).await?;
+    if stored != rows {
+        for output in outputs {
+            if let Ok(uri) = output.uri.parse::<S3Uri>() {
+                let _ = ctx.storage.delete(&uri).await;
+            }
+        }
+        let _ = ctx.storage.delete(&uploaded.uri).await;
+        return Err(ObjectError::ReadBack {
+            uri: uploaded.uri,
+            written: rows,
+            stored,
+        });
+    }
+    Ok(OutputObject {
+        uri: uploaded.uri.to_string(),
+        size: uploaded.size,
+        rows,
+        crc32c: uploaded.crc32c,
+    })
+}
+
