@@ -3,7 +3,9 @@
 //! The data flows spec -> plan -> worker (storage -> format -> transform -> format -> storage)
 //! -> exec (run, publish). See docs/architecture.md.
 
+pub mod bench;
 pub mod cli;
+pub mod demo;
 pub mod error;
 pub mod exec;
 pub mod format;

@@ -4,8 +4,10 @@ use clap::{Parser, Subcommand};
 
 use crate::error::ExitCode;
 
+pub mod bench;
 pub mod check;
 pub mod connect;
+pub mod demo;
 pub mod plan;
 pub mod run;
 pub mod s3;
@@ -30,6 +32,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Generate a sample taxi-trip dataset into the bucket `raw` and run the main job
+    /// (jobs/taxi-csv-to-parquet.yaml) on it.
+    Demo(demo::DemoArgs),
     /// Plan a job and run it locally: every shard as a local worker process, then publish.
     Run(run::RunArgs),
     /// List and shard a job's source and print the shard table, without running anything.
@@ -40,6 +45,9 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Print the JSON Schema of the job file format (for editor completion).
     Schema(schema::SchemaArgs),
+    /// Measure CSV -> typed Parquet throughput and peak memory (end to end, and decode +
+    /// encode alone) and print the DuckDB command for the same conversion.
+    Bench(bench::BenchArgs),
     /// S3 utilities: serve a directory as an S3 endpoint.
     #[command(subcommand)]
     S3(s3::S3Command),
@@ -48,11 +56,13 @@ pub enum Command {
 /// Runs the parsed command and returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::S3(cmd) => s3::run(cmd),
     }
 }

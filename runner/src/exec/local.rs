@@ -40,6 +40,8 @@ pub struct LocalRunner {
     pub retries: u32,
     /// Show a progress bar (a terminal) or log progress lines.
     pub bar: bool,
+    /// Pin each worker to the first N CPUs (benchmarks measure one core against two).
+    pub cpus: Option<usize>,
 }
 
 /// Lines of a failed worker's stderr kept for the summary.
@@ -59,13 +61,14 @@ impl LocalRunner {
             let plan_uri = plan_uri.clone();
             let index = shard.index;
             let bar = bar.clone();
+            let cpus = self.cpus;
             tasks.spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("semaphore open");
                 let mut attempts = 0;
                 loop {
                     attempts += 1;
                     let (exit, last_lines) =
-                        run_worker(&program, &env, &plan_uri, index, bar.as_ref()).await;
+                        run_worker(&program, &env, &plan_uri, index, cpus, bar.as_ref()).await;
                     if exit.retryable() && attempts <= retries {
                         tracing::warn!(shard = index, attempt = attempts, "worker failed transiently; retrying");
                         continue;
@@ -117,6 +120,7 @@ async fn run_worker(
     env: &[(String, String)],
     plan_uri: &S3Uri,
     index: u32,
+    cpus: Option<usize>,
     bar: Option<&ProgressBar>,
 ) -> (ExitCode, Vec<String>) {
     let mut command = Command::new(program);
@@ -130,6 +134,9 @@ async fn run_worker(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(cpus) = cpus {
+        pin_to_cpus(&mut command, cpus);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {
@@ -194,5 +201,23 @@ async fn watch_progress(
             }
             None => {}
         }
+    }
+}
+
+/// Restricts the child process to CPUs 0..n.
+fn pin_to_cpus(command: &mut Command, n: usize) {
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // async-signal-safe libc functions on a stack-allocated cpu set.
+    unsafe {
+        command.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for cpu in 0..n {
+                libc::CPU_SET(cpu, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

@@ -29,6 +29,8 @@ pub struct LocalRunOptions {
     /// Overrides the generated run id.
     pub run_id: Option<String>,
     pub bar: bool,
+    /// Pin each worker to the first N CPUs (for benchmarks).
+    pub cpus: Option<usize>,
 }
 
 /// A finished local run.
@@ -70,6 +72,7 @@ pub async fn run_locally(
         parallelism: options.parallelism.unwrap_or(job.parallelism),
         retries: job.retries,
         bar: options.bar,
+        cpus: options.cpus,
     };
     let outcomes = runner.run(storage, &plan, &layout.plan()).await;
     let report = publish::publish(storage, &layout, &plan, &outcomes, started).await?;

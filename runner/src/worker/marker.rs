@@ -78,6 +78,9 @@ pub struct ShardProgress {
     /// Source bytes per second since the shard started.
     pub rate: f64,
     pub failures: Vec<ObjectFailure>,
+    /// The worker process's peak resident memory so far (Linux VmHWM), in bytes.
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
     pub finished: bool,
     pub updated: Option<DateTime<Utc>>,
 }
@@ -88,4 +91,17 @@ pub struct ObjectFailure {
     pub key: String,
     pub exit_code: i32,
     pub error: String,
+}
+
+/// This process's peak resident set size in bytes (0 where /proc is not available).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }

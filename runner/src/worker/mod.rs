@@ -170,6 +170,7 @@ pub async fn run_shard(
         p.finished = true;
         p.updated = Some(Utc::now());
         p.rate = rate(p.bytes_done, started);
+        p.peak_rss_bytes = marker::peak_rss_bytes();
         p.clone()
     };
     write_progress(&storage, &layout.progress(index), &final_progress)
@@ -277,6 +278,7 @@ fn spawn_progress_writer(
                 let mut p = progress.lock().expect("not poisoned");
                 p.updated = Some(Utc::now());
                 p.rate = rate(p.bytes_done, started);
+                p.peak_rss_bytes = marker::peak_rss_bytes();
                 p.clone()
             };
             if let Err(error) = write_progress(&storage, &uri, &snapshot).await {

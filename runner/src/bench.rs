@@ -1,0 +1,159 @@
+//! `sluice bench`: throughput and peak memory of CSV -> typed Parquet, end to end through
+//! S3 and the worker, and for decode + encode alone, with the DuckDB command that does the
+//! same conversion so both can be timed on the same file.
+
+use std::io::{BufReader, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::demo::{DatasetShape, HEADER, generate_object};
+use crate::format::options::{
+    Compression, CsvReadOptions, CsvWriteOptions, ParquetWriteOptions, SinkFormat, SourceFormat,
+};
+use crate::format::{self, DecodeError};
+use crate::plan::FORMAT_METADATA_KEY;
+
+/// The timestamp format of the generated data.
+pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// The typed schema of the generated taxi data (timestamps typed at decode).
+pub fn taxi_schema() -> SchemaRef {
+    let fields = HEADER
+        .split(',')
+        .map(|name| {
+            let data_type = match name {
+                "pickup_at" | "dropoff_at" => DataType::Timestamp(TimeUnit::Microsecond, None),
+                "store_and_fwd" => DataType::Utf8,
+                "vendor_id" | "passenger_count" | "rate_code" | "pickup_location"
+                | "dropoff_location" | "payment_type" => DataType::Int32,
+                _ => DataType::Float64,
+            };
+            let field = Field::new(name, data_type.clone(), true);
+            if matches!(data_type, DataType::Timestamp(..)) {
+                field.with_metadata([(FORMAT_METADATA_KEY.into(), TIMESTAMP_FORMAT.into())].into())
+            } else {
+                field
+            }
+        })
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
+}
+
+/// Writes a taxi-like CSV of about `bytes` bytes to `path` (no malformed rows); returns rows.
+pub fn write_dataset(path: &Path, bytes: usize) -> std::io::Result<u64> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    // Generated in chunks so that a large file never sits in memory.
+    const CHUNK: usize = 64 * 1024 * 1024;
+    let mut rows = 0;
+    let mut written = 0;
+    let mut index = 0;
+    while written < bytes {
+        let shape = DatasetShape {
+            objects: 1,
+            object_bytes: CHUNK.min(bytes - written),
+            gzip_every: 0,
+            malformed_every: 0,
+            seed: 1,
+        };
+        let object = generate_object(&shape, index);
+        // Every chunk starts with the header line; keep only the first one.
+        let body = if index == 0 {
+            &object.body[..]
+        } else {
+            &object.body[HEADER.len() + 1..]
+        };
+        file.write_all(body)?;
+        written += body.len();
+        rows += object.rows;
+        index += 1;
+    }
+    file.flush()?;
+    Ok(rows)
+}
+
+/// The result of decoding and encoding a file in this process.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    pub records: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Decodes the CSV file at `path` with `schema` and encodes it to Parquet (zstd) into a
+/// sink that discards the bytes. With `threads` = 2 decoding and encoding run on two
+/// threads joined by a bounded channel, as in the worker; with 1 they alternate.
+pub fn decode_encode(path: &Path, schema: SchemaRef, threads: usize) -> Result<Throughput, DecodeError> {
+    let bytes = std::fs::metadata(path).map_err(DecodeError::from)?.len();
+    let started = Instant::now();
+    let file = std::fs::File::open(path).map_err(DecodeError::from)?;
+    let reader = format::decompress(Box::new(BufReader::new(file)), Compression::None);
+    let mut decoder = format::open_decoder(
+        SourceFormat::Csv,
+        reader,
+        schema.clone(),
+        &CsvReadOptions::default(),
+        crate::worker::decode::BATCH_ROWS,
+        &path.display().to_string(),
+    )?;
+    let mut encoder = format::open_encoder(
+        SinkFormat::Parquet,
+        schema,
+        &ParquetWriteOptions::default(),
+        &CsvWriteOptions::default(),
+        Compression::None,
+        Box::new(std::io::sink()),
+    )
+    .map_err(|e| DecodeError::from(std::io::Error::other(e.to_string())))?;
+    let records = if threads <= 1 {
+        while let Some(decoded) = decoder.next()? {
+            encoder
+                .write(&decoded.batch)
+                .map_err(|e| DecodeError::from(std::io::Error::other(e.to_string())))?;
+        }
+        decoder.records()
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let encoding = std::thread::spawn(move || {
+            for batch in rx {
+                encoder.write(&batch)?;
+            }
+            encoder.finish()
+        });
+        while let Some(decoded) = decoder.next()? {
+            if tx.send(decoded.batch).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        encoding
+            .join()
+            .map_err(|_| DecodeError::from(std::io::Error::other("encoder thread panicked")))?
+            .map_err(|e| DecodeError::from(std::io::Error::other(e.to_string())))?;
+        decoder.records()
+    };
+    Ok(Throughput {
+        records,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The DuckDB command that performs the same conversion on the same file.
+pub fn duckdb_command(csv: &Path, threads: usize) -> String {
+    format!(
+        "duckdb -c \"SET threads={threads}; COPY (SELECT * FROM read_csv('{}', header=true, timestampformat='{TIMESTAMP_FORMAT}')) TO '/tmp/sluice-bench-duckdb.parquet' (FORMAT parquet, COMPRESSION zstd);\"",
+        csv.display()
+    )
+}
