@@ -60,7 +60,12 @@ fn end_to_end(args: &BenchArgs, name: &str, path: &std::path::Path) -> anyhow::R
     let loaded = spec::load_str(&job_yaml, "bench job", &[])?;
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(None).await?;
-        conn.storage.create_bucket(BUCKET).await?;
+        if conn.embedded.is_some() {
+            let job = &loaded.job;
+            for bucket in [BUCKET, &job.sink.uri.bucket, &job.state.bucket] {
+                conn.storage.create_bucket(bucket).await?;
+            }
+        }
         let source = loaded.job.source.uri.join(name);
         if conn.embedded.is_none() {
             // Not the embedded server: upload the file so the run reads it from S3.

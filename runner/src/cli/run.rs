@@ -39,6 +39,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             parallelism: args.parallelism,
             run_id: args.run_id.clone(),
             bar: std::io::stderr().is_terminal(),
+            cpus: None,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
         print!(

@@ -10,7 +10,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::planner::SqlOptions;
+use datafusion::execution::context::SQLOptions;
 
 /// Runs `query` over `input` and returns the result as a stream.
 pub async fn apply(
@@ -31,7 +31,7 @@ pub async fn apply(
     let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?;
     ctx.register_table("input", Arc::new(table))?;
     // The spec check already allows only one SELECT; this is the second guard.
-    let options = SqlOptions::new()
+    let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);

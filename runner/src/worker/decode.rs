@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -58,7 +57,12 @@ impl Decoding {
         let job = ctx.job.clone();
         let (schema, task) = match job.source.format {
             SourceFormat::Parquet => {
-                let reader = S3ParquetReader::new(ctx.storage.clone(), source.clone(), object.size);
+                let reader = S3ParquetReader::new(
+                    ctx.storage.clone(),
+                    source.clone(),
+                    object.size,
+                    Some(object.etag.clone()),
+                );
                 let builder = ParquetRecordBatchStreamBuilder::new(reader)
                     .await
                     .map_err(|e| ObjectError::parquet(source, e))?;

@@ -19,9 +19,7 @@ pub async fn stored_rows(
 ) -> Result<u64, ObjectError> {
     match sink.format {
         SinkFormat::Parquet => {
-            let metadata = parquet_metadata(storage, uri, size)
-                .await
-                .map_err(|e| ObjectError::parquet(uri, e))?;
+            let metadata = parquet_metadata(storage, uri, size).await?;
             Ok(format::parquet_rows(&metadata))
         }
         SinkFormat::Csv => {

@@ -1,0 +1,345 @@
+//! Whole jobs through the real `sluice` binary against real S3 servers (embedded s3s-fs
+//! and moto): outputs, rejects, accounting, manifests and every exit code.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+use sluice::storage::Storage;
+use sluice::storage::uri::S3Uri;
+
+use crate::support::{self, TestServer};
+
+/// What a generated CSV object holds.
+struct Expected {
+    rows: u64,
+    malformed: u64,
+    negative: u64,
+}
+
+/// `id,name,fare,ts` rows; every 10th fare is negative, rows listed in `bad` are malformed
+/// (alternately a missing field and a fare that is not a number).
+fn csv_object(rows: u64, bad: &[u64]) -> (Vec<u8>, Expected) {
+    let mut out = b"id,name,fare,ts\n".to_vec();
+    let mut expected = Expected {
+        rows,
+        malformed: 0,
+        negative: 0,
+    };
+    for i in 0..rows {
+        if let Some(pos) = bad.iter().position(|b| *b == i) {
+            expected.malformed += 1;
+            if pos % 2 == 0 {
+                writeln!(out, "{i},missing-fields").unwrap();
+            } else {
+                writeln!(out, "{i},\"bad, fare\",abc,2026-01-01 00:00:00").unwrap();
+            }
+            continue;
+        }
+        let fare = if i % 10 == 0 { -(i as f64) } else { i as f64 + 0.5 };
+        if fare < 0.0 {
+            expected.negative += 1;
+        }
+        writeln!(
+            out,
+            "{i},\"rider {i}, \"\"vip\"\"\",{fare},2026-01-{:02} 10:{:02}:00",
+            1 + i % 28,
+            i % 60
+        )
+        .unwrap();
+    }
+    (out, expected)
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .envs(server.env())
+        .env("RUST_LOG", "sluice=info,warn")
+        .current_dir(dir)
+        .output()
+        .expect("running sluice");
+    eprintln!(
+        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        server.name,
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn job_file(dir: &Path, bucket: &str, extra_validate: &str, sink_extra: &str, sql: &str) -> std::path::PathBuf {
+    let path = dir.join("job.yaml");
+    let text = format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata:
+  name: trips
+spec:
+  source:
+    uri: s3://{bucket}/in/
+    format: csv
+    schema:
+      - {{ name: id, type: int64 }}
+      - {{ name: name, type: string }}
+      - {{ name: fare, type: float64 }}
+      - {{ name: ts, type: string }}
+  transform:
+{sql}
+  validate:
+{extra_validate}
+  sink:
+    uri: s3://{bucket}/out/
+{sink_extra}
+  parallelism: 2
+  shards: 2
+  retries: 1
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const FILTER_SQL: &str = r#"    - name: typed
+      sql: |
+        SELECT id, name, fare, to_timestamp(ts, '%Y-%m-%d %H:%M:%S') AS ts FROM input WHERE fare >= 0
+      filters: true"#;
+
+async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
+    let bytes = storage.get_bytes(uri).await.unwrap()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+fn run_root(bucket: &str, run_id: &str) -> S3Uri {
+    format!("s3://{bucket}/_sluice/runs/trips/{run_id}/").parse().unwrap()
+}
+
+async fn no_incomplete_uploads(storage: &Storage, bucket: &str, server: &TestServer) {
+    let uploads = storage
+        .list_multipart_uploads(&S3Uri::new(bucket, ""))
+        .await
+        .unwrap();
+    assert!(uploads.is_empty(), "{}: incomplete uploads left: {uploads:?}", server.name);
+}
+
+/// CSV (one object gzip-compressed) -> SQL (typed timestamps, negative fares filtered) ->
+/// Parquet, with malformed rows rejected; on both servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let inputs = [
+            ("in/a.csv", csv_object(500, &[7, 120]), false),
+            ("in/b.csv.gz", csv_object(800, &[3]), true),
+            ("in/sub/c.csv", csv_object(50, &[]), false),
+        ];
+        let (mut rows, mut malformed, mut negative) = (0, 0, 0);
+        for (key, (body, expected), compress) in &inputs {
+            let body = if *compress { gzip(body) } else { body.clone() };
+            storage
+                .put_bytes(&S3Uri::new(bucket.as_str(), *key), Bytes::from(body))
+                .await
+                .unwrap();
+            rows += expected.rows;
+            malformed += expected.malformed;
+            negative += expected.negative;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let job = job_file(
+            dir.path(),
+            &bucket,
+            "    on_bad_record: reject\n    max_bad_records: 5",
+            "    format: parquet",
+            FILTER_SQL,
+        );
+        let out = sluice(
+            &["run", job.to_str().unwrap(), "--run-id", "r1"],
+            server,
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", server.name);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("succeeded"), "{stdout}");
+
+        let root = run_root(&bucket, "r1");
+        let manifest = json(&storage, &root.join("_SUCCESS.json")).await.expect("_SUCCESS.json");
+        let records = &manifest["records"];
+        assert_eq!(records["input"], rows, "{}", server.name);
+        assert_eq!(records["rejected"], malformed);
+        assert_eq!(records["filtered"], negative);
+        assert_eq!(records["output"], rows - malformed - negative);
+        let outputs = manifest["outputs"].as_array().unwrap();
+        let keys: Vec<&str> = outputs.iter().map(|o| o["uri"].as_str().unwrap()).collect();
+        let expect_key = |k: &str| format!("s3://{bucket}/out/{k}");
+        for k in ["a.parquet", "b.parquet", "sub/c.parquet"] {
+            assert!(keys.contains(&expect_key(k).as_str()), "{keys:?}");
+        }
+
+        // Every listed output holds what the manifest says, read back independently.
+        let mut total = 0;
+        for output in outputs {
+            let uri: S3Uri = output["uri"].as_str().unwrap().parse().unwrap();
+            let body = storage.get_bytes(&uri).await.unwrap().unwrap();
+            assert_eq!(body.len() as u64, output["size"].as_u64().unwrap());
+            let crc = format!("{:08x}", crc32c::crc32c(&body));
+            assert_eq!(output["crc32c"].as_str().unwrap(), crc);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(body).unwrap();
+            let schema = reader.schema().clone();
+            assert!(matches!(
+                schema.field_with_name("ts").unwrap().data_type(),
+                arrow::datatypes::DataType::Timestamp(..)
+            ));
+            let n: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+            assert_eq!(n as u64, output["rows"].as_u64().unwrap());
+            total += n as u64;
+        }
+        assert_eq!(total, rows - malformed - negative);
+
+        // The rejects hold the raw records with their line numbers.
+        let rejects = storage
+            .get_bytes(&S3Uri::new(bucket.as_str(), "out/_rejected/a.csv.jsonl"))
+            .await
+            .unwrap()
+            .expect("rejects object");
+        let lines: Vec<Value> = rejects
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["line"], 9, "row 7 is on line 9 (header is line 1)");
+        assert_eq!(lines[0]["record"], "7,missing-fields");
+        assert!(lines[1]["record"].as_str().unwrap().contains("abc"));
+
+        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        assert_eq!(report["status"], "succeeded");
+        no_incomplete_uploads(&storage, &bucket, server).await;
+
+        // Resume: a worker re-run of a shard skips every object whose marker matches.
+        let plan = root.join("plan.json").to_string();
+        let again = sluice(&["worker", "--plan", &plan, "--shard", "0"], server, dir.path());
+        assert_eq!(again.status.code(), Some(0));
+        let progress = json(&storage, &root.join("progress/00000.json")).await.unwrap();
+        assert_eq!(progress["objects_skipped"], progress["objects_total"]);
+    }
+}
+
+/// Text output beyond max_object_size spills into numbered objects, each a multipart
+/// upload of 5 MiB parts; nothing is lost across the split.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_output_spills_into_numbered_multipart_objects() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    let (body, expected) = csv_object(300_000, &[]);
+    assert!(body.len() > 12 << 20, "input is {} bytes", body.len());
+    storage
+        .put_bytes(&S3Uri::new(bucket.as_str(), "in/big.csv"), Bytes::from(body))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_file(
+        dir.path(),
+        &bucket,
+        "    on_bad_record: fail",
+        "    format: csv\n    part_size: 5MiB\n    max_object_size: 5MiB",
+        "    []",
+    );
+    let out = sluice(&["run", job.to_str().unwrap(), "--run-id", "big"], server, dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let manifest = json(&storage, &run_root(&bucket, "big").join("_SUCCESS.json"))
+        .await
+        .unwrap();
+    let outputs = manifest["outputs"].as_array().unwrap();
+    assert!(outputs.len() >= 3, "{outputs:?}");
+    let mut rows = 0;
+    for (i, output) in outputs.iter().enumerate() {
+        let name = if i == 0 {
+            "big.csv".to_string()
+        } else {
+            format!("big-{i:05}.csv")
+        };
+        assert_eq!(output["uri"], format!("s3://{bucket}/out/{name}"));
+        rows += output["rows"].as_u64().unwrap();
+        let info = storage
+            .head(&output["uri"].as_str().unwrap().parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.size, output["size"].as_u64().unwrap());
+    }
+    assert_eq!(rows, expected.rows);
+    assert!(outputs[0]["size"].as_u64().unwrap() >= 5 << 20);
+    no_incomplete_uploads(&storage, &bucket, server).await;
+}
+
+/// Exit codes 2, 3 and 4 from whole runs; a failed run publishes nothing and leaves no
+/// incomplete upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_runs_exit_with_the_contract_codes_and_publish_nothing() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let (body, _) = csv_object(200, &[50]);
+        storage
+            .put_bytes(&S3Uri::new(bucket.as_str(), "in/a.csv"), Bytes::from(body))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+
+        // 4: a malformed record with on_bad_record: fail.
+        let job = job_file(dir.path(), &bucket, "    on_bad_record: fail", "    format: parquet", FILTER_SQL);
+        let out = sluice(&["run", job.to_str().unwrap(), "--run-id", "bad"], server, dir.path());
+        assert_eq!(out.status.code(), Some(4), "{}", server.name);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("in/a.csv") && stdout.contains("line 52"), "{stdout}");
+        let root = run_root(&bucket, "bad");
+        assert!(json(&storage, &root.join("_SUCCESS.json")).await.is_none());
+        assert_eq!(json(&storage, &root.join("report.json")).await.unwrap()["status"], "failed");
+
+        // 3: a step drops records without declaring `filters: true`.
+        let sql = "    - sql: SELECT * FROM input WHERE fare >= 0";
+        let job = job_file(dir.path(), &bucket, "    on_bad_record: skip", "    format: jsonl", sql);
+        let out = sluice(&["run", job.to_str().unwrap(), "--run-id", "lossy"], server, dir.path());
+        assert_eq!(out.status.code(), Some(3), "{}", server.name);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("filters: true"));
+        assert!(json(&storage, &run_root(&bucket, "lossy").join("_SUCCESS.json")).await.is_none());
+        // No output of a failed object is visible.
+        let outputs = storage.list(&S3Uri::new(bucket.as_str(), "out/")).await.unwrap();
+        assert!(outputs.is_empty(), "{outputs:?}");
+
+        // 2: a job file with an error; 2 also for a source bucket that does not exist.
+        std::fs::write(dir.path().join("broken.yaml"), "apiVersion: sluice.dev/v1alpha1\nkind: Job\n").unwrap();
+        let out = sluice(&["run", "broken.yaml"], server, dir.path());
+        assert_eq!(out.status.code(), Some(2));
+        let job = job_file(dir.path(), "no-such-bucket-here", "    on_bad_record: fail", "    format: csv", "    []");
+        let out = sluice(&["run", job.to_str().unwrap()], server, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{}", server.name);
+
+        no_incomplete_uploads(&storage, &bucket, server).await;
+    }
+}
+
+/// Exit code 1: a worker that cannot reach S3 fails transiently (and would be retried).
+#[test]
+fn unreachable_s3_is_a_transient_failure() {
+    let port = support::free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["worker", "--plan", "s3://somewhere/_sluice/runs/j/r/plan.json", "--shard", "0"])
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "y")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_MAX_ATTEMPTS", "2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+}
