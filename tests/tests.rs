@@ -1,2 +1,6 @@
 //! The integration test binary: one binary keeps link time down. Each module below is one area.
 
+mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
+mod spec; // job file loading and error reporting
+mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
+mod support; // S3 servers for tests: embedded and moto

@@ -95,6 +95,19 @@ fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     if let Some(e) = cause.downcast_ref::<crate::storage::uri::S3UriError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = cause.downcast_ref::<crate::spec::SpecErrors>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::storage::StorageError>() {
+        return Some(e.exit_code());
+    }
+    // Object streams report through io::Error, whose source() skips the error it wraps.
+    if let Some(e) = cause
+        .downcast_ref::<std::io::Error>()
+        .and_then(crate::storage::StorageError::from_io)
+    {
+        return Some(e.exit_code());
+    }
     if let Some(e) = cause.downcast_ref::<crate::worker::error::ObjectError>() {
         return Some(e.exit_code());
     }
@@ -107,6 +120,12 @@ fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     if let Some(e) = cause.downcast_ref::<crate::plan::PlanError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = cause.downcast_ref::<crate::format::DecodeError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::format::EncodeError>() {
+        return Some(e.exit_code());
+    }
     None
 }
 
@@ -116,6 +135,31 @@ impl Classify for crate::storage::uri::S3UriError {
     }
     fn exit_code(&self) -> ExitCode {
         ExitCode::Config
+    }
+}
+
+impl Classify for crate::storage::StorageError {
+    fn kind(&self) -> ErrorKind {
+        use crate::storage::StorageError as E;
+        if self.is_transient() {
+            return ErrorKind::External;
+        }
+        match self {
+            E::UploadClosed { .. } | E::WriterDropped { .. } => ErrorKind::Internal,
+            E::ParquetMetadata { .. } => ErrorKind::User,
+            // Missing buckets or keys, denied access, invalid requests: the job's settings.
+            _ if self.failure().is_some_and(|f| f.is_not_found() || f.is_access_denied()) => {
+                ErrorKind::User
+            }
+            _ => ErrorKind::External,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        if self.is_transient() {
+            ExitCode::Transient
+        } else {
+            ExitCode::Config
+        }
     }
 }
 
@@ -209,5 +253,59 @@ impl Classify for crate::exec::start::StartError {
             E::Plan(_) | E::RunExists { .. } => ExitCode::Config,
             E::Join(_) => ExitCode::Transient,
         }
+    }
+}
+
+impl Classify for crate::format::DecodeError {
+    fn kind(&self) -> ErrorKind {
+        use crate::format::DecodeError as E;
+        match self {
+            E::Read { .. } => ErrorKind::External,
+            E::Batch { .. } => ErrorKind::Internal,
+            E::HeaderMismatch { .. }
+            | E::UnsupportedType { .. }
+            | E::InvalidTimeZone { .. }
+            | E::UnsupportedFormat { .. }
+            | E::Json { .. }
+            | E::RecordTooLong { .. }
+            | E::EmptySample => ErrorKind::User,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::format::DecodeError as E;
+        match self {
+            // The reader below (S3, the network, a decompressor) failed: a retry can help.
+            E::Read { .. } | E::Batch { .. } => ExitCode::Transient,
+            E::HeaderMismatch { .. } | E::Json { .. } | E::RecordTooLong { .. } | E::EmptySample => {
+                ExitCode::BadData
+            }
+            E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
+                ExitCode::Config
+            }
+        }
+    }
+}
+
+impl Classify for crate::format::EncodeError {
+    fn kind(&self) -> ErrorKind {
+        if self.is_io() {
+            ErrorKind::External
+        } else {
+            ErrorKind::Internal
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        // A destination that refused bytes may take them on a retry; an encoding failure is
+        // a bug, and exit 1 is the catch-all for those too.
+        ExitCode::Transient
+    }
+}
+
+impl Classify for crate::spec::SpecErrors {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
     }
 }

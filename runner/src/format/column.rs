@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
+use arrow::array::NullBufferBuilder;
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
     Int64Builder, StringArray, TimestampMicrosecondBuilder,
 };
-use arrow::buffer::{Buffer, NullBufferBuilder, OffsetBuffer};
+use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Field, TimeUnit};
 
 use super::temporal::{DateParser, FORMAT_METADATA_KEY, TimestampParser};
@@ -96,7 +97,8 @@ impl Column {
             ColumnType::Date32(parser) => parser.parse(trim(text)).map(Value::I32),
             ColumnType::Timestamp(parser) => parser.parse(trim(text)).map(Value::I64),
         };
-        parsed.ok_or_else(|| self.error(&format!("cannot parse {:?}", String::from_utf8_lossy(text))))
+        parsed
+            .ok_or_else(|| self.error(&format!("cannot parse {:?}", String::from_utf8_lossy(text))))
     }
 
     /// An error message naming the column and its type.
@@ -109,7 +111,10 @@ impl Column {
     }
 
     pub(crate) fn utf8_error(&self, text: &[u8]) -> String {
-        self.error(&format!("invalid UTF-8 in {:?}", String::from_utf8_lossy(text)))
+        self.error(&format!(
+            "invalid UTF-8 in {:?}",
+            String::from_utf8_lossy(text)
+        ))
     }
 
     pub(crate) fn builder(&self, capacity: usize) -> ColumnBuilder {
@@ -284,12 +289,18 @@ mod tests {
         let int = column(DataType::Int64);
         assert!(matches!(int.parse(b"+42"), Ok(Value::I64(42))));
         assert!(matches!(int.parse(b" -7 "), Ok(Value::I64(-7))));
-        assert_eq!(int.parse(b"4.5").unwrap_err(), "column c (int64): cannot parse \"4.5\"");
+        assert_eq!(
+            int.parse(b"4.5").unwrap_err(),
+            "column c (int64): cannot parse \"4.5\""
+        );
         let small = column(DataType::Int32);
         assert!(small.parse(b"3000000000").is_err());
         let float = column(DataType::Float64);
         assert!(matches!(float.parse(b"1e3"), Ok(Value::F64(v)) if v == 1000.0));
-        assert_eq!(float.parse(b"abc").unwrap_err(), "column c (float64): cannot parse \"abc\"");
+        assert_eq!(
+            float.parse(b"abc").unwrap_err(),
+            "column c (float64): cannot parse \"abc\""
+        );
         let boolean = column(DataType::Boolean);
         for (text, expected) in [("TRUE", true), ("f", false), ("Yes", true), ("0", false)] {
             assert!(matches!(boolean.parse(text.as_bytes()), Ok(Value::Bool(v)) if v == expected));
@@ -300,7 +311,10 @@ mod tests {
     #[test]
     fn unsupported_types_are_refused() {
         let field = Field::new("c", DataType::Binary, true);
-        assert!(matches!(Column::from_field(&field), Err(ColumnSpecError::UnsupportedType)));
+        assert!(matches!(
+            Column::from_field(&field),
+            Err(ColumnSpecError::UnsupportedType)
+        ));
     }
 
     #[test]

@@ -15,10 +15,38 @@ use std::io::{self, BufRead};
 
 use memchr::{memchr, memchr_iter, memchr2};
 
+use super::decode::DecodeError;
 use super::options::CsvReadOptions;
 
 const DEFAULT_BUFFER_BYTES: usize = 1 << 20;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why the next record could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Io(io::Error),
+    /// A record longer than the buffer may grow to (an unclosed quote, most likely).
+    TooLong {
+        line: u64,
+        limit: usize,
+    },
+}
+
+impl ReadError {
+    pub(crate) fn into_decode_error(self, origin: &str) -> DecodeError {
+        match self {
+            ReadError::Io(source) => DecodeError::Read {
+                origin: origin.to_string(),
+                source,
+            },
+            ReadError::TooLong { line, limit } => DecodeError::RecordTooLong {
+                origin: origin.to_string(),
+                line,
+                limit,
+            },
+        }
+    }
+}
 
 /// The record syntax: which bytes delimit, quote, escape and comment.
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +78,15 @@ struct Span {
 }
 
 enum Step {
-    Record { next: usize, raw_end: usize, lines: u64 },
-    Skip { next: usize, lines: u64 },
+    Record {
+        next: usize,
+        raw_end: usize,
+        lines: u64,
+    },
+    Skip {
+        next: usize,
+        lines: u64,
+    },
     Incomplete,
     End,
 }
@@ -83,7 +118,11 @@ impl CsvRecords {
 
     /// A reader with an initial buffer of `bytes` (tests use tiny ones to split records
     /// across refills).
-    pub(crate) fn with_buffer(reader: Box<dyn BufRead + Send>, dialect: Dialect, bytes: usize) -> Self {
+    pub(crate) fn with_buffer(
+        reader: Box<dyn BufRead + Send>,
+        dialect: Dialect,
+        bytes: usize,
+    ) -> Self {
         CsvRecords {
             reader,
             dialect,
@@ -103,7 +142,7 @@ impl CsvRecords {
     }
 
     /// Advances to the next record; `false` at the end of the input.
-    pub(crate) fn next_record(&mut self) -> io::Result<bool> {
+    pub(crate) fn next_record(&mut self) -> Result<bool, ReadError> {
         if !self.bom_checked {
             while self.end - self.pos < BOM.len() && !self.eof {
                 self.refill()?;
@@ -165,7 +204,7 @@ impl CsvRecords {
     }
 
     /// Moves unread bytes to the front, grows a full buffer, and reads once.
-    fn refill(&mut self) -> io::Result<()> {
+    fn refill(&mut self) -> Result<(), ReadError> {
         if self.pos > 0 {
             self.buf.copy_within(self.pos..self.end, 0);
             self.end -= self.pos;
@@ -173,10 +212,10 @@ impl CsvRecords {
         }
         if self.end == self.buf.len() {
             if self.buf.len() >= self.max_record_bytes {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a CSV record at line {} is longer than {} bytes", self.line, self.max_record_bytes),
-                ));
+                return Err(ReadError::TooLong {
+                    line: self.line,
+                    limit: self.max_record_bytes,
+                });
             }
             self.buf.resize(self.buf.len() * 2, 0);
         }
@@ -191,7 +230,7 @@ impl CsvRecords {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(ReadError::Io(e)),
             }
         }
     }
@@ -203,20 +242,45 @@ impl CsvRecords {
         let p = self.pos;
         let data = &self.buf[..self.end];
         if p == data.len() {
-            return if self.eof { Step::End } else { Step::Incomplete };
+            return if self.eof {
+                Step::End
+            } else {
+                Step::Incomplete
+            };
         }
         match data[p] {
-            b'\n' => return Step::Skip { next: p + 1, lines: 1 },
+            b'\n' => {
+                return Step::Skip {
+                    next: p + 1,
+                    lines: 1,
+                };
+            }
             b'\r' => match data.get(p + 1) {
-                Some(b'\n') => return Step::Skip { next: p + 2, lines: 1 },
+                Some(b'\n') => {
+                    return Step::Skip {
+                        next: p + 2,
+                        lines: 1,
+                    };
+                }
                 None if !self.eof => return Step::Incomplete,
-                None => return Step::Skip { next: p + 1, lines: 0 },
+                None => {
+                    return Step::Skip {
+                        next: p + 1,
+                        lines: 0,
+                    };
+                }
                 Some(_) => {}
             },
             b if Some(b) == self.dialect.comment => {
                 return match memchr(b'\n', &data[p..]) {
-                    Some(i) => Step::Skip { next: p + i + 1, lines: 1 },
-                    None if self.eof => Step::Skip { next: data.len(), lines: 0 },
+                    Some(i) => Step::Skip {
+                        next: p + i + 1,
+                        lines: 1,
+                    },
+                    None if self.eof => Step::Skip {
+                        next: data.len(),
+                        lines: 0,
+                    },
                     None => Step::Incomplete,
                 };
             }
@@ -349,7 +413,10 @@ impl CsvRecords {
                 None => return Step::Incomplete,
             };
             let mut tail_end = stop;
-            if stop < data.len() && data[stop] == b'\n' && tail_end > i && data[tail_end - 1] == b'\r'
+            if stop < data.len()
+                && data[stop] == b'\n'
+                && tail_end > i
+                && data[tail_end - 1] == b'\r'
             {
                 tail_end -= 1;
             } else if stop == data.len() && tail_end > i && data[tail_end - 1] == b'\r' {

@@ -80,9 +80,25 @@ pub enum DecodeError {
         #[source]
         source: ArrowError,
     },
+    /// A record longer than the decoder buffers (1 GiB): an unclosed quote, most likely.
+    #[error("{origin}: the record at line {line} is longer than {limit} bytes")]
+    RecordTooLong {
+        origin: String,
+        line: u64,
+        limit: usize,
+    },
     /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,
+}
+
+impl From<std::io::Error> for DecodeError {
+    fn from(source: std::io::Error) -> Self {
+        DecodeError::Read {
+            origin: "the input".to_string(),
+            source,
+        }
+    }
 }
 
 /// Opens a streaming decoder for a text source. `origin` names the object in messages.
@@ -96,14 +112,21 @@ pub fn open_decoder(
 ) -> Result<Box<dyn Decoder>, DecodeError> {
     let batch_rows = batch_rows.max(1);
     match format {
-        SourceFormat::Csv => Ok(Box::new(CsvDecoder::new(reader, schema, csv, batch_rows, origin)?)),
-        SourceFormat::Jsonl => Ok(Box::new(JsonlDecoder::new(reader, schema, batch_rows, origin)?)),
+        SourceFormat::Csv => Ok(Box::new(CsvDecoder::new(
+            reader, schema, csv, batch_rows, origin,
+        )?)),
+        SourceFormat::Jsonl => Ok(Box::new(JsonlDecoder::new(
+            reader, schema, batch_rows, origin,
+        )?)),
         SourceFormat::Parquet => Err(DecodeError::UnsupportedFormat { format }),
     }
 }
 
 /// The schema's columns as the text decoders see them.
-pub(crate) fn columns(schema: &SchemaRef, format: SourceFormat) -> Result<Vec<Column>, DecodeError> {
+pub(crate) fn columns(
+    schema: &SchemaRef,
+    format: SourceFormat,
+) -> Result<Vec<Column>, DecodeError> {
     schema
         .fields()
         .iter()

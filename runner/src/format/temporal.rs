@@ -241,12 +241,20 @@ mod tests {
     use super::*;
 
     fn micros(text: &str) -> i64 {
-        DateTime::parse_from_rfc3339(text).unwrap().timestamp_micros()
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_micros()
     }
 
     #[test]
     fn civil_days_match_chrono() {
-        for (y, m, d) in [(1970, 1, 1), (2000, 2, 29), (1969, 12, 31), (2024, 3, 1), (1, 1, 1)] {
+        for (y, m, d) in [
+            (1970, 1, 1),
+            (2000, 2, 29),
+            (1969, 12, 31),
+            (2024, 3, 1),
+            (1, 1, 1),
+        ] {
             let expected = NaiveDate::from_ymd_opt(y, m, d)
                 .unwrap()
                 .signed_duration_since(NaiveDate::default())
@@ -269,11 +277,26 @@ mod tests {
     #[test]
     fn default_timestamps() {
         let p = TimestampParser::new(None, None).unwrap();
-        assert_eq!(p.parse(b"2024-01-02 03:04:05"), Some(micros("2024-01-02T03:04:05Z")));
-        assert_eq!(p.parse(b"2024-01-02T03:04:05.25"), Some(micros("2024-01-02T03:04:05.25Z")));
-        assert_eq!(p.parse(b"2024-01-02T03:04:05.123456789Z"), Some(micros("2024-01-02T03:04:05.123456Z")));
-        assert_eq!(p.parse(b"2024-01-02T03:04:05+02:00"), Some(micros("2024-01-02T01:04:05Z")));
-        assert_eq!(p.parse(b"2024-01-02T03:04:05-0130"), Some(micros("2024-01-02T04:34:05Z")));
+        assert_eq!(
+            p.parse(b"2024-01-02 03:04:05"),
+            Some(micros("2024-01-02T03:04:05Z"))
+        );
+        assert_eq!(
+            p.parse(b"2024-01-02T03:04:05.25"),
+            Some(micros("2024-01-02T03:04:05.25Z"))
+        );
+        assert_eq!(
+            p.parse(b"2024-01-02T03:04:05.123456789Z"),
+            Some(micros("2024-01-02T03:04:05.123456Z"))
+        );
+        assert_eq!(
+            p.parse(b"2024-01-02T03:04:05+02:00"),
+            Some(micros("2024-01-02T01:04:05Z"))
+        );
+        assert_eq!(
+            p.parse(b"2024-01-02T03:04:05-0130"),
+            Some(micros("2024-01-02T04:34:05Z"))
+        );
         assert_eq!(p.parse(b"2024-01-02 24:04:05"), None);
         assert_eq!(p.parse(b"2024-01-02 03:04"), None);
         assert_eq!(p.parse(b"2024-01-02 03:04:05x"), None);
@@ -282,24 +305,42 @@ mod tests {
     #[test]
     fn wall_time_in_a_zone() {
         let p = TimestampParser::new(None, Some("America/New_York")).unwrap();
-        assert_eq!(p.parse(b"2024-07-01 12:00:00"), Some(micros("2024-07-01T16:00:00Z")));
+        assert_eq!(
+            p.parse(b"2024-07-01 12:00:00"),
+            Some(micros("2024-07-01T16:00:00Z"))
+        );
         // An explicit offset wins over the column's zone.
-        assert_eq!(p.parse(b"2024-07-01T12:00:00Z"), Some(micros("2024-07-01T12:00:00Z")));
+        assert_eq!(
+            p.parse(b"2024-07-01T12:00:00Z"),
+            Some(micros("2024-07-01T12:00:00Z"))
+        );
         // 02:30 does not exist on the spring-forward day.
         assert_eq!(p.parse(b"2024-03-10 02:30:00"), None);
         let fixed = TimestampParser::new(None, Some("+05:30")).unwrap();
-        assert_eq!(fixed.parse(b"2024-07-01 12:00:00"), Some(micros("2024-07-01T06:30:00Z")));
+        assert_eq!(
+            fixed.parse(b"2024-07-01 12:00:00"),
+            Some(micros("2024-07-01T06:30:00Z"))
+        );
         assert!(TimestampParser::new(None, Some("Mars/Olympus")).is_err());
     }
 
     #[test]
     fn custom_timestamp_formats() {
         let p = TimestampParser::new(Some("%d/%m/%Y %H:%M".into()), None).unwrap();
-        assert_eq!(p.parse(b"02/01/2024 03:04"), Some(micros("2024-01-02T03:04:00Z")));
+        assert_eq!(
+            p.parse(b"02/01/2024 03:04"),
+            Some(micros("2024-01-02T03:04:00Z"))
+        );
         assert_eq!(p.parse(b"2024-01-02 03:04:05"), None);
         let offset = TimestampParser::new(Some("%Y%m%d %H%M%S %z".into()), None).unwrap();
-        assert_eq!(offset.parse(b"20240102 030405 +0100"), Some(micros("2024-01-02T02:04:05Z")));
+        assert_eq!(
+            offset.parse(b"20240102 030405 +0100"),
+            Some(micros("2024-01-02T02:04:05Z"))
+        );
         let date_only = TimestampParser::new(Some("%Y/%m/%d".into()), None).unwrap();
-        assert_eq!(date_only.parse(b"2024/01/02"), Some(micros("2024-01-02T00:00:00Z")));
+        assert_eq!(
+            date_only.parse(b"2024/01/02"),
+            Some(micros("2024-01-02T00:00:00Z"))
+        );
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::format::options::{
@@ -15,6 +16,8 @@ use crate::storage::uri::S3Uri;
 pub struct Job {
     /// `metadata.name`: a DNS-1123 label.
     pub name: String,
+    /// `metadata.labels`: Kubernetes labels for the Job and its pods.
+    pub labels: BTreeMap<String, String>,
     pub source: Source,
     pub steps: Vec<Step>,
     pub validate: Validation,
@@ -41,6 +44,13 @@ pub struct Source {
     /// `None` means detect from the key's extension (`.gz`, `.zst`).
     pub compression: Option<Compression>,
     /// The explicit schema; `None` means infer over a sample (see `format::infer`).
+    ///
+    /// Types: string -> Utf8, int32 -> Int32, int64 -> Int64, float32 -> Float32,
+    /// float64 -> Float64, boolean -> Boolean, date -> Date32, timestamp ->
+    /// Timestamp(Microsecond, timezone). A column's parse format (chrono strftime), when the
+    /// file gives one, travels in the field metadata under `"sluice.format"`
+    /// (`plan::FORMAT_METADATA_KEY`); without it decoders use the defaults (date `%Y-%m-%d`,
+    /// timestamp RFC 3339 or `%Y-%m-%d %H:%M:%S%.f`).
     pub schema: Option<SchemaRef>,
     /// How many records the inference reads.
     pub infer_records: usize,
@@ -61,11 +71,15 @@ pub enum StepKind {
     Sql { query: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What a record that cannot be decoded does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnBadRecord {
+    /// Fail the object (and with it the shard).
     Fail,
+    /// Drop the record and count it.
     Skip,
+    /// Drop the record, count it and keep it in the run's rejects.
     Reject,
 }
 

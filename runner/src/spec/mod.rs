@@ -1,3 +1,114 @@
 //! The job file format: raw structs, loading with located errors, validation into `Job`.
+//!
+//! Loading reads the text twice: yaml-rust2's event parser records where every field path
+//! is written, and serde_yaml_ng gives the value that each part of the file is deserialized
+//! from (through serde_path_to_error, so problems carry their field path). Validation is a
+//! pure function of the raw `JobFile`.
 
+pub mod error;
+pub mod file;
 pub mod job;
+mod load;
+pub mod size;
+pub mod span;
+pub mod sql;
+pub mod template;
+pub mod validate;
+
+use std::path::Path;
+
+pub use error::{SpecError, SpecErrors};
+pub use file::JobFile;
+pub use job::Job;
+
+/// A loaded job and the text it was loaded from, with `--param` overrides merged in.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub job: Job,
+    /// The file with the overrides merged into `spec.params` (the file's own text when there
+    /// are none), so that loading it again without overrides gives the same `Job`.
+    pub resolved_yaml: String,
+}
+
+/// Loads and validates a job file. `overrides` replace or add params (`--param NAME=VALUE`).
+pub fn load_file(path: &Path, overrides: &[(String, String)]) -> Result<Loaded, SpecErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SpecErrors::unreadable(&origin, format!("cannot read the job file: {e}")))?;
+    load_str(&text, &origin, overrides)
+}
+
+/// Loads and validates job text; `origin` names it in errors (usually the file path).
+pub fn load_str(
+    text: &str,
+    origin: &str,
+    overrides: &[(String, String)],
+) -> Result<Loaded, SpecErrors> {
+    load::load(text, origin, overrides)
+}
+
+/// Parses a `--param NAME=VALUE` argument (the value may be empty and may contain `=`).
+pub fn parse_param_override(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE (got {s:?})"))?;
+    let name = name.trim();
+    if !template::is_param_name(name) {
+        return Err(format!(
+            "{name:?} is not a valid param name: a letter or '_', then letters, digits, '_' or '-'"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// The JSON Schema of the job file format.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(JobFile).to_value()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn param_overrides() {
+        assert_eq!(
+            parse_param_override("month=2026-02"),
+            Ok(("month".into(), "2026-02".into()))
+        );
+        assert_eq!(
+            parse_param_override("q=a=b"),
+            Ok(("q".into(), "a=b".into()))
+        );
+        assert_eq!(parse_param_override("empty="), Ok(("empty".into(), String::new())));
+        assert!(parse_param_override("month").is_err());
+        assert!(parse_param_override("=x").is_err());
+        assert!(parse_param_override("a b=x").is_err());
+    }
+
+    /// The key lists used to report unknown fields must match the structs.
+    #[test]
+    fn field_lists_match_the_schema() {
+        let schema = json_schema();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        let sorted = |fields: &[&str]| {
+            let mut f: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
+            f.sort();
+            f
+        };
+        assert_eq!(keys(&schema), sorted(JobFile::FIELDS));
+        assert_eq!(
+            keys(&schema["$defs"]["SpecConfig"]),
+            sorted(file::SpecConfig::FIELDS)
+        );
+    }
+}

@@ -82,10 +82,11 @@ impl S3Environment {
         ]
         .into_iter()
         .any(set);
-        let file_exists = |explicit: &str, default: &str| match var(explicit).filter(|v| !v.is_empty()) {
-            Some(path) => Path::new(&path).exists(),
-            None => home.is_some_and(|h| h.join(".aws").join(default).exists()),
-        };
+        let file_exists =
+            |explicit: &str, default: &str| match var(explicit).filter(|v| !v.is_empty()) {
+                Some(path) => Path::new(&path).exists(),
+                None => home.is_some_and(|h| h.join(".aws").join(default).exists()),
+            };
         let file_credentials = file_exists("AWS_SHARED_CREDENTIALS_FILE", "credentials")
             || file_exists("AWS_CONFIG_FILE", "config");
         S3Environment {
@@ -150,7 +151,14 @@ impl Storage {
         if let Some(explicit) = &opts.endpoint {
             child_env.push(("AWS_ENDPOINT_URL".to_string(), explicit.clone()));
         }
-        Ok((storage, None, Endpoint { url, env: child_env }))
+        Ok((
+            storage,
+            None,
+            Endpoint {
+                url,
+                env: child_env,
+            },
+        ))
     }
 
     /// A client for one endpoint with static credentials (tests, the embedded server).
@@ -212,7 +220,10 @@ mod tests {
             "AWS_ENDPOINT_URL",
         ] {
             let env = env_of(&[(var, "x")], Some(empty_home.path()));
-            assert!(!wants_embedded(&opts, &env), "{var} should disable the embedded server");
+            assert!(
+                !wants_embedded(&opts, &env),
+                "{var} should disable the embedded server"
+            );
         }
         let explicit = ConnectOptions {
             endpoint: Some("http://127.0.0.1:9000".into()),

@@ -133,9 +133,14 @@ impl StorageError {
             | StorageError::UploadTask { .. }
             | StorageError::InjectedFault { .. } => true,
             StorageError::EmbeddedServer { .. } => true,
-            StorageError::UploadClosed { .. }
-            | StorageError::WriterDropped { .. }
-            | StorageError::ParquetMetadata { .. } => false,
+            // A footer read can fail on the way (transient) or be corrupt (not).
+            StorageError::ParquetMetadata { source, .. } => match source {
+                parquet::errors::ParquetError::External(inner) => inner
+                    .downcast_ref::<StorageError>()
+                    .is_some_and(StorageError::is_transient),
+                _ => false,
+            },
+            StorageError::UploadClosed { .. } | StorageError::WriterDropped { .. } => false,
         }
     }
 
@@ -185,8 +190,8 @@ pub enum FailureKind {
 pub struct S3Failure {
     pub kind: FailureKind,
     pub status: Option<u16>,
-    pub code: Option<String>,
-    pub message: String,
+    pub code: Option<Box<str>>,
+    pub message: Box<str>,
 }
 
 impl S3Failure {
@@ -195,7 +200,7 @@ impl S3Failure {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let status = error.raw_response().map(|r| r.status().as_u16());
-        let code = error.code().map(str::to_string);
+        let code: Option<Box<str>> = error.code().map(Into::into);
         let kind = match &error {
             SdkError::ServiceError(_) => FailureKind::Service,
             SdkError::TimeoutError(_) => FailureKind::Timeout,
@@ -204,7 +209,7 @@ impl S3Failure {
             _ => FailureKind::Construction,
         };
         let message = match (kind, status) {
-            (FailureKind::Service, Some(status)) => {
+            (FailureKind::Service, Some(status)) if code.is_some() => {
                 let mut m = format!("HTTP {status}");
                 if let Some(code) = &code {
                     m.push_str(&format!(" {code}"));
@@ -220,7 +225,7 @@ impl S3Failure {
             kind,
             status,
             code,
-            message,
+            message: message.into(),
         }
     }
 
@@ -230,7 +235,7 @@ impl S3Failure {
             kind,
             status: None,
             code: None,
-            message: message.into(),
+            message: message.into().into(),
         }
     }
 
@@ -260,8 +265,8 @@ impl S3Failure {
             FailureKind::Timeout | FailureKind::Connection | FailureKind::Response => true,
             FailureKind::Construction => false,
             FailureKind::Service => {
-                if let Some(code) = &self.code
-                    && S3Failure::PERMANENT_CODES.contains(&code.as_str())
+                if let Some(code) = self.code.as_deref()
+                    && S3Failure::PERMANENT_CODES.contains(&code)
                 {
                     return false;
                 }
@@ -279,15 +284,22 @@ impl S3Failure {
 
     /// Whether the server said the bucket or key does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self.code.as_deref(), Some("NoSuchKey" | "NoSuchBucket" | "NotFound"))
-            || self.status == Some(404)
+        matches!(
+            self.code.as_deref(),
+            Some("NoSuchKey" | "NoSuchBucket" | "NotFound")
+        ) || self.status == Some(404)
     }
 
     /// Whether the server refused the credentials or the permission.
     pub fn is_access_denied(&self) -> bool {
         matches!(
             self.code.as_deref(),
-            Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AllAccessDisabled")
+            Some(
+                "AccessDenied"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "AllAccessDisabled"
+            )
         ) || self.status == Some(403)
     }
 }
@@ -300,8 +312,8 @@ mod tests {
         S3Failure {
             kind: FailureKind::Service,
             status: Some(status),
-            code: Some(code.to_string()),
-            message: String::new(),
+            code: Some(code.into()),
+            message: "".into(),
         }
     }
 

@@ -18,8 +18,8 @@ pub use error::{FailureKind, S3Failure, StorageError};
 pub use parquet::{S3ParquetReader, parquet_metadata};
 pub use read::ObjectStream;
 pub use upload::{
-    PendingUpload, SyncUploadWriter, Upload, UploadOptions, Uploaded, crc32c_base64, crc32c_hex,
-    sync_upload,
+    MIN_PART_SIZE, PendingUpload, SyncUploadWriter, Upload, UploadOptions, Uploaded, crc32c_base64,
+    crc32c_hex, sync_upload,
 };
 pub use uri::S3Uri;
 
@@ -70,7 +70,10 @@ impl Storage {
 
     /// The same client with other large-object read settings.
     pub fn with_read_tuning(mut self, read: ReadTuning) -> Storage {
-        assert!(read.range_size > 0 && read.in_flight > 0, "read tuning must be positive");
+        assert!(
+            read.range_size > 0 && read.in_flight > 0,
+            "read tuning must be positive"
+        );
         self.read = read;
         self
     }
@@ -264,7 +267,9 @@ impl Storage {
                     source: S3Failure::from_sdk(e),
                 })?;
             for upload in page.uploads() {
-                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id()) {
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                    && key.starts_with(&prefix.key)
+                {
                     uploads.push((key.to_string(), id.to_string()));
                 }
             }

@@ -50,7 +50,10 @@ impl AsyncFileReader for S3ParquetReader {
         self.fetch(range).boxed()
     }
 
-    fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, ParquetResult<Vec<Bytes>>> {
         async move {
             let fetches = ranges.into_iter().map(|range| self.fetch(range));
             futures::future::try_join_all(fetches).await

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 
 use super::{FailureKind, S3Failure, S3Uri, Storage, StorageError};
 
@@ -75,7 +75,9 @@ impl Storage {
                 etag: expected.to_string(),
             });
         }
-        let pin = etag.map(str::to_string).or_else(|| (!current.is_empty()).then(|| current.clone()));
+        let pin = etag
+            .map(str::to_string)
+            .or_else(|| (!current.is_empty()).then(|| current.clone()));
 
         if size <= self.read.threshold {
             let output = self

@@ -194,7 +194,11 @@ impl Upload {
         self.closed = true;
         self.in_flight.shutdown().await;
         match self.upload_id.take() {
-            Some(id) => self.storage.abort_upload(&self.uri.bucket, &self.uri.key, &id).await,
+            Some(id) => {
+                self.storage
+                    .abort_upload(&self.uri.bucket, &self.uri.key, &id)
+                    .await
+            }
             None => Ok(()),
         }
     }
@@ -209,7 +213,11 @@ impl Upload {
             }
         };
         while self.in_flight.len() >= self.opts.parts_in_flight {
-            let joined = self.in_flight.join_next().await.expect("parts are in flight");
+            let joined = self
+                .in_flight
+                .join_next()
+                .await
+                .expect("parts are in flight");
             self.record(joined)?;
         }
         let number = self.next_part;
@@ -287,7 +295,10 @@ impl Upload {
         self.closed = true;
         self.in_flight.shutdown().await;
         if let Some(id) = self.upload_id.take()
-            && let Err(error) = self.storage.abort_upload(&self.uri.bucket, &self.uri.key, &id).await
+            && let Err(error) = self
+                .storage
+                .abort_upload(&self.uri.bucket, &self.uri.key, &id)
+                .await
         {
             tracing::warn!(%error, key = %self.uri, "aborting a failed upload");
         }
@@ -312,7 +323,10 @@ fn spawn_abort(storage: &Storage, uri: &S3Uri, upload_id: String) {
     let storage = storage.clone();
     let uri = uri.clone();
     runtime.spawn(async move {
-        if let Err(error) = storage.abort_upload(&uri.bucket, &uri.key, &upload_id).await {
+        if let Err(error) = storage
+            .abort_upload(&uri.bucket, &uri.key, &upload_id)
+            .await
+        {
             tracing::warn!(%error, key = %uri, "aborting a dropped upload");
         }
     });

@@ -190,12 +190,18 @@ impl OpenPart {
             });
         }
         let writer = self.writer.0.lock().expect("not poisoned").take();
-        if let Some(writer) = writer {
-            writer.finish();
-        }
+        let handed = writer.map(|w| w.finish()).transpose();
+        // If the hand-over failed, the upload task stopped: its error is the reason.
         let pending = handle
             .block_on(self.upload)
             .map_err(ObjectError::from_join)??;
+        if let Err(e) = handed {
+            let _ = handle.block_on(pending.abort());
+            return Err(ObjectError::Internal(format!(
+                "handing the last bytes of {} to its upload: {e}",
+                self.uri
+            )));
+        }
         Ok(OutputPart {
             uri: self.uri,
             rows,

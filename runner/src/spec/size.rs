@@ -1,0 +1,74 @@
+//! Byte sizes as users write them: `16MiB`, `16 MiB`, `5GB`, or a plain number of bytes.
+
+use bytesize::ByteSize;
+
+pub const KIB: u64 = 1024;
+pub const MIB: u64 = 1024 * KIB;
+pub const GIB: u64 = 1024 * MIB;
+
+/// Parses a byte size. Units are case-insensitive: KiB/MiB/GiB/TiB are powers of 1024,
+/// KB/MB/GB/TB (and K/M/G/T) powers of 1000; no unit means bytes.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("is empty; write a size like \"16MiB\" or a number of bytes".to_string());
+    }
+    if !trimmed.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "is not a byte size (got {text:?}); write a size like \"16MiB\" or a number of bytes"
+        ));
+    }
+    trimmed.parse::<ByteSize>().map(|b| b.as_u64()).map_err(|_| {
+        format!(
+            "is not a byte size (got {text:?}); units are B, KiB, MiB, GiB, TiB (1024) or KB, MB, GB, TB (1000)"
+        )
+    })
+}
+
+/// Whether the text names a unit (`"4"` does not): such a size needs no guessing.
+pub fn has_unit(text: &str) -> bool {
+    text.trim().chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// A size for messages: exact binary units when they fit, else bytes.
+pub fn show(bytes: u64) -> String {
+    for (unit, name) in [(1024 * GIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
+        if bytes >= unit && bytes % unit == 0 {
+            return format!("{} {name}", bytes / unit);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(parse_byte_size("16MiB"), Ok(16 * MIB));
+        assert_eq!(parse_byte_size("16 MiB"), Ok(16 * MIB));
+        assert_eq!(parse_byte_size(" 16mib "), Ok(16 * MIB));
+        assert_eq!(parse_byte_size("5GB"), Ok(5_000_000_000));
+        assert_eq!(parse_byte_size("5GiB"), Ok(5 * GIB));
+        assert_eq!(parse_byte_size("1.5KiB"), Ok(1536));
+        assert_eq!(parse_byte_size("1048576"), Ok(MIB));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_size() {
+        for bad in ["", "  ", "MiB", "-5MiB", "16 parsecs", "ten"] {
+            assert!(parse_byte_size(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn shows_sizes_readably() {
+        assert_eq!(show(5 * MIB), "5 MiB");
+        assert_eq!(show(10 * GIB), "10 GiB");
+        assert_eq!(show(5_000_000_000), "5000000000 bytes");
+        assert_eq!(show(0), "0 bytes");
+        assert!(has_unit("256MiB"));
+        assert!(!has_unit("4"));
+    }
+}

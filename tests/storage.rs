@@ -1,0 +1,581 @@
+//! The storage module against real S3 servers on loopback: the embedded one and moto.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use sluice::storage::{
+    ReadTuning, S3Uri, Storage, StorageError, UploadOptions, crc32c_hex, parquet_metadata,
+    sync_upload,
+};
+
+use crate::support::{self, pattern};
+
+const MIB: usize = 1 << 20;
+
+/// Parts of the minimum size S3 (and both test servers) accept.
+const PARTS: UploadOptions = UploadOptions {
+    part_size: 5 << 20,
+    parts_in_flight: 2,
+};
+
+async fn read_all(storage: &Storage, uri: &S3Uri) -> Vec<u8> {
+    let stream = storage.get(uri, None).await.expect("starting a read");
+    let chunks: Vec<Bytes> = stream.try_collect().await.expect("reading");
+    chunks.concat()
+}
+
+/// Waits until no multipart upload is left under `prefix` (aborts on drop run in the
+/// background).
+async fn assert_no_uploads_left(storage: &Storage, prefix: &S3Uri, server: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = storage.list_multipart_uploads(prefix).await.unwrap();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{server}: uploads left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_through_every_key_in_order() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let storage = storage.with_list_page_size(7);
+        let prefix = S3Uri::new(&bucket, "in/");
+        let keys: Vec<String> = (0..25)
+            .rev()
+            .map(|i| format!("in/part-{i:03}.csv"))
+            .collect();
+        futures::stream::iter(keys.iter())
+            .map(|key| {
+                let (storage, uri) = (&storage, S3Uri::new(&bucket, key));
+                async move { storage.put_bytes(&uri, Bytes::from(uri.key.clone())).await }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+        storage
+            .put_bytes(&S3Uri::new(&bucket, "other/x"), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+
+        let listed = storage.list(&prefix).await.unwrap();
+        let mut expected = keys.clone();
+        expected.sort();
+        let listed_keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(listed_keys, expected, "{}", server.name);
+        for object in &listed {
+            assert_eq!(object.size, object.key.len() as u64, "{}", server.name);
+            assert!(
+                !object.etag.is_empty(),
+                "{}: {} has no ETag",
+                server.name,
+                object.key
+            );
+        }
+        let head = storage
+            .head(&prefix.join("part-000.csv"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.etag, listed[0].etag,
+            "{}: listing and HEAD agree",
+            server.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_and_ranged_reads_return_the_stored_bytes() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "data/object.bin");
+        let data = pattern(300_001, 1);
+        storage.put_bytes(&uri, data.clone()).await.unwrap();
+
+        assert_eq!(read_all(&storage, &uri).await, data, "{}", server.name);
+        let stream = storage.get(&uri, None).await.unwrap();
+        assert_eq!(stream.size(), data.len() as u64);
+        assert_eq!(
+            storage.get_range(&uri, 1000..70_000).await.unwrap(),
+            data.slice(1000..70_000),
+            "{}",
+            server.name
+        );
+        assert!(storage.get_range(&uri, 5..5).await.unwrap().is_empty());
+        assert_eq!(storage.get_bytes(&uri).await.unwrap(), Some(data.clone()));
+
+        let missing = S3Uri::new(&bucket, "data/missing");
+        assert_eq!(
+            storage.get_bytes(&missing).await.unwrap(),
+            None,
+            "{}",
+            server.name
+        );
+        assert_eq!(
+            storage.head(&missing).await.unwrap(),
+            None,
+            "{}",
+            server.name
+        );
+        let error = storage.get(&missing, None).await.unwrap_err();
+        assert!(!error.is_transient(), "{}: {error:?}", server.name);
+
+        storage.delete(&uri).await.unwrap();
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+        storage.delete(&uri).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_are_read_as_ordered_concurrent_ranges() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let storage = storage.with_read_tuning(ReadTuning {
+            threshold: MIB as u64,
+            range_size: 256 << 10,
+            in_flight: 4,
+        });
+        let uri = S3Uri::new(&bucket, "big.bin");
+        let data = pattern(3 * MIB + 17, 2);
+        storage.put_bytes(&uri, data.clone()).await.unwrap();
+
+        let etag = storage.head(&uri).await.unwrap().unwrap().etag;
+        let stream = storage.get(&uri, Some(&etag)).await.unwrap();
+        assert_eq!(stream.etag(), etag);
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        assert_eq!(chunks.len(), 13, "{}: one chunk per range", server.name);
+        assert!(chunks.concat() == data, "{}: bytes differ", server.name);
+
+        // Through a reader, as decoders consume it.
+        let stream = storage.get(&uri, None).await.unwrap();
+        let mut reader = tokio_util::io::StreamReader::new(stream);
+        let mut read = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut read)
+            .await
+            .unwrap();
+        assert!(
+            read == data,
+            "{}: bytes differ through StreamReader",
+            server.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_replaced_mid_read_fails_the_read() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let storage = storage.with_read_tuning(ReadTuning {
+            threshold: 64 << 10,
+            range_size: 64 << 10,
+            in_flight: 1,
+        });
+        let uri = S3Uri::new(&bucket, "changing.bin");
+        storage.put_bytes(&uri, pattern(2 * MIB, 3)).await.unwrap();
+
+        let mut stream = storage.get(&uri, None).await.unwrap();
+        stream.next().await.unwrap().unwrap();
+        storage.put_bytes(&uri, pattern(2 * MIB, 4)).await.unwrap();
+        let error = loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => break e,
+                None => panic!("{}: the read finished over a replaced object", server.name),
+            }
+        };
+        let storage_error = StorageError::from_io(&error).expect("a storage error inside");
+        assert!(
+            matches!(storage_error, StorageError::ObjectChanged { .. }),
+            "{}: {storage_error:?}",
+            server.name
+        );
+        assert!(storage_error.is_transient());
+
+        // A stale ETag is refused up front too.
+        let stale = storage
+            .get(&uri, Some("\"0123456789abcdef0123456789abcdef\""))
+            .await;
+        assert!(
+            matches!(stale, Err(StorageError::ObjectChanged { .. })),
+            "{}: {stale:?}",
+            server.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_writes_parts_with_checksums() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "out/part-0.bin");
+        let data = pattern(2 * PARTS.part_size as usize + 1234, 5);
+
+        let mut upload = storage.upload(uri.clone(), PARTS);
+        for chunk in data.chunks(700_000) {
+            upload.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+        assert_eq!(upload.bytes_written(), data.len() as u64);
+        let pending = upload.finish().await.unwrap();
+        assert_eq!(
+            storage.head(&uri).await.unwrap(),
+            None,
+            "{}: visible before commit",
+            server.name
+        );
+        assert_eq!(
+            storage
+                .list_multipart_uploads(&S3Uri::new(&bucket, "out/"))
+                .await
+                .unwrap()
+                .len(),
+            1,
+            "{}",
+            server.name
+        );
+        let uploaded = pending.complete().await.unwrap();
+
+        assert_eq!(uploaded.size, data.len() as u64, "{}", server.name);
+        assert_eq!(uploaded.parts, 3, "{}", server.name);
+        assert_eq!(
+            uploaded.crc32c,
+            crc32c_hex(crc32c::crc32c(&data)),
+            "{}",
+            server.name
+        );
+        let head = storage.head(&uri).await.unwrap().unwrap();
+        assert_eq!(head.size, data.len() as u64, "{}", server.name);
+        assert_eq!(head.etag, uploaded.etag, "{}", server.name);
+        assert!(
+            read_all(&storage, &uri).await == data,
+            "{}: bytes differ",
+            server.name
+        );
+        assert_no_uploads_left(&storage, &S3Uri::new(&bucket, ""), server.name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_are_one_put_at_commit() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "small.json");
+        let data = Bytes::from_static(b"{\"rows\": 3}\n");
+
+        let mut upload = storage.upload(uri.clone(), PARTS);
+        upload.write(data.slice(..4)).await.unwrap();
+        upload.write(data.slice(4..)).await.unwrap();
+        let pending = upload.finish().await.unwrap();
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+        let uploaded = pending.complete().await.unwrap();
+        assert_eq!(uploaded.parts, 1);
+        assert_eq!(uploaded.size, data.len() as u64);
+        assert_eq!(uploaded.crc32c, crc32c_hex(crc32c::crc32c(&data)));
+        assert_eq!(
+            storage.get_bytes(&uri).await.unwrap(),
+            Some(data),
+            "{}",
+            server.name
+        );
+
+        // An empty object is an object too.
+        let empty = S3Uri::new(&bucket, "empty");
+        let uploaded = storage
+            .upload(empty.clone(), PARTS)
+            .finish()
+            .await
+            .unwrap()
+            .complete()
+            .await
+            .unwrap();
+        assert_eq!((uploaded.size, uploaded.crc32c.as_str()), (0, "00000000"));
+        assert_eq!(
+            storage.head(&empty).await.unwrap().unwrap().size,
+            0,
+            "{}",
+            server.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_part_aborts_the_upload() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "out/failing.bin");
+        let data = pattern(4 * PARTS.part_size as usize, 6);
+
+        let mut upload = storage.upload(uri.clone(), PARTS);
+        upload.fail_part(3);
+        let mut failure = None;
+        for chunk in data.chunks(MIB) {
+            if let Err(e) = upload.write(Bytes::copy_from_slice(chunk)).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        let failure = match failure {
+            Some(e) => e,
+            None => upload.finish().await.unwrap_err(),
+        };
+        assert!(
+            matches!(failure, StorageError::InjectedFault { part: 3, .. }),
+            "{}: {failure:?}",
+            server.name
+        );
+        // Nothing to wait for: the abort happened before the error was returned.
+        let left = storage
+            .list_multipart_uploads(&S3Uri::new(&bucket, ""))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{}: {left:?}", server.name);
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_unfinished_upload_aborts_it() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "out/dropped.bin");
+        let prefix = S3Uri::new(&bucket, "out/");
+        let mut upload = storage.upload(uri.clone(), PARTS);
+        upload
+            .write(pattern(PARTS.part_size as usize + 10, 7))
+            .await
+            .unwrap();
+        let listed = storage.list_multipart_uploads(&prefix).await.unwrap();
+        assert_eq!(
+            listed.len(),
+            1,
+            "{}: the upload is listed while open",
+            server.name
+        );
+        assert_eq!(listed[0].0, "out/dropped.bin");
+        drop(upload);
+        assert_no_uploads_left(&storage, &prefix, server.name).await;
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_pending_upload_leaves_no_object() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        for (name, size) in [
+            ("multi.bin", PARTS.part_size as usize + 1),
+            ("single.bin", 10),
+        ] {
+            let uri = S3Uri::new(&bucket, name);
+            let mut upload = storage.upload(uri.clone(), PARTS);
+            upload.write(pattern(size, 8)).await.unwrap();
+            let pending = upload.finish().await.unwrap();
+            pending.abort().await.unwrap();
+            assert_eq!(
+                storage.head(&uri).await.unwrap(),
+                None,
+                "{}: {name}",
+                server.name
+            );
+        }
+        let left = storage
+            .list_multipart_uploads(&S3Uri::new(&bucket, ""))
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "{}: {left:?}", server.name);
+
+        // A pending upload that is dropped is aborted too.
+        let uri = S3Uri::new(&bucket, "dropped-pending.bin");
+        let mut upload = storage.upload(uri.clone(), PARTS);
+        upload
+            .write(pattern(PARTS.part_size as usize + 1, 9))
+            .await
+            .unwrap();
+        drop(upload.finish().await.unwrap());
+        assert_no_uploads_left(&storage, &S3Uri::new(&bucket, ""), server.name).await;
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_writer_uploads_through_the_async_task() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "sync.bin");
+        let data = pattern(PARTS.part_size as usize * 2 + 99, 10);
+
+        let (mut writer, task) = sync_upload(&storage, uri.clone(), PARTS);
+        let to_write = data.clone();
+        tokio::task::spawn_blocking(move || {
+            for chunk in to_write.chunks(100_000) {
+                writer.write_all(chunk).unwrap();
+            }
+            assert_eq!(writer.bytes_written(), to_write.len() as u64);
+            writer.finish().unwrap();
+        })
+        .await
+        .unwrap();
+        let uploaded = task.await.unwrap().unwrap().complete().await.unwrap();
+        assert_eq!(uploaded.parts, 3, "{}", server.name);
+        assert_eq!(uploaded.crc32c, crc32c_hex(crc32c::crc32c(&data)));
+        assert!(
+            read_all(&storage, &uri).await == data,
+            "{}: bytes differ",
+            server.name
+        );
+
+        // A writer dropped halfway aborts its upload.
+        let uri = S3Uri::new(&bucket, "sync-dropped.bin");
+        let (mut writer, task) = sync_upload(&storage, uri.clone(), PARTS);
+        let half = pattern(PARTS.part_size as usize + 5, 11);
+        tokio::task::spawn_blocking(move || writer.write_all(&half).unwrap())
+            .await
+            .unwrap();
+        let error = task.await.unwrap().unwrap_err();
+        assert!(
+            matches!(error, StorageError::WriterDropped { .. }),
+            "{}: {error:?}",
+            server.name
+        );
+        assert_no_uploads_left(&storage, &S3Uri::new(&bucket, ""), server.name).await;
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_footer_and_rows_are_read_with_ranges() {
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder};
+    use sluice::storage::S3ParquetReader;
+
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let mut file = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut file, schema.clone(), None).unwrap();
+    for start in [0i64, 1000] {
+        let column = Int64Array::from_iter_values(start..start + 1000);
+        writer
+            .write(&RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap())
+            .unwrap();
+    }
+    writer.close().unwrap();
+    let file = Bytes::from(file);
+
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let uri = S3Uri::new(&bucket, "rows.parquet");
+        storage.put_bytes(&uri, file.clone()).await.unwrap();
+
+        let metadata = parquet_metadata(&storage, &uri, file.len() as u64)
+            .await
+            .unwrap();
+        assert_eq!(metadata.file_metadata().num_rows(), 2000, "{}", server.name);
+
+        let reader = S3ParquetReader::new(storage.clone(), uri.clone(), file.len() as u64, None);
+        let batches: Vec<RecordBatch> = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .unwrap()
+            .build()
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(rows, 2000, "{}", server.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_dropped_into_the_embedded_directory_are_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("raw/trips")).unwrap();
+    std::fs::write(dir.path().join("raw/trips/a.csv"), "id\n1\n").unwrap();
+    let server = sluice::storage::EmbeddedServer::start(dir.path(), None)
+        .await
+        .unwrap();
+    let storage =
+        Storage::with_endpoint(server.url(), server.access_key(), server.secret_key()).await;
+
+    let listed = storage.list(&S3Uri::new("raw", "trips/")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, "trips/a.csv");
+    // The ETag of a file written by hand is the MD5 of its content, as S3 would have it.
+    let first = listed[0].etag.clone();
+    let md5 = {
+        use s3s::crypto::Checksum as _;
+        let mut md5 = s3s::crypto::Md5::new();
+        md5.update(b"id\n1\n");
+        hex::encode(md5.finalize())
+    };
+    assert_eq!(first, format!("\"{md5}\""));
+    let uri = S3Uri::new("raw", "trips/a.csv");
+    assert_eq!(
+        storage.get_bytes(&uri).await.unwrap().unwrap(),
+        Bytes::from_static(b"id\n1\n")
+    );
+
+    // A file changed by hand gets a new ETag, and reads pinned to the old one fail.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(dir.path().join("raw/trips/a.csv"), "id\n1\n2\n").unwrap();
+    let second = storage.head(&uri).await.unwrap().unwrap().etag;
+    assert_ne!(first, second);
+    assert!(matches!(
+        storage.get(&uri, Some(&first)).await,
+        Err(StorageError::ObjectChanged { .. })
+    ));
+    assert_eq!(read_all(&storage, &uri).await, b"id\n1\n2\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_server_rejects_a_part_with_a_wrong_checksum() {
+    // moto stores part checksums without checking them, so this runs on the embedded
+    // server only.
+    let (storage, bucket) = support::embedded().fresh().await;
+    let client = storage.client();
+    let created = client
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = created.upload_id().unwrap();
+    let body = pattern(1000, 12);
+    let wrong = sluice::storage::crc32c_base64(crc32c::crc32c(&body) ^ 1);
+    let error = client
+        .upload_part()
+        .bucket(&bucket)
+        .key("k")
+        .upload_id(upload_id)
+        .part_number(1)
+        .checksum_crc32_c(wrong)
+        .body(body.clone().into())
+        .send()
+        .await
+        .unwrap_err();
+    let failure = sluice::storage::S3Failure::from_sdk(error);
+    assert_eq!(failure.code.as_deref(), Some("BadDigest"), "{failure:?}");
+    let right = sluice::storage::crc32c_base64(crc32c::crc32c(&body));
+    client
+        .upload_part()
+        .bucket(&bucket)
+        .key("k")
+        .upload_id(upload_id)
+        .part_number(1)
+        .checksum_crc32_c(right)
+        .body(body.into())
+        .send()
+        .await
+        .unwrap();
+    storage.abort_upload(&bucket, "k", upload_id).await.unwrap();
+}
