@@ -32,7 +32,10 @@ fn schema(fields: &[(&str, DataType)]) -> SchemaRef {
 }
 
 fn reader(input: &[u8], capacity: usize) -> Box<dyn BufRead + Send> {
-    Box::new(BufReader::with_capacity(capacity, Cursor::new(input.to_vec())))
+    Box::new(BufReader::with_capacity(
+        capacity,
+        Cursor::new(input.to_vec()),
+    ))
 }
 
 struct Outcome {
@@ -76,9 +79,25 @@ fn decode_with(
 
 /// Decodes CSV with every reader capacity and checks they all agree.
 fn decode_csv(input: &str, schema: &SchemaRef, options: &CsvReadOptions) -> Outcome {
-    let first = decode_with(SourceFormat::Csv, input.as_bytes(), schema, options, 1000, CAPACITIES[0]).unwrap();
+    let first = decode_with(
+        SourceFormat::Csv,
+        input.as_bytes(),
+        schema,
+        options,
+        1000,
+        CAPACITIES[0],
+    )
+    .unwrap();
     for capacity in &CAPACITIES[1..] {
-        let other = decode_with(SourceFormat::Csv, input.as_bytes(), schema, options, 1000, *capacity).unwrap();
+        let other = decode_with(
+            SourceFormat::Csv,
+            input.as_bytes(),
+            schema,
+            options,
+            1000,
+            *capacity,
+        )
+        .unwrap();
         assert_eq!(other.batch, first.batch, "capacity {capacity}");
         assert_eq!(other.bad, first.bad, "capacity {capacity}");
         assert_eq!(other.records, first.records, "capacity {capacity}");
@@ -87,12 +106,20 @@ fn decode_csv(input: &str, schema: &SchemaRef, options: &CsvReadOptions) -> Outc
 }
 
 fn strings(batch: &RecordBatch, column: usize) -> Vec<Option<String>> {
-    let array = batch.column(column).as_any().downcast_ref::<StringArray>().unwrap();
+    let array = batch
+        .column(column)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
     array.iter().map(|v| v.map(str::to_string)).collect()
 }
 
 fn ints(batch: &RecordBatch, column: usize) -> Vec<Option<i64>> {
-    let array = batch.column(column).as_any().downcast_ref::<Int64Array>().unwrap();
+    let array = batch
+        .column(column)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
     array.iter().collect()
 }
 
@@ -109,7 +136,10 @@ fn quoted_fields_hold_delimiters_newlines_and_doubled_quotes() {
     let input = "id,name\n1,\"a,b\"\n2,\"line one\nline two\"\n3,\"say \"\"hi\"\"\"\n4,\"\"\n5,plain\"quote\n";
     let out = decode_csv(input, &id_name(), &CsvReadOptions::default());
     assert!(out.bad.is_empty(), "{:?}", out.bad);
-    assert_eq!(ints(&out.batch, 0), vec![Some(1), Some(2), Some(3), Some(4), Some(5)]);
+    assert_eq!(
+        ints(&out.batch, 0),
+        vec![Some(1), Some(2), Some(3), Some(4), Some(5)]
+    );
     assert_eq!(
         strings(&out.batch, 1),
         vec![
@@ -193,7 +223,11 @@ fn comment_lines_are_skipped() {
 
 #[test]
 fn null_markers_compare_the_unquoted_field() {
-    let schema = schema(&[("id", DataType::Int64), ("name", DataType::Utf8), ("x", DataType::Float64)]);
+    let schema = schema(&[
+        ("id", DataType::Int64),
+        ("name", DataType::Utf8),
+        ("x", DataType::Float64),
+    ]);
     let input = "id,name,x\n1,NA,1.5\n2,\"NA\",null\nNA,,NA\n3,nab,NA\n";
     let options = CsvReadOptions {
         null_values: vec!["NA".into(), "null".into()],
@@ -203,9 +237,20 @@ fn null_markers_compare_the_unquoted_field() {
     assert!(out.bad.is_empty(), "{:?}", out.bad);
     assert_eq!(ints(&out.batch, 0), vec![Some(1), Some(2), None, Some(3)]);
     // Without "" among the markers, an empty field is an empty string.
-    assert_eq!(strings(&out.batch, 1), vec![None, None, Some(String::new()), Some("nab".into())]);
-    let x = out.batch.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
-    assert_eq!(x.iter().collect::<Vec<_>>(), vec![Some(1.5), None, None, None]);
+    assert_eq!(
+        strings(&out.batch, 1),
+        vec![None, None, Some(String::new()), Some("nab".into())]
+    );
+    let x = out
+        .batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    assert_eq!(
+        x.iter().collect::<Vec<_>>(),
+        vec![Some(1.5), None, None, None]
+    );
 }
 
 #[test]
@@ -227,7 +272,15 @@ fn bad_records_carry_their_line_raw_text_and_reason() {
     input.extend_from_slice(b"\n8,\"q\nq\nq\",x\r\n"); // line 12-14: bad float in a multi-line record
     input.extend_from_slice(b"9,last,3"); // line 15: good, no final newline
     for capacity in CAPACITIES {
-        let out = decode_with(SourceFormat::Csv, &input, &schema, &CsvReadOptions::default(), 4, capacity).unwrap();
+        let out = decode_with(
+            SourceFormat::Csv,
+            &input,
+            &schema,
+            &CsvReadOptions::default(),
+            4,
+            capacity,
+        )
+        .unwrap();
         assert_eq!(ints(&out.batch, 0), vec![Some(1), Some(3), Some(9)]);
         assert_eq!(out.records, 10);
         let lines: Vec<u64> = out.bad.iter().map(|b| b.line).collect();
@@ -235,40 +288,78 @@ fn bad_records_carry_their_line_raw_text_and_reason() {
         let by_line: HashMap<u64, &BadRecord> = out.bad.iter().map(|b| (b.line, b)).collect();
         assert_eq!(by_line[&3].error, "expected 3 fields, found 2");
         assert_eq!(by_line[&3].raw, "2,short");
-        assert_eq!(by_line[&6].error, "column fare (float64): cannot parse \"abc\"");
+        assert_eq!(
+            by_line[&6].error,
+            "column fare (float64): cannot parse \"abc\""
+        );
         assert_eq!(by_line[&6].raw, "4,after,abc");
         assert_eq!(by_line[&7].error, "column id (int64): cannot parse \"x5\"");
-        assert!(by_line[&8].error.starts_with("column name (utf8): invalid UTF-8"), "{}", by_line[&8].error);
+        assert!(
+            by_line[&8]
+                .error
+                .starts_with("column name (utf8): invalid UTF-8"),
+            "{}",
+            by_line[&8].error
+        );
         assert_eq!(by_line[&8].raw, "6,\u{FFFD}\u{FFFD},1");
-        assert_eq!(by_line[&9].error, "column id (int64): null in a non-nullable column");
+        assert_eq!(
+            by_line[&9].error,
+            "column id (int64): null in a non-nullable column"
+        );
         assert_eq!(by_line[&10].error, "expected 3 fields, found 4");
         assert_eq!(by_line[&12].raw, "8,\"q\nq\nq\",x");
-        assert_eq!(by_line[&12].error, "column fare (float64): cannot parse \"x\"");
+        assert_eq!(
+            by_line[&12].error,
+            "column fare (float64): cannot parse \"x\""
+        );
     }
 }
 
 #[test]
 fn header_mismatch_names_origin_column_and_names() {
     let input = "id, title \n1,a\n";
-    let result = decode_with(SourceFormat::Csv, input.as_bytes(), &id_name(), &CsvReadOptions::default(), 10, 64);
+    let result = decode_with(
+        SourceFormat::Csv,
+        input.as_bytes(),
+        &id_name(),
+        &CsvReadOptions::default(),
+        10,
+        64,
+    );
     match result {
-        Err(DecodeError::HeaderMismatch {
-            origin,
-            column,
-            expected,
-            found,
-        }) => {
-            assert_eq!(origin, "s3://bucket/key");
-            assert_eq!(column, 2);
-            assert_eq!(expected, "name");
-            assert_eq!(found, "title");
+        Err(DecodeError::HeaderMismatch(mismatch)) => {
+            assert_eq!(mismatch.origin, "s3://bucket/key");
+            assert_eq!(mismatch.column, 2);
+            assert_eq!(mismatch.expected, "name");
+            assert_eq!(mismatch.found, "title");
+            assert_eq!(
+                DecodeError::HeaderMismatch(mismatch).to_string(),
+                "s3://bucket/key: header column 2 is \"title\" but the schema expects \"name\""
+            );
         }
         other => panic!("expected a header mismatch, got {:?}", other.err()),
     }
     // Surrounding whitespace is not a mismatch; a missing column is.
-    assert!(decode_with(SourceFormat::Csv, b" id , name\n", &id_name(), &CsvReadOptions::default(), 10, 64).is_ok());
-    let short = decode_with(SourceFormat::Csv, b"id\n", &id_name(), &CsvReadOptions::default(), 10, 64);
-    assert!(matches!(short, Err(DecodeError::HeaderMismatch { column: 2, .. })));
+    assert!(
+        decode_with(
+            SourceFormat::Csv,
+            b" id , name\n",
+            &id_name(),
+            &CsvReadOptions::default(),
+            10,
+            64
+        )
+        .is_ok()
+    );
+    let short = decode_with(
+        SourceFormat::Csv,
+        b"id\n",
+        &id_name(),
+        &CsvReadOptions::default(),
+        10,
+        64,
+    );
+    assert!(matches!(short, Err(DecodeError::HeaderMismatch(m)) if m.column == 2));
 }
 
 #[test]
@@ -324,9 +415,19 @@ fn gzip_and_zstd_input() {
 #[test]
 fn truncated_gzip_is_a_read_error() {
     let bytes = compressed(&b"id,name\n1,a\n".repeat(10_000), Compression::Gzip);
-    let reader = format::decompress(Box::new(Cursor::new(bytes[..bytes.len() / 2].to_vec())), Compression::Gzip);
-    let mut decoder =
-        format::open_decoder(SourceFormat::Csv, reader, id_name(), &CsvReadOptions::default(), 1000, "s3://b/k").unwrap();
+    let reader = format::decompress(
+        Box::new(Cursor::new(bytes[..bytes.len() / 2].to_vec())),
+        Compression::Gzip,
+    );
+    let mut decoder = format::open_decoder(
+        SourceFormat::Csv,
+        reader,
+        id_name(),
+        &CsvReadOptions::default(),
+        1000,
+        "s3://b/k",
+    )
+    .unwrap();
     let error = loop {
         match decoder.next() {
             Ok(Some(_)) => continue,
@@ -348,8 +449,15 @@ fn records_across_batch_and_buffer_boundaries() {
         }
     }
     for capacity in [1, 5, 13, 4096] {
-        let out = decode_with(SourceFormat::Csv, input.as_bytes(), &id_name(), &CsvReadOptions::default(), 7, capacity)
-            .unwrap();
+        let out = decode_with(
+            SourceFormat::Csv,
+            input.as_bytes(),
+            &id_name(),
+            &CsvReadOptions::default(),
+            7,
+            capacity,
+        )
+        .unwrap();
         assert_eq!(out.batches, 1000usize.div_ceil(7));
         assert_eq!(ints(&out.batch, 0), (0..1000).map(Some).collect::<Vec<_>>());
         let names = strings(&out.batch, 1);
@@ -361,9 +469,15 @@ fn records_across_batch_and_buffer_boundaries() {
 #[test]
 fn typed_columns_parse_every_supported_type() {
     let mut date_custom = Field::new("d2", DataType::Date32, true);
-    date_custom.set_metadata(HashMap::from([(FORMAT_METADATA_KEY.to_string(), "%d/%m/%Y".to_string())]));
+    date_custom.set_metadata(HashMap::from([(
+        FORMAT_METADATA_KEY.to_string(),
+        "%d/%m/%Y".to_string(),
+    )]));
     let mut ts_custom = Field::new("t2", DataType::Timestamp(TimeUnit::Microsecond, None), true);
-    ts_custom.set_metadata(HashMap::from([(FORMAT_METADATA_KEY.to_string(), "%d/%m/%Y %H.%M".to_string())]));
+    ts_custom.set_metadata(HashMap::from([(
+        FORMAT_METADATA_KEY.to_string(),
+        "%d/%m/%Y %H.%M".to_string(),
+    )]));
     let schema = Arc::new(Schema::new(vec![
         Field::new("i32", DataType::Int32, true),
         Field::new("b", DataType::Boolean, true),
@@ -371,7 +485,11 @@ fn typed_columns_parse_every_supported_type() {
         date_custom,
         Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), true),
         ts_custom,
-        Field::new("tz", DataType::Timestamp(TimeUnit::Microsecond, Some("Europe/Paris".into())), true),
+        Field::new(
+            "tz",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("Europe/Paris".into())),
+            true,
+        ),
     ]));
     let input = "i32,b,d,d2,t,t2,tz\n\
                  -5,yes,1970-01-02,03/01/1970,1970-01-01 00:00:01.5,01/01/1970 00.01,1970-01-01T01:00:00\n\
@@ -382,16 +500,31 @@ fn typed_columns_parse_every_supported_type() {
     let i32s = b.column(0).as_any().downcast_ref::<Int32Array>().unwrap();
     assert_eq!(i32s.values(), &[-5, 7]);
     let bools = b.column(1).as_any().downcast_ref::<BooleanArray>().unwrap();
-    assert_eq!(bools.iter().collect::<Vec<_>>(), vec![Some(true), Some(false)]);
+    assert_eq!(
+        bools.iter().collect::<Vec<_>>(),
+        vec![Some(true), Some(false)]
+    );
     let d = b.column(2).as_any().downcast_ref::<Date32Array>().unwrap();
     assert_eq!(d.values(), &[1, 19_782]);
     let d2 = b.column(3).as_any().downcast_ref::<Date32Array>().unwrap();
     assert_eq!(d2.values(), &[2, 19_782]);
-    let t = b.column(4).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    let t = b
+        .column(4)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
     assert_eq!(t.values(), &[1_500_000, 1_704_164_645_000_000]);
-    let t2 = b.column(5).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    let t2 = b
+        .column(5)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
     assert_eq!(t2.values(), &[60_000_000, 1_704_164_640_000_000]);
-    let tz = b.column(6).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+    let tz = b
+        .column(6)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap();
     // Paris wall time 01:00 in winter is midnight UTC; an explicit offset wins.
     assert_eq!(tz.values(), &[0, 1_719_835_200_000_000]);
     assert_eq!(tz.timezone(), Some("Europe/Paris"));
@@ -400,16 +533,32 @@ fn typed_columns_parse_every_supported_type() {
 #[test]
 fn unsupported_column_types_are_refused() {
     let schema = schema(&[("blob", DataType::Binary)]);
-    let result = decode_with(SourceFormat::Csv, b"blob\n", &schema, &CsvReadOptions::default(), 10, 64);
+    let result = decode_with(
+        SourceFormat::Csv,
+        b"blob\n",
+        &schema,
+        &CsvReadOptions::default(),
+        10,
+        64,
+    );
     assert!(matches!(result, Err(DecodeError::UnsupportedType { .. })));
 }
 
 #[test]
 fn csv_inference() {
     let input = "id,fare,flag,name,empty,mixed\n1,2.5,true,a,,1\n2,3,FALSE,b,,x\n-3,,true,,,2\n";
-    let schema =
-        format::infer_schema(SourceFormat::Csv, reader(input.as_bytes(), 5), &CsvReadOptions::default(), 100).unwrap();
-    let types: Vec<(&str, &DataType)> = schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    let schema = format::infer_schema(
+        SourceFormat::Csv,
+        reader(input.as_bytes(), 5),
+        &CsvReadOptions::default(),
+        100,
+    )
+    .unwrap();
+    let types: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
     assert_eq!(
         types,
         vec![
@@ -423,14 +572,21 @@ fn csv_inference() {
     );
     assert!(schema.fields().iter().all(|f| f.is_nullable()));
     // The sample bounds what is read: `mixed` looks like Int64 over the first record alone.
-    let one = format::infer_schema(SourceFormat::Csv, reader(input.as_bytes(), 64), &CsvReadOptions::default(), 1).unwrap();
+    let one = format::infer_schema(
+        SourceFormat::Csv,
+        reader(input.as_bytes(), 64),
+        &CsvReadOptions::default(),
+        1,
+    )
+    .unwrap();
     assert_eq!(one.field(5).data_type(), &DataType::Int64);
     let options = CsvReadOptions {
         header: false,
         delimiter: b'\t',
         ..CsvReadOptions::default()
     };
-    let headless = format::infer_schema(SourceFormat::Csv, reader(b"1\tx\n2\ty\n", 64), &options, 10).unwrap();
+    let headless =
+        format::infer_schema(SourceFormat::Csv, reader(b"1\tx\n2\ty\n", 64), &options, 10).unwrap();
     assert_eq!(headless.field(0).name(), "column_1");
     assert_eq!(headless.field(1).name(), "column_2");
     assert_eq!(headless.field(0).data_type(), &DataType::Int64);
@@ -443,9 +599,18 @@ fn csv_inference() {
 #[test]
 fn jsonl_inference_keeps_first_seen_key_order() {
     let input = "{\"z\":1,\"a\":1.5,\"m\":{\"k\":1}}\n\n{\"a\":2,\"b\":true,\"z\":null,\"s\":\"x\",\"l\":[1]}\n";
-    let schema =
-        format::infer_schema(SourceFormat::Jsonl, reader(input.as_bytes(), 4), &CsvReadOptions::default(), 10).unwrap();
-    let types: Vec<(&str, &DataType)> = schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    let schema = format::infer_schema(
+        SourceFormat::Jsonl,
+        reader(input.as_bytes(), 4),
+        &CsvReadOptions::default(),
+        10,
+    )
+    .unwrap();
+    let types: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
     assert_eq!(
         types,
         vec![
@@ -458,7 +623,15 @@ fn jsonl_inference_keeps_first_seen_key_order() {
         ]
     );
     // Nested values decode as their JSON text.
-    let out = decode_with(SourceFormat::Jsonl, input.as_bytes(), &schema, &CsvReadOptions::default(), 10, 64).unwrap();
+    let out = decode_with(
+        SourceFormat::Jsonl,
+        input.as_bytes(),
+        &schema,
+        &CsvReadOptions::default(),
+        10,
+        64,
+    )
+    .unwrap();
     assert!(out.bad.is_empty(), "{:?}", out.bad);
     assert_eq!(strings(&out.batch, 2), vec![Some("{\"k\":1}".into()), None]);
     assert_eq!(strings(&out.batch, 5), vec![None, Some("[1]".into())]);
@@ -474,20 +647,39 @@ fn jsonl_good_and_bad_lines() {
     ]));
     let input = concat!(
         "{\"id\":1,\"fare\":1.5,\"at\":\"2024-01-02 03:04:05\",\"name\":\"a\"}\n", // 1
-        "\n",                                                                    // 2
-        "{\"id\":2,\"fare\":\"abc\"}\n",                                         // 3: bad fare
-        "{\"id\":3,\"name\":7}\r\n",                                             // 4: a number as text
-        "{\"id\":4,\"fare\":\n",                                                 // 5: broken JSON
-        "{\"fare\":2}\n",                                                        // 6: id missing
-        "not json\n",                                                            // 7
-        "{\"id\":5,\"at\":\"2024-01-02T03:04:05Z\"}"                             // 8: no final newline
+        "\n",                                                                      // 2
+        "{\"id\":2,\"fare\":\"abc\"}\n",                                           // 3: bad fare
+        "{\"id\":3,\"name\":7}\r\n", // 4: a number as text
+        "{\"id\":4,\"fare\":\n",     // 5: broken JSON
+        "{\"fare\":2}\n",            // 6: id missing
+        "not json\n",                // 7
+        "{\"id\":5,\"at\":\"2024-01-02T03:04:05Z\"}"  // 8: no final newline
     );
     for batch_rows in [1, 3, 100] {
-        let out =
-            decode_with(SourceFormat::Jsonl, input.as_bytes(), &schema, &CsvReadOptions::default(), batch_rows, 16).unwrap();
-        assert_eq!(ints(&out.batch, 0), vec![Some(1), Some(3), Some(5)], "batch_rows {batch_rows}");
-        assert_eq!(strings(&out.batch, 3), vec![Some("a".into()), Some("7".into()), None]);
-        let at = out.batch.column(2).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let out = decode_with(
+            SourceFormat::Jsonl,
+            input.as_bytes(),
+            &schema,
+            &CsvReadOptions::default(),
+            batch_rows,
+            16,
+        )
+        .unwrap();
+        assert_eq!(
+            ints(&out.batch, 0),
+            vec![Some(1), Some(3), Some(5)],
+            "batch_rows {batch_rows}"
+        );
+        assert_eq!(
+            strings(&out.batch, 3),
+            vec![Some("a".into()), Some("7".into()), None]
+        );
+        let at = out
+            .batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         assert_eq!(at.value(0), 1_704_164_645_000_000);
         assert_eq!(at.value(2), 1_704_164_645_000_000);
         let lines: Vec<u64> = out.bad.iter().map(|b| b.line).collect();
@@ -501,16 +693,38 @@ fn jsonl_good_and_bad_lines() {
 #[test]
 fn jsonl_custom_date_formats() {
     let mut field = Field::new("d", DataType::Date32, true);
-    field.set_metadata(HashMap::from([(FORMAT_METADATA_KEY.to_string(), "%d/%m/%Y".to_string())]));
-    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), field]));
+    field.set_metadata(HashMap::from([(
+        FORMAT_METADATA_KEY.to_string(),
+        "%d/%m/%Y".to_string(),
+    )]));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        field,
+    ]));
     let input = "{\"id\":1,\"d\":\"02/01/1970\"}\n{\"id\":2,\"d\":\"1970-01-02\"}\n{\"id\":3}\n";
-    let out = decode_with(SourceFormat::Jsonl, input.as_bytes(), &schema, &CsvReadOptions::default(), 10, 64).unwrap();
+    let out = decode_with(
+        SourceFormat::Jsonl,
+        input.as_bytes(),
+        &schema,
+        &CsvReadOptions::default(),
+        10,
+        64,
+    )
+    .unwrap();
     assert_eq!(ints(&out.batch, 0), vec![Some(1), Some(3)]);
-    let d = out.batch.column(1).as_any().downcast_ref::<Date32Array>().unwrap();
+    let d = out
+        .batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<Date32Array>()
+        .unwrap();
     assert_eq!(d.iter().collect::<Vec<_>>(), vec![Some(1), None]);
     assert_eq!(out.bad.len(), 1);
     assert_eq!(out.bad[0].line, 2);
-    assert_eq!(out.bad[0].error, "column d (date32): cannot parse \"1970-01-02\"");
+    assert_eq!(
+        out.bad[0].error,
+        "column d (date32): cannot parse \"1970-01-02\""
+    );
 }
 
 /// A `Write` whose bytes stay readable after the encoder that owned it is gone.
@@ -540,7 +754,10 @@ fn round_trip_schema() -> SchemaRef {
         ("ok", DataType::Boolean),
         ("day", DataType::Date32),
         ("at", DataType::Timestamp(TimeUnit::Microsecond, None)),
-        ("at_utc", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+        (
+            "at_utc",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        ),
         ("note", DataType::Utf8),
     ])
 }
@@ -564,7 +781,13 @@ fn round_trip_input() -> String {
     input
 }
 
-fn encode(sink: SinkFormat, batches: &[RecordBatch], schema: &SchemaRef, compression: Compression, parquet: &ParquetWriteOptions) -> Vec<u8> {
+fn encode(
+    sink: SinkFormat,
+    batches: &[RecordBatch],
+    schema: &SchemaRef,
+    compression: Compression,
+    parquet: &ParquetWriteOptions,
+) -> Vec<u8> {
     let buffer = SharedBuffer::default();
     let mut encoder = format::open_encoder(
         sink,
@@ -579,7 +802,10 @@ fn encode(sink: SinkFormat, batches: &[RecordBatch], schema: &SchemaRef, compres
         encoder.write(batch).unwrap();
     }
     let rows = encoder.finish().unwrap();
-    assert_eq!(rows, batches.iter().map(|b| b.num_rows() as u64).sum::<u64>());
+    assert_eq!(
+        rows,
+        batches.iter().map(|b| b.num_rows() as u64).sum::<u64>()
+    );
     buffer.bytes()
 }
 
@@ -589,13 +815,23 @@ fn csv_to_parquet_and_back() {
     let input = round_trip_input();
     let decoded = decode_csv(&input, &schema, &CsvReadOptions::default());
     assert!(decoded.bad.is_empty(), "{:?}", decoded.bad);
-    for compression in [ParquetCompression::Zstd, ParquetCompression::Snappy, ParquetCompression::None] {
+    for compression in [
+        ParquetCompression::Zstd,
+        ParquetCompression::Snappy,
+        ParquetCompression::None,
+    ] {
         let options = ParquetWriteOptions {
             compression,
             row_group_rows: 1000,
         };
         let batches: Vec<RecordBatch> = (0..5).map(|i| decoded.batch.slice(i * 500, 500)).collect();
-        let bytes = encode(SinkFormat::Parquet, &batches, &schema, Compression::None, &options);
+        let bytes = encode(
+            SinkFormat::Parquet,
+            &batches,
+            &schema,
+            Compression::None,
+            &options,
+        );
         let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
         assert_eq!(format::parquet_rows(builder.metadata()), 2500);
         assert_eq!(builder.metadata().num_row_groups(), 3);
@@ -609,7 +845,13 @@ fn csv_to_parquet_and_back() {
 #[test]
 fn empty_parquet_output_has_a_footer() {
     let schema = round_trip_schema();
-    let bytes = encode(SinkFormat::Parquet, &[], &schema, Compression::None, &ParquetWriteOptions::default());
+    let bytes = encode(
+        SinkFormat::Parquet,
+        &[],
+        &schema,
+        Compression::None,
+        &ParquetWriteOptions::default(),
+    );
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).unwrap();
     assert_eq!(format::parquet_rows(builder.metadata()), 0);
 }
@@ -618,10 +860,22 @@ fn empty_parquet_output_has_a_footer() {
 fn csv_to_compressed_csv_and_jsonl_and_back() {
     let schema = round_trip_schema();
     let decoded = decode_csv(&round_trip_input(), &schema, &CsvReadOptions::default());
-    let batches = [decoded.batch.slice(0, 1000), decoded.batch.slice(1000, 1500)];
+    let batches = [
+        decoded.batch.slice(0, 1000),
+        decoded.batch.slice(1000, 1500),
+    ];
     for compression in [Compression::Gzip, Compression::Zstd, Compression::None] {
-        for (sink, source) in [(SinkFormat::Csv, SourceFormat::Csv), (SinkFormat::Jsonl, SourceFormat::Jsonl)] {
-            let bytes = encode(sink, &batches, &schema, compression, &ParquetWriteOptions::default());
+        for (sink, source) in [
+            (SinkFormat::Csv, SourceFormat::Csv),
+            (SinkFormat::Jsonl, SourceFormat::Jsonl),
+        ] {
+            let bytes = encode(
+                sink,
+                &batches,
+                &schema,
+                compression,
+                &ParquetWriteOptions::default(),
+            );
             if compression == Compression::Gzip {
                 assert_eq!(&bytes[..2], &[0x1f, 0x8b]);
             }
@@ -632,8 +886,15 @@ fn csv_to_compressed_csv_and_jsonl_and_back() {
             };
             assert_eq!(counted, 2500, "{sink:?} {compression:?}");
             let text = format::decompress(Box::new(Cursor::new(bytes)), compression);
-            let mut decoder =
-                format::open_decoder(source, text, schema.clone(), &CsvReadOptions::default(), 700, "s3://b/out").unwrap();
+            let mut decoder = format::open_decoder(
+                source,
+                text,
+                schema.clone(),
+                &CsvReadOptions::default(),
+                700,
+                "s3://b/out",
+            )
+            .unwrap();
             let mut read = Vec::new();
             while let Some(d) = decoder.next().unwrap() {
                 assert!(d.bad.is_empty(), "{sink:?}: {:?}", d.bad);
@@ -649,24 +910,48 @@ fn csv_to_compressed_csv_and_jsonl_and_back() {
 fn csv_output_writes_rfc3339_timestamps_and_a_header_when_empty() {
     let schema = round_trip_schema();
     let decoded = decode_csv(&round_trip_input(), &schema, &CsvReadOptions::default());
-    let bytes = encode(SinkFormat::Csv, &[decoded.batch.slice(1, 1)], &schema, Compression::None, &ParquetWriteOptions::default());
+    let bytes = encode(
+        SinkFormat::Csv,
+        &[decoded.batch.slice(1, 1)],
+        &schema,
+        Compression::None,
+        &ParquetWriteOptions::default(),
+    );
     let text = String::from_utf8(bytes).unwrap();
     assert_eq!(
         text,
         "id,fare,ok,day,at,at_utc,note\n1,1.25,false,2024-01-02,2024-01-02T03:04:01.500,2024-01-02T03:04:05+00:00,\n"
     );
-    let empty = encode(SinkFormat::Csv, &[], &schema, Compression::None, &ParquetWriteOptions::default());
-    assert_eq!(String::from_utf8(empty).unwrap(), "id,fare,ok,day,at,at_utc,note\n");
+    let empty = encode(
+        SinkFormat::Csv,
+        &[],
+        &schema,
+        Compression::None,
+        &ParquetWriteOptions::default(),
+    );
+    assert_eq!(
+        String::from_utf8(empty).unwrap(),
+        "id,fare,ok,day,at,at_utc,note\n"
+    );
 }
 
 #[test]
 fn count_csv_records_counts_records_not_lines() {
     let input = "a,b\n\"x\ny\",1\r\n\"2\",\"3\nz\"\n\n4,5";
     for capacity in CAPACITIES {
-        assert_eq!(format::count_csv_records(reader(input.as_bytes(), capacity), true, b',').unwrap(), 3);
+        assert_eq!(
+            format::count_csv_records(reader(input.as_bytes(), capacity), true, b',').unwrap(),
+            3
+        );
     }
-    assert_eq!(format::count_csv_records(reader(b"a;b\n1;2\n", 64), false, b';').unwrap(), 2);
-    assert_eq!(format::count_lines(reader(b"{}\n\n{}\r\n  \n{}", 2)).unwrap(), 3);
+    assert_eq!(
+        format::count_csv_records(reader(b"a;b\n1;2\n", 64), false, b';').unwrap(),
+        2
+    );
+    assert_eq!(
+        format::count_lines(reader(b"{}\n\n{}\r\n  \n{}", 2)).unwrap(),
+        3
+    );
 }
 
 /// A taxi-trip-like CSV of about `target` bytes: 18 columns of ints, floats, two timestamps
@@ -742,33 +1027,25 @@ pub fn taxi_csv(target: usize) -> (Vec<u8>, SchemaRef) {
 }
 
 #[test]
-fn throughput_function_reports_counts() {
+fn throughput_function_reports_counts_on_one_and_two_threads() {
     let (csv, schema) = taxi_csv(200_000);
-    let t = format::decode_encode_throughput(&csv, schema, &CsvReadOptions::default(), &ParquetWriteOptions::default(), 4096)
+    for threads in [1, 2] {
+        let t = format::decode_encode_throughput(
+            Box::new(std::io::Cursor::new(csv.clone())),
+            csv.len() as u64,
+            schema.clone(),
+            &CsvReadOptions::default(),
+            &ParquetWriteOptions::default(),
+            4096,
+            threads,
+        )
         .unwrap();
-    assert_eq!(t.bytes, csv.len() as u64);
-    assert_eq!(t.bad_records, 0);
-    assert_eq!(t.records as usize, csv.iter().filter(|b| **b == b'\n').count() - 1);
-    assert!(t.output_bytes > 0);
-}
-
-/// Release-mode throughput on ~100 MB:
-/// `cargo test --release --test integration format::throughput_100mb -- --ignored --nocapture`
-#[test]
-#[ignore = "a benchmark; run in release mode"]
-fn throughput_100mb() {
-    let (csv, schema) = taxi_csv(100_000_000);
-    for _ in 0..3 {
-        let t = format::decode_encode_throughput(&csv, schema.clone(), &CsvReadOptions::default(), &ParquetWriteOptions::default(), 8192)
-            .unwrap();
-        println!(
-            "{} records, {} MB in {:.2}s: {:.0} MB/s decode+encode; decode alone {:.0} MB/s; encode {:.2}s",
-            t.records,
-            t.bytes / 1_000_000,
-            t.elapsed.as_secs_f64(),
-            t.mb_per_second(),
-            t.decode_mb_per_second(),
-            t.encode.as_secs_f64()
+        assert_eq!(t.bytes, csv.len() as u64);
+        assert_eq!(t.bad_records, 0);
+        assert_eq!(
+            t.records as usize,
+            csv.iter().filter(|b| **b == b'\n').count() - 1
         );
+        assert!(t.output_bytes > 0);
     }
 }

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use arrow::datatypes::{DataType, TimeUnit};
-use sluice::format::options::{
-    Compression, ParquetCompression, SinkFormat, SourceFormat,
-};
+use sluice::format::options::{Compression, ParquetCompression, SinkFormat, SourceFormat};
 use sluice::spec::job::{BadRecordLimit, OnBadRecord, Shards, StepKind};
 use sluice::spec::{SpecErrors, load_file, load_str};
 
@@ -32,7 +30,11 @@ fn assert_has_all(got: &[String], expected: &[&str]) {
     assert!(
         missing.is_empty(),
         "missing lines:\n{}\n\ngot:\n{}",
-        missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("\n"),
+        missing
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
         got.join("\n")
     );
 }
@@ -69,7 +71,11 @@ fn a_full_file_loads_into_the_job() {
         &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
     );
     assert_eq!(
-        schema.field(1).metadata().get("sluice.format").map(String::as_str),
+        schema
+            .field(1)
+            .metadata()
+            .get("sluice.format")
+            .map(String::as_str),
         Some("%Y-%m-%d %H:%M:%S")
     );
     assert_eq!(schema.field(2).data_type(), &DataType::Date32);
@@ -86,7 +92,10 @@ fn a_full_file_loads_into_the_job() {
     assert!(!job.steps[1].filters);
 
     assert_eq!(job.validate.on_bad_record, OnBadRecord::Reject);
-    assert_eq!(job.validate.max_bad_records, BadRecordLimit::Fraction(0.005));
+    assert_eq!(
+        job.validate.max_bad_records,
+        BadRecordLimit::Fraction(0.005)
+    );
 
     let sink = &job.sink;
     assert_eq!(sink.uri.to_string(), "s3://curated/trips/2026-01/");
@@ -97,7 +106,10 @@ fn a_full_file_loads_into_the_job() {
     assert_eq!(sink.part_size, 8 << 20);
     assert_eq!(sink.parts_in_flight, 2);
     assert_eq!(sink.max_object_size, 1 << 30);
-    assert_eq!(sink.key, "{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}");
+    assert_eq!(
+        sink.key,
+        "{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}"
+    );
 
     assert_eq!(job.parallelism, 3);
     assert_eq!(job.shards, Shards::Count(4));
@@ -137,7 +149,10 @@ fn overrides_replace_and_add_params_and_survive_in_the_resolved_yaml() {
         ("extra".to_string(), "x".to_string()),
     ];
     let loaded = load_file(&fixture("full.yaml"), &overrides).unwrap();
-    assert_eq!(loaded.job.sink.uri.to_string(), "s3://curated/trips/2026-02/");
+    assert_eq!(
+        loaded.job.sink.uri.to_string(),
+        "s3://curated/trips/2026-02/"
+    );
     assert_eq!(loaded.job.params["extra"], "x");
     let again = load_str(&loaded.resolved_yaml, "resolved", &[]).unwrap();
     assert_eq!(again.job.sink.uri, loaded.job.sink.uri);
@@ -203,7 +218,9 @@ fn the_sink_must_not_lie_inside_the_source() {
     );
     assert_eq!(
         errors_of(&text),
-        ["t.yaml:10:10: spec.sink.uri: lies inside the source prefix s3://raw/trips/: the next run would read this job's output as input"]
+        [
+            "t.yaml:10:10: spec.sink.uri: lies inside the source prefix s3://raw/trips/: the next run would read this job's output as input"
+        ]
     );
     // A sibling prefix with the same beginning is fine.
     let text = job_text(
@@ -218,12 +235,18 @@ fn the_sink_must_not_lie_inside_the_source() {
 fn ddl_dml_copy_and_several_statements_are_refused() {
     let cases = [
         ("CREATE TABLE x (a INT)", "CREATE TABLE is not allowed"),
-        ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 's3://raw/x'", "CREATE EXTERNAL TABLE is not allowed"),
+        (
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION 's3://raw/x'",
+            "CREATE EXTERNAL TABLE is not allowed",
+        ),
         ("DELETE FROM input", "DELETE is not allowed"),
         ("UPDATE input SET a = 1", "UPDATE is not allowed"),
         ("COPY input TO 's3://curated/x.csv'", "COPY is not allowed"),
         ("SELECT 1; SELECT 2", "holds 2 statements"),
-        ("WITH d AS (DELETE FROM input RETURNING *) SELECT * FROM d", "is not"),
+        (
+            "WITH d AS (DELETE FROM input RETURNING *) SELECT * FROM d",
+            "is not",
+        ),
     ];
     for (sql, expected) in cases {
         let text = job_text(
@@ -253,7 +276,10 @@ fn a_sql_syntax_error_points_into_the_query() {
     // Line 2 of the query is line 14 of the file; its text starts at column 9, and the
     // second `=` is its 22nd character.
     assert!(errors[0].starts_with("t.yaml:14:30: "), "{errors:?}");
-    assert!(errors[0].contains("spec.transform[0].sql: is not valid SQL: "), "{errors:?}");
+    assert!(
+        errors[0].contains("spec.transform[0].sql: is not valid SQL: "),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -293,7 +319,10 @@ fn an_unreadable_file_names_the_file() {
     assert_eq!(errors.errors[0].line, 0);
     let line = errors.to_string();
     assert!(
-        line.starts_with(&format!("{}: cannot read the job file: ", missing.display())),
+        line.starts_with(&format!(
+            "{}: cannot read the job file: ",
+            missing.display()
+        )),
         "{line}"
     );
 }
@@ -312,7 +341,10 @@ fn check_exits_2_and_prints_every_problem() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stdout.contains(&format!("{}: ok (job taxi-csv-to-parquet: 2 steps", full.display())),
+        stdout.contains(&format!(
+            "{}: ok (job taxi-csv-to-parquet: 2 steps",
+            full.display()
+        )),
         "{stdout}"
     );
     let b = broken.display();
@@ -321,7 +353,10 @@ fn check_exits_2_and_prints_every_problem() {
         format!("{b}:39:5: spec.sink.partsize: unknown field; did you mean `part_size`?"),
         format!("{b}:1:13: apiVersion: must be sluice.dev/v1alpha1 (got \"sluice.dev/v1\")"),
     ] {
-        assert!(stderr.lines().any(|l| l == expected), "missing {expected}\n{stderr}");
+        assert!(
+            stderr.lines().any(|l| l == expected),
+            "missing {expected}\n{stderr}"
+        );
     }
     assert!(stderr.lines().count() >= 20, "{stderr}");
 }
@@ -333,7 +368,12 @@ fn check_applies_param_overrides() {
         .arg(fixture("full.yaml"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("sink s3://curated/trips/2026-03/"));
 
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -2,19 +2,15 @@
 //! S3 and the worker, and for decode + encode alone, with the DuckDB command that does the
 //! same conversion so both can be timed on the same file.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::demo::{DatasetShape, HEADER, generate_object};
-use crate::format::options::{
-    Compression, CsvReadOptions, CsvWriteOptions, ParquetWriteOptions, SinkFormat, SourceFormat,
-};
-use crate::format::{self, DecodeError};
-use crate::plan::FORMAT_METADATA_KEY;
+use crate::format::options::{Compression, CsvReadOptions, ParquetWriteOptions};
+use crate::format::{self, DecodeError, FORMAT_METADATA_KEY, Throughput, ThroughputError};
 
 /// The timestamp format of the generated data.
 pub const TIMESTAMP_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
@@ -77,77 +73,24 @@ pub fn write_dataset(path: &Path, bytes: usize) -> std::io::Result<u64> {
     Ok(rows)
 }
 
-/// The result of decoding and encoding a file in this process.
-#[derive(Debug, Clone, Copy)]
-pub struct Throughput {
-    pub records: u64,
-    pub bytes: u64,
-    pub elapsed: Duration,
-}
-
-impl Throughput {
-    pub fn mb_per_s(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
-/// Decodes the CSV file at `path` with `schema` and encodes it to Parquet (zstd) into a
-/// sink that discards the bytes. With `threads` = 2 decoding and encoding run on two
-/// threads joined by a bounded channel, as in the worker; with 1 they alternate.
-pub fn decode_encode(path: &Path, schema: SchemaRef, threads: usize) -> Result<Throughput, DecodeError> {
+/// Decodes the CSV file at `path` with `schema` and encodes it to Parquet (zstd, default
+/// settings) into a sink that discards the bytes, on one thread or two.
+pub fn decode_encode(
+    path: &Path,
+    schema: SchemaRef,
+    threads: usize,
+) -> Result<Throughput, ThroughputError> {
     let bytes = std::fs::metadata(path).map_err(DecodeError::from)?.len();
-    let started = Instant::now();
     let file = std::fs::File::open(path).map_err(DecodeError::from)?;
-    let reader = format::decompress(Box::new(BufReader::new(file)), Compression::None);
-    let mut decoder = format::open_decoder(
-        SourceFormat::Csv,
-        reader,
-        schema.clone(),
-        &CsvReadOptions::default(),
-        crate::worker::decode::BATCH_ROWS,
-        &path.display().to_string(),
-    )?;
-    let mut encoder = format::open_encoder(
-        SinkFormat::Parquet,
-        schema,
-        &ParquetWriteOptions::default(),
-        &CsvWriteOptions::default(),
-        Compression::None,
-        Box::new(std::io::sink()),
-    )
-    .map_err(|e| DecodeError::from(std::io::Error::other(e.to_string())))?;
-    let records = if threads <= 1 {
-        while let Some(decoded) = decoder.next()? {
-            encoder
-                .write(&decoded.batch)
-                .map_err(|e| DecodeError::from(std::io::Error::other(e.to_string())))?;
-        }
-        decoder.records()
-    } else {
-        let (tx, rx) = std::sync::mpsc::sync_channel(4);
-        let encoding = std::thread::spawn(move || {
-            for batch in rx {
-                encoder.write(&batch)?;
-            }
-            encoder.finish()
-        });
-        while let Some(decoded) = decoder.next()? {
-            if tx.send(decoded.batch).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        encoding
-            .join()
-            .map_err(|_| DecodeError::from(std::io::Error::other("encoder thread panicked")))?
-            .map_err(|e| DecodeError::from(std::io::Error::other(e.to_string())))?;
-        decoder.records()
-    };
-    Ok(Throughput {
-        records,
+    format::decode_encode_throughput(
+        format::decompress(Box::new(file), Compression::None),
         bytes,
-        elapsed: started.elapsed(),
-    })
+        schema,
+        &CsvReadOptions::default(),
+        &ParquetWriteOptions::default(),
+        crate::worker::decode::BATCH_ROWS,
+        threads,
+    )
 }
 
 /// The DuckDB command that performs the same conversion on the same file.

@@ -39,10 +39,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for threads in [1, 2] {
         let t = decode_encode(&path, taxi_schema(), threads)?;
         println!(
-            "  {threads} thread(s): {:>7.1} MB/s  ({} records in {:.2}s)",
-            t.mb_per_s(),
+            "  {threads} thread(s): {:>7.1} MB/s  ({} records in {:.2}s; decoding {:.2}s, encoding {:.2}s, {} of Parquet)",
+            t.mb_per_second(),
             t.records,
-            t.elapsed.as_secs_f64()
+            t.elapsed.as_secs_f64(),
+            t.decode.as_secs_f64(),
+            t.encode.as_secs_f64(),
+            human_bytes(t.output_bytes)
         );
     }
     if !args.no_end_to_end {

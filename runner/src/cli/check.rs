@@ -29,7 +29,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if all_ok { ExitCode::Done } else { ExitCode::Config })
+    Ok(if all_ok {
+        ExitCode::Done
+    } else {
+        ExitCode::Config
+    })
 }
 
 fn summary(job: &Job) -> String {

@@ -196,7 +196,7 @@ async fn watch_progress(
         }
         match &bar {
             Some(bar) => bar.set_position(done),
-            None if tick % 10 == 0 => {
+            None if tick.is_multiple_of(10) => {
                 tracing::info!(bytes_done = done, bytes_total = total, records, "progress");
             }
             None => {}

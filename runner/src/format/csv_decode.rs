@@ -8,7 +8,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::column::{Column, ColumnBuilder, ColumnType, Value};
 use super::csv_records::{CsvRecords, Dialect};
-use super::decode::{BadRecord, DecodeError, Decoded, Decoder, columns};
+use super::decode::{BadRecord, DecodeError, Decoded, Decoder, HeaderMismatch, columns};
 use super::options::{CsvReadOptions, SourceFormat};
 
 /// A batch ends early when its string data reaches this, far below Utf8's 2 GiB offsets.
@@ -142,7 +142,7 @@ impl Decoder for CsvDecoder {
                     error,
                 }),
             }
-            if good % 4096 == 0
+            if good.is_multiple_of(4096)
                 && self.has_utf8
                 && self.builders.iter().map(|b| b.text_bytes()).sum::<usize>()
                     >= MAX_BATCH_TEXT_BYTES
@@ -172,12 +172,12 @@ fn check_header(records: &CsvRecords, columns: &[Column], origin: &str) -> Resul
         };
         let expected = columns.get(i).map(|c| c.name.as_str()).unwrap_or("");
         if name != expected {
-            return Err(DecodeError::HeaderMismatch {
+            return Err(DecodeError::HeaderMismatch(Box::new(HeaderMismatch {
                 origin: origin.to_string(),
                 column: i + 1,
                 expected: expected.to_string(),
                 found: name,
-            });
+            })));
         }
     }
     Ok(())

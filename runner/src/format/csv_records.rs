@@ -116,13 +116,9 @@ impl CsvRecords {
         Self::with_buffer(reader, dialect, DEFAULT_BUFFER_BYTES)
     }
 
-    /// A reader with an initial buffer of `bytes` (tests use tiny ones to split records
-    /// across refills).
-    pub(crate) fn with_buffer(
-        reader: Box<dyn BufRead + Send>,
-        dialect: Dialect,
-        bytes: usize,
-    ) -> Self {
+    /// A reader with an initial buffer of `bytes`; tests use tiny ones to split records
+    /// across refills and make the buffer grow.
+    fn with_buffer(reader: Box<dyn BufRead + Send>, dialect: Dialect, bytes: usize) -> Self {
         CsvRecords {
             reader,
             dialect,
@@ -413,13 +409,8 @@ impl CsvRecords {
                 None => return Step::Incomplete,
             };
             let mut tail_end = stop;
-            if stop < data.len()
-                && data[stop] == b'\n'
-                && tail_end > i
-                && data[tail_end - 1] == b'\r'
-            {
-                tail_end -= 1;
-            } else if stop == data.len() && tail_end > i && data[tail_end - 1] == b'\r' {
+            let ends_line = stop == data.len() || data[stop] == b'\n';
+            if ends_line && tail_end > i && data[tail_end - 1] == b'\r' {
                 tail_end -= 1;
             }
             if tail_end > i {
@@ -462,5 +453,114 @@ impl CsvRecords {
                 lines: lines + 1,
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufReader, Cursor};
+
+    const DEFAULT: Dialect = Dialect {
+        delimiter: b',',
+        quote: b'"',
+        escape: None,
+        comment: None,
+    };
+
+    /// Every record as (line, fields, raw), read with several buffer and reader sizes that
+    /// must all agree.
+    fn split(input: &[u8], dialect: Dialect) -> Vec<(u64, Vec<String>, String)> {
+        let mut results = Vec::new();
+        for (buffer, capacity) in [(4, 1), (5, 3), (16, 7), (1 << 20, 1 << 16)] {
+            let reader = Box::new(BufReader::with_capacity(
+                capacity,
+                Cursor::new(input.to_vec()),
+            ));
+            let mut records = CsvRecords::with_buffer(reader, dialect, buffer);
+            let mut out = Vec::new();
+            while records.next_record().unwrap() {
+                let fields = (0..records.len())
+                    .map(|i| String::from_utf8_lossy(records.field(i)).into_owned())
+                    .collect();
+                let raw = String::from_utf8_lossy(records.raw()).into_owned();
+                out.push((records.record_line(), fields, raw));
+            }
+            results.push(out);
+        }
+        for other in &results[1..] {
+            assert_eq!(other, &results[0]);
+        }
+        results.remove(0)
+    }
+
+    fn fields(input: &str, dialect: Dialect) -> Vec<Vec<String>> {
+        split(input.as_bytes(), dialect)
+            .into_iter()
+            .map(|(_, f, _)| f)
+            .collect()
+    }
+
+    #[test]
+    fn plain_and_quoted_fields() {
+        assert_eq!(
+            fields("a,b,c\n,,\n\"x,y\",\"\"\"\",z\n", DEFAULT),
+            vec![
+                vec!["a", "b", "c"],
+                vec!["", "", ""],
+                vec!["x,y", "\"", "z"]
+            ]
+        );
+    }
+
+    #[test]
+    fn lines_count_quoted_newlines_and_skipped_lines() {
+        let records = split(b"a\n\n\"b\nc\",d\r\n\r\ne\n", DEFAULT);
+        let lines: Vec<u64> = records.iter().map(|r| r.0).collect();
+        assert_eq!(lines, vec![1, 3, 6]);
+        assert_eq!(records[1].2, "\"b\nc\",d");
+        assert_eq!(records[1].1, vec!["b\nc", "d"]);
+    }
+
+    #[test]
+    fn text_after_a_closing_quote_stays_in_the_field() {
+        assert_eq!(
+            fields("\"ab\"cd,e\n\"x\"\"y\"z\n", DEFAULT),
+            vec![vec!["abcd", "e"], vec!["x\"yz"]]
+        );
+    }
+
+    #[test]
+    fn an_open_quote_closes_at_the_end_of_input() {
+        assert_eq!(fields("a,\"b\nc", DEFAULT), vec![vec!["a", "b\nc"]]);
+    }
+
+    #[test]
+    fn escapes_apply_inside_quotes_only() {
+        let dialect = Dialect {
+            escape: Some(b'\\'),
+            ..DEFAULT
+        };
+        assert_eq!(
+            fields("\"a\\\"b\",c\\d\n\"\\\\\"\n", dialect),
+            vec![vec!["a\"b", "c\\d"], vec!["\\"]]
+        );
+    }
+
+    #[test]
+    fn bom_comment_and_final_carriage_return() {
+        let dialect = Dialect {
+            comment: Some(b'#'),
+            ..DEFAULT
+        };
+        let records = split(b"\xEF\xBB\xBFa,b\r\n#x,\"y\n1,2\r", dialect);
+        assert_eq!(records[0], (1, vec!["a".into(), "b".into()], "a,b".into()));
+        assert_eq!(records[1], (3, vec!["1".into(), "2".into()], "1,2".into()));
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn a_lone_carriage_return_is_data() {
+        assert_eq!(fields("a\rb,c\n", DEFAULT), vec![vec!["a\rb", "c"]]);
     }
 }

@@ -48,14 +48,8 @@ pub enum DecodeError {
         source: std::io::Error,
     },
     /// With a header, its names must be the schema's names in order.
-    #[error("{origin}: header column {column} is {found:?} but the schema expects {expected:?}")]
-    HeaderMismatch {
-        origin: String,
-        /// 1-based column position.
-        column: usize,
-        expected: String,
-        found: String,
-    },
+    #[error(transparent)]
+    HeaderMismatch(Box<HeaderMismatch>),
     #[error("column {column} has type {data_type}, which {format:?} sources cannot decode")]
     UnsupportedType {
         format: SourceFormat,
@@ -90,6 +84,18 @@ pub enum DecodeError {
     /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,
+}
+
+/// A header name that differs from the schema's name at the same position (boxed in
+/// [`DecodeError`] to keep that small).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: header column {column} is {found:?} but the schema expects {expected:?}")]
+pub struct HeaderMismatch {
+    pub origin: String,
+    /// 1-based column position.
+    pub column: usize,
+    pub expected: String,
+    pub found: String,
 }
 
 impl From<std::io::Error> for DecodeError {

@@ -22,8 +22,8 @@ mod throughput;
 
 pub use compression::decompress;
 pub use count::{count_csv_records, count_lines, parquet_rows};
-pub use decode::{BadRecord, DecodeError, Decoded, Decoder, open_decoder};
+pub use decode::{BadRecord, DecodeError, Decoded, Decoder, HeaderMismatch, open_decoder};
 pub use encode::{EncodeError, Encoder, open_encoder};
 pub use infer::infer_schema;
 pub use temporal::FORMAT_METADATA_KEY;
-pub use throughput::{Throughput, decode_encode_throughput};
+pub use throughput::{Throughput, ThroughputError, decode_encode_throughput};

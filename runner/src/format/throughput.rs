@@ -1,6 +1,8 @@
-//! A measurement of the CSV → Parquet path, for the benchmark command.
+//! A measurement of the CSV -> Parquet path alone (no S3), for `sluice bench`.
 
-use std::io::{self, Cursor};
+use std::io::{self, BufRead};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
@@ -22,6 +24,7 @@ pub struct Throughput {
     /// Parquet bytes produced.
     pub output_bytes: u64,
     pub elapsed: Duration,
+    /// Time spent decoding, and encoding (on their own threads when `threads` is 2).
     pub decode: Duration,
     pub encode: Duration,
 }
@@ -29,11 +32,11 @@ pub struct Throughput {
 impl Throughput {
     /// Input megabytes (10^6 bytes) per second over the whole run.
     pub fn mb_per_second(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     pub fn decode_mb_per_second(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.decode.as_secs_f64()
+        self.bytes as f64 / 1e6 / self.decode.as_secs_f64().max(1e-9)
     }
 }
 
@@ -43,21 +46,25 @@ pub enum ThroughputError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    #[error("the encoding thread panicked")]
+    Panicked,
 }
 
-/// Decodes `csv` with `schema` and encodes it to Parquet into a sink that counts and drops
-/// the bytes, on the calling thread.
+/// Decodes the CSV from `input` (`bytes` long) with `schema` and encodes it to Parquet into
+/// a sink that counts and drops the bytes. With `threads` = 1 both halves alternate on the
+/// calling thread; with 2 the encoder runs on its own thread behind a bounded channel, as in
+/// the worker.
 pub fn decode_encode_throughput(
-    csv: &[u8],
+    input: Box<dyn BufRead + Send>,
+    bytes: u64,
     schema: SchemaRef,
     options: &CsvReadOptions,
     parquet: &ParquetWriteOptions,
     batch_rows: usize,
+    threads: usize,
 ) -> Result<Throughput, ThroughputError> {
-    let input: Box<dyn io::BufRead + Send> = Box::new(Cursor::new(csv.to_vec()));
     let started = Instant::now();
-    let sink = CountingSink::default();
-    let written = sink.bytes.clone();
+    let written = Arc::new(AtomicU64::new(0));
     let mut decoder = open_decoder(
         SourceFormat::Csv,
         input,
@@ -72,44 +79,67 @@ pub fn decode_encode_throughput(
         parquet,
         &CsvWriteOptions::default(),
         Compression::None,
-        Box::new(sink),
+        Box::new(CountingSink(written.clone())),
     )?;
     let mut decode = Duration::ZERO;
-    let mut encode = Duration::ZERO;
     let mut bad_records = 0u64;
-    loop {
+    let encode = if threads <= 1 {
+        let mut encode = Duration::ZERO;
+        loop {
+            let t = Instant::now();
+            let next = decoder.next()?;
+            decode += t.elapsed();
+            let Some(decoded) = next else { break };
+            bad_records += decoded.bad.len() as u64;
+            let t = Instant::now();
+            encoder.write(&decoded.batch)?;
+            encode += t.elapsed();
+        }
         let t = Instant::now();
-        let next = decoder.next()?;
-        decode += t.elapsed();
-        let Some(decoded) = next else { break };
-        bad_records += decoded.bad.len() as u64;
-        let t = Instant::now();
-        encoder.write(&decoded.batch)?;
-        encode += t.elapsed();
-    }
-    let t = Instant::now();
-    encoder.finish()?;
-    encode += t.elapsed();
+        encoder.finish()?;
+        encode + t.elapsed()
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let encoding = std::thread::spawn(move || -> Result<Duration, EncodeError> {
+            let mut encode = Duration::ZERO;
+            for batch in rx {
+                let t = Instant::now();
+                encoder.write(&batch)?;
+                encode += t.elapsed();
+            }
+            let t = Instant::now();
+            encoder.finish()?;
+            Ok(encode + t.elapsed())
+        });
+        loop {
+            let t = Instant::now();
+            let next = decoder.next()?;
+            decode += t.elapsed();
+            let Some(decoded) = next else { break };
+            bad_records += decoded.bad.len() as u64;
+            if tx.send(decoded.batch).is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        encoding.join().map_err(|_| ThroughputError::Panicked)??
+    };
     Ok(Throughput {
         records: decoder.records(),
         bad_records,
-        bytes: csv.len() as u64,
-        output_bytes: written.load(std::sync::atomic::Ordering::Relaxed),
+        bytes,
+        output_bytes: written.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         decode,
         encode,
     })
 }
 
-#[derive(Default)]
-struct CountingSink {
-    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
+struct CountingSink(Arc<AtomicU64>);
 
 impl io::Write for CountingSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.bytes
-            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(buf.len())
     }
 

@@ -8,6 +8,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub use crate::format::FORMAT_METADATA_KEY;
 use crate::spec::job::{Job, Shards, Source};
 use crate::storage::ObjectInfo;
 use crate::storage::uri::S3Uri;
@@ -65,9 +66,6 @@ pub enum PlanError {
     #[error("plan.json: column {column} has a type sluice cannot decode: {data_type}")]
     ColumnType { column: String, data_type: String },
 }
-
-/// The metadata key under which a column's date/timestamp parse format travels.
-pub const FORMAT_METADATA_KEY: &str = "sluice.format";
 
 impl Plan {
     /// Builds the plan from a listing of the source prefix.

@@ -523,7 +523,11 @@ impl JsonSchema for ByteSizeConfig {
 
 impl<'de> Deserialize<'de> for ShardsConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match number_or_text(d, "a shard count like 4 or a size per shard like \"256MiB\"", false)? {
+        match number_or_text(
+            d,
+            "a shard count like 4 or a size per shard like \"256MiB\"",
+            false,
+        )? {
             NumberOrText::Unsigned(n) => Ok(ShardsConfig::Count(n)),
             NumberOrText::Text(s) => Ok(ShardsConfig::Size(s)),
             NumberOrText::Float(_) => unreachable!("floats are refused by the visitor"),

@@ -49,7 +49,7 @@ pub struct Source {
     /// float64 -> Float64, boolean -> Boolean, date -> Date32, timestamp ->
     /// Timestamp(Microsecond, timezone). A column's parse format (chrono strftime), when the
     /// file gives one, travels in the field metadata under `"sluice.format"`
-    /// (`plan::FORMAT_METADATA_KEY`); without it decoders use the defaults (date `%Y-%m-%d`,
+    /// (`format::FORMAT_METADATA_KEY`); without it decoders use the defaults (date `%Y-%m-%d`,
     /// timestamp RFC 3339 or `%Y-%m-%d %H:%M:%S%.f`).
     pub schema: Option<SchemaRef>,
     /// How many records the inference reads.

@@ -9,15 +9,19 @@ use serde_yaml_ng::{Mapping, Value};
 use crate::format::options::SourceFormat;
 use crate::spec::error::{Problem, SpecError, SpecErrors};
 use crate::spec::file::{
-    JobFile, Metadata, SinkConfig, SourceConfig, SpecConfig, default_parallelism,
-    default_retries, default_shards, scalar_string_map,
+    JobFile, Metadata, SinkConfig, SourceConfig, SpecConfig, default_parallelism, default_retries,
+    default_shards, scalar_string_map,
 };
 use crate::spec::span::{FieldPath, Seg, SpanIndex};
 use crate::spec::validate::{Broken, Unit, validate_parts};
 use crate::spec::{Loaded, template};
 
 /// Loads job text: parse, read, merge overrides into params, validate.
-pub fn load(text: &str, origin: &str, overrides: &[(String, String)]) -> Result<Loaded, SpecErrors> {
+pub fn load(
+    text: &str,
+    origin: &str,
+    overrides: &[(String, String)],
+) -> Result<Loaded, SpecErrors> {
     let spans = match SpanIndex::build(text) {
         Ok(spans) => spans,
         Err((pos, message)) => {
@@ -156,7 +160,8 @@ impl Reader {
         let spec_path = top.key("spec");
         let spec = match map.get("spec") {
             None => {
-                self.problems.push(Problem::new(spec_path.clone(), "is required"));
+                self.problems
+                    .push(Problem::new(spec_path.clone(), "is required"));
                 None
             }
             Some(v) => self.mapping(v, &spec_path, SpecConfig::FIELDS, false),
@@ -201,7 +206,11 @@ impl Reader {
     }
 
     /// `spec.transform`, each step read on its own.
-    fn steps(&mut self, spec: &Mapping, parent: &FieldPath) -> Vec<crate::spec::file::TransformStepConfig> {
+    fn steps(
+        &mut self,
+        spec: &Mapping,
+        parent: &FieldPath,
+    ) -> Vec<crate::spec::file::TransformStepConfig> {
         let at = parent.key("transform");
         match spec.get("transform") {
             None | Some(Value::Null) => Vec::new(),
@@ -250,7 +259,10 @@ impl Reader {
             other => {
                 let what = if is_root { "the file" } else { "must be" };
                 let message = if is_root {
-                    format!("{what} must be a mapping of fields (got {})", describe(other))
+                    format!(
+                        "{what} must be a mapping of fields (got {})",
+                        describe(other)
+                    )
                 } else {
                     format!("{what} a mapping of fields (got {})", describe(other))
                 };
@@ -282,7 +294,8 @@ impl Reader {
     ) -> Option<T> {
         match map.get(key) {
             None => {
-                self.problems.push(Problem::new(parent.key(key), "is required"));
+                self.problems
+                    .push(Problem::new(parent.key(key), "is required"));
                 self.broken(unit);
                 None
             }
@@ -302,7 +315,12 @@ impl Reader {
             .and_then(|value| self.read(value, &parent.key(key), unit))
     }
 
-    fn read<T: DeserializeOwned>(&mut self, value: &Value, at: &FieldPath, unit: Unit) -> Option<T> {
+    fn read<T: DeserializeOwned>(
+        &mut self,
+        value: &Value,
+        at: &FieldPath,
+        unit: Unit,
+    ) -> Option<T> {
         let out = read_collecting(value, at, &mut self.problems);
         if out.is_none() {
             self.broken(unit);
@@ -469,7 +487,9 @@ impl Removed {
         for seg in &reduced.0 {
             let seg = match seg {
                 Seg::Index(i) => match self.0.get(&out) {
-                    Some(gone) => Seg::Index((0..).filter(|j| !gone.contains(j)).nth(*i).unwrap_or(*i)),
+                    Some(gone) => {
+                        Seg::Index((0..).filter(|j| !gone.contains(j)).nth(*i).unwrap_or(*i))
+                    }
                     None => Seg::Index(*i),
                 },
                 key => key.clone(),
@@ -518,7 +538,9 @@ impl Removed {
             (Seg::Key(k), Value::Mapping(m)) => m.shift_remove(k.as_str()).is_some(),
             (Seg::Index(i), Value::Sequence(s)) if *i < s.len() => {
                 s.remove(*i);
-                if let (Some(parent), Seg::Index(orig)) = (original.parent(), original.0.last().unwrap_or(last)) {
+                if let (Some(parent), Seg::Index(orig)) =
+                    (original.parent(), original.0.last().unwrap_or(last))
+                {
                     self.0.entry(parent).or_default().insert(*orig);
                 }
                 true
@@ -619,19 +641,25 @@ mod tests {
 
     #[test]
     fn what_remains_sound_is_returned() {
-        let value: Value = serde_yaml_ng::from_str("uri: s3://a/b/
+        let value: Value = serde_yaml_ng::from_str(
+            "uri: s3://a/b/
 partsize: 1
 key: k
-").unwrap();
+",
+        )
+        .unwrap();
         let mut problems = Vec::new();
         let sink = read_collecting::<SinkConfig>(&value, &FieldPath::root(), &mut problems);
         assert_eq!(problems.len(), 1);
         assert_eq!(sink.map(|s| s.key), Some("k".to_string()));
         // Taking out a list element would shift the indexes validation reports.
-        let value: Value = serde_yaml_ng::from_str("uri: x
+        let value: Value = serde_yaml_ng::from_str(
+            "uri: x
 format: csv
 schema: [{name: a}]
-").unwrap();
+",
+        )
+        .unwrap();
         let source = read_collecting::<SourceConfig>(&value, &FieldPath::root(), &mut problems);
         assert!(source.is_none());
     }
@@ -653,7 +681,9 @@ schema: [{name: a}]
 
     #[test]
     fn missing_fields_are_reported_once() {
-        let got = problems_of::<SourceConfig>("include: [1]\nschema:\n  - {name: a}\n  - {name: b, type: text}\n");
+        let got = problems_of::<SourceConfig>(
+            "include: [1]\nschema:\n  - {name: a}\n  - {name: b, type: text}\n",
+        );
         assert_eq!(
             got,
             [
@@ -667,8 +697,14 @@ schema: [{name: a}]
 
     #[test]
     fn suggestions() {
-        assert_eq!(unknown_field("partSize", &["part_size", "uri"]), "unknown field; did you mean `part_size`?");
-        assert_eq!(unknown_field("zzz", &["uri", "key"]), "unknown field; expected one of uri, key");
+        assert_eq!(
+            unknown_field("partSize", &["part_size", "uri"]),
+            "unknown field; did you mean `part_size`?"
+        );
+        assert_eq!(
+            unknown_field("zzz", &["uri", "key"]),
+            "unknown field; expected one of uri, key"
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

@@ -80,7 +80,10 @@ mod tests {
             parse_param_override("q=a=b"),
             Ok(("q".into(), "a=b".into()))
         );
-        assert_eq!(parse_param_override("empty="), Ok(("empty".into(), String::new())));
+        assert_eq!(
+            parse_param_override("empty="),
+            Ok(("empty".into(), String::new()))
+        );
         assert!(parse_param_override("month").is_err());
         assert!(parse_param_override("=x").is_err());
         assert!(parse_param_override("a b=x").is_err());

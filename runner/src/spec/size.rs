@@ -32,8 +32,13 @@ pub fn has_unit(text: &str) -> bool {
 
 /// A size for messages: exact binary units when they fit, else bytes.
 pub fn show(bytes: u64) -> String {
-    for (unit, name) in [(1024 * GIB, "TiB"), (GIB, "GiB"), (MIB, "MiB"), (KIB, "KiB")] {
-        if bytes >= unit && bytes % unit == 0 {
+    for (unit, name) in [
+        (1024 * GIB, "TiB"),
+        (GIB, "GiB"),
+        (MIB, "MiB"),
+        (KIB, "KiB"),
+    ] {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
             return format!("{} {name}", bytes / unit);
         }
     }

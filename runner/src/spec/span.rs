@@ -231,8 +231,17 @@ impl Builder {
         matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
     }
 
-    fn record(&mut self, path: FieldPath, key: Option<Pos>, value: Pos, style: Option<TScalarStyle>) {
-        self.index.spans.entry(path).or_insert(Span { key, value, style });
+    fn record(
+        &mut self,
+        path: FieldPath,
+        key: Option<Pos>,
+        value: Pos,
+        style: Option<TScalarStyle>,
+    ) {
+        self.index
+            .spans
+            .entry(path)
+            .or_insert(Span { key, value, style });
     }
 }
 
@@ -315,10 +324,16 @@ spec:
 
     #[test]
     fn paths_print_like_the_docs() {
-        let p = FieldPath::root().key("spec").key("transform").index(0).key("sql");
+        let p = FieldPath::root()
+            .key("spec")
+            .key("transform")
+            .index(0)
+            .key("sql");
         assert_eq!(p.to_string(), "spec.transform[0].sql");
         assert_eq!(FieldPath::parse("spec.transform[0].sql"), p);
-        let odd = FieldPath::root().key("labels").key("app.kubernetes.io/name");
+        let odd = FieldPath::root()
+            .key("labels")
+            .key("app.kubernetes.io/name");
         assert_eq!(odd.to_string(), "labels[\"app.kubernetes.io/name\"]");
     }
 
@@ -345,7 +360,10 @@ spec:
             at("spec.transform[0].sql", At::Within { line: 2, column: 3 }),
             (10, 11)
         );
-        let label = FieldPath::root().key("spec").key("labels").key("app.kubernetes.io/name");
+        let label = FieldPath::root()
+            .key("spec")
+            .key("labels")
+            .key("app.kubernetes.io/name");
         assert_eq!(index.locate(&label, At::Key).line, 11);
     }
 

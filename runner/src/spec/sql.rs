@@ -29,11 +29,17 @@ const ONE_QUERY: &str = "a transform step is exactly one read-only query (SELECT
 /// neither writes (INSERT/UPDATE/DELETE/MERGE, also inside a WITH) nor creates (SELECT INTO).
 pub fn check_read_only_query(sql: &str) -> Result<(), SqlProblem> {
     if sql.trim().is_empty() {
-        return Err(SqlProblem::new("is empty; a transform step needs one query"));
+        return Err(SqlProblem::new(
+            "is empty; a transform step needs one query",
+        ));
     }
     let statements = DFParser::parse_sql(sql).map_err(parse_problem)?;
     let statement = match statements.len() {
-        0 => return Err(SqlProblem::new("holds no statement; a transform step needs one query")),
+        0 => {
+            return Err(SqlProblem::new(
+                "holds no statement; a transform step needs one query",
+            ));
+        }
         1 => &statements[0],
         n => {
             return Err(SqlProblem::new(format!(
@@ -164,7 +170,10 @@ mod tests {
     fn rejects_ddl_dml_copy_and_several_statements() {
         let cases = [
             ("CREATE TABLE t (a INT)", "CREATE TABLE is not allowed"),
-            ("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'x'", "CREATE EXTERNAL TABLE is not allowed"),
+            (
+                "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'x'",
+                "CREATE EXTERNAL TABLE is not allowed",
+            ),
             ("DROP TABLE input", "DROP TABLE is not allowed"),
             ("INSERT INTO t SELECT * FROM input", "INSERT is not allowed"),
             ("UPDATE input SET a = 1", "UPDATE is not allowed"),
@@ -185,7 +194,10 @@ mod tests {
     #[test]
     fn syntax_errors_carry_a_position() {
         let problem = check_read_only_query("SELECT a\n  FROM input WHERE a = = 1").unwrap_err();
-        assert!(problem.message.starts_with("is not valid SQL: "), "{problem:?}");
+        assert!(
+            problem.message.starts_with("is not valid SQL: "),
+            "{problem:?}"
+        );
         assert!(!problem.message.contains("Line:"), "{problem:?}");
         assert_eq!(problem.position.map(|p| p.0), Some(2), "{problem:?}");
     }

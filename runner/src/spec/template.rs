@@ -65,7 +65,9 @@ pub fn apply_params(
 
 fn undefined(name: &str, params: &BTreeMap<String, String>) -> String {
     if params.is_empty() {
-        format!("param `{name}` is not defined (spec.params is empty; define it there or pass --param {name}=VALUE)")
+        format!(
+            "param `{name}` is not defined (spec.params is empty; define it there or pass --param {name}=VALUE)"
+        )
     } else {
         let known: Vec<&str> = params.keys().map(String::as_str).collect();
         format!(
@@ -109,12 +111,17 @@ mod tests {
 
     #[test]
     fn undefined_params_are_errors_everywhere() {
-        let err = apply_params("x/{{ params.day }}/{{ params.hour }}", &params(), Strictness::Lenient)
-            .unwrap_err();
+        let err = apply_params(
+            "x/{{ params.day }}/{{ params.hour }}",
+            &params(),
+            Strictness::Lenient,
+        )
+        .unwrap_err();
         assert_eq!(err.len(), 2);
         assert!(err[0].contains("param `day` is not defined"), "{err:?}");
         assert!(err[0].contains("bucket, month"), "{err:?}");
-        let none = apply_params("{{ params.x }}", &BTreeMap::new(), Strictness::Strict).unwrap_err();
+        let none =
+            apply_params("{{ params.x }}", &BTreeMap::new(), Strictness::Strict).unwrap_err();
         assert!(none[0].contains("spec.params is empty"), "{none:?}");
     }
 
@@ -125,10 +132,14 @@ mod tests {
             apply_params(text, &params(), Strictness::Lenient).unwrap(),
             text
         );
-        let err = apply_params("s3://b/{{ param.month }}/", &params(), Strictness::Strict)
-            .unwrap_err();
-        assert!(err[0].contains("unknown template variable `{{ param.month }}`"), "{err:?}");
-        let err = apply_params("s3://b/{{ params.month", &params(), Strictness::Strict).unwrap_err();
+        let err =
+            apply_params("s3://b/{{ param.month }}/", &params(), Strictness::Strict).unwrap_err();
+        assert!(
+            err[0].contains("unknown template variable `{{ param.month }}`"),
+            "{err:?}"
+        );
+        let err =
+            apply_params("s3://b/{{ params.month", &params(), Strictness::Strict).unwrap_err();
         assert!(err[0].contains("not closed"), "{err:?}");
     }
 

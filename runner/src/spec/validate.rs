@@ -16,13 +16,11 @@ use crate::format::options::{
 use crate::plan::FORMAT_METADATA_KEY;
 use crate::spec::error::Problem;
 use crate::spec::file::{
-    API_VERSION, BadRecordLimitConfig, ByteSizeConfig, ColumnConfig, ColumnType,
-    CsvSourceConfig, JobFile, KIND, Metadata, ShardsConfig, SinkConfig, SourceCompression,
-    SourceConfig, TransformStepConfig, ValidateConfig,
+    API_VERSION, BadRecordLimitConfig, ByteSizeConfig, ColumnConfig, ColumnType, CsvSourceConfig,
+    JobFile, KIND, Metadata, ShardsConfig, SinkConfig, SourceCompression, SourceConfig,
+    TransformStepConfig, ValidateConfig,
 };
-use crate::spec::job::{
-    BadRecordLimit, Job, Shards, Sink, Source, Step, StepKind, Validation,
-};
+use crate::spec::job::{BadRecordLimit, Job, Shards, Sink, Source, Step, StepKind, Validation};
 use crate::spec::size::{GIB, MIB, has_unit, parse_byte_size, show};
 use crate::spec::span::{At, FieldPath};
 use crate::spec::sql::check_read_only_query;
@@ -107,7 +105,11 @@ impl Check<'_> {
         }
         let before = self.problems.len();
         let out = check(self);
-        if self.problems.len() > before { None } else { out }
+        if self.problems.len() > before {
+            None
+        } else {
+            out
+        }
     }
 
     fn job(&mut self, file: &JobFile) -> Option<Job> {
@@ -122,7 +124,10 @@ impl Check<'_> {
         });
         self.unit(Unit::Kind, |v| {
             if file.kind != KIND {
-                v.error(path("kind"), format!("must be {KIND} (got {:?})", file.kind));
+                v.error(
+                    path("kind"),
+                    format!("must be {KIND} (got {:?})", file.kind),
+                );
             }
             Some(())
         });
@@ -301,7 +306,10 @@ impl Check<'_> {
             (Some(_), other) => {
                 self.error(
                     path("spec.source.csv"),
-                    format!("applies only to format csv (the format is {})", source_format_name(other)),
+                    format!(
+                        "applies only to format csv (the format is {})",
+                        source_format_name(other)
+                    ),
                 );
                 None
             }
@@ -311,7 +319,10 @@ impl Check<'_> {
             Some(columns) => self.schema(columns).map(Some),
         };
         if s.infer_records < 1 {
-            self.error(path("spec.source.infer_records"), "must be at least 1 (got 0)");
+            self.error(
+                path("spec.source.infer_records"),
+                "must be at least 1 (got 0)",
+            );
         }
         let compression = match s.compression {
             SourceCompression::Auto => None,
@@ -379,7 +390,10 @@ impl Check<'_> {
                 if ca.is_some() && ca == cb && !(*a == "quote" && *b == "escape") {
                     self.error(
                         base.key(b),
-                        format!("must differ from {a} (both are {:?})", ca.map(char::from).unwrap_or_default()),
+                        format!(
+                            "must differ from {a} (both are {:?})",
+                            ca.map(char::from).unwrap_or_default()
+                        ),
                     );
                 }
             }
@@ -422,12 +436,18 @@ impl Check<'_> {
             } else if let Some(first) = seen.insert(c.name.as_str(), i) {
                 self.error(
                     at.key("name"),
-                    format!("column {:?} is already defined at spec.source.schema[{first}]", c.name),
+                    format!(
+                        "column {:?} is already defined at spec.source.schema[{first}]",
+                        c.name
+                    ),
                 );
             }
             if let Some(format) = &c.format {
                 if !matches!(c.data_type, ColumnType::Date | ColumnType::Timestamp) {
-                    self.error(at.key("format"), "applies only to date and timestamp columns");
+                    self.error(
+                        at.key("format"),
+                        "applies only to date and timestamp columns",
+                    );
                 } else if let Err(why) = check_strftime(format) {
                     self.error(at.key("format"), why);
                 }
@@ -556,7 +576,10 @@ impl Check<'_> {
             (None, _) => Some(ParquetWriteOptions::default()),
             (Some(p), SinkFormat::Parquet) => {
                 if p.row_group_rows < 1 {
-                    self.error(base.key("parquet").key("row_group_rows"), "must be at least 1 (got 0)");
+                    self.error(
+                        base.key("parquet").key("row_group_rows"),
+                        "must be at least 1 (got 0)",
+                    );
                 }
                 Some(ParquetWriteOptions {
                     compression: p.compression,
@@ -605,23 +628,33 @@ impl Check<'_> {
             }
             (c, _) => Some(c.unwrap_or(Compression::None)),
         };
-        let part_size = self.byte_size(base.key("part_size"), &s.part_size).and_then(|n| {
-            if n < MIN_PART_SIZE {
-                self.error(
-                    base.key("part_size"),
-                    format!("must be at least {} (got {})", show(MIN_PART_SIZE), s.part_size),
-                );
-                None
-            } else if n > MAX_PART_SIZE {
-                self.error(
-                    base.key("part_size"),
-                    format!("must be at most {} (got {})", show(MAX_PART_SIZE), s.part_size),
-                );
-                None
-            } else {
-                Some(n)
-            }
-        });
+        let part_size = self
+            .byte_size(base.key("part_size"), &s.part_size)
+            .and_then(|n| {
+                if n < MIN_PART_SIZE {
+                    self.error(
+                        base.key("part_size"),
+                        format!(
+                            "must be at least {} (got {})",
+                            show(MIN_PART_SIZE),
+                            s.part_size
+                        ),
+                    );
+                    None
+                } else if n > MAX_PART_SIZE {
+                    self.error(
+                        base.key("part_size"),
+                        format!(
+                            "must be at most {} (got {})",
+                            show(MAX_PART_SIZE),
+                            s.part_size
+                        ),
+                    );
+                    None
+                } else {
+                    Some(n)
+                }
+            });
         if s.parts_in_flight < 1 {
             self.error(base.key("parts_in_flight"), "must be at least 1 (got 0)");
         }
@@ -634,7 +667,10 @@ impl Check<'_> {
                     (Some(n), Some(part)) if n < part => {
                         self.error(
                             at,
-                            format!("must be at least part_size ({}) (got {written})", show(part)),
+                            format!(
+                                "must be at least part_size ({}) (got {written})",
+                                show(part)
+                            ),
                         );
                         None
                     }
@@ -706,7 +742,10 @@ impl Check<'_> {
             }
             ShardsConfig::Size(text) => match parse_byte_size(text) {
                 Ok(0) => {
-                    self.error(at, format!("must be more than 0 bytes per shard (got {text:?})"));
+                    self.error(
+                        at,
+                        format!("must be more than 0 bytes per shard (got {text:?})"),
+                    );
                     None
                 }
                 Ok(n) => Some(Shards::TargetBytes(n)),
@@ -770,7 +809,9 @@ fn bad_record_limit(c: &BadRecordLimitConfig) -> Result<BadRecordLimit, String> 
         if x.is_finite() && (0.0..=1.0).contains(&x) {
             Ok(BadRecordLimit::Fraction(x))
         } else {
-            Err(format!("must be a fraction from 0 to 1 (0% to 100%) (got {shown})"))
+            Err(format!(
+                "must be a fraction from 0 to 1 (0% to 100%) (got {shown})"
+            ))
         }
     };
     match c {
@@ -881,9 +922,8 @@ fn check_label_key(key: &str) -> Result<(), String> {
         None => (None, key),
     };
     if let Some(prefix) = prefix {
-        let valid = !prefix.is_empty()
-            && prefix.len() <= 253
-            && prefix.split('.').all(is_dns_label);
+        let valid =
+            !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(is_dns_label);
         if !valid {
             return Err(format!(
                 "is not a valid label key: the prefix before '/' must be a DNS subdomain (got {key:?})"
@@ -908,7 +948,10 @@ mod tests {
             check_key_template(crate::plan::keys::DEFAULT_KEY_TEMPLATE),
             Ok(())
         );
-        assert_eq!(check_key_template("out/{{source.key}}{{part}}.{{ext}}"), Ok(()));
+        assert_eq!(
+            check_key_template("out/{{source.key}}{{part}}.{{ext}}"),
+            Ok(())
+        );
         let err = check_key_template("{{ source.dir }}x.{{ ext }}").unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(err[0].contains("{{ part }}"));

@@ -142,7 +142,7 @@ pub async fn run_shard(
     let started = Instant::now();
     let reporter = spawn_progress_writer(storage.clone(), layout.progress(index), progress.clone(), started);
 
-    let results: Vec<(PlannedObject, Result<DoneMarker, (ExitCode, String)>)> =
+    let results: Vec<(PlannedObject, ObjectOutcome)> =
         futures::stream::iter(shard.objects.iter().cloned())
             .map(|object| {
                 let ctx = &ctx;
@@ -192,6 +192,9 @@ pub async fn run_shard(
     Ok(code)
 }
 
+/// How one object ended: its marker, or the exit code and the error.
+type ObjectOutcome = Result<DoneMarker, (ExitCode, String)>;
+
 /// Which of two failing exit codes a worker reports: one that a retry cannot fix wins over
 /// a transient one, so the index is not retried in vain.
 fn worse(a: ExitCode, b: ExitCode) -> ExitCode {
@@ -210,7 +213,7 @@ async fn one_object(
     layout: &RunLayout,
     object: &PlannedObject,
     progress: &Mutex<ShardProgress>,
-) -> Result<DoneMarker, (ExitCode, String)> {
+) -> ObjectOutcome {
     let marker_uri = layout.done_marker(&object.key);
     // Resume: an object whose marker matches its ETag is already done.
     if let Ok(Some(bytes)) = ctx.storage.get_bytes(&marker_uri).await
