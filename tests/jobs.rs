@@ -39,7 +39,11 @@ fn csv_object(rows: u64, bad: &[u64]) -> (Vec<u8>, Expected) {
             }
             continue;
         }
-        let fare = if i % 10 == 0 { -(i as f64) } else { i as f64 + 0.5 };
+        let fare = if i % 10 == 0 {
+            -(i as f64)
+        } else {
+            i as f64 + 0.5
+        };
         if fare < 0.0 {
             expected.negative += 1;
         }
@@ -78,7 +82,13 @@ fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
     output
 }
 
-fn job_file(dir: &Path, bucket: &str, extra_validate: &str, sink_extra: &str, sql: &str) -> std::path::PathBuf {
+fn job_file(
+    dir: &Path,
+    bucket: &str,
+    extra_validate: &str,
+    sink_extra: &str,
+    sql: &str,
+) -> std::path::PathBuf {
     let path = dir.join("job.yaml");
     let text = format!(
         r#"apiVersion: sluice.dev/v1alpha1
@@ -121,7 +131,9 @@ async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
 }
 
 fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    format!("s3://{bucket}/_sluice/runs/trips/{run_id}/").parse().unwrap()
+    format!("s3://{bucket}/_sluice/runs/trips/{run_id}/")
+        .parse()
+        .unwrap()
 }
 
 async fn no_incomplete_uploads(storage: &Storage, bucket: &str, server: &TestServer) {
@@ -129,7 +141,11 @@ async fn no_incomplete_uploads(storage: &Storage, bucket: &str, server: &TestSer
         .list_multipart_uploads(&S3Uri::new(bucket, ""))
         .await
         .unwrap();
-    assert!(uploads.is_empty(), "{}: incomplete uploads left: {uploads:?}", server.name);
+    assert!(
+        uploads.is_empty(),
+        "{}: incomplete uploads left: {uploads:?}",
+        server.name
+    );
 }
 
 /// CSV (one object gzip-compressed) -> SQL (typed timestamps, negative fares filtered) ->
@@ -172,7 +188,9 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
         assert!(stdout.contains("succeeded"), "{stdout}");
 
         let root = run_root(&bucket, "r1");
-        let manifest = json(&storage, &root.join("_SUCCESS.json")).await.expect("_SUCCESS.json");
+        let manifest = json(&storage, &root.join("_SUCCESS.json"))
+            .await
+            .expect("_SUCCESS.json");
         let records = &manifest["records"];
         assert_eq!(records["input"], rows, "{}", server.name);
         assert_eq!(records["rejected"], malformed);
@@ -227,9 +245,15 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
 
         // Resume: a worker re-run of a shard skips every object whose marker matches.
         let plan = root.join("plan.json").to_string();
-        let again = sluice(&["worker", "--plan", &plan, "--shard", "0"], server, dir.path());
+        let again = sluice(
+            &["worker", "--plan", &plan, "--shard", "0"],
+            server,
+            dir.path(),
+        );
         assert_eq!(again.status.code(), Some(0));
-        let progress = json(&storage, &root.join("progress/00000.json")).await.unwrap();
+        let progress = json(&storage, &root.join("progress/00000.json"))
+            .await
+            .unwrap();
         assert_eq!(progress["objects_skipped"], progress["objects_total"]);
     }
 }
@@ -243,7 +267,10 @@ async fn large_output_spills_into_numbered_multipart_objects() {
     let (body, expected) = csv_object(300_000, &[]);
     assert!(body.len() > 12 << 20, "input is {} bytes", body.len());
     storage
-        .put_bytes(&S3Uri::new(bucket.as_str(), "in/big.csv"), Bytes::from(body))
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "in/big.csv"),
+            Bytes::from(body),
+        )
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -254,7 +281,11 @@ async fn large_output_spills_into_numbered_multipart_objects() {
         "    format: csv\n    part_size: 5MiB\n    max_object_size: 5MiB",
         "    []",
     );
-    let out = sluice(&["run", job.to_str().unwrap(), "--run-id", "big"], server, dir.path());
+    let out = sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "big"],
+        server,
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(0));
     let manifest = json(&storage, &run_root(&bucket, "big").join("_SUCCESS.json"))
         .await
@@ -296,31 +327,74 @@ async fn failed_runs_exit_with_the_contract_codes_and_publish_nothing() {
         let dir = tempfile::tempdir().unwrap();
 
         // 4: a malformed record with on_bad_record: fail.
-        let job = job_file(dir.path(), &bucket, "    on_bad_record: fail", "    format: parquet", FILTER_SQL);
-        let out = sluice(&["run", job.to_str().unwrap(), "--run-id", "bad"], server, dir.path());
+        let job = job_file(
+            dir.path(),
+            &bucket,
+            "    on_bad_record: fail",
+            "    format: parquet",
+            FILTER_SQL,
+        );
+        let out = sluice(
+            &["run", job.to_str().unwrap(), "--run-id", "bad"],
+            server,
+            dir.path(),
+        );
         assert_eq!(out.status.code(), Some(4), "{}", server.name);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("in/a.csv") && stdout.contains("line 52"), "{stdout}");
+        assert!(
+            stdout.contains("in/a.csv") && stdout.contains("line 52"),
+            "{stdout}"
+        );
         let root = run_root(&bucket, "bad");
         assert!(json(&storage, &root.join("_SUCCESS.json")).await.is_none());
-        assert_eq!(json(&storage, &root.join("report.json")).await.unwrap()["status"], "failed");
+        assert_eq!(
+            json(&storage, &root.join("report.json")).await.unwrap()["status"],
+            "failed"
+        );
 
         // 3: a step drops records without declaring `filters: true`.
         let sql = "    - sql: SELECT * FROM input WHERE fare >= 0";
-        let job = job_file(dir.path(), &bucket, "    on_bad_record: skip", "    format: jsonl", sql);
-        let out = sluice(&["run", job.to_str().unwrap(), "--run-id", "lossy"], server, dir.path());
+        let job = job_file(
+            dir.path(),
+            &bucket,
+            "    on_bad_record: skip",
+            "    format: jsonl",
+            sql,
+        );
+        let out = sluice(
+            &["run", job.to_str().unwrap(), "--run-id", "lossy"],
+            server,
+            dir.path(),
+        );
         assert_eq!(out.status.code(), Some(3), "{}", server.name);
         assert!(String::from_utf8_lossy(&out.stdout).contains("filters: true"));
-        assert!(json(&storage, &run_root(&bucket, "lossy").join("_SUCCESS.json")).await.is_none());
+        assert!(
+            json(&storage, &run_root(&bucket, "lossy").join("_SUCCESS.json"))
+                .await
+                .is_none()
+        );
         // No output of a failed object is visible.
-        let outputs = storage.list(&S3Uri::new(bucket.as_str(), "out/")).await.unwrap();
+        let outputs = storage
+            .list(&S3Uri::new(bucket.as_str(), "out/"))
+            .await
+            .unwrap();
         assert!(outputs.is_empty(), "{outputs:?}");
 
         // 2: a job file with an error; 2 also for a source bucket that does not exist.
-        std::fs::write(dir.path().join("broken.yaml"), "apiVersion: sluice.dev/v1alpha1\nkind: Job\n").unwrap();
+        std::fs::write(
+            dir.path().join("broken.yaml"),
+            "apiVersion: sluice.dev/v1alpha1\nkind: Job\n",
+        )
+        .unwrap();
         let out = sluice(&["run", "broken.yaml"], server, dir.path());
         assert_eq!(out.status.code(), Some(2));
-        let job = job_file(dir.path(), "no-such-bucket-here", "    on_bad_record: fail", "    format: csv", "    []");
+        let job = job_file(
+            dir.path(),
+            "no-such-bucket-here",
+            "    on_bad_record: fail",
+            "    format: csv",
+            "    []",
+        );
         let out = sluice(&["run", job.to_str().unwrap()], server, dir.path());
         assert_eq!(out.status.code(), Some(2), "{}", server.name);
 
@@ -333,7 +407,13 @@ async fn failed_runs_exit_with_the_contract_codes_and_publish_nothing() {
 fn unreachable_s3_is_a_transient_failure() {
     let port = support::free_port();
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["worker", "--plan", "s3://somewhere/_sluice/runs/j/r/plan.json", "--shard", "0"])
+        .args([
+            "worker",
+            "--plan",
+            "s3://somewhere/_sluice/runs/j/r/plan.json",
+            "--shard",
+            "0",
+        ])
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
         .env("AWS_ACCESS_KEY_ID", "x")
         .env("AWS_SECRET_ACCESS_KEY", "y")
@@ -341,5 +421,10 @@ fn unreachable_s3_is_a_transient_failure() {
         .env("AWS_MAX_ATTEMPTS", "2")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -148,7 +148,10 @@ impl Classify for crate::storage::StorageError {
             E::UploadClosed { .. } | E::WriterDropped { .. } => ErrorKind::Internal,
             E::ParquetMetadata { .. } => ErrorKind::User,
             // Missing buckets or keys, denied access, invalid requests: the job's settings.
-            _ if self.failure().is_some_and(|f| f.is_not_found() || f.is_access_denied()) => {
+            _ if self
+                .failure()
+                .is_some_and(|f| f.is_not_found() || f.is_access_denied()) =>
+            {
                 ErrorKind::User
             }
             _ => ErrorKind::External,
@@ -276,9 +279,10 @@ impl Classify for crate::format::DecodeError {
         match self {
             // The reader below (S3, the network, a decompressor) failed: a retry can help.
             E::Read { .. } | E::Batch { .. } => ExitCode::Transient,
-            E::HeaderMismatch { .. } | E::Json { .. } | E::RecordTooLong { .. } | E::EmptySample => {
-                ExitCode::BadData
-            }
+            E::HeaderMismatch { .. }
+            | E::Json { .. }
+            | E::RecordTooLong { .. }
+            | E::EmptySample => ExitCode::BadData,
             E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
                 ExitCode::Config
             }

@@ -88,7 +88,14 @@ fn check(site: Option<&PathBuf>) -> Result<(), String> {
 fn install_private(site: &PathBuf) -> Result<(), String> {
     eprintln!("installing moto for the S3 tests into {}", site.display());
     let status = Command::new(python())
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
         .arg(site)
         .arg("moto[server]>=5.2.5")
         .status()
@@ -96,7 +103,9 @@ fn install_private(site: &PathBuf) -> Result<(), String> {
     if status.success() {
         Ok(())
     } else {
-        Err(format!("pip could not install moto ({status}). {INSTALL_HINT}"))
+        Err(format!(
+            "pip could not install moto ({status}). {INSTALL_HINT}"
+        ))
     }
 }
 

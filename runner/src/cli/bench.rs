@@ -55,6 +55,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     for threads in [1, 2] {
         println!("  {}", duckdb_command(&path, threads));
     }
+    println!(
+        "  or: python3 tests/bench/duckdb_csv_to_parquet.py {}",
+        path.display()
+    );
     Ok(ExitCode::Done)
 }
 

@@ -26,7 +26,9 @@ impl ConnectArgs {
     /// Connects; `job_endpoint` is the job file's `endpoint`, used when no flag or
     /// AWS_ENDPOINT_URL is set.
     pub async fn connect(&self, job_endpoint: Option<&str>) -> anyhow::Result<Connection> {
-        let from_env = std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty());
+        let from_env = std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|v| !v.is_empty());
         let endpoint = self
             .endpoint
             .clone()

@@ -35,14 +35,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(loaded.job.endpoint.as_deref()).await?;
         let job = &loaded.job;
-        for bucket in [&job.source.uri.bucket, &job.sink.uri.bucket, &job.state.bucket] {
+        for bucket in [
+            &job.source.uri.bucket,
+            &job.sink.uri.bucket,
+            &job.state.bucket,
+        ] {
             conn.storage.create_bucket(bucket).await?;
         }
         let source = &job.source.uri;
         let existing = conn.storage.list(source).await?;
         let mut generated = 0;
         for index in 0..shape.objects {
-            let object = tokio::task::spawn_blocking(move || generate_object(&shape, index)).await?;
+            let object =
+                tokio::task::spawn_blocking(move || generate_object(&shape, index)).await?;
             let uri: S3Uri = source.join(&object.name);
             let size = object.body.len() as u64;
             if existing.iter().any(|o| o.key == uri.key && o.size == size) {
@@ -64,7 +69,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             cpus: None,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
-        print!("{}", summary::render(&run.report, &run.layout, &job.sink.uri));
+        print!(
+            "{}",
+            summary::render(&run.report, &run.layout, &job.sink.uri)
+        );
         if conn.embedded.is_some() {
             let dir = args.connect.embedded_dir.display();
             let sink = &job.sink.uri;

@@ -39,7 +39,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
             human_bytes(plan.bytes),
             plan.shards.len()
         );
-        println!("{:>5}  {:>8}  {:>12}  largest object", "shard", "objects", "bytes");
+        println!(
+            "{:>5}  {:>8}  {:>12}  largest object",
+            "shard", "objects", "bytes"
+        );
         for shard in &plan.shards {
             let largest = shard.objects.first().map_or("-", |o| o.key.as_str());
             println!(

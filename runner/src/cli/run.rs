@@ -30,7 +30,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(loaded.job.endpoint.as_deref()).await?;
         if conn.embedded.is_some() {
-            conn.storage.create_bucket(&loaded.job.sink.uri.bucket).await?;
+            conn.storage
+                .create_bucket(&loaded.job.sink.uri.bucket)
+                .await?;
             conn.storage.create_bucket(&loaded.job.state.bucket).await?;
         }
         let options = LocalRunOptions {

@@ -70,7 +70,11 @@ impl LocalRunner {
                     let (exit, last_lines) =
                         run_worker(&program, &env, &plan_uri, index, cpus, bar.as_ref()).await;
                     if exit.retryable() && attempts <= retries {
-                        tracing::warn!(shard = index, attempt = attempts, "worker failed transiently; retrying");
+                        tracing::warn!(
+                            shard = index,
+                            attempt = attempts,
+                            "worker failed transiently; retrying"
+                        );
                         continue;
                     }
                     return ShardOutcome {

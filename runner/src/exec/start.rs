@@ -61,14 +61,26 @@ async fn infer(storage: &Storage, job: &Job, plan: &Plan) -> Result<Option<Schem
         .source
         .compression
         .unwrap_or_else(|| Compression::from_key(&first.key));
-    let (format, csv, records) = (job.source.format, job.source.csv.clone(), job.source.infer_records);
+    let (format, csv, records) = (
+        job.source.format,
+        job.source.csv.clone(),
+        job.source.infer_records,
+    );
     let target = uri.clone();
     let schema = tokio::task::spawn_blocking(move || {
-        format::infer_schema(format, format::decompress(Box::new(reader), compression), &csv, records)
+        format::infer_schema(
+            format,
+            format::decompress(Box::new(reader), compression),
+            &csv,
+            records,
+        )
     })
     .await
     .map_err(|e| StartError::Join(e.to_string()))?
-    .map_err(|source| StartError::Infer { uri: target, source })?;
+    .map_err(|source| StartError::Infer {
+        uri: target,
+        source,
+    })?;
     tracing::info!(%uri, columns = schema.fields().len(), "inferred the schema");
     Ok(Some(schema))
 }

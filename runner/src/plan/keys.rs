@@ -25,7 +25,11 @@ pub fn output_key(
     } else {
         format!("-{part:05}")
     };
-    let ext = format!("{}{}", format.extension(), text_compression_ext(format, compression));
+    let ext = format!(
+        "{}{}",
+        format.extension(),
+        text_compression_ext(format, compression)
+    );
     render(template, |var| match var {
         "source.dir" => Some(dir.clone()),
         "source.stem" => Some(stem.to_string()),
@@ -96,7 +100,12 @@ mod tests {
     fn default_template_keeps_the_relative_path_with_the_new_extension() {
         let key = |rel, part, fmt, c| output_key(DEFAULT_KEY_TEMPLATE, rel, part, fmt, c);
         assert_eq!(
-            key("2026/01/trips.csv.gz", 0, SinkFormat::Parquet, Compression::None),
+            key(
+                "2026/01/trips.csv.gz",
+                0,
+                SinkFormat::Parquet,
+                Compression::None
+            ),
             "2026/01/trips.parquet"
         );
         assert_eq!(

@@ -105,9 +105,8 @@ impl Plan {
                 })?;
                 let mut field = Field::new(&c.name, data_type, c.nullable);
                 if let Some(format) = &c.format {
-                    field = field.with_metadata(
-                        [(FORMAT_METADATA_KEY.to_string(), format.clone())].into(),
-                    );
+                    field = field
+                        .with_metadata([(FORMAT_METADATA_KEY.to_string(), format.clone())].into());
                 }
                 Ok(field)
             })

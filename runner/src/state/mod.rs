@@ -52,7 +52,8 @@ impl RunLayout {
 
     /// The done marker of one source object, named by a hash of its key.
     pub fn done_marker(&self, source_key: &str) -> S3Uri {
-        self.root.join(&format!("done/{}.json", key_hash(source_key)))
+        self.root
+            .join(&format!("done/{}.json", key_hash(source_key)))
     }
 
     pub fn done_prefix(&self) -> S3Uri {

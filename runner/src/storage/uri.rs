@@ -43,7 +43,10 @@ impl S3Uri {
     /// A key below this prefix.
     pub fn join(&self, rest: &str) -> S3Uri {
         let prefix = self.as_prefix();
-        S3Uri::new(prefix.bucket, format!("{}{}", prefix.key, rest.trim_start_matches('/')))
+        S3Uri::new(
+            prefix.bucket,
+            format!("{}{}", prefix.key, rest.trim_start_matches('/')),
+        )
     }
 }
 
@@ -105,8 +108,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_uris() {
-        assert!(matches!("raw/x".parse::<S3Uri>(), Err(S3UriError::Scheme(_))));
-        assert!(matches!("s3:///x".parse::<S3Uri>(), Err(S3UriError::NoBucket(_))));
-        assert!(matches!("s3://Raw_Data/x".parse::<S3Uri>(), Err(S3UriError::Bucket(_))));
+        assert!(matches!(
+            "raw/x".parse::<S3Uri>(),
+            Err(S3UriError::Scheme(_))
+        ));
+        assert!(matches!(
+            "s3:///x".parse::<S3Uri>(),
+            Err(S3UriError::NoBucket(_))
+        ));
+        assert!(matches!(
+            "s3://Raw_Data/x".parse::<S3Uri>(),
+            Err(S3UriError::Bucket(_))
+        ));
     }
 }

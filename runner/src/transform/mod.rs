@@ -47,12 +47,14 @@ pub async fn apply_steps(
         let counter = Arc::new(StepCounter::default());
         let counted_in = count(input, counter.clone(), |c| &c.records_in);
         let output = match &step.kind {
-            StepKind::Sql { query } => sql::apply(query, counted_in)
-                .await
-                .map_err(|source| TransformError::SqlPlan {
-                    step: step.name.clone(),
-                    source,
-                })?,
+            StepKind::Sql { query } => {
+                sql::apply(query, counted_in)
+                    .await
+                    .map_err(|source| TransformError::SqlPlan {
+                        step: step.name.clone(),
+                        source,
+                    })?
+            }
         };
         input = count(output, counter.clone(), |c| &c.records_out);
         counters.push(counter);

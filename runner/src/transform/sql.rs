@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use arrow::datatypes::SchemaRef;
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::execution::context::SQLOptions;
 
 /// Runs `query` over `input` and returns the result as a stream.
 pub async fn apply(
@@ -83,10 +83,11 @@ mod tests {
         let items: Vec<Result<RecordBatch, DataFusionError>> = (0..n)
             .map(|b| {
                 let ids = Int64Array::from_iter_values((0..100).map(|i| (b * 100 + i) as i64));
-                let fares =
-                    Float64Array::from_iter_values((0..100).map(|i| i as f64 - 10.0));
-                Ok(RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(fares)])
-                    .unwrap())
+                let fares = Float64Array::from_iter_values((0..100).map(|i| i as f64 - 10.0));
+                Ok(
+                    RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(fares)])
+                        .unwrap(),
+                )
             })
             .collect();
         Box::pin(RecordBatchStreamAdapter::new(
@@ -120,7 +121,10 @@ mod tests {
             schema.clone(),
             futures::stream::empty(),
         ));
-        let err = apply("CREATE TABLE t AS SELECT 1", input).await.err().unwrap();
+        let err = apply("CREATE TABLE t AS SELECT 1", input)
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("DDL"), "{err}");
     }
 }

@@ -24,7 +24,11 @@ pub enum ObjectError {
         source: parquet::errors::ParquetError,
     },
     #[error("{uri} line {line}: bad record ({error}); on_bad_record is fail")]
-    BadRecord { uri: S3Uri, line: u64, error: String },
+    BadRecord {
+        uri: S3Uri,
+        line: u64,
+        error: String,
+    },
     #[error("{uri}: {bad} bad records of {total} exceed max_bad_records {limit}")]
     TooManyBadRecords {
         uri: S3Uri,

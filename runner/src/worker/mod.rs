@@ -108,9 +108,13 @@ pub async fn run_shard(
         .ok_or_else(|| WorkerError::MissingState {
             uri: job_uri.clone(),
         })?;
-    let job = spec::load_str(&String::from_utf8_lossy(&job_text), &job_uri.to_string(), &[])
-        .map_err(WorkerError::BadJob)?
-        .job;
+    let job = spec::load_str(
+        &String::from_utf8_lossy(&job_text),
+        &job_uri.to_string(),
+        &[],
+    )
+    .map_err(WorkerError::BadJob)?
+    .job;
     let shard = plan.shard(index).ok_or(WorkerError::NoSuchShard {
         index,
         shards: plan.shards.len(),
@@ -140,7 +144,12 @@ pub async fn run_shard(
         ..ShardProgress::default()
     }));
     let started = Instant::now();
-    let reporter = spawn_progress_writer(storage.clone(), layout.progress(index), progress.clone(), started);
+    let reporter = spawn_progress_writer(
+        storage.clone(),
+        layout.progress(index),
+        progress.clone(),
+        started,
+    );
 
     let results: Vec<(PlannedObject, ObjectOutcome)> =
         futures::stream::iter(shard.objects.iter().cloned())

@@ -10,8 +10,8 @@ use chrono::Utc;
 use crate::plan::PlannedObject;
 use crate::plan::keys::output_key;
 use crate::spec::job::Job;
-use crate::storage::uri::S3Uri;
 use crate::storage::Storage;
+use crate::storage::uri::S3Uri;
 use crate::transform::{self, StepCounter};
 use crate::worker::decode::{DecodeStats, Decoding};
 use crate::worker::error::ObjectError;
@@ -334,4 +334,3 @@ async fn verify_rejects(
         crc32c: uploaded.crc32c,
     })
 }
-
