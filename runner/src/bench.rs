@@ -38,32 +38,34 @@ pub fn taxi_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Writes a taxi-like CSV of about `bytes` bytes to `path` (no malformed rows); returns rows.
+/// Writes a taxi-like CSV of at least `bytes` bytes to `path` (no malformed rows), generated
+/// in chunks of 64 MiB so that a large file never sits in memory; returns the rows written.
 pub fn write_dataset(path: &Path, bytes: usize) -> std::io::Result<u64> {
+    write_dataset_in_chunks(path, bytes, 64 << 20)
+}
+
+fn write_dataset_in_chunks(path: &Path, bytes: usize, chunk: usize) -> std::io::Result<u64> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    // Generated in chunks so that a large file never sits in memory.
-    const CHUNK: usize = 64 * 1024 * 1024;
     let mut rows = 0;
     let mut written = 0;
     let mut index = 0;
     while written < bytes {
+        // Later chunks lose their header line, so they are generated that much larger:
+        // every chunk then adds rows, whatever is left to write.
+        let header = if index == 0 { 0 } else { HEADER.len() + 1 };
         let shape = DatasetShape {
             objects: 1,
-            object_bytes: CHUNK.min(bytes - written),
+            object_bytes: chunk.min(bytes - written) + header,
             gzip_every: 0,
             malformed_every: 0,
             seed: 1,
         };
         let object = generate_object(&shape, index);
         // Every chunk starts with the header line; keep only the first one.
-        let body = if index == 0 {
-            &object.body[..]
-        } else {
-            &object.body[HEADER.len() + 1..]
-        };
+        let body = &object.body[header..];
         file.write_all(body)?;
         written += body.len();
         rows += object.rows;
@@ -99,4 +101,22 @@ pub fn duckdb_command(csv: &Path, threads: usize) -> String {
         "duckdb -c \"SET threads={threads}; COPY (SELECT * FROM read_csv('{}', header=true, timestampformat='{TIMESTAMP_FORMAT}')) TO '/tmp/sluice-bench-duckdb.parquet' (FORMAT parquet, COMPRESSION zstd);\"",
         csv.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_has_one_header_and_reaches_the_size_whatever_the_last_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bench.csv");
+        // 10,007 bytes in chunks of 4,000: the last chunk is smaller than a row.
+        let rows = write_dataset_in_chunks(&path, 10_007, 4_000).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() >= 10_007, "{} bytes", text.len());
+        assert_eq!(text.lines().filter(|l| *l == HEADER).count(), 1);
+        assert!(text.starts_with(HEADER));
+        assert_eq!(text.lines().count() as u64, rows + 1);
+    }
 }
