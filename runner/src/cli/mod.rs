@@ -9,6 +9,7 @@ pub mod check;
 pub mod connect;
 pub mod demo;
 pub mod plan;
+pub mod render;
 pub mod run;
 pub mod s3;
 pub mod schema;
@@ -39,6 +40,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// List and shard a job's source and print the shard table, without running anything.
     Plan(plan::PlanArgs),
+    /// Print the Kubernetes objects of a run as YAML (`sluice render JOB | kubectl apply -f -`):
+    /// the job's ConfigMap and a launcher Job that plans, runs and publishes in the cluster.
+    Render(render::RenderArgs),
     /// Run one shard of a planned run (what each pod of the Kubernetes Job runs).
     Worker(worker::WorkerArgs),
     /// Validate job files without running anything; prints every problem with file:line:column.
@@ -59,6 +63,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
+        Command::Render(args) => render::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),

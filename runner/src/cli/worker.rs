@@ -10,9 +10,14 @@ pub struct WorkerArgs {
     /// The run's plan: s3://<state>/runs/<job>/<run-id>/plan.json
     #[arg(long, value_name = "URI")]
     pub plan: S3Uri,
-    /// The shard to run (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX).
+    /// The completion index (a Kubernetes Indexed Job sets JOB_COMPLETION_INDEX); without
+    /// `--shard-map` it is the shard to run.
     #[arg(long, env = "JOB_COMPLETION_INDEX")]
     pub shard: u32,
+    /// The shards a resumed run's Job covers, in completion-index order: index i runs the
+    /// i-th shard of this list (`--shard-map 3,7,9`).
+    #[arg(long, value_name = "SHARDS", value_delimiter = ',')]
+    pub shard_map: Vec<u32>,
     /// Source objects processed at the same time.
     #[arg(long, default_value_t = WorkerOptions::default().objects_in_flight)]
     pub objects_in_flight: usize,
@@ -21,11 +26,26 @@ pub struct WorkerArgs {
 }
 
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let shard = if args.shard_map.is_empty() {
+        args.shard
+    } else {
+        match args.shard_map.get(args.shard as usize) {
+            Some(shard) => *shard,
+            None => {
+                tracing::error!(
+                    index = args.shard,
+                    shards = args.shard_map.len(),
+                    "the completion index is outside --shard-map"
+                );
+                return Ok(ExitCode::Config);
+            }
+        }
+    };
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(None).await?;
         let options = WorkerOptions {
             objects_in_flight: args.objects_in_flight,
         };
-        Ok(run_shard(conn.storage, &args.plan, args.shard, options).await?)
+        Ok(run_shard(conn.storage, &args.plan, shard, options).await?)
     })
 }

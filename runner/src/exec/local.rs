@@ -1,105 +1,292 @@
-//! The local runner: each shard index runs as a process of the same `sluice worker`
-//! entrypoint with the environment a pod gets (JOB_COMPLETION_INDEX, the S3 endpoint and
-//! credentials). Exit codes are judged as the Job's podFailurePolicy would: only 1 is
-//! retried, up to `retries` times per index.
+//! The local pod runner: it executes a rendered worker Job on this machine. Each completion
+//! index becomes a process with the pod's command, args and env (JOB_COMPLETION_INDEX
+//! included), at most `parallelism` at once; native sidecars (init containers with
+//! `restartPolicy: Always`) start first, are waited on until ready and are stopped after
+//! the main container exits; exit codes are judged by the Job's own `podFailurePolicy`,
+//! `backoffLimitPerIndex`, `maxFailedIndexes` and `activeDeadlineSeconds`.
+//!
+//! It interprets only what sluice renders; it is not a Kubernetes.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
-use tokio::sync::Semaphore;
+use k8s_openapi::api::batch::v1::{Job as KubeJob, PodFailurePolicyRule};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::error::ExitCode;
-use crate::plan::Plan;
 use crate::state::RunLayout;
 use crate::storage::Storage;
-use crate::storage::uri::S3Uri;
 use crate::worker::marker::ShardProgress;
 
-/// How one shard index ended.
+/// How one completion index ended.
 #[derive(Debug, Clone)]
 pub struct ShardOutcome {
+    /// The completion index.
     pub index: u32,
     pub exit: ExitCode,
+    /// Pods started for the index (the first and its retries).
     pub attempts: u32,
-    /// The last lines the worker wrote to stderr (kept for failed shards).
+    /// The last lines the main container wrote to stderr (kept for failed indexes).
     pub last_lines: Vec<String>,
 }
 
-pub struct LocalRunner {
-    /// The `sluice` executable that runs workers.
+/// A rendered Job the local runner cannot execute.
+#[derive(Debug, thiserror::Error)]
+pub enum PodRunError {
+    #[error(
+        "the local runner executes Indexed Jobs with backoffLimitPerIndex, as `sluice render` writes them: {0}"
+    )]
+    Unsupported(String),
+    #[error(
+        "container {container:?} uses image {image:?}, which has no local command: give it one in the job file (`local.command`), or run on a cluster"
+    )]
+    NoLocalCommand { container: String, image: String },
+}
+
+pub struct LocalPodRunner {
+    /// The sluice image: its containers run this executable.
+    pub sluice_image: String,
     pub program: PathBuf,
-    /// Environment handed to every worker (S3 endpoint and credentials).
+    /// The command that stands in for each other image (transformer sidecars).
+    pub local_commands: BTreeMap<String, Vec<String>>,
+    /// Environment added to every process after the pod's own (the S3 endpoint and
+    /// credentials this machine uses).
     pub env: Vec<(String, String)>,
-    pub parallelism: u32,
-    pub retries: u32,
     /// Show a progress bar (a terminal) or log progress lines.
     pub bar: bool,
-    /// Pin each worker to the first N CPUs (benchmarks measure one core against two).
+    /// Pin each process to the first N CPUs (benchmarks measure one core against two).
     pub cpus: Option<usize>,
 }
 
-/// Lines of a failed worker's stderr kept for the summary.
+/// Lines of a failed container's stderr kept for the summary.
 const KEPT_LINES: usize = 20;
+/// How often a readiness probe is tried when the probe gives no period.
+const PROBE_PERIOD: Duration = Duration::from_millis(200);
 
-impl LocalRunner {
-    /// Runs every shard of `plan` and returns their outcomes in index order.
-    pub async fn run(&self, storage: &Storage, plan: &Plan, plan_uri: &S3Uri) -> Vec<ShardOutcome> {
-        let bar = self.progress_bar(plan.bytes);
-        let slots = Arc::new(Semaphore::new(self.parallelism.max(1) as usize));
+/// What the Job asks of the runner, read once from the manifest.
+struct JobShape {
+    completions: u32,
+    parallelism: usize,
+    backoff_limit_per_index: u32,
+    max_failed_indexes: Option<usize>,
+    deadline: Option<Duration>,
+    rules: Vec<PodFailurePolicyRule>,
+    pod: PodSpec,
+}
+
+/// What the policy decides about a finished pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Succeeded,
+    /// Counts against `backoffLimitPerIndex`; retried while within it.
+    Count,
+    /// Retried without counting.
+    Ignore,
+    FailIndex,
+    FailJob,
+}
+
+impl LocalPodRunner {
+    /// Runs every completion index of `job` and returns their outcomes in index order.
+    /// `progress` (the run's state and its total bytes) feeds the progress display.
+    pub async fn run(
+        &self,
+        job: &KubeJob,
+        progress: Option<(&Storage, &RunLayout, u64)>,
+    ) -> Result<Vec<ShardOutcome>, PodRunError> {
+        let shape = shape(job)?;
+        // Resolve every container's command before anything starts.
+        let main = self.process(main_container(&shape.pod)?)?;
+        let sidecars = sidecars(&shape.pod)
+            .map(|c| Ok((c.clone(), self.process(c)?)))
+            .collect::<Result<Vec<_>, PodRunError>>()?;
+        let pod = Arc::new(PodTemplate {
+            main,
+            sidecars,
+            env: self.env.clone(),
+            cpus: self.cpus,
+        });
+        let bar = self.progress_bar(progress.map_or(0, |p| p.2));
+        let slots = Arc::new(Semaphore::new(shape.parallelism.max(1)));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let shape = Arc::new(shape);
         let mut tasks = JoinSet::new();
-        for shard in &plan.shards {
-            let slots = slots.clone();
-            let program = self.program.clone();
-            let env = self.env.clone();
-            let retries = self.retries;
-            let plan_uri = plan_uri.clone();
-            let index = shard.index;
-            let bar = bar.clone();
-            let cpus = self.cpus;
+        for index in 0..shape.completions {
+            let (slots, pod, bar, shape, failed, stop_tx) = (
+                slots.clone(),
+                pod.clone(),
+                bar.clone(),
+                shape.clone(),
+                failed.clone(),
+                stop_tx.clone(),
+            );
+            let mut stop = stop.clone();
             tasks.spawn(async move {
-                let _slot = slots.acquire_owned().await.expect("semaphore open");
-                let mut attempts = 0;
+                let mut outcome = ShardOutcome {
+                    index,
+                    exit: ExitCode::Transient,
+                    attempts: 0,
+                    last_lines: vec!["not started: the Job stopped first".into()],
+                };
+                let _slot = tokio::select! {
+                    slot = slots.acquire_owned() => slot.expect("semaphore open"),
+                    _ = stop.wait_for(|s| *s) => return outcome,
+                };
+                let mut counted = 0;
                 loop {
-                    attempts += 1;
-                    let (exit, last_lines) =
-                        run_worker(&program, &env, &plan_uri, index, cpus, bar.as_ref()).await;
-                    if exit.retryable() && attempts <= retries {
-                        tracing::warn!(
-                            shard = index,
-                            attempt = attempts,
-                            "worker failed transiently; retrying"
-                        );
-                        continue;
+                    if *stop.borrow() {
+                        return outcome;
                     }
-                    return ShardOutcome {
-                        index,
-                        exit,
-                        attempts,
-                        last_lines,
+                    outcome.attempts += 1;
+                    let (code, lines) = tokio::select! {
+                        ended = pod.run(index, bar.as_ref()) => ended,
+                        _ = stop.wait_for(|s| *s) => (None, vec!["stopped: the Job failed or passed its deadline".into()]),
                     };
+                    outcome.last_lines = lines;
+                    outcome.exit = code
+                        .and_then(ExitCode::from_code)
+                        .unwrap_or(ExitCode::Transient);
+                    let verdict = match code {
+                        Some(0) => Verdict::Succeeded,
+                        Some(code) => judge(&shape.rules, code),
+                        // Killed by a signal or stopped: like a pod without an exit code.
+                        None => Verdict::Count,
+                    };
+                    match verdict {
+                        Verdict::Succeeded => return outcome,
+                        Verdict::Ignore => continue,
+                        Verdict::Count if counted < shape.backoff_limit_per_index => {
+                            counted += 1;
+                            tracing::warn!(
+                                shard = index,
+                                attempt = outcome.attempts,
+                                exit = ?code,
+                                "worker failed; retrying the index"
+                            );
+                            continue;
+                        }
+                        Verdict::FailJob => {
+                            stop_tx.send_replace(true);
+                        }
+                        Verdict::Count | Verdict::FailIndex => {
+                            let failed_now = failed.fetch_add(1, Ordering::SeqCst) + 1;
+                            if shape.max_failed_indexes.is_some_and(|max| failed_now > max) {
+                                tracing::error!(
+                                    failed = failed_now,
+                                    "more indexes failed than maxFailedIndexes allows; stopping the Job"
+                                );
+                                stop_tx.send_replace(true);
+                            }
+                        }
+                    }
+                    return outcome;
                 }
             });
         }
-        let watcher = tokio::spawn(watch_progress(
-            storage.clone(),
-            RunLayout::from_plan_uri(plan_uri),
-            plan.shards.len() as u32,
-            plan.bytes,
-            bar.clone(),
-        ));
+        let watcher = progress.map(|(storage, layout, total)| {
+            tokio::spawn(watch_progress(
+                storage.clone(),
+                layout.clone(),
+                shape.completions,
+                total,
+                bar.clone(),
+            ))
+        });
+        let deadline = shape.deadline;
+        let stop_on_deadline = stop_tx.clone();
+        let timer = tokio::spawn(async move {
+            if let Some(deadline) = deadline {
+                tokio::time::sleep(deadline).await;
+                tracing::error!(
+                    seconds = deadline.as_secs(),
+                    "the Job passed activeDeadlineSeconds; stopping it"
+                );
+                stop_on_deadline.send_replace(true);
+            }
+        });
         let mut outcomes: Vec<ShardOutcome> = tasks.join_all().await;
-        watcher.abort();
+        timer.abort();
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
         outcomes.sort_by_key(|o| o.index);
-        outcomes
+        Ok(outcomes)
+    }
+
+    /// The argv and environment of a container on this machine.
+    fn process(&self, container: &Container) -> Result<Process, PodRunError> {
+        let image = container.image.clone().unwrap_or_default();
+        let command = container.command.clone().unwrap_or_default();
+        let args = container.args.clone().unwrap_or_default();
+        let mut argv = if image == self.sluice_image {
+            // The sluice image's entrypoint is the sluice binary: this executable.
+            let rest = match command.first().map(String::as_str) {
+                Some("sluice") | Some("/usr/local/bin/sluice") => command[1..].to_vec(),
+                _ => command,
+            };
+            let mut argv = vec![self.program.display().to_string()];
+            argv.extend(rest);
+            argv
+        } else {
+            match self.local_commands.get(&image) {
+                Some(local) => local.clone(),
+                None => {
+                    return Err(PodRunError::NoLocalCommand {
+                        container: container.name.clone(),
+                        image,
+                    });
+                }
+            }
+        };
+        argv.extend(args);
+        let mut env = Vec::new();
+        for var in container.env.iter().flatten() {
+            match (&var.value, &var.value_from) {
+                (Some(value), _) => env.push((var.name.clone(), value.clone())),
+                // Secret and field references resolve from this machine's environment.
+                (None, Some(_)) => match std::env::var(&var.name) {
+                    Ok(value) => env.push((var.name.clone(), value)),
+                    Err(_) => tracing::debug!(
+                        name = %var.name,
+                        "a referenced variable is not set on this machine; left unset"
+                    ),
+                },
+                (None, None) => env.push((var.name.clone(), String::new())),
+            }
+        }
+        if container.env_from.as_ref().is_some_and(|e| !e.is_empty()) {
+            tracing::debug!(
+                container = %container.name,
+                "envFrom is not resolved locally; set those variables in this environment"
+            );
+        }
+        let scratch: Vec<String> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect();
+        Ok(Process {
+            name: container.name.clone(),
+            argv,
+            env,
+            scratch,
+        })
     }
 
     fn progress_bar(&self, bytes: u64) -> Option<ProgressBar> {
@@ -118,62 +305,278 @@ impl LocalRunner {
     }
 }
 
-/// Runs one worker process to its end; its stderr lines are passed through.
-async fn run_worker(
-    program: &PathBuf,
-    env: &[(String, String)],
-    plan_uri: &S3Uri,
-    index: u32,
+fn shape(job: &KubeJob) -> Result<JobShape, PodRunError> {
+    let unsupported = |why: &str| PodRunError::Unsupported(why.to_string());
+    let spec = job.spec.as_ref().ok_or_else(|| unsupported("no spec"))?;
+    if spec.completion_mode.as_deref() != Some("Indexed") {
+        return Err(unsupported("completionMode is not Indexed"));
+    }
+    let pod = spec
+        .template
+        .spec
+        .clone()
+        .ok_or_else(|| unsupported("no pod template"))?;
+    if pod.restart_policy.as_deref() != Some("Never") {
+        return Err(unsupported("restartPolicy is not Never"));
+    }
+    Ok(JobShape {
+        completions: spec.completions.unwrap_or(1).max(0) as u32,
+        parallelism: spec.parallelism.unwrap_or(1).max(1) as usize,
+        backoff_limit_per_index: spec
+            .backoff_limit_per_index
+            .ok_or_else(|| unsupported("no backoffLimitPerIndex"))?
+            .max(0) as u32,
+        max_failed_indexes: spec.max_failed_indexes.map(|m| m.max(0) as usize),
+        deadline: spec
+            .active_deadline_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64)),
+        rules: spec
+            .pod_failure_policy
+            .as_ref()
+            .map(|p| p.rules.clone())
+            .unwrap_or_default(),
+        pod,
+    })
+}
+
+fn main_container(pod: &PodSpec) -> Result<&Container, PodRunError> {
+    match pod.containers.as_slice() {
+        [one] => Ok(one),
+        _ => Err(PodRunError::Unsupported(format!(
+            "the pod has {} containers; sluice renders one (sidecars are init containers)",
+            pod.containers.len()
+        ))),
+    }
+}
+
+/// Native sidecars: init containers with `restartPolicy: Always`, in order.
+fn sidecars(pod: &PodSpec) -> impl Iterator<Item = &Container> {
+    pod.init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+}
+
+/// The podFailurePolicy's verdict on a main container that exited with `code` (not 0);
+/// the first matching rule wins, as in Kubernetes. No match counts against the index.
+fn judge(rules: &[PodFailurePolicyRule], code: i32) -> Verdict {
+    for rule in rules {
+        let Some(codes) = &rule.on_exit_codes else {
+            // Pod conditions (DisruptionTarget) never arise for a local process.
+            continue;
+        };
+        let listed = codes.values.contains(&code);
+        let matches = match codes.operator.as_str() {
+            "In" => listed,
+            "NotIn" => !listed,
+            _ => false,
+        };
+        if matches {
+            return match rule.action.as_str() {
+                "Ignore" => Verdict::Ignore,
+                "FailIndex" => Verdict::FailIndex,
+                "FailJob" => Verdict::FailJob,
+                _ => Verdict::Count,
+            };
+        }
+    }
+    Verdict::Count
+}
+
+/// One container as a local process.
+#[derive(Debug, Clone)]
+struct Process {
+    name: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    /// Mount paths; each becomes a fresh directory per pod (an emptyDir).
+    scratch: Vec<String>,
+}
+
+/// A pod as local processes.
+struct PodTemplate {
+    main: Process,
+    sidecars: Vec<(Container, Process)>,
+    env: Vec<(String, String)>,
     cpus: Option<usize>,
-    bar: Option<&ProgressBar>,
-) -> (ExitCode, Vec<String>) {
-    let mut command = Command::new(program);
-    command
-        .arg("worker")
-        .arg("--plan")
-        .arg(plan_uri.to_string())
-        .env("JOB_COMPLETION_INDEX", index.to_string())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if let Some(cpus) = cpus {
-        pin_to_cpus(&mut command, cpus);
-    }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(error) => {
-            return (
-                ExitCode::Transient,
-                vec![format!("starting {}: {error}", program.display())],
-            );
-        }
-    };
-    let mut last = Vec::new();
-    if let Some(stderr) = child.stderr.take() {
-        let mut lines = BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let shown = format!("[shard {index}] {line}");
-            match bar {
-                Some(bar) => bar.println(&shown),
-                None => eprintln!("{shown}"),
+}
+
+impl PodTemplate {
+    /// Runs one pod for completion index `index`: sidecars first (each until ready), then
+    /// the main container; the sidecars stop when it exits. Returns the main container's
+    /// exit code (`None` when it was killed or never started) and its last stderr lines.
+    async fn run(&self, index: u32, bar: Option<&ProgressBar>) -> (Option<i32>, Vec<String>) {
+        let scratch = match tempfile::Builder::new().prefix("sluice-pod-").tempdir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                return (
+                    None,
+                    vec![format!("creating the pod's scratch directory: {e}")],
+                );
             }
-            if last.len() == KEPT_LINES {
-                last.remove(0);
+        };
+        let mut sidecars = Vec::new();
+        for (container, process) in &self.sidecars {
+            let label = format!("[shard {index}/{}]", process.name);
+            let mut child = match self.spawn(process, index, scratch.path()) {
+                Ok(child) => child,
+                Err(e) => {
+                    return (
+                        None,
+                        vec![format!("starting sidecar {}: {e}", process.name)],
+                    );
+                }
+            };
+            forward(child.stdout.take(), label.clone(), bar.cloned());
+            forward(child.stderr.take(), label, bar.cloned());
+            if let Err(why) = ready(container, &mut child).await {
+                return (None, vec![format!("sidecar {}: {why}", process.name)]);
             }
-            last.push(line);
+            sidecars.push(child);
         }
+        let mut child = match self.spawn(&self.main, index, scratch.path()) {
+            Ok(child) => child,
+            Err(e) => {
+                return (None, vec![format!("starting {}: {e}", self.main.argv[0])]);
+            }
+        };
+        forward(
+            child.stdout.take(),
+            format!("[shard {index}]"),
+            bar.cloned(),
+        );
+        let mut last = Vec::new();
+        if let Some(stderr) = child.stderr.take() {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                show(bar, &format!("[shard {index}] {line}"));
+                if last.len() == KEPT_LINES {
+                    last.remove(0);
+                }
+                last.push(line);
+            }
+        }
+        let code = child.wait().await.ok().and_then(|s| s.code());
+        for mut sidecar in sidecars {
+            let _ = sidecar.kill().await;
+        }
+        (code, last)
     }
-    let exit = match child.wait().await {
-        // A worker killed by a signal (OOM, ^C) is a transient failure, as a pod's would be.
-        Ok(status) => status
-            .code()
-            .and_then(ExitCode::from_code)
-            .unwrap_or(ExitCode::Transient),
-        Err(_) => ExitCode::Transient,
+
+    fn spawn(&self, process: &Process, index: u32, scratch: &Path) -> std::io::Result<Child> {
+        let mut command = Command::new(&process.argv[0]);
+        command.args(&process.argv[1..]);
+        for (name, value) in &process.env {
+            // A variable naming a mount path points into this pod's scratch directory.
+            let value = if process.scratch.contains(value) {
+                scratch.display().to_string()
+            } else {
+                value.clone()
+            };
+            command.env(name, value);
+        }
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("JOB_COMPLETION_INDEX", index.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(cpus) = self.cpus {
+            pin_to_cpus(&mut command, cpus);
+        }
+        command.spawn()
+    }
+}
+
+/// Waits until a sidecar's readiness probe (an HTTP GET on loopback) answers 2xx or 3xx,
+/// within the probe's own budget (initial delay + period x failure threshold).
+async fn ready(container: &Container, child: &mut Child) -> Result<(), String> {
+    let Some(probe) = &container.readiness_probe else {
+        return Ok(());
     };
-    (exit, last)
+    let Some(get) = &probe.http_get else {
+        return Err("only httpGet readiness probes run locally".into());
+    };
+    let port = match &get.port {
+        IntOrString::Int(port) => *port as u16,
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port as u16)
+            .ok_or_else(|| {
+                format!("the probe names port {name:?}, which the container does not declare")
+            })?,
+    };
+    let path = get.path.clone().unwrap_or_else(|| "/".into());
+    let period = probe
+        .period_seconds
+        .map(|s| Duration::from_secs(s.max(1) as u64))
+        .unwrap_or(PROBE_PERIOD);
+    let budget = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64)
+        + period * probe.failure_threshold.unwrap_or(3).max(1) as u32;
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("exited before it was ready ({status})"));
+        }
+        if http_ok(port, &path).await {
+            return Ok(());
+        }
+        if started.elapsed() > budget {
+            return Err(format!(
+                "not ready after {:.0?}: GET http://127.0.0.1:{port}{path} never answered 2xx/3xx",
+                budget
+            ));
+        }
+        tokio::time::sleep(PROBE_PERIOD.min(period)).await;
+    }
+}
+
+/// One HTTP/1.1 GET on loopback; true for a 2xx or 3xx status.
+async fn http_ok(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+        Ok(Ok(head)) => head.starts_with(b"HTTP/1.") && matches!(head[9], b'2' | b'3'),
+        _ => false,
+    }
+}
+
+fn show(bar: Option<&ProgressBar>, line: &str) {
+    match bar {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+/// Passes a stream's lines through, prefixed.
+fn forward(
+    stream: Option<impl AsyncRead + Unpin + Send + 'static>,
+    label: String,
+    bar: Option<ProgressBar>,
+) {
+    if let Some(stream) = stream {
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                show(bar.as_ref(), &format!("{label} {line}"));
+            }
+        });
+    }
 }
 
 /// Sums the shards' progress objects into the bar (or a log line every 10 s).
@@ -223,5 +626,21 @@ fn pin_to_cpus(command: &mut Command, n: usize) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::render::pod_failure_policy;
+
+    #[test]
+    fn the_rendered_policy_retries_only_transient_exits() {
+        let rules = pod_failure_policy().rules;
+        assert_eq!(judge(&rules, 1), Verdict::Count);
+        assert_eq!(judge(&rules, 137), Verdict::Count);
+        for code in [2, 3, 4] {
+            assert_eq!(judge(&rules, code), Verdict::FailIndex);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod local;
 pub mod publish;
+pub mod render;
 pub mod start;
 pub mod summary;
 
@@ -11,8 +12,9 @@ use std::path::PathBuf;
 use chrono::Utc;
 
 use crate::error::ExitCode;
-use crate::exec::local::LocalRunner;
+use crate::exec::local::LocalPodRunner;
 use crate::exec::publish::RunReport;
+use crate::exec::render::{Target, WorkerPlan, worker_job};
 use crate::spec::Loaded;
 use crate::state::RunLayout;
 use crate::storage::Storage;
@@ -66,15 +68,27 @@ pub async fn run_locally(
         shards = plan.shards.len(),
         "planned"
     );
-    let runner = LocalRunner {
+    // The very Job that `sluice render` prints, executed by the local pod runner.
+    let target = Target::new(job, None, None, run_id.clone());
+    let mut manifest = worker_job(
+        job,
+        &target,
+        &WorkerPlan::all(layout.plan(), plan.shards.len() as u32),
+    );
+    if let (Some(parallelism), Some(spec)) = (options.parallelism, manifest.spec.as_mut()) {
+        spec.parallelism = Some(parallelism.max(1) as i32);
+    }
+    let runner = LocalPodRunner {
+        sluice_image: target.image.clone(),
         program: options.program,
+        local_commands: Default::default(),
         env: options.env,
-        parallelism: options.parallelism.unwrap_or(job.parallelism),
-        retries: job.retries,
         bar: options.bar,
         cpus: options.cpus,
     };
-    let outcomes = runner.run(storage, &plan, &layout.plan()).await;
+    let outcomes = runner
+        .run(&manifest, Some((storage, &layout, plan.bytes)))
+        .await?;
     let report = publish::publish(storage, &layout, &plan, &outcomes, started).await?;
     let exit = ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient);
     Ok(LocalRun {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::format::options::{Compression, ParquetCompression, SinkFormat, SourceFormat};
 use crate::plan::keys::DEFAULT_KEY_TEMPLATE;
 use crate::spec::job::OnBadRecord;
+use crate::spec::kubernetes::KubernetesConfig;
 
 /// The only `apiVersion` this version of sluice reads.
 pub const API_VERSION: &str = "sluice.dev/v1alpha1";
@@ -91,6 +92,14 @@ pub struct SpecConfig {
     /// `--endpoint` flag and `AWS_ENDPOINT_URL` take precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// How the job's pods run on Kubernetes: image, namespace, service account,
+    /// resources, scheduling and environment (see docs/kubernetes.md).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kubernetes: KubernetesConfig,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl SpecConfig {
@@ -106,6 +115,7 @@ impl SpecConfig {
         "retries",
         "state",
         "endpoint",
+        "kubernetes",
     ];
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::options::{
     Compression, CsvReadOptions, CsvWriteOptions, ParquetWriteOptions, SinkFormat, SourceFormat,
 };
+use crate::spec::kubernetes::PodSettings;
 use crate::storage::uri::S3Uri;
 
 /// A validated job with params applied. Built only by `spec::load`; never holds I/O handles.
@@ -31,6 +32,8 @@ pub struct Job {
     pub endpoint: Option<String>,
     /// The params after `--param` overrides, as applied.
     pub params: BTreeMap<String, String>,
+    /// `spec.kubernetes`: how the pods run on a cluster.
+    pub kubernetes: PodSettings,
 }
 
 #[derive(Debug, Clone)]

@@ -198,6 +198,9 @@ impl Reader {
             .unwrap_or_else(default_retries);
         s.state = self.optional(spec, p, "state", Unit::State).flatten();
         s.endpoint = self.optional(spec, p, "endpoint", Unit::Endpoint).flatten();
+        if let Some(v) = self.optional(spec, p, "kubernetes", Unit::Kubernetes) {
+            s.kubernetes = v;
+        }
         file
     }
 
@@ -333,7 +336,7 @@ impl Reader {
 #[derive(serde::Deserialize)]
 struct ParamsUnit(#[serde(deserialize_with = "scalar_string_map")] BTreeMap<String, String>);
 
-const SPEC_UNITS: [Unit; 10] = [
+const SPEC_UNITS: [Unit; 11] = [
     Unit::Params,
     Unit::Source,
     Unit::Transform,
@@ -344,9 +347,10 @@ const SPEC_UNITS: [Unit; 10] = [
     Unit::Retries,
     Unit::State,
     Unit::Endpoint,
+    Unit::Kubernetes,
 ];
 
-const ALL_UNITS: [Unit; 13] = [
+const ALL_UNITS: [Unit; 14] = [
     Unit::ApiVersion,
     Unit::Kind,
     Unit::Metadata,
@@ -360,6 +364,7 @@ const ALL_UNITS: [Unit; 13] = [
     Unit::Retries,
     Unit::State,
     Unit::Endpoint,
+    Unit::Kubernetes,
 ];
 
 /// Stands in for the parts that could not be read; validation skips those parts.
@@ -401,6 +406,7 @@ fn placeholder() -> JobFile {
             retries: default_retries(),
             state: None,
             endpoint: None,
+            kubernetes: Default::default(),
         },
     }
 }

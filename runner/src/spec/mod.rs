@@ -8,6 +8,7 @@
 pub mod error;
 pub mod file;
 pub mod job;
+pub mod kubernetes;
 mod load;
 pub mod size;
 pub mod span;

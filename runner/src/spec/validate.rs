@@ -53,6 +53,7 @@ pub enum Unit {
     Retries,
     State,
     Endpoint,
+    Kubernetes,
 }
 
 /// The units that could not be read; their problems are already reported and validation
@@ -190,6 +191,10 @@ impl Check<'_> {
             Some(spec.endpoint.clone())
         });
 
+        let kubernetes = self.unit(Unit::Kubernetes, |v| {
+            crate::spec::kubernetes::check(&spec.kubernetes, &mut v.problems)
+        });
+
         // Checks across sections, only between parts that are themselves sound.
         if let (Some(source), Some(sink)) = (&source, &sink)
             && inside(&sink.uri, &source.uri)
@@ -233,6 +238,7 @@ impl Check<'_> {
             state,
             endpoint: endpoint?,
             params: spec.params.clone(),
+            kubernetes: kubernetes?,
         })
     }
 

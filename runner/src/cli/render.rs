@@ -1,0 +1,75 @@
+//! `sluice render JOB`: print the Kubernetes objects of a run as YAML, for
+//! `kubectl apply -f -`. Runs nothing and, by default, needs no S3 access.
+
+use std::path::PathBuf;
+
+use crate::cli::connect::ConnectArgs;
+use crate::error::ExitCode;
+use crate::exec::render::{Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job};
+use crate::exec::start::{make_plan, write_run};
+use crate::spec;
+use crate::state::RunLayout;
+
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// Set a param for this run (repeatable): --param month=2026-01
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
+    pub params: Vec<(String, String)>,
+    /// The sluice image (default: the job's `kubernetes.image`, else the release image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The namespace (default: the job's `kubernetes.namespace`, else `sluice`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Use this run id instead of `<job>-<UTC time>`.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Render the worker Job itself instead of a launcher: the run is planned now (this
+    /// needs S3 access from here), its plan written to the state prefix, and the worker
+    /// Job printed for that plan. Publish it afterwards with `sluice publish RUN`.
+    #[arg(long)]
+    pub no_launcher: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    let loaded = spec::load_file(&args.job, &args.params)?;
+    let job = &loaded.job;
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| crate::plan::new_run_id(&job.name, chrono::Utc::now()));
+    let target = Target::new(
+        job,
+        args.image.as_deref(),
+        args.namespace.as_deref(),
+        run_id.clone(),
+    );
+    let map = serde_json::to_value(config_map(job, &loaded.resolved_yaml, &target))?;
+    if !args.no_launcher {
+        let launcher = serde_json::to_value(launcher_job(job, &target))?;
+        print!("{}", to_yaml(&[map, launcher]));
+        return Ok(ExitCode::Done);
+    }
+    crate::cli::runtime()?.block_on(async {
+        let conn = args.connect.connect(job.endpoint.as_deref()).await?;
+        if conn.embedded.is_some() {
+            tracing::warn!(
+                "the plan is written to the embedded S3 server on this machine, which pods on a cluster cannot reach; set --endpoint or AWS credentials"
+            );
+        }
+        let layout = RunLayout::new(&job.state, &job.name, &run_id);
+        let plan = make_plan(&conn.storage, job, &run_id).await?;
+        write_run(&conn.storage, &layout, &plan, &loaded.resolved_yaml).await?;
+        let worker = worker_job(
+            job,
+            &target,
+            &WorkerPlan::all(layout.plan(), plan.shards.len() as u32),
+        );
+        print!("{}", to_yaml(&[map, serde_json::to_value(worker)?]));
+        Ok(ExitCode::Done)
+    })
+}

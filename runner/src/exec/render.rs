@@ -1,0 +1,508 @@
+//! A job as Kubernetes objects, built from typed k8s-openapi structs: the ConfigMap that
+//! holds the resolved job file, the worker Indexed Job, and the launcher Job that plans,
+//! submits and publishes from inside the cluster. The local pod runner executes the very
+//! same worker Job, so what runs on a laptop is what runs on a cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{
+    Job as KubeJob, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ExitCode;
+use crate::spec::Job;
+use crate::spec::kubernetes::DEFAULT_IMAGE;
+use crate::storage::uri::S3Uri;
+
+/// The namespace of a job's objects unless the job or `--namespace` names another.
+pub const DEFAULT_NAMESPACE: &str = "sluice";
+/// The service account of launcher pods (manifests/ grants it what `submit` needs).
+pub const LAUNCHER_SERVICE_ACCOUNT: &str = "sluice-launcher";
+/// The service account of worker pods unless the job names one (it has no API rights).
+pub const WORKER_SERVICE_ACCOUNT: &str = "sluice-worker";
+/// The worker container's name (podFailurePolicy rules refer to it).
+pub const WORKER_CONTAINER: &str = "worker";
+pub const LAUNCHER_CONTAINER: &str = "launcher";
+/// Labels on every object and pod of a run.
+pub const LABEL_JOB: &str = "sluice.dev/job";
+pub const LABEL_RUN: &str = "sluice.dev/run";
+/// `worker` or `launcher`.
+pub const LABEL_COMPONENT: &str = "sluice.dev/component";
+/// The full run id (a label value is limited to 63 characters).
+pub const ANNOTATION_RUN_ID: &str = "sluice.dev/run-id";
+/// The plan a worker Job runs.
+pub const ANNOTATION_PLAN: &str = "sluice.dev/plan";
+/// Where the launcher finds the job file (the ConfigMap mounted as a directory).
+pub const JOB_FILE_DIR: &str = "/etc/sluice";
+pub const JOB_FILE_KEY: &str = "job.yaml";
+/// The writable scratch directory of every pod (the root filesystem is read-only).
+pub const SCRATCH_DIR: &str = "/tmp";
+/// The non-root user of the sluice image (distroless `nonroot`).
+pub const NON_ROOT_UID: i64 = 65532;
+
+/// Where and as what a run's objects are rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub image: String,
+    pub namespace: String,
+    pub run_id: String,
+}
+
+impl Target {
+    /// The flags win over the job file, which wins over the defaults.
+    pub fn new(job: &Job, image: Option<&str>, namespace: Option<&str>, run_id: String) -> Target {
+        let settings = &job.kubernetes;
+        Target {
+            image: image
+                .or(settings.image.as_deref())
+                .unwrap_or(DEFAULT_IMAGE)
+                .to_string(),
+            namespace: namespace
+                .or(settings.namespace.as_deref())
+                .unwrap_or(DEFAULT_NAMESPACE)
+                .to_string(),
+            run_id,
+        }
+    }
+}
+
+/// What a worker Job runs: a plan, and which shard each completion index takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerPlan {
+    pub plan: S3Uri,
+    /// The shards to run, in completion-index order: index i runs `shards[i]`. A fresh run
+    /// lists every shard; a resumed run only the unfinished ones.
+    pub shards: Vec<u32>,
+    /// Distinguishes the Jobs of one run (`None` for the first, `resume-1`, ...).
+    pub attempt: Option<String>,
+}
+
+impl WorkerPlan {
+    pub fn all(plan: S3Uri, shards: u32) -> WorkerPlan {
+        WorkerPlan {
+            plan,
+            shards: (0..shards).collect(),
+            attempt: None,
+        }
+    }
+
+    fn is_identity(&self) -> bool {
+        self.shards.iter().enumerate().all(|(i, s)| i as u32 == *s)
+    }
+}
+
+/// A Kubernetes object name (DNS-1123, at most 63 characters) for a run and a suffix.
+/// Run ids are lowercased; a name that would be too long keeps a hash of the whole.
+pub fn object_name(run_id: &str, suffix: &str) -> String {
+    let mut base: String = run_id
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    if !suffix.is_empty() {
+        base = format!("{base}-{suffix}");
+    }
+    shorten(base.trim_matches('-'), 63)
+}
+
+/// The `sluice.dev/run` label value of a run (at most 63 characters).
+pub fn run_label(run_id: &str) -> String {
+    let value: String = run_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    shorten(value.trim_matches(|c: char| !c.is_ascii_alphanumeric()), 63)
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let hash = &hex::encode(Sha256::digest(text.as_bytes()))[..8];
+    let keep = text[..max - 9].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{keep}-{hash}")
+}
+
+/// The labels of every object and pod of a run: the job's own, then sluice's.
+pub fn run_labels(job: &Job, run_id: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = job.labels.clone();
+    labels.insert(LABEL_JOB.into(), job.name.clone());
+    labels.insert(LABEL_RUN.into(), run_label(run_id));
+    labels.insert(LABEL_COMPONENT.into(), component.into());
+    labels.insert("app.kubernetes.io/part-of".into(), "sluice".into());
+    labels
+}
+
+/// The label selector of a run's objects.
+pub fn run_selector(run_id: &str) -> String {
+    format!("{LABEL_RUN}={}", run_label(run_id))
+}
+
+fn metadata(job: &Job, target: &Target, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(target.namespace.clone()),
+        labels: Some(run_labels(job, &target.run_id, component)),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_RUN_ID.to_string(),
+            target.run_id.clone(),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// The ConfigMap holding the resolved job file (params applied), read by the launcher.
+pub fn config_map(job: &Job, resolved_yaml: &str, target: &Target) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(job, target, config_map_name(&target.run_id), "job"),
+        data: Some(BTreeMap::from([(
+            JOB_FILE_KEY.to_string(),
+            resolved_yaml.to_string(),
+        )])),
+        ..Default::default()
+    }
+}
+
+pub fn config_map_name(run_id: &str) -> String {
+    object_name(run_id, "job")
+}
+
+pub fn worker_job_name(run_id: &str, attempt: Option<&str>) -> String {
+    object_name(run_id, attempt.unwrap_or(""))
+}
+
+pub fn launcher_job_name(run_id: &str) -> String {
+    object_name(run_id, "launcher")
+}
+
+/// The worker Indexed Job: one completion index per shard to run.
+pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
+    let settings = &job.kubernetes;
+    let mut args = vec![
+        "worker".to_string(),
+        "--plan".to_string(),
+        work.plan.to_string(),
+    ];
+    if !work.is_identity() {
+        let shards: Vec<String> = work.shards.iter().map(u32::to_string).collect();
+        args.push("--shard-map".into());
+        args.push(shards.join(","));
+    }
+    let container = Container {
+        name: WORKER_CONTAINER.into(),
+        image: Some(target.image.clone()),
+        command: Some(vec!["sluice".into()]),
+        args: Some(args),
+        env: Some(pod_env(job)),
+        env_from: (!settings.env_from.is_empty()).then(|| settings.env_from.clone()),
+        resources: settings.resources.clone(),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![scratch_mount()]),
+        ..Default::default()
+    };
+    let count = work.shards.len() as i32;
+    let mut meta = metadata(
+        job,
+        target,
+        worker_job_name(&target.run_id, work.attempt.as_deref()),
+        "worker",
+    );
+    meta.annotations
+        .get_or_insert_default()
+        .insert(ANNOTATION_PLAN.into(), work.plan.to_string());
+    let pod = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(
+            settings
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| WORKER_SERVICE_ACCOUNT.into()),
+        ),
+        // Workers never call the Kubernetes API.
+        automount_service_account_token: Some(false),
+        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
+        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
+        affinity: settings.affinity.clone(),
+        priority_class_name: settings.priority_class_name.clone(),
+        image_pull_secrets: (!settings.image_pull_secrets.is_empty())
+            .then(|| settings.image_pull_secrets.clone()),
+        security_context: Some(pod_security()),
+        volumes: Some(vec![scratch_volume()]),
+        ..Default::default()
+    };
+    KubeJob {
+        metadata: meta.clone(),
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(count),
+            parallelism: Some((job.parallelism as i32).min(count.max(1))),
+            backoff_limit_per_index: Some(job.retries as i32),
+            max_failed_indexes: settings.max_failed_indexes,
+            pod_failure_policy: Some(pod_failure_policy()),
+            pod_replacement_policy: Some("Failed".into()),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            active_deadline_seconds: settings.active_deadline_seconds,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: meta.labels,
+                    annotations: meta.annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Exit codes that mean "this fails again" fail the index at once; a disruption (eviction,
+/// preemption, node loss) does not count against the index's retries.
+pub fn pod_failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+                on_exit_codes: None,
+            },
+            PodFailurePolicyRule {
+                action: "FailIndex".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(WORKER_CONTAINER.into()),
+                    operator: "In".into(),
+                    values: ExitCode::ALL
+                        .into_iter()
+                        .filter(|c| *c != ExitCode::Done && !c.retryable())
+                        .map(ExitCode::code)
+                        .collect(),
+                }),
+                on_pod_conditions: None,
+            },
+        ],
+    }
+}
+
+/// The launcher Job: one pod that runs `sluice submit --in-cluster` on the ConfigMap's job:
+/// it plans, creates the worker Job, waits for it, publishes the run and exits with the
+/// run's outcome. Submitting is idempotent per run id, so a retried launcher resumes.
+pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
+    let settings = &job.kubernetes;
+    let meta = metadata(job, target, launcher_job_name(&target.run_id), "launcher");
+    let container = Container {
+        name: LAUNCHER_CONTAINER.into(),
+        image: Some(target.image.clone()),
+        command: Some(vec!["sluice".into()]),
+        args: Some(vec![
+            "submit".into(),
+            "--in-cluster".into(),
+            format!("{JOB_FILE_DIR}/{JOB_FILE_KEY}"),
+            "--run-id".into(),
+            target.run_id.clone(),
+            "--image".into(),
+            target.image.clone(),
+            "--namespace".into(),
+            target.namespace.clone(),
+        ]),
+        env: Some(pod_env(job)),
+        env_from: (!settings.env_from.is_empty()).then(|| settings.env_from.clone()),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("256Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("512Mi".into()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![
+            scratch_mount(),
+            VolumeMount {
+                name: "job".into(),
+                mount_path: JOB_FILE_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(LAUNCHER_SERVICE_ACCOUNT.into()),
+        automount_service_account_token: Some(true),
+        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
+        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
+        priority_class_name: settings.priority_class_name.clone(),
+        image_pull_secrets: (!settings.image_pull_secrets.is_empty())
+            .then(|| settings.image_pull_secrets.clone()),
+        security_context: Some(pod_security()),
+        volumes: Some(vec![
+            scratch_volume(),
+            Volume {
+                name: "job".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: config_map_name(&target.run_id),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    KubeJob {
+        metadata: meta.clone(),
+        spec: Some(JobSpec {
+            completions: Some(1),
+            parallelism: Some(1),
+            // A retried launcher picks the run up where it was (plan and Job are reused).
+            backoff_limit: Some(3),
+            pod_replacement_policy: Some("Failed".into()),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: meta.labels,
+                    annotations: meta.annotations,
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The environment of worker and launcher containers: the job's endpoint, the scratch
+/// directory, then the job's own variables (which may override both).
+fn pod_env(job: &Job) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar {
+        name: "TMPDIR".into(),
+        value: Some(SCRATCH_DIR.into()),
+        ..Default::default()
+    }];
+    if let Some(endpoint) = &job.endpoint {
+        env.push(EnvVar {
+            name: "AWS_ENDPOINT_URL".into(),
+            value: Some(endpoint.clone()),
+            ..Default::default()
+        });
+    }
+    env.retain(|e| !job.kubernetes.env.iter().any(|j| j.name == e.name));
+    env.extend(job.kubernetes.env.iter().cloned());
+    env
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NON_ROOT_UID),
+        run_as_group: Some(NON_ROOT_UID),
+        fs_group: Some(NON_ROOT_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn scratch_volume() -> Volume {
+    Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }
+}
+
+fn scratch_mount() -> VolumeMount {
+    VolumeMount {
+        name: "scratch".into(),
+        mount_path: SCRATCH_DIR.into(),
+        ..Default::default()
+    }
+}
+
+/// Objects as one multi-document YAML stream (`kubectl apply -f -` reads it).
+pub fn to_yaml<T: Serialize>(objects: &[T]) -> String {
+    objects
+        .iter()
+        .map(|o| serde_yaml_ng::to_string(o).expect("Kubernetes objects serialize"))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_dns_labels_even_for_long_run_ids() {
+        assert_eq!(
+            object_name("taxi-20261122T020000Z", ""),
+            "taxi-20261122t020000z"
+        );
+        assert_eq!(
+            object_name("taxi-20261122T020000Z", "launcher"),
+            "taxi-20261122t020000z-launcher"
+        );
+        let long = format!("{}-20261122T020000Z", "a".repeat(63));
+        let name = object_name(&long, "launcher");
+        assert!(name.len() <= 63, "{name}");
+        assert!(crate::spec::validate::is_dns_label(&name), "{name}");
+        assert_ne!(name, object_name(&long, "job"));
+        let label = run_label(&long);
+        assert!(label.len() <= 63);
+        assert_eq!(run_label("taxi-20261122T020000Z"), "taxi-20261122T020000Z");
+    }
+
+    #[test]
+    fn the_failure_policy_fails_the_index_on_permanent_exit_codes_only() {
+        let policy = pod_failure_policy();
+        let codes = policy.rules[1].on_exit_codes.as_ref().unwrap();
+        assert_eq!(codes.values, [2, 3, 4]);
+        assert_eq!(policy.rules[0].action, "Ignore");
+    }
+}
