@@ -1,7 +1,11 @@
 //! The integration test binary: one binary keeps link time down. Each module below is one area.
 
+mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
 mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
 mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
+mod local_pods; // the local pod runner executing rendered worker Jobs
+mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
+mod render; // rendered Kubernetes objects: golden files and the strict schema
 mod spec; // job file loading and error reporting
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto

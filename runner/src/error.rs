@@ -117,6 +117,15 @@ fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     if let Some(e) = cause.downcast_ref::<crate::exec::start::StartError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = cause.downcast_ref::<crate::exec::submit::SubmitError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::exec::cluster::ClusterError>() {
+        return Some(e.exit_code());
+    }
+    if let Some(e) = cause.downcast_ref::<crate::exec::local::PodRunError>() {
+        return Some(e.exit_code());
+    }
     if let Some(e) = cause.downcast_ref::<crate::plan::PlanError>() {
         return Some(e.exit_code());
     }
@@ -256,6 +265,59 @@ impl Classify for crate::exec::start::StartError {
             E::Plan(_) | E::RunExists { .. } => ExitCode::Config,
             E::Join(_) => ExitCode::Transient,
         }
+    }
+}
+
+impl Classify for crate::exec::cluster::ClusterError {
+    fn kind(&self) -> ErrorKind {
+        use crate::exec::cluster::ClusterError as E;
+        match self {
+            // Denied, invalid or missing objects are the setup's; the rest is the cluster's.
+            E::Api(kube::Error::Api(status)) if status.code < 500 && status.code != 429 => {
+                ErrorKind::User
+            }
+            E::Api(_) => ErrorKind::External,
+            E::Config(_) | E::NoRun { .. } | E::NoPlan { .. } | E::Malformed { .. } => {
+                ErrorKind::User
+            }
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        match self.kind() {
+            ErrorKind::User => ExitCode::Config,
+            _ => ExitCode::Transient,
+        }
+    }
+}
+
+impl Classify for crate::exec::submit::SubmitError {
+    fn kind(&self) -> ErrorKind {
+        use crate::exec::submit::SubmitError as E;
+        match self {
+            E::Cluster(e) => e.kind(),
+            E::Storage(e) => e.kind(),
+            E::Start(e) => e.kind(),
+            E::State { .. } => ErrorKind::External,
+            E::StillRunning { .. } => ErrorKind::User,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::exec::submit::SubmitError as E;
+        match self {
+            E::Cluster(e) => e.exit_code(),
+            E::Storage(e) => e.exit_code(),
+            E::Start(e) => e.exit_code(),
+            E::State { .. } | E::StillRunning { .. } => ExitCode::Config,
+        }
+    }
+}
+
+impl Classify for crate::exec::local::PodRunError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::User
+    }
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
     }
 }
 

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 mod embedded;
+pub mod kubeval;
 mod moto;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,14 +5,20 @@ use clap::{Parser, Subcommand};
 use crate::error::ExitCode;
 
 pub mod bench;
+pub mod cancel;
 pub mod check;
+pub mod cluster_args;
 pub mod connect;
 pub mod demo;
+pub mod logs;
 pub mod plan;
 pub mod render;
+pub mod resume;
 pub mod run;
 pub mod s3;
 pub mod schema;
+pub mod status;
+pub mod submit;
 pub mod worker;
 
 /// sluice runs batch ETL jobs: it lists a bucket, splits the objects into shards, and
@@ -43,6 +49,17 @@ pub enum Command {
     /// Print the Kubernetes objects of a run as YAML (`sluice render JOB | kubectl apply -f -`):
     /// the job's ConfigMap and a launcher Job that plans, runs and publishes in the cluster.
     Render(render::RenderArgs),
+    /// Run a job on Kubernetes: plan, create its ConfigMap and worker Job, watch it to the
+    /// end, publish the run (kubeconfig or in-cluster credentials).
+    Submit(submit::SubmitArgs),
+    /// Show a run on the cluster: its Jobs, completed and failed shards, progress and ETA.
+    Status(status::StatusArgs),
+    /// Print the worker logs of a run (one shard with --shard; --follow to stream).
+    Logs(logs::LogsArgs),
+    /// Stop a run on the cluster: delete its Jobs and pods (its state stays in the bucket).
+    Cancel(cancel::CancelArgs),
+    /// Finish a run on the cluster: a new Job over the shards that did not complete.
+    Resume(resume::ResumeArgs),
     /// Run one shard of a planned run (what each pod of the Kubernetes Job runs).
     Worker(worker::WorkerArgs),
     /// Validate job files without running anything; prints every problem with file:line:column.
@@ -64,6 +81,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Render(args) => render::run(args),
+        Command::Submit(args) => submit::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Cancel(args) => cancel::run(args),
+        Command::Resume(args) => resume::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),

@@ -1,10 +1,12 @@
 //! Executing a planned run: start it (plan + state), run its shards (locally as processes
 //! of `sluice worker`), then publish it (`report.json`, and `_SUCCESS.json` last).
 
+pub mod cluster;
 pub mod local;
 pub mod publish;
 pub mod render;
 pub mod start;
+pub mod submit;
 pub mod summary;
 
 use std::path::PathBuf;

@@ -1,0 +1,29 @@
+//! `sluice cancel RUN`: delete a run's Jobs and pods. Its state stays in the bucket, so
+//! `sluice resume RUN` can finish it later.
+
+use crate::cli::cluster_args::RunArgs;
+use crate::error::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
+    crate::cli::runtime()?.block_on(async {
+        let cluster = args.run.cluster().await?;
+        let deleted = cluster.delete_run(&args.run.run).await?;
+        if deleted.is_empty() {
+            anyhow::bail!(
+                "no Jobs of run {} in namespace {}",
+                args.run.run,
+                cluster.namespace
+            );
+        }
+        for job in deleted {
+            println!("deleted Job {job}");
+        }
+        Ok(ExitCode::Done)
+    })
+}

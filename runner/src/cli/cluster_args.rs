@@ -1,0 +1,22 @@
+//! Flags shared by the commands that operate a run on a cluster.
+
+use crate::cli::connect::ConnectArgs;
+use crate::exec::cluster::Cluster;
+use crate::exec::render::DEFAULT_NAMESPACE;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The run id (`sluice submit` prints it).
+    pub run: String,
+    /// The namespace of the run.
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl RunArgs {
+    pub async fn cluster(&self) -> anyhow::Result<Cluster> {
+        Ok(Cluster::connect(&self.namespace).await?)
+    }
+}

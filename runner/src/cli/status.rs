@@ -1,0 +1,89 @@
+//! `sluice status RUN`: a run's Jobs, their conditions, completed and failed shards, and
+//! the shards' progress with an ETA.
+
+use std::fmt::Write as _;
+
+use crate::cli::cluster_args::RunArgs;
+use crate::error::ExitCode;
+use crate::exec::cluster::format_indexes;
+use crate::exec::submit::{self, RunStatus};
+use crate::exec::summary::human_bytes;
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    crate::cli::runtime()?.block_on(async {
+        let conn = args.run.connect.connect(None).await?;
+        let cluster = args.run.cluster().await?;
+        let status = submit::status(&conn.storage, &cluster, &args.run.run).await?;
+        print!("{}", render(&status));
+        Ok(ExitCode::Done)
+    })
+}
+
+/// The status as a short table.
+pub fn render(status: &RunStatus) -> String {
+    let mut out = String::new();
+    let total = status.plan.shards.len();
+    let _ = writeln!(
+        out,
+        "run {}: {}/{} shards complete, {} failed; {} of {}{}",
+        status.run_id,
+        status.completed().len(),
+        total,
+        status.failed().len(),
+        human_bytes(status.bytes_done()),
+        human_bytes(status.plan.bytes),
+        status
+            .eta_seconds()
+            .map(|s| format!(", ETA {s:.0}s"))
+            .unwrap_or_default()
+    );
+    for job in &status.jobs {
+        let state = if job.succeeded {
+            "complete"
+        } else if job.failed_job {
+            "failed"
+        } else {
+            "running"
+        };
+        let _ = writeln!(
+            out,
+            "  Job {} ({state}{}): shards [{}], completed [{}], failed [{}], active {}",
+            job.name,
+            job.reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default(),
+            format_indexes(&job.shards.iter().copied().collect()),
+            format_indexes(&job.completed),
+            format_indexes(&job.failed),
+            job.active
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {:>5}  {:>8}  {:>12}  {:>12}  {:>10}",
+        "shard", "objects", "done", "bytes", "rate/s"
+    );
+    for (shard, progress) in status.plan.shards.iter().zip(&status.progress) {
+        let (objects, done, rate) = progress
+            .as_ref()
+            .map_or((0, 0, 0.0), |p| (p.objects_done, p.bytes_done, p.rate));
+        let _ = writeln!(
+            out,
+            "  {:>5}  {:>3}/{:<4}  {:>12}  {:>12}  {:>10}",
+            shard.index,
+            objects,
+            shard.objects.len(),
+            human_bytes(done),
+            human_bytes(shard.bytes),
+            human_bytes(rate as u64)
+        );
+    }
+    out
+}

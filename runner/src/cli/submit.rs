@@ -1,0 +1,82 @@
+//! `sluice submit JOB`: plan the job, create its ConfigMap and worker Job on a cluster,
+//! watch the Job to its end, publish the run and exit with its outcome.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::connect::ConnectArgs;
+use crate::error::ExitCode;
+use crate::exec::cluster::Cluster;
+use crate::exec::render::Target;
+use crate::exec::{submit, summary};
+use crate::spec;
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// Set a param for this run (repeatable): --param month=2026-01
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
+    pub params: Vec<(String, String)>,
+    /// The sluice image of the worker pods (default: the job's `kubernetes.image`).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// The namespace (default: the job's `kubernetes.namespace`, else `sluice`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Use this run id instead of `<job>-<UTC time>`. Submitting an existing run id picks
+    /// that run up: its plan and Job are reused.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Print the run id once the Job is created and return without waiting.
+    #[arg(long)]
+    pub detach: bool,
+    /// Run as the launcher inside the cluster: the job file comes from the run's ConfigMap,
+    /// which therefore exists already.
+    #[arg(long)]
+    pub in_cluster: bool,
+    /// Seconds between two looks at the Job while watching.
+    #[arg(long, default_value_t = 5)]
+    pub poll: u64,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let loaded = spec::load_file(&args.job, &args.params)?;
+    let job = &loaded.job;
+    let run_id = args
+        .run_id
+        .clone()
+        .unwrap_or_else(|| crate::plan::new_run_id(&job.name, chrono::Utc::now()));
+    let target = Target::new(
+        job,
+        args.image.as_deref(),
+        args.namespace.as_deref(),
+        run_id,
+    );
+    crate::cli::runtime()?.block_on(async {
+        let started = chrono::Utc::now();
+        let conn = args.connect.connect(job.endpoint.as_deref()).await?;
+        let cluster = Cluster::connect(&target.namespace).await?;
+        let submitted =
+            submit::submit(&conn.storage, &cluster, &loaded, &target, !args.in_cluster).await?;
+        if args.detach {
+            println!("{}", submitted.run_id);
+            return Ok(ExitCode::Done);
+        }
+        let report = submit::watch_and_publish(
+            &conn.storage,
+            &cluster,
+            &submitted.run_id,
+            started,
+            Duration::from_secs(args.poll.max(1)),
+        )
+        .await?;
+        print!(
+            "{}",
+            summary::render(&report, &submitted.layout, &job.sink.uri)
+        );
+        Ok(ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient))
+    })
+}

@@ -1,0 +1,442 @@
+//! Running a job on a cluster: submit (plan, ConfigMap, worker Job), watch the Job until it
+//! finishes, publish the run; resume a run with a new Job over the unfinished shards only;
+//! report a run's status. Every step is idempotent per run id, so a retried launcher (or a
+//! second `submit --run-id`) picks the run up where it is.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+
+use crate::error::ExitCode;
+use crate::exec::cluster::{
+    COMPLETION_INDEX_LABEL, Cluster, ClusterError, JobState, plan_of, state_of,
+};
+use crate::exec::local::ShardOutcome;
+use crate::exec::publish::{self, RunReport};
+use crate::exec::render::{
+    Target, WORKER_CONTAINER, WorkerPlan, config_map, worker_job, worker_job_name,
+};
+use crate::exec::start::{self, StartError};
+use crate::plan::Plan;
+use crate::spec::{self, Loaded};
+use crate::state::RunLayout;
+use crate::storage::{Storage, StorageError};
+use crate::worker::marker::ShardProgress;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the run's state is unreadable: {uri}: {why}")]
+    State { uri: String, why: String },
+    #[error("run {run_id} is still running (Job {job}); wait for it or `sluice cancel` it first")]
+    StillRunning { run_id: String, job: String },
+}
+
+/// A submitted run.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub run_id: String,
+    pub layout: RunLayout,
+    pub plan: Plan,
+    pub job: String,
+}
+
+/// Plans the run (or reuses the plan already written for this run id), creates the
+/// ConfigMap (unless the launcher runs from it already) and the worker Job.
+pub async fn submit(
+    storage: &Storage,
+    cluster: &Cluster,
+    loaded: &Loaded,
+    target: &Target,
+    create_config_map: bool,
+) -> Result<Submitted, SubmitError> {
+    let job = &loaded.job;
+    let layout = RunLayout::new(&job.state, &job.name, &target.run_id);
+    let plan = match read_plan(storage, &layout).await? {
+        Some(plan) => {
+            tracing::info!(run = %target.run_id, "the run is planned already; reusing its plan");
+            plan
+        }
+        None => {
+            let plan = start::make_plan(storage, job, &target.run_id).await?;
+            start::write_run(storage, &layout, &plan, &loaded.resolved_yaml).await?;
+            plan
+        }
+    };
+    if create_config_map {
+        cluster
+            .config_map(&config_map(job, &loaded.resolved_yaml, target))
+            .await?;
+    }
+    let work = WorkerPlan::all(layout.plan(), plan.shards.len() as u32);
+    let created = cluster.create_once(&worker_job(job, target, &work)).await?;
+    let name = created.metadata.name.unwrap_or_default();
+    tracing::info!(
+        run = %target.run_id,
+        job = %name,
+        namespace = %cluster.namespace,
+        shards = plan.shards.len(),
+        objects = plan.objects,
+        bytes = plan.bytes,
+        "submitted"
+    );
+    Ok(Submitted {
+        run_id: target.run_id.clone(),
+        layout,
+        plan,
+        job: name,
+    })
+}
+
+async fn read_plan(storage: &Storage, layout: &RunLayout) -> Result<Option<Plan>, SubmitError> {
+    let uri = layout.plan();
+    match storage.get_bytes(&uri).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| SubmitError::State {
+                uri: uri.to_string(),
+                why: e.to_string(),
+            }),
+    }
+}
+
+/// The status of a run on the cluster: its worker Jobs and the shards' progress.
+#[derive(Debug, Clone)]
+pub struct RunStatus {
+    pub run_id: String,
+    pub layout: RunLayout,
+    pub plan: Plan,
+    pub jobs: Vec<JobState>,
+    pub progress: Vec<Option<ShardProgress>>,
+}
+
+impl RunStatus {
+    /// Shards completed by any of the run's Jobs.
+    pub fn completed(&self) -> BTreeSet<u32> {
+        self.jobs.iter().flat_map(|j| j.completed.clone()).collect()
+    }
+
+    /// Shards failed for good in the latest Job that ran them and not completed since.
+    pub fn failed(&self) -> BTreeSet<u32> {
+        let completed = self.completed();
+        self.jobs
+            .iter()
+            .flat_map(|j| j.failed.clone())
+            .filter(|s| !completed.contains(s))
+            .collect()
+    }
+
+    /// The latest Job, which decides whether the run is still going.
+    pub fn latest(&self) -> Option<&JobState> {
+        self.jobs.last()
+    }
+
+    pub fn bytes_done(&self) -> u64 {
+        self.progress.iter().flatten().map(|p| p.bytes_done).sum()
+    }
+
+    /// Source bytes per second summed over the shards that are running.
+    pub fn rate(&self) -> f64 {
+        let completed = self.completed();
+        self.progress
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !completed.contains(&(*i as u32)))
+            .filter_map(|(_, p)| p.as_ref().map(|p| p.rate))
+            .sum()
+    }
+
+    /// Seconds left at the current rate, if it can be told.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let rate = self.rate();
+        (rate > 0.0).then(|| self.plan.bytes.saturating_sub(self.bytes_done()) as f64 / rate)
+    }
+}
+
+/// Reads a run's status from the cluster and the bucket.
+pub async fn status(
+    storage: &Storage,
+    cluster: &Cluster,
+    run_id: &str,
+) -> Result<RunStatus, SubmitError> {
+    let jobs = cluster.worker_jobs(run_id).await?;
+    let first = jobs.first().ok_or_else(|| ClusterError::NoRun {
+        run_id: run_id.to_string(),
+        namespace: cluster.namespace.clone(),
+    })?;
+    let layout = RunLayout::from_plan_uri(&plan_of(first)?);
+    let plan = read_plan(storage, &layout)
+        .await?
+        .ok_or_else(|| SubmitError::State {
+            uri: layout.plan().to_string(),
+            why: "no plan.json".into(),
+        })?;
+    let states = jobs.iter().map(state_of).collect::<Result<Vec<_>, _>>()?;
+    let mut progress = Vec::with_capacity(plan.shards.len());
+    for shard in &plan.shards {
+        progress.push(
+            storage
+                .get_bytes(&layout.progress(shard.index))
+                .await?
+                .and_then(|b| serde_json::from_slice::<ShardProgress>(&b).ok()),
+        );
+    }
+    Ok(RunStatus {
+        run_id: run_id.to_string(),
+        layout,
+        plan,
+        jobs: states,
+        progress,
+    })
+}
+
+/// Polls the run until its latest worker Job finishes, logging progress, then publishes.
+pub async fn watch_and_publish(
+    storage: &Storage,
+    cluster: &Cluster,
+    run_id: &str,
+    started: DateTime<Utc>,
+    poll: Duration,
+) -> Result<RunReport, SubmitError> {
+    let mut last_line = String::new();
+    let status = loop {
+        let status = status(storage, cluster, run_id).await?;
+        let latest = status.latest().cloned().unwrap_or_default();
+        let line = format!(
+            "{}/{} shards done, {} failed, {} running; {} of {} bytes",
+            status.completed().len(),
+            status.plan.shards.len(),
+            status.failed().len(),
+            latest.active,
+            status.bytes_done(),
+            status.plan.bytes
+        );
+        if line != last_line {
+            tracing::info!(
+                run = run_id,
+                job = %latest.name,
+                eta_seconds = status.eta_seconds().map(|s| s.round() as u64),
+                "{line}"
+            );
+            last_line = line;
+        }
+        if latest.finished() {
+            break status;
+        }
+        tokio::time::sleep(poll).await;
+    };
+    let outcomes = outcomes(cluster, &status).await?;
+    Ok(publish::publish(storage, &status.layout, &status.plan, &outcomes, started).await?)
+}
+
+/// Every shard's outcome across the run's Jobs; a failed shard's exit code is read from
+/// its last pod.
+async fn outcomes(cluster: &Cluster, status: &RunStatus) -> Result<Vec<ShardOutcome>, SubmitError> {
+    let completed = status.completed();
+    let mut outcomes = Vec::new();
+    for shard in &status.plan.shards {
+        let attempts = status
+            .jobs
+            .iter()
+            .filter(|j| j.shards.contains(&shard.index))
+            .count() as u32;
+        if completed.contains(&shard.index) {
+            outcomes.push(ShardOutcome {
+                index: shard.index,
+                exit: ExitCode::Done,
+                attempts,
+                last_lines: Vec::new(),
+            });
+            continue;
+        }
+        // The latest Job that ran this shard tells why it did not complete.
+        let job = status
+            .jobs
+            .iter()
+            .rev()
+            .find(|j| j.shards.contains(&shard.index));
+        let (exit, last_lines) = match job {
+            Some(job) => last_exit(cluster, job, shard.index).await?,
+            None => (ExitCode::Transient, vec!["never scheduled".into()]),
+        };
+        outcomes.push(ShardOutcome {
+            index: shard.index,
+            exit,
+            attempts,
+            last_lines,
+        });
+    }
+    Ok(outcomes)
+}
+
+/// The exit code of the worker container in the last pod of `shard` in `job`.
+async fn last_exit(
+    cluster: &Cluster,
+    job: &JobState,
+    shard: u32,
+) -> Result<(ExitCode, Vec<String>), SubmitError> {
+    let index = job.shards.iter().position(|s| *s == shard).unwrap_or(0) as u32;
+    let pods = cluster.worker_pods_of_job(&job.name, index).await?;
+    let terminated = pods.iter().rev().find_map(|pod| {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        pod.status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .find(|c| c.name == WORKER_CONTAINER)?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()
+            .map(|t| (name, t.exit_code, t.reason.clone(), t.message.clone()))
+    });
+    let reason = job.reason.clone().unwrap_or_default();
+    Ok(match terminated {
+        Some((pod, code, why, message)) => (
+            ExitCode::from_code(code).unwrap_or(ExitCode::Transient),
+            [
+                Some(format!("pod {pod} exited with {code}")),
+                why,
+                message,
+                (!reason.is_empty()).then_some(format!("Job {}: {reason}", job.name)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        None => (
+            ExitCode::Transient,
+            vec![format!(
+                "Job {} ended without completing index {index}{}",
+                job.name,
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                }
+            )],
+        ),
+    })
+}
+
+/// Starts a new worker Job over the shards of a run that no Job completed (failed or never
+/// run), rendered from the run's own resolved job file. Workers skip objects whose done
+/// marker matches, so even a shard that half ran redoes only what is missing.
+pub async fn resume(
+    storage: &Storage,
+    cluster: &Cluster,
+    run_id: &str,
+) -> Result<Option<Submitted>, SubmitError> {
+    let status = status(storage, cluster, run_id).await?;
+    if let Some(latest) = status.latest()
+        && !latest.finished()
+    {
+        return Err(SubmitError::StillRunning {
+            run_id: run_id.into(),
+            job: latest.name.clone(),
+        });
+    }
+    let completed = status.completed();
+    let todo: Vec<u32> = status
+        .plan
+        .shards
+        .iter()
+        .map(|s| s.index)
+        .filter(|s| !completed.contains(s))
+        .collect();
+    if todo.is_empty() {
+        tracing::info!(run = run_id, "every shard is complete; nothing to resume");
+        return Ok(None);
+    }
+    let job_uri = status.layout.job();
+    let text = storage
+        .get_bytes(&job_uri)
+        .await?
+        .ok_or_else(|| SubmitError::State {
+            uri: job_uri.to_string(),
+            why: "no job.yaml".into(),
+        })?;
+    let text = String::from_utf8_lossy(&text);
+    let loaded =
+        spec::load_str(&text, &job_uri.to_string(), &[]).map_err(|e| SubmitError::State {
+            uri: job_uri.to_string(),
+            why: e.to_string(),
+        })?;
+    let first = cluster
+        .worker_jobs(run_id)
+        .await?
+        .into_iter()
+        .next()
+        .expect("status found a Job");
+    let target = Target {
+        image: image_of(&first)
+            .unwrap_or_else(|| Target::new(&loaded.job, None, None, String::new()).image),
+        namespace: cluster.namespace.clone(),
+        run_id: run_id.to_string(),
+    };
+    let attempt = format!("resume-{}", status.jobs.len());
+    let work = WorkerPlan {
+        plan: status.layout.plan(),
+        shards: todo,
+        attempt: Some(attempt.clone()),
+    };
+    let created = cluster
+        .create_once(&worker_job(&loaded.job, &target, &work))
+        .await?;
+    let name = created
+        .metadata
+        .name
+        .unwrap_or_else(|| worker_job_name(run_id, Some(&attempt)));
+    tracing::info!(run = run_id, job = %name, shards = ?work.shards, "resumed");
+    Ok(Some(Submitted {
+        run_id: run_id.to_string(),
+        layout: status.layout,
+        plan: status.plan,
+        job: name,
+    }))
+}
+
+fn image_of(job: &KubeJob) -> Option<String> {
+    job.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == WORKER_CONTAINER)?
+        .image
+        .clone()
+}
+
+impl Cluster {
+    /// The pods of one completion index of one worker Job.
+    pub async fn worker_pods_of_job(
+        &self,
+        job: &str,
+        index: u32,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, ClusterError> {
+        let selector =
+            format!("batch.kubernetes.io/job-name={job},{COMPLETION_INDEX_LABEL}={index}");
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+            kube::Api::namespaced(self.client.clone(), &self.namespace);
+        let mut pods = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?
+            .items;
+        pods.sort_by(|a, b| {
+            (a.metadata.creation_timestamp.as_ref(), &a.metadata.name)
+                .cmp(&(b.metadata.creation_timestamp.as_ref(), &b.metadata.name))
+        });
+        Ok(pods)
+    }
+}

@@ -1,0 +1,493 @@
+//! Submit, watch, status, logs, cancel and resume against an in-memory Kubernetes API
+//! (kube-fake-client). A test Job controller plays the cluster's part: it executes each
+//! worker Job with the local pod runner (real workers against the embedded S3 server) and
+//! moves the Job's status through success, failed indexes and disruptions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job as KubeJob, JobCondition, JobStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodSpec,
+    PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams, PostParams};
+use sluice::error::ExitCode;
+use sluice::exec::cluster::{COMPLETION_INDEX_LABEL, Cluster, format_indexes};
+use sluice::exec::local::LocalPodRunner;
+use sluice::exec::render::{Target, WORKER_CONTAINER};
+use sluice::exec::submit;
+use sluice::spec;
+use sluice::storage::Storage;
+use sluice::storage::uri::S3Uri;
+
+use crate::support::{self, TestServer};
+
+const NAMESPACE: &str = "etl";
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the test controller does with a worker Job.
+#[derive(Debug, Clone)]
+enum Script {
+    /// Run every index; the Job completes if they all exit 0.
+    Run,
+    /// Run every index, then report `index` failed for good with `exit` (as if its pod
+    /// crashed after its work), so the Job fails.
+    FailIndex { index: u32, exit: i32 },
+    /// The first pod of `index` is evicted (DisruptionTarget, not counted), then every
+    /// index runs and the Job completes.
+    Disrupt { index: u32 },
+}
+
+/// Plays the Job controller and kubelet for the worker Jobs that appear in the namespace.
+struct Controller {
+    scripts: Arc<Mutex<Vec<Script>>>,
+    handled: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Controller {
+    /// Scripts apply to worker Jobs in the order they are created.
+    fn start(
+        client: kube::Client,
+        server: &'static TestServer,
+        scripts: Vec<Script>,
+    ) -> Controller {
+        let scripts = Arc::new(Mutex::new(scripts));
+        let handled = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (s, h) = (scripts.clone(), handled.clone());
+        let task = tokio::spawn(async move {
+            let jobs: Api<KubeJob> = Api::namespaced(client.clone(), NAMESPACE);
+            loop {
+                let list = jobs
+                    .list(&ListParams::default().labels("sluice.dev/component=worker"))
+                    .await
+                    .unwrap();
+                for job in list.items {
+                    let name = job.metadata.name.clone().unwrap();
+                    if h.lock().unwrap().contains(&name) {
+                        continue;
+                    }
+                    h.lock().unwrap().push(name.clone());
+                    let script = {
+                        let mut scripts = s.lock().unwrap();
+                        if scripts.is_empty() {
+                            Script::Run
+                        } else {
+                            scripts.remove(0)
+                        }
+                    };
+                    execute(&client, server, job, script).await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Controller {
+            scripts,
+            handled,
+            task,
+        }
+    }
+
+    fn jobs_handled(&self) -> Vec<String> {
+        self.handled.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = self.scripts.lock().map(|mut s| s.clear());
+    }
+}
+
+async fn execute(client: &kube::Client, server: &'static TestServer, job: KubeJob, script: Script) {
+    let name = job.metadata.name.clone().unwrap();
+    let image = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap();
+    if let Script::Disrupt { index } = script {
+        create_pod(
+            client,
+            &job,
+            index,
+            &format!("{name}-{index}-evicted"),
+            None,
+            true,
+        )
+        .await;
+    }
+    let runner = LocalPodRunner {
+        sluice_image: image,
+        program: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+        local_commands: BTreeMap::new(),
+        env: server.env(),
+        bar: false,
+        cpus: None,
+    };
+    let outcomes = runner.run(&job, None).await.unwrap();
+    let mut completed = BTreeSet::new();
+    let mut failed = BTreeSet::new();
+    for outcome in &outcomes {
+        let code = match &script {
+            Script::FailIndex { index, exit } if *index == outcome.index => *exit,
+            _ => outcome.exit.code(),
+        };
+        create_pod(
+            client,
+            &job,
+            outcome.index,
+            &format!("{name}-{}", outcome.index),
+            Some(code),
+            false,
+        )
+        .await;
+        if code == 0 {
+            completed.insert(outcome.index);
+        } else {
+            failed.insert(outcome.index);
+        }
+    }
+    let jobs: Api<KubeJob> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut current = jobs.get(&name).await.unwrap();
+    let (kind, reason) = if failed.is_empty() {
+        ("Complete", "CompletionsReached")
+    } else {
+        ("Failed", "FailedIndexes")
+    };
+    current.status = Some(JobStatus {
+        completed_indexes: Some(format_indexes(&completed)),
+        failed_indexes: Some(format_indexes(&failed)),
+        succeeded: Some(completed.len() as i32),
+        failed: Some(failed.len() as i32),
+        active: Some(0),
+        conditions: Some(vec![JobCondition {
+            type_: kind.into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    jobs.replace(&name, &PostParams::default(), &current)
+        .await
+        .unwrap();
+}
+
+/// A pod of `job` at `index` as the kubelet would leave it.
+async fn create_pod(
+    client: &kube::Client,
+    job: &KubeJob,
+    index: u32,
+    name: &str,
+    exit: Option<i32>,
+    evicted: bool,
+) {
+    let template = &job.spec.as_ref().unwrap().template;
+    let mut labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    labels.insert(
+        "batch.kubernetes.io/job-name".into(),
+        job.metadata.name.clone().unwrap(),
+    );
+    labels.insert(COMPLETION_INDEX_LABEL.into(), index.to_string());
+    let pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NAMESPACE.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: template.spec.as_ref().unwrap().containers.clone(),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some(
+                if exit == Some(0) {
+                    "Succeeded"
+                } else {
+                    "Failed"
+                }
+                .into(),
+            ),
+            conditions: evicted.then(|| {
+                vec![PodCondition {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                    reason: Some("EvictionByEvictionAPI".into()),
+                    ..Default::default()
+                }]
+            }),
+            container_statuses: exit.map(|code| {
+                vec![ContainerStatus {
+                    name: WORKER_CONTAINER.into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code: code,
+                            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        }),
+    };
+    Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+}
+
+/// A bucket with `objects` small CSV objects and a job file over it.
+async fn setup(objects: usize) -> (Storage, spec::Loaded, &'static TestServer) {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    for i in 0..objects {
+        let mut body = String::from("id,name\n");
+        for row in 0..50 {
+            body.push_str(&format!("{row},object-{i}-row-{row}\n"));
+        }
+        let uri: S3Uri = format!("s3://{bucket}/in/part-{i}.csv").parse().unwrap();
+        storage.put_bytes(&uri, body.into()).await.unwrap();
+    }
+    let yaml = format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata:
+  name: cluster-test
+spec:
+  source:
+    uri: s3://{bucket}/in/
+    format: csv
+  sink:
+    uri: s3://{bucket}/out/
+    format: jsonl
+  shards: {objects}
+  parallelism: 2
+  retries: 1
+  kubernetes:
+    namespace: {NAMESPACE}
+"
+    );
+    let loaded = spec::load_str(&yaml, "cluster-test.yaml", &[]).unwrap();
+    (storage, loaded, server)
+}
+
+async fn fake_client() -> kube::Client {
+    kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap()
+}
+
+fn target(loaded: &spec::Loaded, run_id: &str) -> Target {
+    Target::new(&loaded.job, Some("sluice:test"), None, run_id.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_watches_a_job_to_completion_and_publishes() {
+    let (storage, loaded, server) = setup(3).await;
+    let client = fake_client().await;
+    let cluster = Cluster::new(client.clone(), NAMESPACE);
+    let controller = Controller::start(client.clone(), server, vec![Script::Run]);
+    let run_id = "cluster-test-20261122T020000Z";
+    let target = target(&loaded, run_id);
+    let started = chrono::Utc::now();
+    let submitted = submit::submit(&storage, &cluster, &loaded, &target, true)
+        .await
+        .unwrap();
+    assert_eq!(submitted.plan.shards.len(), 3);
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, 0, "{report:?}");
+    assert_eq!(report.objects_done, 3);
+    assert_eq!(report.records.output, 150);
+    assert!(
+        storage
+            .get_bytes(&submitted.layout.success())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(controller.jobs_handled(), ["cluster-test-20261122t020000z"]);
+    // The ConfigMap holds the resolved job; submitting the same run id again is a no-op.
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), NAMESPACE);
+    let map = maps.get("cluster-test-20261122t020000z-job").await.unwrap();
+    assert_eq!(map.data.unwrap()["job.yaml"], loaded.resolved_yaml);
+    let again = submit::submit(&storage, &cluster, &loaded, &target, true)
+        .await
+        .unwrap();
+    assert_eq!(again.job, submitted.job);
+    assert_eq!(cluster.worker_jobs(run_id).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
+    let (storage, loaded, server) = setup(3).await;
+    let client = fake_client().await;
+    let cluster = Cluster::new(client.clone(), NAMESPACE);
+    let controller = Controller::start(
+        client.clone(),
+        server,
+        vec![Script::FailIndex { index: 1, exit: 1 }, Script::Run],
+    );
+    let run_id = "cluster-test-20261122T030000Z";
+    let started = chrono::Utc::now();
+    let submitted = submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
+        .await
+        .unwrap();
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, ExitCode::Transient.code());
+    assert!(
+        storage
+            .get_bytes(&submitted.layout.success())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let failed_shard = report.shards.iter().find(|s| s.index == 1).unwrap();
+    assert_eq!(failed_shard.exit_code, 1);
+    assert!(
+        failed_shard
+            .last_lines
+            .iter()
+            .any(|l| l.contains("exited with 1")),
+        "{:?}",
+        failed_shard.last_lines
+    );
+
+    let status = submit::status(&storage, &cluster, run_id).await.unwrap();
+    assert_eq!(status.completed(), BTreeSet::from([0, 2]));
+    assert_eq!(status.failed(), BTreeSet::from([1]));
+    // Logs find the pods of one completion index.
+    let pods = cluster.worker_pods(run_id, Some(1)).await.unwrap();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(
+        pods[0].metadata.labels.as_ref().unwrap()[COMPLETION_INDEX_LABEL],
+        "1"
+    );
+
+    let resumed = submit::resume(&storage, &cluster, run_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let jobs = cluster.worker_jobs(run_id).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    let resume_job = jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref() == Some(resumed.job.as_str()))
+        .unwrap();
+    let spec = resume_job.spec.as_ref().unwrap();
+    assert_eq!(spec.completions, Some(1));
+    let args = spec.template.spec.as_ref().unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args[args.len() - 2..], ["--shard-map", "1"]);
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, 0, "{report:?}");
+    assert_eq!(report.records.output, 150);
+    assert!(
+        storage
+            .get_bytes(&submitted.layout.success())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(controller.jobs_handled().len(), 2);
+    // A complete run has nothing left to resume.
+    assert!(
+        submit::resume(&storage, &cluster, run_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disruption_does_not_fail_the_run_and_permanent_exits_fail_the_index() {
+    let (storage, loaded, server) = setup(2).await;
+    let client = fake_client().await;
+    let cluster = Cluster::new(client.clone(), NAMESPACE);
+    let _controller = Controller::start(
+        client.clone(),
+        server,
+        vec![
+            Script::Disrupt { index: 0 },
+            Script::FailIndex { index: 0, exit: 3 },
+        ],
+    );
+    let run_id = "cluster-test-20261122T040000Z";
+    let started = chrono::Utc::now();
+    submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
+        .await
+        .unwrap();
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, 0, "{report:?}");
+    assert_eq!(cluster.worker_pods(run_id, Some(0)).await.unwrap().len(), 2);
+
+    let run_id = "cluster-test-20261122T050000Z";
+    submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
+        .await
+        .unwrap();
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+        .await
+        .unwrap();
+    assert_eq!(report.exit_code, ExitCode::Validation.code());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() {
+    let (storage, loaded, server) = setup(2).await;
+    let client = fake_client().await;
+    let cluster = Cluster::new(client.clone(), NAMESPACE);
+    let controller = Controller::start(client.clone(), server, vec![Script::Run]);
+    let run_id = "cluster-test-20261122T060000Z";
+    let started = chrono::Utc::now();
+    submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
+        .await
+        .unwrap();
+    submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+        .await
+        .unwrap();
+    drop(controller);
+    assert_eq!(cluster.worker_pods(run_id, None).await.unwrap().len(), 2);
+    let deleted = cluster.delete_run(run_id).await.unwrap();
+    assert_eq!(deleted, ["cluster-test-20261122t060000z"]);
+    assert!(cluster.worker_jobs(run_id).await.unwrap().is_empty());
+    assert!(cluster.worker_pods(run_id, None).await.unwrap().is_empty());
+    let error = submit::status(&storage, &cluster, run_id)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("no worker Job of run"),
+        "{error}"
+    );
+    assert_eq!(
+        sluice::error::exit_code_of(&anyhow::Error::new(error)),
+        ExitCode::Config
+    );
+}
