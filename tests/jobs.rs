@@ -255,6 +255,20 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
             .await
             .unwrap();
         assert_eq!(progress["objects_skipped"], progress["objects_total"]);
+
+        // `sluice runs` lists the run from the state in the bucket.
+        let runs = sluice(&["runs", job.to_str().unwrap()], server, dir.path());
+        assert_eq!(runs.status.code(), Some(0));
+        let listing = String::from_utf8_lossy(&runs.stdout);
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with("r1 "))
+            .unwrap_or_default();
+        assert!(line.contains("published"), "{listing}");
+        assert!(
+            line.ends_with(&(rows - malformed - negative).to_string()),
+            "{listing}"
+        );
     }
 }
 

@@ -153,3 +153,19 @@ fn a_literal_credential_fails_the_check_with_its_location() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_example_job_renders_schema_valid_objects() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (launcher, worker) = render_all(&path);
+            check_manifests(&launcher).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            check_manifests(&worker).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "{checked} job files");
+}

@@ -2,7 +2,8 @@
 
 mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
 mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
-mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
+mod jobs;
+mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set // whole jobs through the binary: outputs, rejects, manifests, exit codes
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
 mod render; // rendered Kubernetes objects: golden files and the strict schema

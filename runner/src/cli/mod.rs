@@ -15,6 +15,7 @@ pub mod plan;
 pub mod render;
 pub mod resume;
 pub mod run;
+pub mod runs;
 pub mod s3;
 pub mod schema;
 pub mod status;
@@ -60,6 +61,8 @@ pub enum Command {
     Cancel(cancel::CancelArgs),
     /// Finish a run on the cluster: a new Job over the shards that did not complete.
     Resume(resume::ResumeArgs),
+    /// List a job's runs from the state in the bucket: planned, published or failed.
+    Runs(runs::RunsArgs),
     /// Run one shard of a planned run (what each pod of the Kubernetes Job runs).
     Worker(worker::WorkerArgs),
     /// Validate job files without running anything; prints every problem with file:line:column.
@@ -86,6 +89,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs(args) => logs::run(args),
         Command::Cancel(args) => cancel::run(args),
         Command::Resume(args) => resume::run(args),
+        Command::Runs(args) => runs::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),

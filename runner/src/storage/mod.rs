@@ -119,6 +119,34 @@ impl Storage {
         Ok(objects)
     }
 
+    /// The "directories" right below a prefix (common prefixes for the delimiter `/`),
+    /// sorted; each ends with `/`.
+    pub async fn list_dirs(&self, prefix: &S3Uri) -> Result<Vec<String>, StorageError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&prefix.bucket)
+            .prefix(&prefix.key)
+            .delimiter("/")
+            .set_max_keys(self.list_page_size)
+            .into_paginator()
+            .send();
+        let mut dirs = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StorageError::ListObjects {
+                uri: prefix.clone(),
+                source: S3Failure::from_sdk(e),
+            })?;
+            dirs.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+        }
+        dirs.sort();
+        Ok(dirs)
+    }
+
     /// Bytes `range` of an object (an empty range reads nothing).
     pub async fn get_range(
         &self,

@@ -1,0 +1,68 @@
+//! `sluice runs JOB`: the runs of a job, from the state in the bucket: when each was
+//! planned and whether it published.
+
+use std::path::PathBuf;
+
+use crate::cli::connect::ConnectArgs;
+use crate::error::ExitCode;
+use crate::exec::publish::RunReport;
+use crate::exec::summary::human_bytes;
+use crate::plan::Plan;
+use crate::spec;
+use crate::state::RunLayout;
+
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// The job file (its name and state prefix locate the runs).
+    pub job: PathBuf,
+    /// Set a param (repeatable), for a job whose state prefix uses params.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
+    pub params: Vec<(String, String)>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+pub fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
+    let loaded = spec::load_file(&args.job, &args.params)?;
+    let job = &loaded.job;
+    crate::cli::runtime()?.block_on(async {
+        let conn = args.connect.connect(job.endpoint.as_deref()).await?;
+        let runs = job.state.join(&format!("runs/{}/", job.name));
+        let dirs = conn.storage.list_dirs(&runs).await?;
+        println!(
+            "{:<40}  {:<10}  {:>8}  {:>10}  {:>12}",
+            "run", "status", "objects", "bytes", "records out"
+        );
+        for dir in dirs {
+            let run_id = dir.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            let layout = RunLayout::new(&job.state, &job.name, run_id);
+            let plan: Option<Plan> = conn
+                .storage
+                .get_bytes(&layout.plan())
+                .await?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let report: Option<RunReport> = conn
+                .storage
+                .get_bytes(&layout.report())
+                .await?
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            let published = conn.storage.head(&layout.success()).await?.is_some();
+            let status = match (&report, published) {
+                (_, true) => "published",
+                (Some(_), false) => "failed",
+                (None, false) => "unfinished",
+            };
+            println!(
+                "{:<40}  {:<10}  {:>8}  {:>10}  {:>12}",
+                run_id,
+                status,
+                plan.as_ref().map_or(0, |p| p.objects),
+                human_bytes(plan.as_ref().map_or(0, |p| p.bytes)),
+                report
+                    .as_ref()
+                    .map_or("-".to_string(), |r| r.records.output.to_string())
+            );
+        }
+        Ok(ExitCode::Done)
+    })
+}
