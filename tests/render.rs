@@ -169,3 +169,61 @@ fn every_example_job_renders_schema_valid_objects() {
     }
     assert!(checked >= 2, "{checked} job files");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_launcher_plans_now_and_renders_the_worker_job_for_that_plan() {
+    let server = crate::support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    for i in 0..3 {
+        let uri: sluice::storage::uri::S3Uri = format!("s3://{bucket}/in/{i}.csv").parse().unwrap();
+        storage
+            .put_bytes(&uri, format!("id\n{i}\n").into())
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.yaml");
+    std::fs::write(
+        &job,
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: nl}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n  shards: 3\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "render",
+            job.to_str().unwrap(),
+            "--no-launcher",
+            "--run-id",
+            "nl-1",
+        ])
+        .envs(server.env())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    check_manifests(&yaml).unwrap();
+    let worker: serde_yaml_ng::Value = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|doc| <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == "Job")
+        .unwrap();
+    assert_eq!(worker["spec"]["completions"], 3);
+    let plan = format!("s3://{bucket}/_sluice/runs/nl/nl-1/plan.json");
+    assert_eq!(
+        worker["metadata"]["annotations"]["sluice.dev/plan"],
+        plan.as_str()
+    );
+    assert!(
+        storage
+            .get_bytes(&plan.parse().unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

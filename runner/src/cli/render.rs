@@ -28,7 +28,8 @@ pub struct RenderArgs {
     pub run_id: Option<String>,
     /// Render the worker Job itself instead of a launcher: the run is planned now (this
     /// needs S3 access from here), its plan written to the state prefix, and the worker
-    /// Job printed for that plan. Publish it afterwards with `sluice publish RUN`.
+    /// Job printed for that plan. Once the Job finished, `sluice resume RUN` publishes the
+    /// run (and first reruns any shard that did not complete).
     #[arg(long)]
     pub no_launcher: bool,
     #[command(flatten)]
