@@ -98,7 +98,7 @@ fn add_sidecar(job: &mut KubeJob, probe_port: u16, failure_threshold: i32) {
 
 fn http_server(port: u16) -> BTreeMap<String, Vec<String>> {
     BTreeMap::from([(
-        "python:3-slim".to_string(),
+        "transformer".to_string(),
         [
             "python3",
             "-m",
@@ -127,7 +127,7 @@ async fn a_sidecar_runs_beside_each_worker_until_it_exits() {
         .await
         .unwrap();
     assert_eq!(exits(&outcomes), [(ExitCode::Done, 1), (ExitCode::Done, 1)]);
-    // The sidecars are stopped once their worker exited.
+    // The sidecar is stopped once the last worker exited.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
@@ -171,7 +171,7 @@ fn flaky(job: &mut KubeJob) -> BTreeMap<String, Vec<String>> {
 if [ -e "$flag" ]; then exec "$SLUICE" "$@"; fi
 touch "$flag"; exit "$FAIL_WITH""#;
     BTreeMap::from([(
-        "flaky".to_string(),
+        "worker".to_string(),
         vec!["sh".into(), "-c".into(), script.into(), "sh".into()],
     )])
 }

@@ -86,7 +86,9 @@ fn a_full_file_loads_into_the_job() {
     assert_eq!(job.steps.len(), 2);
     assert_eq!(job.steps[0].name, "clean");
     assert!(job.steps[0].filters);
-    let StepKind::Sql { query } = &job.steps[0].kind;
+    let StepKind::Sql { query } = &job.steps[0].kind else {
+        panic!("the first step is SQL")
+    };
     assert!(query.contains("WHERE fare >= 0"), "params applied: {query}");
     assert_eq!(job.steps[1].name, "step-2");
     assert!(!job.steps[1].filters);
@@ -180,7 +182,7 @@ fn every_problem_in_every_section_is_reported_at_once() {
             "broken.yaml:23:19: spec.source.schema[2].timezone: is not a time zone (got \"Mars/Olympus\"); use an IANA name like Europe/Berlin or an offset like +02:00",
             "broken.yaml:26:12: spec.transform[0].sql: INSERT is not allowed: a transform step is exactly one read-only query (SELECT ... FROM input)",
             "broken.yaml:28:9: spec.transform[1].sql: holds 2 statements; a transform step is exactly one read-only query (SELECT ... FROM input)",
-            "broken.yaml:30:14: spec.transform[2]: has no kind: give `sql` (one read-only query over `input`)",
+            "broken.yaml:30:14: spec.transform[2]: has no kind: give `sql` (one read-only query over `input`) or `container` (a transformer)",
             "broken.yaml:32:20: spec.validate.on_bad_record: unknown variant `ignore`, expected one of `fail`, `skip`, `reject`",
             "broken.yaml:33:22: spec.validate.max_bad_records: must be a fraction from 0 to 1 (0% to 100%) (got \"150%\")",
             "broken.yaml:37:18: spec.sink.compression: applies only to csv and jsonl sinks; parquet compresses inside the file (see sink.parquet.compression)",

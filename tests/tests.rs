@@ -2,11 +2,14 @@
 
 mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
 mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
-mod jobs;
-mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set // whole jobs through the binary: outputs, rejects, manifests, exit codes
+mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
+mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
 mod render; // rendered Kubernetes objects: golden files and the strict schema
 mod spec; // job file loading and error reporting
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto
+mod transformer_python; // the Python example transformer in all three modes
+mod transformer_serve; // the built-in transformer server: health, hpush, hpull
+mod transformers; // container steps through `sluice run`: accounting and misbehaving transformers

@@ -189,8 +189,11 @@ impl Classify for crate::transform::TransformError {
         ErrorKind::User
     }
     fn exit_code(&self) -> ExitCode {
-        // A query that does not plan (unknown column, bad function) fails again on retry.
-        ExitCode::Config
+        match self {
+            crate::transform::TransformError::Container(e) => e.exit_code(),
+            // A query that does not plan (unknown column, bad function) fails again on retry.
+            _ => ExitCode::Config,
+        }
     }
 }
 
@@ -207,6 +210,8 @@ impl Classify for crate::worker::error::ObjectError {
             E::TransformPlan(_) | E::Transform(_) | E::StepCount { .. } => ErrorKind::User,
             E::Lost { .. } => ErrorKind::Internal,
             E::ReadBack { .. } => ErrorKind::External,
+            E::Transformer(e) if e.transient() => ErrorKind::External,
+            E::Transformer(_) => ErrorKind::User,
         }
     }
     fn exit_code(&self) -> ExitCode {
@@ -222,6 +227,7 @@ impl Classify for crate::worker::error::ObjectError {
             E::Transform(_) => ExitCode::BadData,
             E::StepCount { .. } | E::Lost { .. } | E::ReadBack { .. } => ExitCode::Validation,
             E::Encode { .. } | E::Internal(_) | E::Cancelled => ExitCode::Transient,
+            E::Transformer(e) => e.exit_code(),
         }
     }
 }

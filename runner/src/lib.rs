@@ -14,4 +14,5 @@ pub mod spec;
 pub mod state;
 pub mod storage;
 pub mod transform;
+pub mod transformer;
 pub mod worker;

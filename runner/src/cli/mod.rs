@@ -20,6 +20,7 @@ pub mod s3;
 pub mod schema;
 pub mod status;
 pub mod submit;
+pub mod transformer;
 pub mod worker;
 
 /// sluice runs batch ETL jobs: it lists a bucket, splits the objects into shards, and
@@ -75,6 +76,9 @@ pub enum Command {
     /// S3 utilities: serve a directory as an S3 endpoint.
     #[command(subcommand)]
     S3(s3::S3Command),
+    /// Transformer tools: the built-in transformer server.
+    #[command(subcommand)]
+    Transformer(transformer::TransformerCommand),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -95,6 +99,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Schema(args) => schema::run(args),
         Command::Bench(args) => bench::run(args),
         Command::S3(cmd) => s3::run(cmd),
+        Command::Transformer(cmd) => transformer::run(cmd),
     }
 }
 

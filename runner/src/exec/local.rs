@@ -1,8 +1,10 @@
 //! The local pod runner: it executes a rendered worker Job on this machine. Each completion
 //! index becomes a process with the pod's command, args and env (JOB_COMPLETION_INDEX
 //! included), at most `parallelism` at once; native sidecars (init containers with
-//! `restartPolicy: Always`) start first, are waited on until ready and are stopped after
-//! the main container exits; exit codes are judged by the Job's own `podFailurePolicy`,
+//! `restartPolicy: Always`) start first, are waited on until ready, are restarted if they
+//! exit and are stopped at the end (once per run, not per pod: local pods share this
+//! machine's loopback, where a sidecar's port can be bound only once); exit codes are
+//! judged by the Job's own `podFailurePolicy`,
 //! `backoffLimitPerIndex`, `maxFailedIndexes` and `activeDeadlineSeconds`.
 //!
 //! It interprets only what sluice renders; it is not a Kubernetes.
@@ -48,7 +50,7 @@ pub enum PodRunError {
     )]
     Unsupported(String),
     #[error(
-        "container {container:?} uses image {image:?}, which has no local command: give it one in the job file (`local.command`), or run on a cluster"
+        "container {container:?} uses image {image:?}, which has no local command: give its step a `local.command` in the job file, or run on a cluster"
     )]
     NoLocalCommand { container: String, image: String },
 }
@@ -57,7 +59,8 @@ pub struct LocalPodRunner {
     /// The sluice image: its containers run this executable.
     pub sluice_image: String,
     pub program: PathBuf,
-    /// The command that stands in for each other image (transformer sidecars).
+    /// The command that stands in for each container of another image, by container name
+    /// (a transformer sidecar is named after its step).
     pub local_commands: BTreeMap<String, Vec<String>>,
     /// Environment added to every process after the pod's own (the S3 endpoint and
     /// credentials this machine uses).
@@ -117,6 +120,24 @@ impl LocalPodRunner {
             cpus: self.cpus,
         });
         let bar = self.progress_bar(progress.map_or(0, |p| p.2));
+        // Local pods share this machine's loopback, where a sidecar's port can be bound
+        // once: each sidecar runs once for the whole run, ready before the first pod.
+        let sidecars = match pod.start_sidecars(bar.as_ref()).await {
+            Ok(sidecars) => sidecars,
+            Err(why) => {
+                if let Some(bar) = bar {
+                    bar.finish_and_clear();
+                }
+                return Ok((0..shape.completions)
+                    .map(|index| ShardOutcome {
+                        index,
+                        exit: ExitCode::Transient,
+                        attempts: 1,
+                        last_lines: vec![why.clone()],
+                    })
+                    .collect());
+            }
+        };
         let slots = Arc::new(Semaphore::new(shape.parallelism.max(1)));
         let failed = Arc::new(AtomicUsize::new(0));
         let (stop_tx, stop) = watch::channel(false);
@@ -217,6 +238,7 @@ impl LocalPodRunner {
             }
         });
         let mut outcomes: Vec<ShardOutcome> = tasks.join_all().await;
+        sidecars.stop().await;
         timer.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
@@ -243,7 +265,7 @@ impl LocalPodRunner {
             argv.extend(rest);
             argv
         } else {
-            match self.local_commands.get(&image) {
+            match self.local_commands.get(&container.name) {
                 Some(local) => local.clone(),
                 None => {
                     return Err(PodRunError::NoLocalCommand {
@@ -402,9 +424,9 @@ struct PodTemplate {
 }
 
 impl PodTemplate {
-    /// Runs one pod for completion index `index`: sidecars first (each until ready), then
-    /// the main container; the sidecars stop when it exits. Returns the main container's
-    /// exit code (`None` when it was killed or never started) and its last stderr lines.
+    /// Runs the main container of one pod for completion index `index` (the sidecars run
+    /// already). Returns its exit code (`None` when it was killed or never started) and its
+    /// last stderr lines.
     async fn run(&self, index: u32, bar: Option<&ProgressBar>) -> (Option<i32>, Vec<String>) {
         let scratch = match tempfile::Builder::new().prefix("sluice-pod-").tempdir() {
             Ok(dir) => dir,
@@ -415,25 +437,6 @@ impl PodTemplate {
                 );
             }
         };
-        let mut sidecars = Vec::new();
-        for (container, process) in &self.sidecars {
-            let label = format!("[shard {index}/{}]", process.name);
-            let mut child = match self.spawn(process, index, scratch.path()) {
-                Ok(child) => child,
-                Err(e) => {
-                    return (
-                        None,
-                        vec![format!("starting sidecar {}: {e}", process.name)],
-                    );
-                }
-            };
-            forward(child.stdout.take(), label.clone(), bar.cloned());
-            forward(child.stderr.take(), label, bar.cloned());
-            if let Err(why) = ready(container, &mut child).await {
-                return (None, vec![format!("sidecar {}: {why}", process.name)]);
-            }
-            sidecars.push(child);
-        }
         let mut child = match self.spawn(&self.main, index, scratch.path()) {
             Ok(child) => child,
             Err(e) => {
@@ -457,13 +460,144 @@ impl PodTemplate {
             }
         }
         let code = child.wait().await.ok().and_then(|s| s.code());
-        for mut sidecar in sidecars {
-            let _ = sidecar.kill().await;
-        }
         (code, last)
     }
 
+    /// Starts the sidecars, in order, each waited on until ready, and keeps them running.
+    async fn start_sidecars(&self, bar: Option<&ProgressBar>) -> Result<Sidecars, String> {
+        let scratch = tempfile::Builder::new()
+            .prefix("sluice-sidecars-")
+            .tempdir()
+            .map_err(|e| format!("creating the sidecars' scratch directory: {e}"))?;
+        let mut running = Vec::new();
+        for (container, process) in &self.sidecars {
+            let label = format!("[{}]", process.name);
+            let mut child = self
+                .spawn(process, 0, scratch.path())
+                .map_err(|e| format!("starting sidecar {}: {e}", process.name))?;
+            forward(child.stdout.take(), label.clone(), bar.cloned());
+            forward(child.stderr.take(), label, bar.cloned());
+            if let Err(why) = ready(container, &mut child).await {
+                let _ = child.kill().await;
+                for (stop, supervisor) in running {
+                    let (stop, supervisor): (watch::Sender<bool>, tokio::task::JoinHandle<()>) =
+                        (stop, supervisor);
+                    stop.send_replace(true);
+                    let _ = supervisor.await;
+                }
+                return Err(format!("sidecar {}: {why}", process.name));
+            }
+            let (stop, stopped) = watch::channel(false);
+            let supervisor = tokio::spawn(supervise(
+                child,
+                Launch {
+                    process: process.clone(),
+                    env: self.env.clone(),
+                    cpus: self.cpus,
+                    index: 0,
+                    scratch: scratch.path().to_path_buf(),
+                },
+                stopped,
+                bar.cloned(),
+            ));
+            running.push((stop, supervisor));
+        }
+        Ok(Sidecars {
+            running,
+            _scratch: scratch,
+        })
+    }
+
     fn spawn(&self, process: &Process, index: u32, scratch: &Path) -> std::io::Result<Child> {
+        spawn_process(process, &self.env, self.cpus, index, scratch)
+    }
+}
+
+/// The running sidecars of a local run.
+struct Sidecars {
+    running: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    _scratch: tempfile::TempDir,
+}
+
+impl Sidecars {
+    async fn stop(self) {
+        for (stop, supervisor) in self.running {
+            stop.send_replace(true);
+            let _ = supervisor.await;
+        }
+    }
+}
+
+/// What it takes to start a sidecar again.
+struct Launch {
+    process: Process,
+    env: Vec<(String, String)>,
+    cpus: Option<usize>,
+    index: u32,
+    scratch: PathBuf,
+}
+
+/// Keeps a sidecar running until `stop`: one that exits is started again after a second,
+/// as `restartPolicy: Always` does on a cluster; the worker waits for it to be ready again.
+async fn supervise(
+    mut child: Child,
+    launch: Launch,
+    mut stop: watch::Receiver<bool>,
+    bar: Option<ProgressBar>,
+) {
+    let label = format!("[shard {}/{}]", launch.index, launch.process.name);
+    loop {
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(status) = exited else {
+            let _ = child.kill().await;
+            return;
+        };
+        if *stop.borrow() {
+            return;
+        }
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        show(
+            bar.as_ref(),
+            &format!("{label} exited ({status}); restarting it"),
+        );
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            return;
+        }
+        match spawn_process(
+            &launch.process,
+            &launch.env,
+            launch.cpus,
+            launch.index,
+            &launch.scratch,
+        ) {
+            Ok(mut next) => {
+                forward(next.stdout.take(), label.clone(), bar.clone());
+                forward(next.stderr.take(), label.clone(), bar.clone());
+                child = next;
+            }
+            Err(e) => {
+                show(bar.as_ref(), &format!("{label} cannot be restarted: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+fn spawn_process(
+    process: &Process,
+    extra_env: &[(String, String)],
+    cpus: Option<usize>,
+    index: u32,
+    scratch: &Path,
+) -> std::io::Result<Child> {
+    {
         let mut command = Command::new(&process.argv[0]);
         command.args(&process.argv[1..]);
         for (name, value) in &process.env {
@@ -476,13 +610,14 @@ impl PodTemplate {
             command.env(name, value);
         }
         command
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .env("JOB_COMPLETION_INDEX", index.to_string())
+            .env(crate::transform::container::transport::LOCAL_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        if let Some(cpus) = self.cpus {
+        if let Some(cpus) = cpus {
             pin_to_cpus(&mut command, cpus);
         }
         command.spawn()

@@ -37,6 +37,19 @@ pub struct LocalRunOptions {
     pub cpus: Option<usize>,
 }
 
+/// The `local.command` of each container step, by the name of its container.
+pub fn local_commands(job: &crate::spec::Job) -> std::collections::BTreeMap<String, Vec<String>> {
+    job.steps
+        .iter()
+        .filter_map(|step| match &step.kind {
+            crate::spec::job::StepKind::Container(c) => {
+                Some((step.name.clone(), c.local_command.clone()?))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A finished local run.
 pub struct LocalRun {
     pub report: RunReport,
@@ -83,7 +96,7 @@ pub async fn run_locally(
     let runner = LocalPodRunner {
         sluice_image: target.image.clone(),
         program: options.program,
-        local_commands: Default::default(),
+        local_commands: local_commands(job),
         env: options.env,
         bar: options.bar,
         cpus: options.cpus,

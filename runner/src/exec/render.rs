@@ -10,17 +10,19 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::ExitCode;
 use crate::spec::Job;
+use crate::spec::job::StepKind;
 use crate::spec::kubernetes::DEFAULT_IMAGE;
 use crate::storage::uri::S3Uri;
 
@@ -228,8 +230,10 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
     meta.annotations
         .get_or_insert_default()
         .insert(ANNOTATION_PLAN.into(), work.plan.to_string());
+    let sidecars = transformer_sidecars(job, &target.image);
     let pod = PodSpec {
         containers: vec![container],
+        init_containers: (!sidecars.is_empty()).then_some(sidecars),
         restart_policy: Some("Never".into()),
         service_account_name: Some(
             settings
@@ -273,6 +277,70 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
         }),
         status: None,
     }
+}
+
+/// A step image that stands for the run's sluice image (the built-in transformer server).
+pub const SLUICE_IMAGE_ALIAS: &str = "sluice";
+/// Seconds between two readiness probes of a transformer.
+const PROBE_PERIOD_SECONDS: i32 = 2;
+
+/// The hpush and hpull transformers of the job as native sidecars (init containers with
+/// `restartPolicy: Always`): started before the worker, ready once `GET /health` answers
+/// 200 within the step's `init_timeout`, stopped after the worker, never keeping the Job
+/// alive. Each is named after its step; the image `sluice` is the run's sluice image.
+pub fn transformer_sidecars(job: &Job, sluice_image: &str) -> Vec<Container> {
+    job.steps
+        .iter()
+        .filter_map(|step| match &step.kind {
+            StepKind::Container(c) => c.port.map(|port| (step, c, port)),
+            _ => None,
+        })
+        .map(|(step, c, port)| {
+            let probes =
+                (c.init_timeout.as_secs() as u32).div_ceil(PROBE_PERIOD_SECONDS as u32) as i32;
+            Container {
+                name: step.name.clone(),
+                image: Some(if c.image == SLUICE_IMAGE_ALIAS {
+                    sluice_image.to_string()
+                } else {
+                    c.image.clone()
+                }),
+                command: c.command.clone(),
+                args: c.args.clone(),
+                env: Some(
+                    std::iter::once(EnvVar {
+                        name: "TMPDIR".into(),
+                        value: Some(SCRATCH_DIR.into()),
+                        ..Default::default()
+                    })
+                    .chain(c.env.iter().cloned())
+                    .collect(),
+                ),
+                ports: Some(vec![ContainerPort {
+                    name: Some("transformer".into()),
+                    container_port: port as i32,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                readiness_probe: Some(Probe {
+                    http_get: Some(HTTPGetAction {
+                        path: Some("/health".into()),
+                        port: IntOrString::Int(port as i32),
+                        host: Some("127.0.0.1".into()),
+                        ..Default::default()
+                    }),
+                    period_seconds: Some(PROBE_PERIOD_SECONDS),
+                    failure_threshold: Some(probes.max(1)),
+                    ..Default::default()
+                }),
+                resources: c.resources.clone(),
+                restart_policy: Some("Always".into()),
+                security_context: Some(container_security()),
+                volume_mounts: Some(vec![scratch_mount()]),
+                ..Default::default()
+            }
+        })
+        .collect()
 }
 
 /// Exit codes that mean "this fails again" fail the index at once; a disruption (eviction,

@@ -66,8 +66,15 @@ pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
             for shard in report.shards.iter().filter(|s| s.exit_code != 0) {
                 let _ = writeln!(
                     out,
-                    "  shard {}   exit {} after {} attempt(s)",
-                    shard.index, shard.exit_code, shard.attempts
+                    "  shard {}   exit {} after {} attempt(s){}",
+                    shard.index,
+                    shard.exit_code,
+                    shard.attempts,
+                    shard
+                        .last_lines
+                        .last()
+                        .map(|line| format!(": {line}"))
+                        .unwrap_or_default()
                 );
             }
         }

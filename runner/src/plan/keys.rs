@@ -15,6 +15,16 @@ pub fn output_key(
     format: SinkFormat,
     compression: Compression,
 ) -> String {
+    let ext = format!(
+        "{}{}",
+        format.extension(),
+        text_compression_ext(format, compression)
+    );
+    output_key_with_extension(template, relative, part, &ext)
+}
+
+/// The output key for an explicit extension (the opaque output of a container step).
+pub fn output_key_with_extension(template: &str, relative: &str, part: usize, ext: &str) -> String {
     let (dir, name) = match relative.rsplit_once('/') {
         Some((dir, name)) => (format!("{dir}/"), name),
         None => (String::new(), relative),
@@ -25,18 +35,13 @@ pub fn output_key(
     } else {
         format!("-{part:05}")
     };
-    let ext = format!(
-        "{}{}",
-        format.extension(),
-        text_compression_ext(format, compression)
-    );
     render(template, |var| match var {
         "source.dir" => Some(dir.clone()),
         "source.stem" => Some(stem.to_string()),
         "source.name" => Some(name.to_string()),
         "source.key" => Some(relative.to_string()),
         "part" => Some(part.clone()),
-        "ext" => Some(ext.clone()),
+        "ext" => Some(ext.to_string()),
         _ => None,
     })
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::format::options::{Compression, ParquetCompression, SinkFormat, SourceFormat};
 use crate::plan::keys::DEFAULT_KEY_TEMPLATE;
+use crate::spec::container::ContainerConfig;
 use crate::spec::job::OnBadRecord;
 use crate::spec::kubernetes::KubernetesConfig;
 
@@ -271,7 +272,7 @@ pub enum ColumnType {
     Timestamp,
 }
 
-/// One step of `spec.transform`. A step has exactly one kind (`sql`).
+/// One step of `spec.transform`. A step has exactly one kind (`sql` or `container`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformStepConfig {
@@ -283,6 +284,10 @@ pub struct TransformStepConfig {
     /// one statement are rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<String>,
+    /// The user's own transformer, run beside the worker and spoken to over loopback
+    /// (see docs/transformers.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerConfig>,
     /// Whether the step may drop records on purpose (such as a WHERE clause). Dropped records
     /// are counted as filtered; without it, fewer records out than in fails validation.
     #[serde(default)]

@@ -72,6 +72,8 @@ pub struct Step {
 pub enum StepKind {
     /// One read-only SELECT over table `input`.
     Sql { query: String },
+    /// The user's transformer beside the worker.
+    Container(Box<crate::spec::container::ContainerStep>),
 }
 
 /// What a record that cannot be decoded does.

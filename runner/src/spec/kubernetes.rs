@@ -290,7 +290,7 @@ pub fn check(config: &KubernetesConfig, problems: &mut Vec<Problem>) -> Option<P
     })
 }
 
-fn resources(
+pub(crate) fn resources(
     r: &ResourcesConfig,
     at: &FieldPath,
     problems: &mut Vec<Problem>,
@@ -374,7 +374,7 @@ pub fn quantity(text: &str) -> Result<Quantity, String> {
 
 /// Reads a Kubernetes object from the file, reporting serde's error and every field that
 /// the Kubernetes type does not have (a typo would otherwise vanish silently).
-fn typed<T: DeserializeOwned + Serialize>(
+pub(crate) fn typed<T: DeserializeOwned + Serialize>(
     value: &serde_json::Value,
     at: &FieldPath,
     problems: &mut Vec<Problem>,

@@ -226,6 +226,7 @@ impl Reader {
                         crate::spec::file::TransformStepConfig {
                             name: None,
                             sql: None,
+                            container: None,
                             filters: false,
                         }
                     })

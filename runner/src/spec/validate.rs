@@ -499,6 +499,7 @@ impl Check<'_> {
         }
         let mut out = Vec::with_capacity(steps.len());
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut ports: HashMap<u16, usize> = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
             let at = path("spec.transform").index(i);
             let checked = self.unit(Unit::Step(i), |v| {
@@ -520,13 +521,36 @@ impl Check<'_> {
                         format!("step name {name:?} is already used by spec.transform[{first}]"),
                     );
                 }
-                let kind = match &step.sql {
-                    Some(sql) => v.sql(at.key("sql"), sql, params),
-                    None => {
-                        v.error(at.clone(), "has no kind: give `sql` (one read-only query over `input`)");
+                let kind = match (&step.sql, &step.container) {
+                    (Some(sql), None) => v.sql(at.key("sql"), sql, params),
+                    (None, Some(container)) => crate::spec::container::check(
+                        container,
+                        &at.key("container"),
+                        crate::spec::container::Position {
+                            first: i == 0,
+                            last: i + 1 == steps.len(),
+                        },
+                        &mut v.problems,
+                    )
+                    .map(|c| StepKind::Container(Box::new(c))),
+                    (Some(_), Some(_)) => {
+                        v.error(at.clone(), "has two kinds: give either `sql` or `container`");
+                        None
+                    }
+                    (None, None) => {
+                        v.error(at.clone(), "has no kind: give `sql` (one read-only query over `input`) or `container` (a transformer)");
                         None
                     }
                 };
+                if let Some(StepKind::Container(c)) = &kind
+                    && let Some(port) = c.port
+                    && let Some(other) = ports.insert(port, i)
+                {
+                    v.error(
+                        at.key("container").key("port"),
+                        format!("port {port} is already used by spec.transform[{other}]"),
+                    );
+                }
                 Some(Step {
                     name,
                     kind: kind?,

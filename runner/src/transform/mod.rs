@@ -1,5 +1,6 @@
 //! Transform steps applied to a stream of record batches, in order.
 
+pub mod container;
 pub mod sql;
 
 use std::sync::Arc;
@@ -35,12 +36,16 @@ pub enum TransformError {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+    #[error(transparent)]
+    Container(Box<container::ContainerError>),
 }
 
-/// Chains the steps over `input`; returns the final stream and one counter per step.
+/// Chains the steps over `input` (the records of the source object `key`); returns the
+/// final stream and one counter per step.
 pub async fn apply_steps(
     steps: &[Step],
     mut input: SendableRecordBatchStream,
+    key: &str,
 ) -> Result<(SendableRecordBatchStream, Vec<Arc<StepCounter>>), TransformError> {
     let mut counters = Vec::with_capacity(steps.len());
     for step in steps {
@@ -55,11 +60,24 @@ pub async fn apply_steps(
                         source,
                     })?
             }
+            StepKind::Container(container) => {
+                container::apply(container, &step.name, key, counted_in)
+                    .await
+                    .map_err(|e| TransformError::Container(Box::new(e)))?
+            }
         };
         input = count(output, counter.clone(), |c| &c.records_out);
         counters.push(counter);
     }
     Ok((input, counters))
+}
+
+/// Counts the batches of `stream` as the output of a step.
+pub fn count_output(
+    stream: SendableRecordBatchStream,
+    counter: Arc<StepCounter>,
+) -> SendableRecordBatchStream {
+    count(stream, counter, |c| &c.records_out)
 }
 
 /// Passes batches through, adding their row counts to one field of `counter`.

@@ -6,6 +6,7 @@ use crate::format::{DecodeError, EncodeError};
 use crate::storage::StorageError;
 use crate::storage::uri::S3Uri;
 use crate::transform::TransformError;
+use crate::transform::container::{ContainerError, container_error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -37,7 +38,9 @@ pub enum ObjectError {
         limit: String,
     },
     #[error(transparent)]
-    TransformPlan(#[from] TransformError),
+    TransformPlan(TransformError),
+    #[error(transparent)]
+    Transformer(Box<ContainerError>),
     #[error("running the transform steps")]
     Transform(#[source] DataFusionError),
     #[error("encoding {uri}")]
@@ -69,6 +72,12 @@ pub enum ObjectError {
     Cancelled,
 }
 
+impl From<ContainerError> for ObjectError {
+    fn from(error: ContainerError) -> Self {
+        ObjectError::Transformer(Box::new(error))
+    }
+}
+
 impl ObjectError {
     pub fn decode(uri: &S3Uri, source: DecodeError) -> ObjectError {
         ObjectError::Decode {
@@ -88,6 +97,21 @@ impl ObjectError {
         ObjectError::Parquet {
             uri: uri.clone(),
             source,
+        }
+    }
+
+    pub fn from_transform(error: TransformError) -> ObjectError {
+        match error {
+            TransformError::Container(e) => ObjectError::Transformer(e),
+            other => ObjectError::TransformPlan(other),
+        }
+    }
+
+    /// An error of the running pipeline; a transformer's failure keeps its own kind.
+    pub fn from_pipeline(error: DataFusionError) -> ObjectError {
+        match container_error(&error) {
+            Some(e) => ObjectError::Transformer(Box::new(e.clone())),
+            None => ObjectError::Transform(error),
         }
     }
 

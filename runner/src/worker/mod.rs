@@ -6,6 +6,7 @@ pub mod error;
 pub mod marker;
 pub mod object;
 pub mod output;
+pub mod raw;
 pub mod rejects;
 pub mod verify;
 
@@ -132,6 +133,11 @@ pub async fn run_shard(
         "shard starting"
     );
 
+    // Transformers beside the worker must answer /health before the first object.
+    if let Err(error) = crate::transform::container::wait_for_transformers(&job).await {
+        tracing::error!(shard = index, "{error}");
+        return Ok(ExitCode::Transient);
+    }
     let ctx = ObjectContext {
         storage: storage.clone(),
         job: Arc::new(job),
@@ -236,7 +242,7 @@ async fn one_object(
         p.records.add(&marker.records);
         return Ok(marker);
     }
-    let result = match object::process(ctx, object).await {
+    let result = match process_with_retries(ctx, object).await {
         Ok(marker) => {
             let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
             match ctx.storage.put_bytes(&marker_uri, body.into()).await {
@@ -260,6 +266,53 @@ async fn one_object(
         }),
     }
     result
+}
+
+/// Processes an object, retrying it after a transient transformer failure as often as the
+/// failing step's `retries` allow, once the transformer answers /health again (a restarted
+/// sidecar is waited on, not treated as a failure).
+async fn process_with_retries(
+    ctx: &ObjectContext,
+    object: &PlannedObject,
+) -> Result<DoneMarker, object::ObjectError> {
+    let mut attempt = 0u32;
+    loop {
+        let error = match object::process(ctx, object).await {
+            Ok(marker) => return Ok(marker),
+            Err(error) => error,
+        };
+        let object::ObjectError::Transformer(failure) = &error else {
+            return Err(error);
+        };
+        let step = ctx.job.steps.iter().find(|s| s.name == failure.step);
+        let Some(crate::spec::job::StepKind::Container(container)) = step.map(|s| &s.kind) else {
+            return Err(error);
+        };
+        if !failure.transient() || attempt >= container.retries {
+            return Err(error);
+        }
+        attempt += 1;
+        let backoff = Duration::from_millis(250 * 2u64.pow(attempt.min(5)));
+        tracing::warn!(
+            key = %object.key,
+            step = %failure.step,
+            attempt,
+            "{error}; retrying in {backoff:?}"
+        );
+        tokio::time::sleep(backoff).await;
+        if let Some(port) = container.port
+            && let Err(e) =
+                crate::transform::container::transport::wait_ready(port, container.init_timeout)
+                    .await
+        {
+            return Err(crate::transform::container::ContainerError::new(
+                &failure.step,
+                &object.key,
+                e,
+            )
+            .into());
+        }
+    }
 }
 
 /// An error and its causes on one line.

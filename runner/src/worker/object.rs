@@ -9,14 +9,17 @@ use chrono::Utc;
 
 use crate::plan::PlannedObject;
 use crate::plan::keys::output_key;
+use crate::spec::container::{OutputFormat, StepInput};
 use crate::spec::job::Job;
+use crate::spec::job::StepKind;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::transform::{self, StepCounter};
 use crate::worker::decode::{DecodeStats, Decoding};
-use crate::worker::error::ObjectError;
+pub use crate::worker::error::ObjectError;
 use crate::worker::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
 use crate::worker::output::{OutputPart, encode_outputs};
+use crate::worker::raw::{self, raw_step};
 use crate::worker::rejects::{RejectsWriter, StagedRejects};
 use crate::worker::verify::{stored_rejects, stored_rows};
 
@@ -43,25 +46,33 @@ pub async fn process(
         .unwrap_or(&object.key)
         .to_string();
 
+    if let Some((step, container)) = raw_step(job)
+        && container.output == OutputFormat::Opaque
+    {
+        return raw::opaque(ctx, object, &relative, step, container).await;
+    }
     let rejects = RejectsWriter::start(
         &ctx.storage,
         job.sink.uri.join(&format!("_rejected/{relative}.jsonl")),
         &job.sink,
         source.to_string(),
     );
-    let decoding = match Decoding::start(ctx, &source, object, rejects.sender()).await {
-        Ok(d) => d,
+    let input = match Input::start(ctx, &source, object, rejects.sender()).await {
+        Ok(input) => input,
         Err(e) => {
             rejects.abort().await;
             return Err(e);
         }
     };
-    let (output, counters) = match transform::apply_steps(&job.steps, decoding.stream).await {
+    let (stream, task, steps, raw_counter) = input.into_parts(job);
+    let (output, mut counters) = match transform::apply_steps(steps, stream, &object.key).await {
         Ok(x) => x,
         Err(e) => {
-            decoding.task.abort();
+            if let Some(task) = &task {
+                task.abort();
+            }
             rejects.abort().await;
-            return Err(e.into());
+            return Err(ObjectError::from_transform(e));
         }
     };
     let sink = job.sink.clone();
@@ -75,10 +86,23 @@ pub async fn process(
         ))
     };
     let encoded = encode_outputs(ctx.storage.clone(), job.sink.clone(), output, key_for).await;
-    let decoded = decoding
-        .task
-        .await
-        .unwrap_or_else(|e| Err(ObjectError::from_join(e)));
+    let decoded = match task {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(ObjectError::from_join(e))),
+        // The records came from the raw step's transformer: its output is the input.
+        None => {
+            let records = raw_counter.as_ref().map_or(0, |c| c.get().1);
+            Ok(DecodeStats {
+                records,
+                good: records,
+                ..Default::default()
+            })
+        }
+    };
+    if let Some(counter) = raw_counter {
+        counters.insert(0, counter);
+    }
     let staged = rejects.finish().await;
 
     let (stats, parts, staged) = settle(decoded, encoded, staged).await?;
@@ -172,6 +196,70 @@ async fn abort_all(parts: Vec<OutputPart>, staged: Option<StagedRejects>) {
     }
 }
 
+fn is_raw(step: &crate::spec::job::Step) -> bool {
+    matches!(&step.kind, StepKind::Container(c) if c.input == StepInput::Raw)
+}
+
+/// Where an object's records come from: decoded from the source, or from the transformer
+/// of a raw first step.
+enum Input {
+    Decoded(Decoding),
+    Transformed {
+        stream: datafusion::execution::SendableRecordBatchStream,
+        counter: Arc<StepCounter>,
+    },
+}
+
+type DecodeTask = tokio::task::JoinHandle<Result<DecodeStats, ObjectError>>;
+
+impl Input {
+    async fn start(
+        ctx: &ObjectContext,
+        source: &S3Uri,
+        object: &PlannedObject,
+        rejects: tokio::sync::mpsc::Sender<crate::format::BadRecord>,
+    ) -> Result<Input, ObjectError> {
+        let Some((step, container)) = raw_step(&ctx.job) else {
+            return Ok(Input::Decoded(
+                Decoding::start(ctx, source, object, rejects).await?,
+            ));
+        };
+        let body = raw::body(ctx, source, object).await?;
+        let stream = transform::container::records_through(
+            container,
+            &step.name,
+            &object.key,
+            Some(object.size),
+            body,
+        )
+        .await?;
+        let counter = Arc::new(StepCounter::default());
+        Ok(Input::Transformed {
+            stream: transform::count_output(stream, counter.clone()),
+            counter,
+        })
+    }
+
+    /// The records, the decoding task (if decoding), the steps still to apply and the raw
+    /// step's counter (if there was one).
+    fn into_parts(
+        self,
+        job: &Job,
+    ) -> (
+        datafusion::execution::SendableRecordBatchStream,
+        Option<DecodeTask>,
+        &[crate::spec::job::Step],
+        Option<Arc<StepCounter>>,
+    ) {
+        match self {
+            Input::Decoded(d) => (d.stream, Some(d.task), &job.steps[..], None),
+            Input::Transformed { stream, counter } => {
+                (stream, None, &job.steps[1..], Some(counter))
+            }
+        }
+    }
+}
+
 /// Checks, in memory, that every decoded record is accounted for: each step that does not
 /// declare `filters` keeps its record count, the encoders wrote what the last step produced,
 /// and `input = output + rejected + skipped + filtered`.
@@ -187,6 +275,10 @@ fn account(
     let mut filtered = 0;
     for (step, counter) in steps.iter().zip(counters) {
         let (input, output) = counter.get();
+        if is_raw(step) {
+            // A raw step's output records are the object's input records.
+            continue;
+        }
         if input != flowing {
             return Err(ObjectError::Lost {
                 uri: source.clone(),

@@ -63,9 +63,9 @@ pub async fn encode_outputs(
             for part in parts {
                 let _ = part.pending.abort().await;
             }
-            Err(ObjectError::Transform(error))
+            Err(ObjectError::from_pipeline(error))
         }
-        (Some(error), Err(_)) => Err(ObjectError::Transform(error)),
+        (Some(error), Err(_)) => Err(ObjectError::from_pipeline(error)),
     }
 }
 

@@ -1,0 +1,316 @@
+//! Container steps end to end through `sluice run` against the embedded S3 server: the
+//! record accounting around a transformer, and every way a transformer can misbehave
+//! (refusal, undecodable output, a hang, a crash mid-stream, never ready, dropped
+//! records, a transient 503), each failing with its exit code and leaving nothing behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sluice::storage::Storage;
+use sluice::storage::uri::S3Uri;
+
+use crate::support::{self, TestServer, free_port};
+
+const RECORDS: usize = 40;
+
+fn misbehave() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/transformers/misbehave.py")
+        .display()
+        .to_string()
+}
+
+/// Two JSON-lines objects of `RECORDS` records each.
+async fn source(storage: &Storage, bucket: &str) {
+    for object in 0..2 {
+        let mut body = String::new();
+        for i in 0..RECORDS {
+            body.push_str(&format!(
+                "{{\"id\":{i},\"email\":\"user{i}@example.com\",\"object\":{object}}}\n"
+            ));
+        }
+        storage
+            .put_bytes(
+                &S3Uri::new(bucket, format!("in/part-{object}.jsonl")),
+                body.into(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// A job whose one step is `step` (YAML at the indentation of a list item's fields).
+fn job_file(dir: &Path, bucket: &str, step: &str) -> std::path::PathBuf {
+    let path = dir.join("job.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata: {{name: tx}}
+spec:
+  source: {{uri: s3://{bucket}/in/, format: jsonl}}
+  transform:
+    - name: tx
+{step}
+  sink: {{uri: s3://{bucket}/out/, format: jsonl}}
+  shards: 1
+  parallelism: 1
+  retries: 0
+"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn misbehaving_step(mode: &str, port: u16, extra: &str) -> String {
+    format!(
+        "      container:
+        image: misbehave
+        comm: hpush
+        port: {port}
+        input: jsonl
+        init_timeout: 3s
+        timeout: 3s
+        retries: 1
+        local: {{command: [python3, {}, {mode}, \"{port}\"]}}
+{extra}",
+        misbehave()
+    )
+}
+
+fn run(job: &Path, server: &TestServer, dir: &Path) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", job.to_str().unwrap(), "--run-id", "r1"])
+        .envs(server.env())
+        .current_dir(dir)
+        .output()
+        .expect("running sluice");
+    eprintln!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+async fn report(storage: &Storage, bucket: &str) -> Value {
+    let uri: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/report.json")
+        .parse()
+        .unwrap();
+    serde_json::from_slice(&storage.get_bytes(&uri).await.unwrap().expect("report.json")).unwrap()
+}
+
+/// Nothing of a failed run is visible: no outputs, no `_SUCCESS.json`, no open uploads.
+async fn nothing_left(storage: &Storage, bucket: &str) {
+    let outputs = storage
+        .list(&format!("s3://{bucket}/out/").parse().unwrap())
+        .await
+        .unwrap();
+    assert!(outputs.is_empty(), "{outputs:?}");
+    let success: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
+        .parse()
+        .unwrap();
+    assert!(storage.head(&success).await.unwrap().is_none());
+    let uploads = storage
+        .list_multipart_uploads(&S3Uri::new(bucket, ""))
+        .await
+        .unwrap();
+    assert!(uploads.is_empty(), "{uploads:?}");
+}
+
+/// Runs the job with a misbehaving transformer and returns the exit code and the report's
+/// first failure.
+async fn misbehaving(mode: &str, extra: &str) -> (Option<i32>, String, Storage, String) {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    source(&storage, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_file(
+        dir.path(),
+        &bucket,
+        &misbehaving_step(mode, free_port(), extra),
+    );
+    let out = run(&job, server, dir.path());
+    let report = report(&storage, &bucket).await;
+    let failure = report["failures"]
+        .get(0)
+        .map(|f| f["error"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    (out.status.code(), failure, storage, bucket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_object_is_bad_data_named_by_step_and_key() {
+    let (code, failure, storage, bucket) = misbehaving("refuse", "").await;
+    assert_eq!(code, Some(4));
+    assert!(failure.contains("step tx, object in/part-"), "{failure}");
+    assert!(failure.contains("400"), "{failure}");
+    assert!(failure.contains("cannot transform in/part-"), "{failure}");
+    nothing_left(&storage, &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_does_not_decode_is_a_configuration_error() {
+    let (code, failure, storage, bucket) = misbehaving("garbage", "").await;
+    assert_eq!(code, Some(2));
+    assert!(failure.contains("not valid jsonl"), "{failure}");
+    assert!(failure.contains("line 2"), "{failure}");
+    nothing_left(&storage, &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_transformer_times_out_and_is_retried_then_fails_transiently() {
+    let (code, failure, storage, bucket) = misbehaving("hang", "").await;
+    assert_eq!(code, Some(1));
+    assert!(failure.contains("timeout of 3s"), "{failure}");
+    nothing_left(&storage, &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_stream_leaves_no_partial_output() {
+    let (code, failure, storage, bucket) = misbehaving("crash", "").await;
+    assert_eq!(code, Some(1));
+    assert!(!failure.is_empty());
+    nothing_left(&storage, &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformer_that_never_gets_ready_fails_the_pod() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    source(&storage, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_file(
+        dir.path(),
+        &bucket,
+        &misbehaving_step("never", free_port(), ""),
+    );
+    let out = run(&job, server, dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("not ready"), "{stdout}");
+    nothing_left(&storage, &bucket).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_records_fail_validation_unless_the_step_declares_filters() {
+    let (code, failure, storage, bucket) = misbehaving("drop", "").await;
+    assert_eq!(code, Some(3));
+    assert!(
+        failure.contains(&format!(
+            "step tx turned {RECORDS} records into {}",
+            RECORDS / 2
+        )),
+        "{failure}"
+    );
+    nothing_left(&storage, &bucket).await;
+
+    let (code, _, storage, bucket) = misbehaving("drop", "      filters: true\n").await;
+    assert_eq!(code, Some(0));
+    let report = report(&storage, &bucket).await;
+    assert_eq!(report["records"]["input"], 2 * RECORDS);
+    assert_eq!(report["records"]["output"], RECORDS);
+    assert_eq!(report["records"]["filtered"], RECORDS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_503_is_retried_and_the_run_succeeds_with_every_record() {
+    let (code, _, storage, bucket) = misbehaving("flaky", "").await;
+    assert_eq!(code, Some(0));
+    let report = report(&storage, &bucket).await;
+    assert_eq!(report["records"]["input"], 2 * RECORDS);
+    assert_eq!(report["records"]["output"], 2 * RECORDS);
+    let out = storage
+        .get_bytes(&S3Uri::new(bucket.as_str(), "out/part-1.jsonl"))
+        .await
+        .unwrap()
+        .unwrap();
+    let lines: Vec<Value> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), RECORDS);
+    assert_eq!(lines[7]["email"], "user7@example.com");
+    assert_eq!(lines[7]["object"], 1);
+}
+
+fn mask_script() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("jobs/transformers/mask.py")
+        .display()
+        .to_string()
+}
+
+fn masked(value: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(value.as_bytes()))[..16].to_string()
+}
+
+/// The Python example runs as hpush, hpull and io; followed by a SQL step, every record
+/// comes out masked and accounted for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_masks_records_over_every_comm_type() {
+    let server = support::embedded();
+    for comm in ["hpush", "hpull", "io"] {
+        let (storage, bucket) = server.fresh().await;
+        source(&storage, &bucket).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let (port_line, local) = match comm {
+            "io" => (
+                String::new(),
+                format!("[python3, {}, --comm, io]", mask_script()),
+            ),
+            _ => (
+                format!("        port: {port}\n"),
+                format!(
+                    "[python3, {}, --comm, {comm}, --port, \"{port}\"]",
+                    mask_script()
+                ),
+            ),
+        };
+        let step = format!(
+            "      container:
+        image: mask
+        comm: {comm}
+{port_line}        input: jsonl
+        local: {{command: {local}}}
+    - name: typed
+      sql: SELECT id, email, object FROM input WHERE id >= 0
+"
+        );
+        let job = job_file(dir.path(), &bucket, &step);
+        let out = run(&job, server, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{comm}");
+        let report = report(&storage, &bucket).await;
+        assert_eq!(report["records"]["input"], 2 * RECORDS, "{comm}");
+        assert_eq!(report["records"]["output"], 2 * RECORDS, "{comm}");
+        let body = storage
+            .get_bytes(&S3Uri::new(bucket.as_str(), "out/part-0.jsonl"))
+            .await
+            .unwrap()
+            .unwrap();
+        let lines: Vec<Value> = body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), RECORDS, "{comm}");
+        assert_eq!(lines[3]["id"], 3);
+        assert_eq!(lines[3]["email"], masked("user3@example.com"), "{comm}");
+        nothing_open(&storage, &bucket).await;
+    }
+}
+
+async fn nothing_open(storage: &Storage, bucket: &str) {
+    let uploads = storage
+        .list_multipart_uploads(&S3Uri::new(bucket, ""))
+        .await
+        .unwrap();
+    assert!(uploads.is_empty(), "{uploads:?}");
+}
