@@ -314,3 +314,199 @@ async fn nothing_open(storage: &Storage, bucket: &str) {
         .unwrap();
     assert!(uploads.is_empty(), "{uploads:?}");
 }
+
+/// A step served by the built-in transformer server of the sluice image.
+fn builtin_step(op: &str, comm: &str, port: u16, rest: &str) -> String {
+    format!(
+        "      container:
+        image: sluice
+        comm: {comm}
+        port: {port}
+        command: [sluice, transformer, serve, --op, {op}, --listen, \"127.0.0.1:{port}\"]
+{rest}"
+    )
+}
+
+fn raw_job(dir: &Path, bucket: &str, step: &str) -> std::path::PathBuf {
+    let path = job_file(dir, bucket, step);
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "format: jsonl}\n  transform",
+        "format: raw, compression: none}\n  transform",
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The md5 example: one digest per object, of the stored bytes, over hpush and hpull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_outputs_hold_one_digest_per_object_over_hpush_and_hpull() {
+    let server = support::embedded();
+    for (comm, op) in [("hpush", "md5"), ("hpull", "sha256")] {
+        let (storage, bucket) = server.fresh().await;
+        let bodies: Vec<Vec<u8>> = (0..3u8)
+            .map(|i| {
+                (0..100_000u32)
+                    .map(|j| (j as u8).wrapping_mul(i + 1))
+                    .collect()
+            })
+            .collect();
+        for (i, body) in bodies.iter().enumerate() {
+            storage
+                .put_bytes(
+                    &S3Uri::new(bucket.as_str(), format!("in/blob-{i}.bin.gz")),
+                    body.clone().into(),
+                )
+                .await
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let step = builtin_step(
+            op,
+            comm,
+            free_port(),
+            "        output: {format: opaque, extension: digest}\n",
+        );
+        let job = raw_job(dir.path(), &bucket, &step);
+        let out = run(&job, server, dir.path());
+        assert_eq!(out.status.code(), Some(0), "{comm}");
+        for (i, body) in bodies.iter().enumerate() {
+            let digest = storage
+                .get_bytes(&S3Uri::new(bucket.as_str(), format!("out/blob-{i}.digest")))
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("{comm}: no digest of blob-{i}"));
+            let expected = match op {
+                "md5" => hex::encode(<md5::Md5 as md5::Digest>::digest(body)),
+                _ => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(body)),
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&digest),
+                format!("{expected}\n"),
+                "{comm}"
+            );
+        }
+        let manifest: Value = serde_json::from_slice(
+            &storage
+                .get_bytes(
+                    &format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
+                        .parse()
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(manifest["outputs"].as_array().unwrap().len(), 3);
+        nothing_open(&storage, &bucket).await;
+    }
+}
+
+/// Arrow IPC both ways: the identity transformer hands the batches back untouched, so the
+/// Parquet output keeps the decoded types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrow_ipc_carries_typed_batches_through_a_transformer() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    source(&storage, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let step = builtin_step(
+        "identity",
+        "hpush",
+        free_port(),
+        "        input: arrow\n        output: {format: arrow}\n",
+    );
+    let job = job_file(dir.path(), &bucket, &step);
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("format: jsonl}\n  shards", "format: parquet}\n  shards");
+    std::fs::write(&job, text).unwrap();
+    let out = run(&job, server, dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let body = storage
+        .get_bytes(&S3Uri::new(bucket.as_str(), "out/part-0.parquet"))
+        .await
+        .unwrap()
+        .unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(body).unwrap();
+    let schema = reader.schema().clone();
+    assert_eq!(
+        schema.field_with_name("id").unwrap().data_type(),
+        &arrow::datatypes::DataType::Int64
+    );
+    let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, RECORDS);
+}
+
+fn harness(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["transformer", "test"])
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running sluice");
+    eprintln!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// `sluice transformer test`: the example's contract passes, and a wrong expectation shows
+/// a readable diff with exit 3.
+#[test]
+fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
+    let input = "tests/fixtures/transformers/customers.jsonl";
+    let expected = "tests/fixtures/transformers/customers.masked.jsonl";
+    let out = harness(&[
+        "jobs/mask-customers.yaml",
+        "--step",
+        "mask",
+        "--input",
+        input,
+        "--expect",
+        expected,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: the reply matches"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.jsonl");
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(expected))
+        .unwrap()
+        .replace("\"name\":\"Grace\"", "\"name\":\"Grace Hopper\"");
+    std::fs::write(&wrong, text).unwrap();
+    let out = harness(&[
+        "jobs/mask-customers.yaml",
+        "--step",
+        "mask",
+        "--input",
+        input,
+        "--expect",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        diff.contains("-{\"id\":2,\"name\":\"Grace Hopper\""),
+        "{diff}"
+    );
+    assert!(diff.contains("+{\"id\":2,\"name\":\"Grace\""), "{diff}");
+
+    // Without --expect the reply goes to stdout; an unknown step names the steps.
+    let out = harness(&["jobs/md5-objects.yaml", "--step", "md5", "--input", input]);
+    assert_eq!(out.status.code(), Some(0));
+    let digest = <md5::Md5 as md5::Digest>::digest(
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(input)).unwrap(),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", hex::encode(digest))
+    );
+    let out = harness(&["jobs/md5-objects.yaml", "--step", "nope", "--input", input]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[\"md5\"]"));
+}

@@ -1,6 +1,8 @@
 //! `sluice transformer ...`: the built-in transformer server.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context;
 
@@ -13,6 +15,29 @@ pub enum TransformerCommand {
     /// GET /?url=, readiness: GET /health) on loopback, in the foreground until SIGTERM or
     /// Ctrl-C. Meant as a sidecar beside the worker; see docs/transformers.md.
     Serve(ServeArgs),
+    /// Contract-test one container step: start its transformer here as `sluice run` would,
+    /// send it FILE as one object, and print the reply, or with --expect compare it and
+    /// print a diff (exit 3 when it differs).
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The job file.
+    pub job: PathBuf,
+    /// The container step to test (its `name`).
+    #[arg(long)]
+    pub step: String,
+    /// The input, sent as the step sends an object (raw bytes, or records in the step's
+    /// `input` format).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The expected reply; without it the reply is written to stdout.
+    #[arg(long)]
+    pub expect: Option<PathBuf>,
+    /// The object key the transformer is told (`X-Sluice-Key`, `SLUICE_KEY`).
+    #[arg(long, default_value = "test-object")]
+    pub key: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -29,6 +54,7 @@ pub struct ServeArgs {
 pub fn run(cmd: TransformerCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TransformerCommand::Serve(args) => serve(args),
+        TransformerCommand::Test(args) => test(args),
     }
 }
 
@@ -43,5 +69,61 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("serving {} on http://{addr}", args.op))?;
         Ok(ExitCode::Done)
+    })
+}
+
+fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    use crate::spec::job::StepKind;
+    use crate::transform::container::harness::{Harness, diff};
+    let loaded = crate::spec::load_file(&args.job, &[])?;
+    let job = &loaded.job;
+    let Some(step) = job.steps.iter().find(|s| s.name == args.step) else {
+        let names: Vec<&str> = job.steps.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "{}: no step named {:?} (the steps are {names:?})",
+            args.job.display(),
+            args.step
+        );
+    };
+    let StepKind::Container(container) = &step.kind else {
+        anyhow::bail!(
+            "{}: step {:?} is not a container step",
+            args.job.display(),
+            args.step
+        );
+    };
+    let input =
+        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let expected = match &args.expect {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    crate::cli::runtime()?.block_on(async {
+        let harness = Harness::start(container, &step.name, &std::env::current_exe()?).await?;
+        let reply = harness.send(&args.key, input.into()).await?;
+        match (&expected, &args.expect) {
+            (Some(expected), Some(path)) => {
+                match diff(expected, &reply, &path.display().to_string()) {
+                    None => {
+                        println!(
+                            "ok: the reply matches {} ({} bytes)",
+                            path.display(),
+                            reply.len()
+                        );
+                        Ok(ExitCode::Done)
+                    }
+                    Some(diff) => {
+                        print!("{diff}");
+                        Ok(ExitCode::Validation)
+                    }
+                }
+            }
+            _ => {
+                std::io::stdout().write_all(&reply)?;
+                Ok(ExitCode::Done)
+            }
+        }
     })
 }

@@ -34,7 +34,7 @@ pub enum StartError {
 pub async fn make_plan(storage: &Storage, job: &Job, run_id: &str) -> Result<Plan, StartError> {
     let listing = storage.list(&job.source.uri).await?;
     let mut plan = Plan::build(job, run_id, listing, None)?;
-    if job.source.format != SourceFormat::Parquet {
+    if matches!(job.source.format, SourceFormat::Csv | SourceFormat::Jsonl) {
         let schema = match &job.source.schema {
             Some(schema) => Some(schema.clone()),
             None => infer(storage, job, &plan).await?,

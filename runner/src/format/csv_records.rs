@@ -1,10 +1,12 @@
-//! Splitting a CSV byte stream into records and fields, with the physical line of each record.
+//! Splitting CSV bytes into records and fields, with the physical line of each record.
 //!
-//! The reader keeps its own bounded buffer (it grows only for a record longer than it). A
-//! record whose line holds no quote byte is split with `memchr` alone, which is the common
-//! case and an order of magnitude faster than a byte-at-a-time state machine; a line with a
-//! quote goes through the full RFC 4180 state machine (quoted delimiters and newlines,
-//! doubled quotes, an optional escape byte).
+//! [`step`] recognises what starts at a position: a record, a line to skip, or the need for
+//! more input. A line without a quote byte (the common case) is split in one pass that
+//! classifies 32 bytes at a time into bit masks of delimiters, newlines and quotes; a line
+//! with a quote goes through the full RFC 4180 state machine (quoted delimiters and newlines,
+//! doubled quotes, an optional escape byte). The same function serves the streaming reader
+//! here ([`CsvRecords`]), the chunk reader that only finds record boundaries, and the
+//! splitting of a chunk into fields; a [`FieldSink`] says where fields go, if anywhere.
 //!
 //! Line terminators are `\n` and `\r\n`; a lone `\r` is data. Empty lines and comment lines
 //! are skipped and are not records. A UTF-8 byte order mark at the start is dropped. After a
@@ -19,7 +21,9 @@ use super::decode::DecodeError;
 use super::options::CsvReadOptions;
 
 const DEFAULT_BUFFER_BYTES: usize = 1 << 20;
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// A record longer than this is an error (an unclosed quote, most likely), not an OOM.
+pub(crate) const MAX_RECORD_BYTES: usize = 1 << 30;
 
 /// Why the next record could not be read.
 #[derive(Debug)]
@@ -69,6 +73,43 @@ impl Dialect {
     }
 }
 
+/// Where [`step`] puts the fields of the record it recognises.
+pub(crate) trait FieldSink {
+    /// Whether fields are wanted at all: without, `step` only finds where records end.
+    const FIELDS: bool;
+    /// Forgets the fields pushed for the record in progress (it is being read again).
+    fn clear(&mut self);
+    /// A field that is `data[start..end]` of the input.
+    fn push(&mut self, start: usize, end: usize);
+    /// The bytes of unescaped fields, which [`FieldSink::push_unescaped`] points into.
+    fn unescaped(&mut self) -> &mut Vec<u8>;
+    /// A field that is `unescaped()[start..end]`.
+    fn push_unescaped(&mut self, start: usize, end: usize);
+}
+
+/// Record boundaries only.
+pub(crate) struct NoFields(Vec<u8>);
+
+impl NoFields {
+    pub(crate) fn new() -> Self {
+        NoFields(Vec::new())
+    }
+}
+
+impl FieldSink for NoFields {
+    const FIELDS: bool = false;
+    #[inline]
+    fn clear(&mut self) {}
+    #[inline]
+    fn push(&mut self, _: usize, _: usize) {}
+    #[inline]
+    fn unescaped(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+    #[inline]
+    fn push_unescaped(&mut self, _: usize, _: usize) {}
+}
+
 /// Where a field's bytes are: in the input buffer, or unescaped into the scratch buffer.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -77,18 +118,399 @@ struct Span {
     scratch: bool,
 }
 
-enum Step {
+/// The fields of one record, as [`CsvRecords`] keeps them.
+#[derive(Default)]
+struct RecordFields {
+    spans: Vec<Span>,
+    scratch: Vec<u8>,
+}
+
+impl FieldSink for RecordFields {
+    const FIELDS: bool = true;
+    #[inline]
+    fn clear(&mut self) {
+        self.spans.clear();
+        self.scratch.clear();
+    }
+    #[inline]
+    fn push(&mut self, start: usize, end: usize) {
+        self.spans.push(Span {
+            start,
+            end,
+            scratch: false,
+        });
+    }
+    #[inline]
+    fn unescaped(&mut self) -> &mut Vec<u8> {
+        &mut self.scratch
+    }
+    #[inline]
+    fn push_unescaped(&mut self, start: usize, end: usize) {
+        self.spans.push(Span {
+            start,
+            end,
+            scratch: true,
+        });
+    }
+}
+
+/// What starts at a position of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// A record; the next one starts at `next`; its bytes without the line terminator end at
+    /// `raw_end`; it spans `lines` line terminators.
     Record {
         next: usize,
         raw_end: usize,
         lines: u64,
     },
+    /// An empty or comment line.
     Skip {
         next: usize,
         lines: u64,
     },
+    /// The input ends inside the record: read more (never returned at the end of input).
     Incomplete,
     End,
+}
+
+/// Recognises what starts at `p` in `data`, whose end is the end of the input when `eof`,
+/// and hands the fields of a record to `sink`.
+#[inline]
+pub(crate) fn step<S: FieldSink>(
+    data: &[u8],
+    p: usize,
+    eof: bool,
+    dialect: &Dialect,
+    sink: &mut S,
+) -> Step {
+    sink.clear();
+    if p == data.len() {
+        return if eof { Step::End } else { Step::Incomplete };
+    }
+    match data[p] {
+        b'\n' => {
+            return Step::Skip {
+                next: p + 1,
+                lines: 1,
+            };
+        }
+        b'\r' => match data.get(p + 1) {
+            Some(b'\n') => {
+                return Step::Skip {
+                    next: p + 2,
+                    lines: 1,
+                };
+            }
+            None if !eof => return Step::Incomplete,
+            None => {
+                return Step::Skip {
+                    next: p + 1,
+                    lines: 0,
+                };
+            }
+            Some(_) => {}
+        },
+        b if Some(b) == dialect.comment => {
+            return match memchr(b'\n', &data[p..]) {
+                Some(i) => Step::Skip {
+                    next: p + i + 1,
+                    lines: 1,
+                },
+                None if eof => Step::Skip {
+                    next: data.len(),
+                    lines: 0,
+                },
+                None => Step::Incomplete,
+            };
+        }
+        _ => {}
+    }
+    let (line_end, field_start) = match plain_line(data, p, eof, dialect, sink) {
+        Line::Plain {
+            line_end,
+            field_start,
+        } => (line_end, field_start),
+        Line::Quoted => return step_quoted(data, p, eof, dialect, sink),
+        Line::Incomplete => return Step::Incomplete,
+    };
+    let raw_end = if line_end > p && data[line_end - 1] == b'\r' {
+        line_end - 1
+    } else {
+        line_end
+    };
+    // With `\r` as the delimiter, the `\r` of a `\r\n` ended the last field already.
+    if field_start <= raw_end {
+        sink.push(field_start, raw_end);
+    }
+    let next = if line_end < data.len() {
+        line_end + 1
+    } else {
+        line_end
+    };
+    Step::Record {
+        next,
+        raw_end,
+        lines: u64::from(next != line_end),
+    }
+}
+
+enum Line {
+    /// A line without a quote that ends (before its `\n`, or at the end of the input) at
+    /// `line_end`; every field but the last is pushed, the last starts at `field_start`.
+    Plain {
+        line_end: usize,
+        field_start: usize,
+    },
+    /// The line holds a quote.
+    Quoted,
+    Incomplete,
+}
+
+/// Bytes classified at a time.
+const BLOCK: usize = 32;
+
+/// Reads the line at `p` as long as it holds no quote, pushing each field that a delimiter
+/// ends.
+#[inline]
+fn plain_line<S: FieldSink>(
+    data: &[u8],
+    p: usize,
+    eof: bool,
+    dialect: &Dialect,
+    sink: &mut S,
+) -> Line {
+    let mut field_start = p;
+    let mut i = p;
+    loop {
+        let remaining = data.len() - i;
+        if remaining == 0 {
+            return if eof {
+                Line::Plain {
+                    line_end: i,
+                    field_start,
+                }
+            } else {
+                Line::Incomplete
+            };
+        }
+        let (mut delimiters, newlines, quotes, width) = if remaining >= BLOCK {
+            let block: &[u8; BLOCK] = data[i..i + BLOCK].try_into().expect("BLOCK bytes");
+            let (d, n, q) = classify(block, dialect);
+            (d, n, q, BLOCK)
+        } else {
+            let mut block = [0u8; BLOCK];
+            block[..remaining].copy_from_slice(&data[i..]);
+            let (d, n, q) = classify(&block, dialect);
+            let valid = (1u32 << remaining) - 1;
+            (d & valid, n & valid, q & valid, remaining)
+        };
+        // The bits before the first newline of the block (all of them when it has none).
+        let before = if newlines == 0 {
+            u32::MAX
+        } else {
+            (newlines & newlines.wrapping_neg()) - 1
+        };
+        if quotes & before != 0 {
+            return Line::Quoted;
+        }
+        if S::FIELDS {
+            delimiters &= before;
+            while delimiters != 0 {
+                let at = i + delimiters.trailing_zeros() as usize;
+                sink.push(field_start, at);
+                field_start = at + 1;
+                delimiters &= delimiters - 1;
+            }
+        }
+        if newlines != 0 {
+            return Line::Plain {
+                line_end: i + newlines.trailing_zeros() as usize,
+                field_start,
+            };
+        }
+        i += width;
+    }
+}
+
+/// Bit masks (bit `k` for byte `k`) of the delimiters, newlines and quotes of a block.
+#[inline(always)]
+fn classify(block: &[u8; BLOCK], dialect: &Dialect) -> (u32, u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8,
+        };
+        // SAFETY: every x86_64 CPU has SSE2, and both loads read 16 bytes inside `block`.
+        unsafe {
+            let low = _mm_loadu_si128(block.as_ptr().cast::<__m128i>());
+            let high = _mm_loadu_si128(block.as_ptr().add(16).cast::<__m128i>());
+            let mask = |byte: u8| {
+                let needle = _mm_set1_epi8(byte as i8);
+                let low = _mm_movemask_epi8(_mm_cmpeq_epi8(low, needle)) as u32 & 0xFFFF;
+                let high = _mm_movemask_epi8(_mm_cmpeq_epi8(high, needle)) as u32 & 0xFFFF;
+                low | (high << 16)
+            };
+            (mask(dialect.delimiter), mask(b'\n'), mask(dialect.quote))
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        classify_scalar(block, dialect)
+    }
+}
+
+/// [`classify`] one byte at a time: the version for other architectures, and its reference.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn classify_scalar(block: &[u8; BLOCK], dialect: &Dialect) -> (u32, u32, u32) {
+    let (mut d, mut n, mut q) = (0u32, 0u32, 0u32);
+    for (k, &b) in block.iter().enumerate() {
+        d |= u32::from(b == dialect.delimiter) << k;
+        n |= u32::from(b == b'\n') << k;
+        q |= u32::from(b == dialect.quote) << k;
+    }
+    (d, n, q)
+}
+
+/// The full state machine for a record with a quote on its first line.
+fn step_quoted<S: FieldSink>(
+    data: &[u8],
+    p: usize,
+    eof: bool,
+    dialect: &Dialect,
+    sink: &mut S,
+) -> Step {
+    let Dialect {
+        delimiter,
+        quote,
+        escape,
+        ..
+    } = *dialect;
+    sink.clear();
+    let mut lines = 0u64;
+    let mut i = p;
+    loop {
+        // One field starts at `i`: where its bytes are, once known.
+        let scratch_start = sink.unescaped().len();
+        let quoted = data.get(i) == Some(&quote);
+        // (start, end, in scratch)
+        let mut span: (usize, usize, bool);
+        if quoted {
+            let open = i;
+            i += 1;
+            let mut segment = i;
+            let mut unescaped = false;
+            let content_end;
+            loop {
+                let found = match escape {
+                    Some(e) => memchr2(quote, e, &data[i..]),
+                    None => memchr(quote, &data[i..]),
+                };
+                let Some(offset) = found else {
+                    if !eof {
+                        return Step::Incomplete;
+                    }
+                    // A quote left open at the end of the input closes there.
+                    content_end = data.len();
+                    i = data.len();
+                    break;
+                };
+                let q = i + offset;
+                if q + 1 >= data.len() && !eof {
+                    return Step::Incomplete;
+                }
+                if Some(data[q]) == escape {
+                    if S::FIELDS {
+                        let scratch = sink.unescaped();
+                        scratch.extend_from_slice(&data[segment..q]);
+                        if let Some(&escaped) = data.get(q + 1) {
+                            scratch.push(escaped);
+                        }
+                    }
+                    unescaped = true;
+                    i = (q + 2).min(data.len());
+                    segment = i;
+                    continue;
+                }
+                if data.get(q + 1) == Some(&quote) {
+                    if S::FIELDS {
+                        sink.unescaped().extend_from_slice(&data[segment..q + 1]);
+                    }
+                    unescaped = true;
+                    i = q + 2;
+                    segment = i;
+                    continue;
+                }
+                content_end = q;
+                i = q + 1;
+                break;
+            }
+            lines += memchr_iter(b'\n', &data[open..i]).count() as u64;
+            span = if unescaped {
+                if S::FIELDS {
+                    sink.unescaped()
+                        .extend_from_slice(&data[segment..content_end]);
+                }
+                (scratch_start, sink.unescaped().len(), true)
+            } else {
+                (open + 1, content_end, false)
+            };
+        } else {
+            span = (i, i, false);
+        }
+        // Unquoted bytes up to the delimiter or the end of the line: the whole field,
+        // or anything after a closing quote.
+        let stop = match memchr2(delimiter, b'\n', &data[i..]) {
+            Some(offset) => i + offset,
+            None if eof => data.len(),
+            None => return Step::Incomplete,
+        };
+        let mut tail_end = stop;
+        let ends_line = stop == data.len() || data[stop] == b'\n';
+        if ends_line && tail_end > i && data[tail_end - 1] == b'\r' {
+            tail_end -= 1;
+        }
+        if tail_end > i {
+            if !quoted {
+                // An unquoted field.
+                span.1 = tail_end;
+            } else if S::FIELDS {
+                let scratch = sink.unescaped();
+                if !span.2 {
+                    scratch.extend_from_slice(&data[span.0..span.1]);
+                    span = (scratch_start, scratch_start, true);
+                }
+                scratch.extend_from_slice(&data[i..tail_end]);
+                span.1 = scratch.len();
+            }
+        }
+        if span.2 {
+            sink.push_unescaped(span.0, span.1);
+        } else {
+            sink.push(span.0, span.1);
+        }
+        if stop == data.len() {
+            return Step::Record {
+                next: stop,
+                raw_end: tail_end,
+                lines,
+            };
+        }
+        if data[stop] == delimiter {
+            i = stop + 1;
+            continue;
+        }
+        let raw_end = if stop > p && data[stop - 1] == b'\r' {
+            stop - 1
+        } else {
+            stop
+        };
+        return Step::Record {
+            next: stop + 1,
+            raw_end,
+            lines: lines + 1,
+        };
+    }
 }
 
 /// A streaming reader of CSV records.
@@ -102,8 +524,7 @@ pub(crate) struct CsvRecords {
     bom_checked: bool,
     /// The physical line at `pos`, 1-based.
     line: u64,
-    fields: Vec<Span>,
-    scratch: Vec<u8>,
+    fields: RecordFields,
     record_start: usize,
     record_raw_end: usize,
     record_line: u64,
@@ -128,12 +549,11 @@ impl CsvRecords {
             eof: false,
             bom_checked: false,
             line: 1,
-            fields: Vec::with_capacity(64),
-            scratch: Vec::new(),
+            fields: RecordFields::default(),
             record_start: 0,
             record_raw_end: 0,
             record_line: 0,
-            max_record_bytes: 1 << 30,
+            max_record_bytes: MAX_RECORD_BYTES,
         }
     }
 
@@ -149,7 +569,8 @@ impl CsvRecords {
             self.bom_checked = true;
         }
         loop {
-            match self.step() {
+            let data = &self.buf[..self.end];
+            match step(data, self.pos, self.eof, &self.dialect, &mut self.fields) {
                 Step::Record {
                     next,
                     raw_end,
@@ -175,26 +596,28 @@ impl CsvRecords {
     /// The number of fields of the current record.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.fields.len()
+        self.fields.spans.len()
     }
 
     /// Field `i` of the current record, unquoted and unescaped.
     #[inline]
     pub(crate) fn field(&self, i: usize) -> &[u8] {
-        let span = self.fields[i];
+        let span = self.fields.spans[i];
         if span.scratch {
-            &self.scratch[span.start..span.end]
+            &self.fields.scratch[span.start..span.end]
         } else {
             &self.buf[span.start..span.end]
         }
     }
 
     /// The current record's bytes as read, without its line terminator.
+    #[cfg(test)]
     pub(crate) fn raw(&self) -> &[u8] {
         &self.buf[self.record_start..self.record_raw_end]
     }
 
     /// The physical line (1-based) where the current record starts.
+    #[cfg(test)]
     pub(crate) fn record_line(&self) -> u64 {
         self.record_line
     }
@@ -228,230 +651,6 @@ impl CsvRecords {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(ReadError::Io(e)),
             }
-        }
-    }
-
-    /// Recognises what starts at `pos`: a record, a line to skip, or the need for more input.
-    fn step(&mut self) -> Step {
-        self.fields.clear();
-        self.scratch.clear();
-        let p = self.pos;
-        let data = &self.buf[..self.end];
-        if p == data.len() {
-            return if self.eof {
-                Step::End
-            } else {
-                Step::Incomplete
-            };
-        }
-        match data[p] {
-            b'\n' => {
-                return Step::Skip {
-                    next: p + 1,
-                    lines: 1,
-                };
-            }
-            b'\r' => match data.get(p + 1) {
-                Some(b'\n') => {
-                    return Step::Skip {
-                        next: p + 2,
-                        lines: 1,
-                    };
-                }
-                None if !self.eof => return Step::Incomplete,
-                None => {
-                    return Step::Skip {
-                        next: p + 1,
-                        lines: 0,
-                    };
-                }
-                Some(_) => {}
-            },
-            b if Some(b) == self.dialect.comment => {
-                return match memchr(b'\n', &data[p..]) {
-                    Some(i) => Step::Skip {
-                        next: p + i + 1,
-                        lines: 1,
-                    },
-                    None if self.eof => Step::Skip {
-                        next: data.len(),
-                        lines: 0,
-                    },
-                    None => Step::Incomplete,
-                };
-            }
-            _ => {}
-        }
-        let (line_end, next) = match memchr(b'\n', &data[p..]) {
-            Some(i) => (p + i, p + i + 1),
-            None if self.eof => (data.len(), data.len()),
-            None => return Step::Incomplete,
-        };
-        if memchr(self.dialect.quote, &data[p..line_end]).is_some() {
-            return self.step_quoted();
-        }
-        let raw_end = if line_end > p && data[line_end - 1] == b'\r' {
-            line_end - 1
-        } else {
-            line_end
-        };
-        let mut start = p;
-        for i in memchr_iter(self.dialect.delimiter, &data[p..raw_end]) {
-            self.fields.push(Span {
-                start,
-                end: p + i,
-                scratch: false,
-            });
-            start = p + i + 1;
-        }
-        self.fields.push(Span {
-            start,
-            end: raw_end,
-            scratch: false,
-        });
-        let lines = u64::from(next != line_end);
-        Step::Record {
-            next,
-            raw_end,
-            lines,
-        }
-    }
-
-    /// The full state machine for a record with a quote on its first line.
-    fn step_quoted(&mut self) -> Step {
-        let Dialect {
-            delimiter,
-            quote,
-            escape,
-            ..
-        } = self.dialect;
-        let eof = self.eof;
-        let data = &self.buf[..self.end];
-        let mut lines = 0u64;
-        let mut i = self.pos;
-        loop {
-            // One field starts at `i`.
-            let scratch_start = self.scratch.len();
-            let quoted = data.get(i) == Some(&quote);
-            let mut span;
-            if quoted {
-                let open = i;
-                i += 1;
-                let mut segment = i;
-                let mut unescaped = false;
-                let content_end;
-                loop {
-                    let found = match escape {
-                        Some(e) => memchr2(quote, e, &data[i..]),
-                        None => memchr(quote, &data[i..]),
-                    };
-                    let Some(offset) = found else {
-                        if !eof {
-                            return Step::Incomplete;
-                        }
-                        // A quote left open at the end of the input closes there.
-                        content_end = data.len();
-                        i = data.len();
-                        break;
-                    };
-                    let q = i + offset;
-                    if q + 1 >= data.len() && !eof {
-                        return Step::Incomplete;
-                    }
-                    if Some(data[q]) == escape {
-                        self.scratch.extend_from_slice(&data[segment..q]);
-                        if let Some(&escaped) = data.get(q + 1) {
-                            self.scratch.push(escaped);
-                        }
-                        unescaped = true;
-                        i = (q + 2).min(data.len());
-                        segment = i;
-                        continue;
-                    }
-                    if data.get(q + 1) == Some(&quote) {
-                        self.scratch.extend_from_slice(&data[segment..q + 1]);
-                        unescaped = true;
-                        i = q + 2;
-                        segment = i;
-                        continue;
-                    }
-                    content_end = q;
-                    i = q + 1;
-                    break;
-                }
-                lines += memchr_iter(b'\n', &data[open..i]).count() as u64;
-                span = if unescaped {
-                    self.scratch.extend_from_slice(&data[segment..content_end]);
-                    Span {
-                        start: scratch_start,
-                        end: self.scratch.len(),
-                        scratch: true,
-                    }
-                } else {
-                    Span {
-                        start: open + 1,
-                        end: content_end,
-                        scratch: false,
-                    }
-                };
-            } else {
-                span = Span {
-                    start: i,
-                    end: i,
-                    scratch: false,
-                };
-            }
-            // Unquoted bytes up to the delimiter or the end of the line: the whole field,
-            // or anything after a closing quote.
-            let stop = match memchr2(delimiter, b'\n', &data[i..]) {
-                Some(offset) => i + offset,
-                None if eof => data.len(),
-                None => return Step::Incomplete,
-            };
-            let mut tail_end = stop;
-            let ends_line = stop == data.len() || data[stop] == b'\n';
-            if ends_line && tail_end > i && data[tail_end - 1] == b'\r' {
-                tail_end -= 1;
-            }
-            if tail_end > i {
-                if !quoted {
-                    // An unquoted field.
-                    span.end = tail_end;
-                } else {
-                    if !span.scratch {
-                        self.scratch.extend_from_slice(&data[span.start..span.end]);
-                        span = Span {
-                            start: scratch_start,
-                            end: scratch_start,
-                            scratch: true,
-                        };
-                    }
-                    self.scratch.extend_from_slice(&data[i..tail_end]);
-                    span.end = self.scratch.len();
-                }
-            }
-            self.fields.push(span);
-            if stop == data.len() {
-                return Step::Record {
-                    next: stop,
-                    raw_end: tail_end,
-                    lines,
-                };
-            }
-            if data[stop] == delimiter {
-                i = stop + 1;
-                continue;
-            }
-            let raw_end = if stop > self.pos && data[stop - 1] == b'\r' {
-                stop - 1
-            } else {
-                stop
-            };
-            return Step::Record {
-                next: stop + 1,
-                raw_end,
-                lines: lines + 1,
-            };
         }
     }
 }
@@ -557,6 +756,101 @@ mod tests {
         assert_eq!(records[0], (1, vec!["a".into(), "b".into()], "a,b".into()));
         assert_eq!(records[1], (3, vec!["1".into(), "2".into()], "1,2".into()));
         assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn block_classification_matches_byte_by_byte() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            let mut block = [0u8; BLOCK];
+            for b in block.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = b",\n\"\ta\x00\xFF"[(state % 7) as usize];
+            }
+            for delimiter in [b',', b'\t', 0] {
+                let dialect = Dialect {
+                    delimiter,
+                    ..DEFAULT
+                };
+                assert_eq!(
+                    classify(&block, &dialect),
+                    classify_scalar(&block, &dialect)
+                );
+            }
+        }
+    }
+
+    /// Lines without quotes, of every length around the block size, split as the simplest
+    /// reading of the rules does.
+    #[test]
+    fn plain_lines_split_like_a_simple_reference() {
+        fn reference(data: &[u8]) -> Vec<(u64, Vec<String>, String)> {
+            let mut out = Vec::new();
+            let (mut p, mut line) = (0, 1);
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            while p < data.len() {
+                match (data[p], data.get(p + 1)) {
+                    (b'\n', _) => (p, line) = (p + 1, line + 1),
+                    (b'\r', Some(b'\n')) => (p, line) = (p + 2, line + 1),
+                    (b'\r', None) => p += 1,
+                    _ => {
+                        let end = memchr(b'\n', &data[p..]).map_or(data.len(), |i| p + i);
+                        let raw = data[p..end].strip_suffix(b"\r").unwrap_or(&data[p..end]);
+                        let fields = raw.split(|b| *b == b',').map(text).collect();
+                        out.push((line, fields, text(raw)));
+                        line += u64::from(end < data.len());
+                        p = end + 1;
+                    }
+                }
+            }
+            out
+        }
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..3000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 140) as usize;
+            let mut input = Vec::with_capacity(len);
+            for k in 0..len {
+                let pick = (state.rotate_left(k as u32 * 5) ^ (k as u64 * 0x9E37)) % 16;
+                input.push(match pick {
+                    0 | 1 => b',',
+                    2 => b'\n',
+                    3 => b'\r',
+                    4 => 0xFF,
+                    _ => b'a' + (pick as u8),
+                });
+            }
+            assert_eq!(
+                split(&input, DEFAULT),
+                reference(&input),
+                "{:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+        // Long lines whose newline and delimiters sit on block edges.
+        for len in 28..100 {
+            let mut line = vec![b'x'; len];
+            line[31.min(len - 1)] = b',';
+            line[len - 1] = b'\n';
+            let input = line.repeat(3);
+            assert_eq!(split(&input, DEFAULT), reference(&input), "{len}");
+        }
+    }
+
+    #[test]
+    fn a_carriage_return_delimiter_does_not_end_a_field_of_its_own() {
+        let dialect = Dialect {
+            delimiter: b'\r',
+            ..DEFAULT
+        };
+        assert_eq!(
+            fields("a\rb\r\nc\r\n", dialect),
+            vec![vec!["a", "b"], vec!["c"]]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use arrow::record_batch::RecordBatch;
 
 use super::column::{Column, ColumnSpecError};
 use super::csv_decode::CsvDecoder;
+use super::csv_parallel::ParallelCsvDecoder;
 use super::jsonl_decode::JsonlDecoder;
 use super::options::{CsvReadOptions, SourceFormat};
 
@@ -107,7 +108,8 @@ impl From<std::io::Error> for DecodeError {
     }
 }
 
-/// Opens a streaming decoder for a text source. `origin` names the object in messages.
+/// Opens a streaming decoder for a text source, decoding on the calling thread. `origin`
+/// names the object in messages.
 pub fn open_decoder(
     format: SourceFormat,
     reader: Box<dyn BufRead + Send>,
@@ -116,15 +118,33 @@ pub fn open_decoder(
     batch_rows: usize,
     origin: &str,
 ) -> Result<Box<dyn Decoder>, DecodeError> {
+    open_parallel_decoder(format, reader, schema, csv, batch_rows, 0, origin)
+}
+
+/// [`open_decoder`], with CSV decoded on `threads` threads besides one that reads, when
+/// `threads` is not 0 (JSONL always decodes on the calling thread). The batches, bad records
+/// and counts are the same as on the calling thread.
+pub fn open_parallel_decoder(
+    format: SourceFormat,
+    reader: Box<dyn BufRead + Send>,
+    schema: SchemaRef,
+    csv: &CsvReadOptions,
+    batch_rows: usize,
+    threads: usize,
+    origin: &str,
+) -> Result<Box<dyn Decoder>, DecodeError> {
     let batch_rows = batch_rows.max(1);
     match format {
+        SourceFormat::Csv if threads > 0 => Ok(Box::new(ParallelCsvDecoder::new(
+            reader, schema, csv, batch_rows, threads, origin,
+        )?)),
         SourceFormat::Csv => Ok(Box::new(CsvDecoder::new(
             reader, schema, csv, batch_rows, origin,
         )?)),
         SourceFormat::Jsonl => Ok(Box::new(JsonlDecoder::new(
             reader, schema, batch_rows, origin,
         )?)),
-        SourceFormat::Parquet => Err(DecodeError::UnsupportedFormat { format }),
+        SourceFormat::Parquet | SourceFormat::Raw => Err(DecodeError::UnsupportedFormat { format }),
     }
 }
 

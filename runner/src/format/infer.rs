@@ -30,7 +30,7 @@ pub fn infer_schema(
     match format {
         SourceFormat::Csv => infer_csv(reader, csv, max_records),
         SourceFormat::Jsonl => infer_jsonl(reader, max_records),
-        SourceFormat::Parquet => Err(DecodeError::UnsupportedFormat { format }),
+        SourceFormat::Parquet | SourceFormat::Raw => Err(DecodeError::UnsupportedFormat { format }),
     }
 }
 

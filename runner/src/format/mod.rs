@@ -7,8 +7,10 @@
 mod column;
 mod compression;
 mod count;
+mod csv_chunks;
 mod csv_decode;
 mod csv_encode;
+mod csv_parallel;
 mod csv_records;
 mod decode;
 mod encode;
@@ -22,7 +24,9 @@ mod throughput;
 
 pub use compression::decompress;
 pub use count::{count_csv_records, count_lines, parquet_rows};
-pub use decode::{BadRecord, DecodeError, Decoded, Decoder, HeaderMismatch, open_decoder};
+pub use decode::{
+    BadRecord, DecodeError, Decoded, Decoder, HeaderMismatch, open_decoder, open_parallel_decoder,
+};
 pub use encode::{EncodeError, Encoder, open_encoder};
 pub use infer::infer_schema;
 pub use temporal::FORMAT_METADATA_KEY;

@@ -9,6 +9,8 @@ pub enum SourceFormat {
     Csv,
     Jsonl,
     Parquet,
+    /// Not decoded: the bytes go to a container step with `input: raw`.
+    Raw,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

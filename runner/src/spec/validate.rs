@@ -191,6 +191,24 @@ impl Check<'_> {
             Some(spec.endpoint.clone())
         });
 
+        if let (Some(source), Some(steps)) = (&source, &steps) {
+            let raw_first = matches!(
+                steps.first().map(|s| &s.kind),
+                Some(StepKind::Container(c)) if c.input == crate::spec::container::StepInput::Raw
+            );
+            if source.format == SourceFormat::Raw && !raw_first {
+                self.error(
+                    path("spec.source.format"),
+                    "raw objects are not decoded: the first step must be a container step with `input: raw`",
+                );
+            }
+            if source.format == SourceFormat::Raw && source.schema.is_some() {
+                self.error(
+                    path("spec.source.schema"),
+                    "does not apply to raw objects, which are not decoded",
+                );
+            }
+        }
         let kubernetes = self.unit(Unit::Kubernetes, |v| {
             crate::spec::kubernetes::check(&spec.kubernetes, &mut v.problems)
         });
@@ -804,6 +822,7 @@ fn source_format_name(format: SourceFormat) -> &'static str {
         SourceFormat::Csv => "csv",
         SourceFormat::Jsonl => "jsonl",
         SourceFormat::Parquet => "parquet",
+        SourceFormat::Raw => "raw",
     }
 }
 

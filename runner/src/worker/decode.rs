@@ -87,6 +87,11 @@ impl Decoding {
                 });
                 (schema, task)
             }
+            SourceFormat::Raw => {
+                return Err(ObjectError::Internal(format!(
+                    "{source} has a raw source format but no raw first step to take it"
+                )));
+            }
             format @ (SourceFormat::Csv | SourceFormat::Jsonl) => {
                 let schema = ctx.schema.clone().ok_or_else(|| {
                     ObjectError::Internal(format!("no schema planned for {source}"))
@@ -102,12 +107,13 @@ impl Decoding {
                 let decode_schema = schema.clone();
                 let task = tokio::task::spawn_blocking(move || {
                     let input = format::decompress(Box::new(reader), compression);
-                    let decoder = format::open_decoder(
+                    let decoder = format::open_parallel_decoder(
                         format,
                         input,
                         decode_schema,
                         &job.source.csv,
                         BATCH_ROWS,
+                        decode_threads(),
                         &uri.to_string(),
                     )
                     .map_err(|e| ObjectError::decode(&uri, e))?;
@@ -122,6 +128,15 @@ impl Decoding {
         let stream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
         Ok(Decoding { stream, task })
     }
+}
+
+/// Threads that decode one CSV object besides the thread reading it: every CPU the process
+/// may use (its affinity and cgroup quota) but one, left to the encoder; none on one CPU. On
+/// two CPUs a second decoding thread would only take time from the encoder, the slower half.
+fn decode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_sub(1)
 }
 
 fn decode_blocking(

@@ -2,6 +2,7 @@
 //! loopback, and what it returns is decoded into records again (or kept as an opaque
 //! object by the worker).
 
+pub mod harness;
 pub mod transport;
 pub mod wire;
 

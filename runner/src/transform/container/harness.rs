@@ -1,0 +1,172 @@
+//! A contract test for transformer authors: start one container step's transformer on this
+//! machine as `sluice run` would, send it one input, and compare the reply with what is
+//! expected.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use crate::spec::container::{Comm, ContainerStep};
+use crate::transform::container::transport::{self, LOCAL_ENV, TransportError};
+use crate::transform::container::{ContainerError, content_type};
+
+/// A transformer started for a test; stopped on drop.
+pub struct Harness {
+    step: ContainerStep,
+    name: String,
+    _child: Option<tokio::process::Child>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error(
+        "step {step} uses image {image:?}, which has no local command: give the step a `local.command`"
+    )]
+    NoLocalCommand { step: String, image: String },
+    #[error("starting step {step} ({command}): {detail}")]
+    Spawn {
+        step: String,
+        command: String,
+        detail: String,
+    },
+    #[error(transparent)]
+    Exchange(Box<ContainerError>),
+}
+
+/// The argv that runs a step's transformer here: its `local.command`, or for the sluice
+/// image its command with `sluice` being `program`.
+fn local_argv(
+    step: &ContainerStep,
+    name: &str,
+    program: &Path,
+) -> Result<Vec<String>, HarnessError> {
+    if let Some(local) = &step.local_command {
+        return Ok(local.clone());
+    }
+    if step.image == crate::exec::render::SLUICE_IMAGE_ALIAS {
+        let mut argv = vec![program.display().to_string()];
+        let command = step.command.clone().unwrap_or_default();
+        let rest = match command.first().map(String::as_str) {
+            Some("sluice") => &command[1..],
+            _ => &command[..],
+        };
+        argv.extend(rest.iter().cloned());
+        argv.extend(step.args.iter().flatten().cloned());
+        return Ok(argv);
+    }
+    Err(HarnessError::NoLocalCommand {
+        step: name.to_string(),
+        image: step.image.clone(),
+    })
+}
+
+impl From<ContainerError> for HarnessError {
+    fn from(error: ContainerError) -> Self {
+        HarnessError::Exchange(Box::new(error))
+    }
+}
+
+impl Harness {
+    /// Starts the step's transformer (nothing for `io`, which runs per object) and waits
+    /// until it is ready.
+    pub async fn start(
+        step: &ContainerStep,
+        name: &str,
+        program: &Path,
+    ) -> Result<Harness, HarnessError> {
+        let argv = local_argv(step, name, program)?;
+        let mut step = step.clone();
+        if step.comm == Comm::Io {
+            // The io command runs per object: the local one, as with `sluice run`.
+            step.command = Some(argv);
+            step.args = None;
+            step.local_command = None;
+            return Ok(Harness {
+                step,
+                name: name.to_string(),
+                _child: None,
+            });
+        }
+        let child = tokio::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .envs(
+                step.env
+                    .iter()
+                    .filter_map(|e| Some((e.name.clone(), e.value.clone()?))),
+            )
+            .env(LOCAL_ENV, "1")
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HarnessError::Spawn {
+                step: name.to_string(),
+                command: argv.join(" "),
+                detail: e.to_string(),
+            })?;
+        let port = step.port.expect("validated: hpush and hpull have a port");
+        transport::wait_ready(port, step.init_timeout)
+            .await
+            .map_err(|e| ContainerError::new(name, "(readiness)", e))?;
+        Ok(Harness {
+            step,
+            name: name.to_string(),
+            _child: Some(child),
+        })
+    }
+
+    /// Sends one input as the step would send an object, and returns the whole reply.
+    pub async fn send(&self, key: &str, input: Bytes) -> Result<Vec<u8>, HarnessError> {
+        let size = input.len() as u64;
+        let body = Box::pin(futures::stream::once(async move { Ok(input) }));
+        let failed = |e: TransportError| ContainerError::new(&self.name, key, e);
+        let mut reply = transport::exchange(
+            &self.step,
+            key,
+            Some(size),
+            content_type(self.step.input),
+            body,
+        )
+        .await
+        .map_err(failed)?;
+        let mut out = Vec::new();
+        reply.read_to_end(&mut out).await.map_err(|e| {
+            failed(
+                transport::transport_error(&e)
+                    .cloned()
+                    .unwrap_or_else(|| TransportError::Broken(e.to_string())),
+            )
+        })?;
+        Ok(out)
+    }
+}
+
+/// A unified diff of expected and actual text, or `None` when they are equal.
+pub fn diff(expected: &[u8], actual: &[u8], expected_name: &str) -> Option<String> {
+    if expected == actual {
+        return None;
+    }
+    let (e, a) = (
+        String::from_utf8_lossy(expected),
+        String::from_utf8_lossy(actual),
+    );
+    Some(
+        similar::TextDiff::from_lines(e.as_ref(), a.as_ref())
+            .unified_diff()
+            .context_radius(2)
+            .header(expected_name, "transformer output")
+            .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diff_shows_the_changed_lines_only() {
+        assert_eq!(diff(b"a\nb\n", b"a\nb\n", "x"), None);
+        let d = diff(b"a\nb\nc\n", b"a\nB\nc\n", "expected.jsonl").unwrap();
+        assert!(d.contains("--- expected.jsonl"), "{d}");
+        assert!(d.contains("-b\n+B\n"), "{d}");
+    }
+}
