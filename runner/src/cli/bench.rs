@@ -20,6 +20,10 @@ pub struct BenchArgs {
     /// Skip the end-to-end runs (measure decode + encode alone).
     #[arg(long)]
     pub no_end_to_end: bool,
+    /// Measure the cost of a transformer instead: the same CSV -> Parquet run over 64 MiB
+    /// objects (--mib of them in all), directly and through an identity hpush transformer.
+    #[arg(long)]
+    pub transformer: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -27,6 +31,10 @@ pub struct BenchArgs {
 const BUCKET: &str = "bench";
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.transformer {
+        transformer_overhead(&args)?;
+        return Ok(ExitCode::Done);
+    }
     let name = format!("taxi-{}mib.csv", args.mib);
     let path = args.connect.embedded_dir.join(BUCKET).join(&name);
     if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < (args.mib as u64) << 20 {
@@ -154,6 +162,97 @@ spec:
     schema:{columns}
   sink:
     uri: s3://{BUCKET}-out/
+    format: parquet
+  parallelism: 1
+  shards: 1
+"
+    )
+}
+
+/// Size of each object of the transformer benchmark.
+const TRANSFORMER_OBJECT_MIB: usize = 64;
+
+/// The same conversion directly and through an identity hpush transformer, on the embedded
+/// server (the objects are written into its directory).
+fn transformer_overhead(args: &BenchArgs) -> anyhow::Result<()> {
+    let objects = (args.mib / TRANSFORMER_OBJECT_MIB).max(1);
+    let dir = args.connect.embedded_dir.join(BUCKET).join("tx");
+    for i in 0..objects {
+        let path = dir.join(format!("part-{i:02}.csv"));
+        if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+            < (TRANSFORMER_OBJECT_MIB as u64) << 20
+        {
+            eprintln!("generating {} ...", path.display());
+            write_dataset(&path, TRANSFORMER_OBJECT_MIB << 20)?;
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let direct = transformer_job("tx-direct", "csv", "");
+    let through = transformer_job(
+        "tx-identity",
+        "raw",
+        &format!(
+            "  transform:
+    - name: identity
+      container:
+        image: sluice
+        comm: hpush
+        port: {port}
+        command: [sluice, transformer, serve, --op, identity, --listen, \"127.0.0.1:{port}\"]
+        output: {{format: csv}}
+"
+        ),
+    );
+    println!(
+        "transformer overhead: {objects} objects of {TRANSFORMER_OBJECT_MIB} MiB, CSV -> Parquet (schema inferred), one worker:"
+    );
+    crate::cli::runtime()?.block_on(async {
+        let conn = args.connect.connect(None).await?;
+        if conn.embedded.is_none() {
+            anyhow::bail!("--transformer runs on the embedded server only (unset AWS_ENDPOINT_URL and --endpoint)");
+        }
+        conn.storage.create_bucket(BUCKET).await?;
+        conn.storage.create_bucket(&format!("{BUCKET}-out")).await?;
+        let mut rates = Vec::new();
+        for (label, yaml) in [("direct", direct), ("through identity hpush", through)] {
+            let loaded = spec::load_str(&yaml, "transformer bench job", &[])?;
+            let options = LocalRunOptions {
+                program: std::env::current_exe()?,
+                env: conn.endpoint.env.clone(),
+                parallelism: Some(1),
+                run_id: Some(format!("{}-{}", loaded.job.name, chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"))),
+                bar: false,
+                cpus: None,
+            };
+            let run = run_locally(&conn.storage, &loaded, options).await?;
+            let rate = run.report.bytes as f64 / 1e6 / run.report.seconds;
+            println!(
+                "  {label:<24} {rate:>7.1} MB/s ({} records, {:.2}s, exit {})",
+                run.report.records.output,
+                run.report.seconds,
+                run.exit.code()
+            );
+            rates.push(rate);
+        }
+        println!("  through the transformer: {:.0}% of the direct throughput", rates[1] / rates[0] * 100.0);
+        Ok(())
+    })
+}
+
+fn transformer_job(name: &str, format: &str, transform: &str) -> String {
+    format!(
+        "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata:
+  name: {name}
+spec:
+  source:
+    uri: s3://{BUCKET}/tx/
+    format: {format}
+{transform}  sink:
+    uri: s3://{BUCKET}-out/{name}/
     format: parquet
   parallelism: 1
   shards: 1
