@@ -510,3 +510,73 @@ fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[\"md5\"]"));
 }
+
+/// `sluice transform`: one object through the example job's steps into a local file, and
+/// through the md5 example to stdout; nothing reaches the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transform_runs_one_object_through_the_steps_into_a_file() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let customers =
+        std::fs::read(root.join("tests/fixtures/transformers/customers.jsonl")).unwrap();
+    storage
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "customers/c.jsonl"),
+            customers.clone().into(),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("c.parquet");
+    let transform = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("transform")
+            .args(args)
+            .envs(server.env())
+            .current_dir(root)
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let object = format!("s3://{bucket}/customers/c.jsonl");
+    let out = transform(&[
+        "jobs/mask-customers.yaml",
+        &object,
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5 records in, 5 out, 0 bad"));
+    let file = std::fs::File::open(&output).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<_> = reader.map(|b| b.unwrap()).collect();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 5);
+    let emails = batches[0]
+        .column_by_name("email")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
+    assert_eq!(emails, masked("ada@example.com"));
+
+    let out = transform(&["jobs/md5-objects.yaml", &object]);
+    assert_eq!(out.status.code(), Some(0));
+    let digest = <md5::Md5 as md5::Digest>::digest(&customers);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", hex::encode(digest))
+    );
+    let outputs = storage
+        .list(&format!("s3://{bucket}/").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(outputs.len(), 1, "only the source object: {outputs:?}");
+}

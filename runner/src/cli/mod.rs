@@ -20,6 +20,7 @@ pub mod s3;
 pub mod schema;
 pub mod status;
 pub mod submit;
+pub mod transform;
 pub mod transformer;
 pub mod worker;
 
@@ -64,6 +65,9 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// List a job's runs from the state in the bucket: planned, published or failed.
     Runs(runs::RunsArgs),
+    /// Transform one object through the job's steps into a file or stdout (a try-out on a
+    /// sample; nothing is written to the sink).
+    Transform(transform::TransformArgs),
     /// Run one shard of a planned run (what each pod of the Kubernetes Job runs).
     Worker(worker::WorkerArgs),
     /// Validate job files without running anything; prints every problem with file:line:column.
@@ -94,6 +98,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => cancel::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Transform(args) => transform::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),

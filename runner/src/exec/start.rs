@@ -54,13 +54,25 @@ async fn infer(storage: &Storage, job: &Job, plan: &Plan) -> Result<Option<Schem
     else {
         return Ok(None);
     };
-    let uri = S3Uri::new(job.source.uri.bucket.clone(), first.key.clone());
-    let body = storage.get(&uri, Some(&first.etag)).await?;
+    infer_object(storage, job, &first.key, &first.etag)
+        .await
+        .map(Some)
+}
+
+/// Infers the schema from a sample of one source object.
+pub async fn infer_object(
+    storage: &Storage,
+    job: &Job,
+    key: &str,
+    etag: &str,
+) -> Result<SchemaRef, StartError> {
+    let uri = S3Uri::new(job.source.uri.bucket.clone(), key.to_string());
+    let body = storage.get(&uri, Some(etag)).await?;
     let reader = SyncIoBridge::new(StreamReader::new(body));
     let compression = job
         .source
         .compression
-        .unwrap_or_else(|| Compression::from_key(&first.key));
+        .unwrap_or_else(|| Compression::from_key(key));
     let (format, csv, records) = (
         job.source.format,
         job.source.csv.clone(),
@@ -82,7 +94,7 @@ async fn infer(storage: &Storage, job: &Job, plan: &Plan) -> Result<Option<Schem
         source,
     })?;
     tracing::info!(%uri, columns = schema.fields().len(), "inferred the schema");
-    Ok(Some(schema))
+    Ok(schema)
 }
 
 /// Writes the resolved job and the plan into the run's state; refuses to overwrite a run.

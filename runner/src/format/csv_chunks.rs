@@ -224,15 +224,21 @@ impl FieldSink for HeaderFields {
     }
 }
 
+/// The memory [`ChunkFields`] needs, kept from one chunk to the next by whoever decodes them.
+#[derive(Default)]
+pub(crate) struct FieldBuffers {
+    /// Field `c` of record `r` at `spans[c * records + r]`: start << 32 | end, offsets into
+    /// the chunk, or into `unescaped` plus the chunk's length. Missing fields are empty.
+    spans: Vec<u64>,
+    /// Unescaped fields (those with doubled quotes or escapes).
+    unescaped: Vec<u8>,
+}
+
 /// The fields of a chunk's records, column by column: the values of one column are next to
 /// each other, as the typing loops read them.
 pub(crate) struct ChunkFields<'a> {
     data: &'a [u8],
-    /// Unescaped fields (those with doubled quotes or escapes).
-    unescaped: Vec<u8>,
-    /// Field `c` of record `r` at `spans[c * records + r]`: start << 32 | end, offsets into
-    /// `data`, or into `unescaped` plus `data.len()`. Missing fields are empty.
-    spans: Vec<u64>,
+    buffers: &'a FieldBuffers,
     records: usize,
 }
 
@@ -244,15 +250,21 @@ impl<'a> ChunkFields<'a> {
         records: usize,
         columns: usize,
         dialect: &Dialect,
+        buffers: &'a mut FieldBuffers,
         mut wrong_count: impl FnMut(usize, usize),
     ) -> Self {
         assert!(
             data.len() <= (u32::MAX / 2) as usize,
             "a chunk is bounded far below 2 GiB"
         );
+        let mut spans = std::mem::take(&mut buffers.spans);
+        spans.clear();
+        spans.resize(columns * records, 0);
+        let mut unescaped = std::mem::take(&mut buffers.unescaped);
+        unescaped.clear();
         let mut sink = ColumnSink {
-            spans: vec![0; columns * records],
-            unescaped: Vec::new(),
+            spans,
+            unescaped,
             columns,
             records,
             record: 0,
@@ -275,10 +287,11 @@ impl<'a> ChunkFields<'a> {
                 }
             }
         }
+        buffers.spans = sink.spans;
+        buffers.unescaped = sink.unescaped;
         ChunkFields {
             data,
-            unescaped: sink.unescaped,
-            spans: sink.spans,
+            buffers,
             records,
         }
     }
@@ -286,13 +299,13 @@ impl<'a> ChunkFields<'a> {
     /// Field `column` of record `record`.
     #[inline]
     pub(crate) fn field(&self, column: usize, record: usize) -> &[u8] {
-        let span = self.spans[column * self.records + record];
+        let span = self.buffers.spans[column * self.records + record];
         let (start, end) = ((span >> 32) as usize, span as u32 as usize);
         let base = self.data.len();
         if end <= base {
             &self.data[start..end]
         } else {
-            &self.unescaped[start - base..end - base]
+            &self.buffers.unescaped[start - base..end - base]
         }
     }
 }
@@ -514,7 +527,19 @@ mod tests {
     fn fields_by_column_with_unescaped_and_missing_fields() {
         let data = b"a,\"b\"\"c\",d\n\ne\n\"f\"g,\"h\",\"\"\n";
         let mut wrong = Vec::new();
-        let fields = ChunkFields::split(data, 3, 3, &DEFAULT, |r, n| wrong.push((r, n)));
+        let mut buffers = FieldBuffers::default();
+        // Buffers left over from a larger chunk must not show through.
+        ChunkFields::split(
+            b"x,y,z,w\n\"\"\"\"\n",
+            2,
+            4,
+            &DEFAULT,
+            &mut buffers,
+            |_, _| {},
+        );
+        let fields = ChunkFields::split(data, 3, 3, &DEFAULT, &mut buffers, |r, n| {
+            wrong.push((r, n))
+        });
         assert_eq!(wrong, vec![(1, 1)]);
         let text = |c, r| String::from_utf8(fields.field(c, r).to_vec()).unwrap();
         assert_eq!([text(0, 0), text(1, 0), text(2, 0)], ["a", "b\"c", "d"]);

@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 
 use super::column::{Column, RowErrors};
-use super::csv_chunks::{Chunk, ChunkFields, ChunkReader, locate_records};
+use super::csv_chunks::{Chunk, ChunkFields, ChunkReader, FieldBuffers, locate_records};
 use super::csv_records::Dialect;
 use super::decode::{BadRecord, DecodeError, Decoded, Decoder, HeaderMismatch, columns};
 use super::options::{CsvReadOptions, SourceFormat};
@@ -50,7 +50,11 @@ pub(crate) struct ChunkDecoder {
 
 impl ChunkDecoder {
     /// The chunk's good records as a batch, and its bad records, in input order.
-    pub(crate) fn decode(&self, chunk: &Chunk) -> Result<Decoded, DecodeError> {
+    pub(crate) fn decode(
+        &self,
+        chunk: &Chunk,
+        buffers: &mut FieldBuffers,
+    ) -> Result<Decoded, DecodeError> {
         let records = chunk.records;
         let expected = self.columns.len();
         let mut errors = RowErrors::new(records);
@@ -59,6 +63,7 @@ impl ChunkDecoder {
             records,
             expected,
             &self.dialect,
+            buffers,
             |r, found| {
                 errors.mark(r, || format!("expected {expected} fields, found {found}"));
             },
@@ -110,6 +115,7 @@ impl ChunkDecoder {
 pub(crate) struct CsvDecoder {
     reader: ChunkReader,
     chunks: ChunkDecoder,
+    buffers: FieldBuffers,
     batch_rows: usize,
     seen: u64,
 }
@@ -126,6 +132,7 @@ impl CsvDecoder {
         Ok(CsvDecoder {
             reader,
             chunks,
+            buffers: FieldBuffers::default(),
             batch_rows,
             seen: 0,
         })
@@ -142,7 +149,7 @@ impl Decoder for CsvDecoder {
             return Ok(None);
         };
         self.seen += chunk.records as u64;
-        self.chunks.decode(&chunk).map(Some)
+        self.chunks.decode(&chunk, &mut self.buffers).map(Some)
     }
 
     fn records(&self) -> u64 {

@@ -6,8 +6,8 @@
 //! batches, the bad records and their lines, the record counts and the point where a read
 //! error surfaces are all the same as decoding on one thread.
 //!
-//! Memory is bounded: the reader hands a chunk over only when fewer than
-//! `2 * threads` chunks wait for the consumer, in the decoding queue, being decoded or decoded.
+//! Memory is bounded: the reader waits while `2 * threads` chunks are ahead of the consumer
+//! (queued, being decoded, or decoded and not yet taken).
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use arrow::datatypes::SchemaRef;
 
-use super::csv_chunks::{Chunk, ChunkReader};
+use super::csv_chunks::{Chunk, ChunkReader, FieldBuffers};
 use super::csv_decode::{ChunkDecoder, open_chunks};
 use super::decode::{DecodeError, Decoded, Decoder};
 use super::options::CsvReadOptions;
@@ -125,13 +125,16 @@ fn read_chunks(
 
 /// A decoding thread: chunks from the shared queue until it closes.
 fn decode_chunks(work: &Mutex<Receiver<Job>>, decoder: &ChunkDecoder) {
+    let mut buffers = FieldBuffers::default();
     loop {
         // The lock is held only while waiting for a chunk, not while decoding one.
         let job = work.lock().map(|queue| queue.recv());
         let Ok(Ok((chunk, outcome))) = job else {
             return;
         };
-        let decoded = decoder.decode(&chunk).map(|d| (chunk.records, d));
+        let decoded = decoder
+            .decode(&chunk, &mut buffers)
+            .map(|d| (chunk.records, d));
         // The consumer may be gone (dropped early); the chunk is then simply dropped.
         let _ = outcome.send(decoded);
     }

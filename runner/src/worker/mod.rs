@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod error;
+pub mod inline;
 pub mod marker;
 pub mod object;
 pub mod output;

@@ -202,7 +202,7 @@ fn is_raw(step: &crate::spec::job::Step) -> bool {
 
 /// Where an object's records come from: decoded from the source, or from the transformer
 /// of a raw first step.
-enum Input {
+pub(crate) enum Input {
     Decoded(Decoding),
     Transformed {
         stream: datafusion::execution::SendableRecordBatchStream,
@@ -210,10 +210,10 @@ enum Input {
     },
 }
 
-type DecodeTask = tokio::task::JoinHandle<Result<DecodeStats, ObjectError>>;
+pub(crate) type DecodeTask = tokio::task::JoinHandle<Result<DecodeStats, ObjectError>>;
 
 impl Input {
-    async fn start(
+    pub(crate) async fn start(
         ctx: &ObjectContext,
         source: &S3Uri,
         object: &PlannedObject,
@@ -242,7 +242,7 @@ impl Input {
 
     /// The records, the decoding task (if decoding), the steps still to apply and the raw
     /// step's counter (if there was one).
-    fn into_parts(
+    pub(crate) fn into_parts(
         self,
         job: &Job,
     ) -> (
