@@ -227,3 +227,55 @@ async fn no_launcher_plans_now_and_renders_the_worker_job_for_that_plan() {
             .is_some()
     );
 }
+
+#[test]
+fn container_steps_render_as_native_sidecars_with_exec_probes_and_the_io_bridge() {
+    let (_, worker) = render_all(&fixture("sidecars.yaml"));
+    check_manifests(&worker).unwrap();
+    golden("sidecars.worker.golden.yaml", &worker);
+    let job: serde_json::Value = serde_yaml_ng::from_str(&worker).unwrap();
+    let init = job["spec"]["template"]["spec"]["initContainers"]
+        .as_array()
+        .unwrap();
+    let names: Vec<&str> = init.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["sluice-bin", "mask", "legacy", "digest"]);
+    // The installer runs to completion first; the transformers are native sidecars.
+    assert!(init[0].get("restartPolicy").is_none());
+    for sidecar in &init[1..] {
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(
+            sidecar["readinessProbe"]["exec"]["command"][1],
+            "transformer"
+        );
+        assert_eq!(sidecar["readinessProbe"]["exec"]["command"][2], "probe");
+    }
+    assert_eq!(
+        init[1]["readinessProbe"]["exec"]["command"][0],
+        "/sluice-bin/sluice"
+    );
+    assert_eq!(init[1]["resources"]["requests"]["cpu"], "250m");
+    // The io step runs its command behind the bridge, on its bridge port.
+    let legacy: Vec<&str> = init[2]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        legacy,
+        [
+            "/sluice-bin/sluice",
+            "transformer",
+            "serve",
+            "--listen",
+            "127.0.0.1:9401",
+            "--exec",
+            "--",
+            "/opt/legacy/run",
+            "--stdin"
+        ]
+    );
+    // The sluice image needs no installed copy.
+    assert_eq!(init[3]["image"], "ghcr.io/sluice-dev/sluice:0.1.0");
+    assert_eq!(init[3]["readinessProbe"]["exec"]["command"][0], "sluice");
+}

@@ -33,16 +33,6 @@ pub struct TransformArgs {
 pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
     let loaded = spec::load_file(&args.job, &args.params)?;
     let mut job = loaded.job;
-    // On this machine an io step runs its local command, as with `sluice run`.
-    for step in &mut job.steps {
-        if let StepKind::Container(c) = &mut step.kind
-            && c.port.is_none()
-            && let Some(local) = c.local_command.take()
-        {
-            c.command = Some(local);
-            c.args = None;
-        }
-    }
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(job.endpoint.as_deref()).await?;
         let head = conn
@@ -64,13 +54,11 @@ pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
             ),
             _ => None,
         };
-        // The hpush and hpull transformers run here for the time of the transform.
+        // The transformers (an io step's bridge) run here for the time of the transform.
         let program = std::env::current_exe()?;
         let mut transformers = Vec::new();
         for step in &job.steps {
-            if let StepKind::Container(c) = &step.kind
-                && c.port.is_some()
-            {
+            if let StepKind::Container(c) = &step.kind {
                 transformers.push(Harness::start(c, &step.name, &program).await?);
             }
         }

@@ -19,6 +19,25 @@ pub enum TransformerCommand {
     /// send it FILE as one object, and print the reply, or with --expect compare it and
     /// print a diff (exit 3 when it differs).
     Test(TestArgs),
+    /// Copy this sluice binary into DIR (how an io step's container gets the bridge on a
+    /// cluster: an init container of the sluice image fills a shared volume).
+    Install(InstallArgs),
+    /// Exit 0 when the transformer on 127.0.0.1:PORT answers GET /health with 200, else 1:
+    /// the readiness probe of transformer sidecars, run inside their container.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// The transformer's loopback port.
+    #[arg(long)]
+    pub port: u16,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The directory to copy the binary into (as DIR/sluice).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,8 +62,17 @@ pub struct TestArgs {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// The operation applied to every object.
-    #[arg(long, value_enum)]
-    pub op: Op,
+    #[arg(
+        long,
+        value_enum,
+        required_unless_present = "exec",
+        conflicts_with = "exec"
+    )]
+    pub op: Option<Op>,
+    /// Instead of an operation, run this command per object (object on stdin, result on
+    /// stdout): the bridge that serves an `io` step over hpush. Give it after `--`.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "COMMAND")]
+    pub exec: Vec<String>,
     /// The loopback address to listen on: 127.0.0.1:PORT, [::1]:PORT or localhost:PORT
     /// (port 0: a free one).
     #[arg(long, value_parser = parse_listen)]
@@ -55,6 +83,8 @@ pub fn run(cmd: TransformerCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TransformerCommand::Serve(args) => serve(args),
         TransformerCommand::Test(args) => test(args),
+        TransformerCommand::Install(args) => install(args),
+        TransformerCommand::Probe(args) => probe(args),
     }
 }
 
@@ -64,12 +94,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
-        eprintln!("serving {} on http://{addr}", args.op);
-        crate::transformer::serve(listener, args.op)
-            .await
-            .with_context(|| format!("serving {} on http://{addr}", args.op))?;
+        match args.op {
+            Some(op) => {
+                eprintln!("serving {op} on http://{addr}");
+                crate::transformer::serve(listener, op)
+                    .await
+                    .with_context(|| format!("serving {op} on http://{addr}"))?;
+            }
+            None => {
+                // `--exec -- CMD ...`: the separator is not part of the command.
+                let mut command = args.exec;
+                if command.first().is_some_and(|a| a == "--") {
+                    command.remove(0);
+                }
+                anyhow::ensure!(!command.is_empty(), "--exec needs a command after `--`");
+                eprintln!(
+                    "serving `{}` per object on http://{addr}",
+                    command.join(" ")
+                );
+                use tokio::signal::unix::{SignalKind, signal};
+                let mut terminate = signal(SignalKind::terminate())?;
+                let shutdown = async move {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                };
+                crate::transformer::bridge::serve_exec(listener, command, shutdown)
+                    .await
+                    .with_context(|| format!("serving on http://{addr}"))?;
+            }
+        }
         Ok(ExitCode::Done)
     })
+}
+
+fn install(args: InstallArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let target = args.dir.join("sluice");
+    std::fs::copy(std::env::current_exe()?, &target)
+        .with_context(|| format!("copying the binary to {}", target.display()))?;
+    eprintln!("installed {}", target.display());
+    Ok(ExitCode::Done)
 }
 
 fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -125,5 +192,15 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::Done)
             }
         }
+    })
+}
+
+fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
+    let ready = crate::cli::runtime()?.block_on(
+        crate::transform::container::transport::wait_ready(args.port, std::time::Duration::ZERO),
+    );
+    Ok(match ready {
+        Ok(()) => ExitCode::Done,
+        Err(_) => ExitCode::Transient,
     })
 }

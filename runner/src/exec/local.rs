@@ -114,6 +114,7 @@ impl LocalPodRunner {
             .map(|c| Ok((c.clone(), self.process(c)?)))
             .collect::<Result<Vec<_>, PodRunError>>()?;
         let pod = Arc::new(PodTemplate {
+            program: self.program.clone(),
             main,
             sidecars,
             env: self.env.clone(),
@@ -417,6 +418,8 @@ struct Process {
 
 /// A pod as local processes.
 struct PodTemplate {
+    /// This sluice executable (probes that run the sluice binary run it).
+    program: PathBuf,
     main: Process,
     sidecars: Vec<(Container, Process)>,
     env: Vec<(String, String)>,
@@ -477,7 +480,7 @@ impl PodTemplate {
                 .map_err(|e| format!("starting sidecar {}: {e}", process.name))?;
             forward(child.stdout.take(), label.clone(), bar.cloned());
             forward(child.stderr.take(), label, bar.cloned());
-            if let Err(why) = ready(container, &mut child).await {
+            if let Err(why) = ready(container, &mut child, &self.program).await {
                 let _ = child.kill().await;
                 for (stop, supervisor) in running {
                     let (stop, supervisor): (watch::Sender<bool>, tokio::task::JoinHandle<()>) =
@@ -612,7 +615,6 @@ fn spawn_process(
         command
             .envs(extra_env.iter().map(|(k, v)| (k, v)))
             .env("JOB_COMPLETION_INDEX", index.to_string())
-            .env(crate::transform::container::transport::LOCAL_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -626,26 +628,47 @@ fn spawn_process(
 
 /// Waits until a sidecar's readiness probe (an HTTP GET on loopback) answers 2xx or 3xx,
 /// within the probe's own budget (initial delay + period x failure threshold).
-async fn ready(container: &Container, child: &mut Child) -> Result<(), String> {
+async fn ready(container: &Container, child: &mut Child, program: &Path) -> Result<(), String> {
     let Some(probe) = &container.readiness_probe else {
         return Ok(());
     };
-    let Some(get) = &probe.http_get else {
-        return Err("only httpGet readiness probes run locally".into());
+    let check = match (&probe.http_get, &probe.exec) {
+        (Some(get), _) => {
+            let port = match &get.port {
+                IntOrString::Int(port) => *port as u16,
+                IntOrString::String(name) => container
+                    .ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name))
+                    .map(|p| p.container_port as u16)
+                    .ok_or_else(|| {
+                        format!(
+                            "the probe names port {name:?}, which the container does not declare"
+                        )
+                    })?,
+            };
+            Check::Http {
+                port,
+                path: get.path.clone().unwrap_or_else(|| "/".into()),
+            }
+        }
+        (None, Some(exec)) => {
+            let mut argv = exec.command.clone().unwrap_or_default();
+            // The sluice binary, wherever the pod has it, is this executable here.
+            if argv
+                .first()
+                .is_some_and(|a| a == "sluice" || a.ends_with("/sluice"))
+            {
+                argv[0] = program.display().to_string();
+            }
+            if argv.is_empty() {
+                return Err("the exec readiness probe has no command".into());
+            }
+            Check::Exec(argv)
+        }
+        (None, None) => return Err("only httpGet and exec readiness probes run locally".into()),
     };
-    let port = match &get.port {
-        IntOrString::Int(port) => *port as u16,
-        IntOrString::String(name) => container
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some(name))
-            .map(|p| p.container_port as u16)
-            .ok_or_else(|| {
-                format!("the probe names port {name:?}, which the container does not declare")
-            })?,
-    };
-    let path = get.path.clone().unwrap_or_else(|| "/".into());
     let period = probe
         .period_seconds
         .map(|s| Duration::from_secs(s.max(1) as u64))
@@ -657,16 +680,51 @@ async fn ready(container: &Container, child: &mut Child) -> Result<(), String> {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("exited before it was ready ({status})"));
         }
-        if http_ok(port, &path).await {
+        if check.passes().await {
             return Ok(());
         }
         if started.elapsed() > budget {
             return Err(format!(
-                "not ready after {:.0?}: GET http://127.0.0.1:{port}{path} never answered 2xx/3xx",
-                budget
+                "not ready after {budget:.0?}: {check} never passed"
             ));
         }
         tokio::time::sleep(PROBE_PERIOD.min(period)).await;
+    }
+}
+
+/// A readiness check run on this machine.
+enum Check {
+    Http { port: u16, path: String },
+    Exec(Vec<String>),
+}
+
+impl Check {
+    async fn passes(&self) -> bool {
+        match self {
+            Check::Http { port, path } => http_ok(*port, path).await,
+            Check::Exec(argv) => {
+                let status = Command::new(&argv[0])
+                    .args(&argv[1..])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .kill_on_drop(true)
+                    .status();
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), status).await,
+                    Ok(Ok(s)) if s.success()
+                )
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Http { port, path } => write!(f, "GET http://127.0.0.1:{port}{path}"),
+            Check::Exec(argv) => write!(f, "`{}`", argv.join(" ")),
+        }
     }
 }
 

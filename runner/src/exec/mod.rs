@@ -37,13 +37,19 @@ pub struct LocalRunOptions {
     pub cpus: Option<usize>,
 }
 
-/// The `local.command` of each container step, by the name of its container.
-pub fn local_commands(job: &crate::spec::Job) -> std::collections::BTreeMap<String, Vec<String>> {
+/// What runs each container step's sidecar on this machine, by the name of its container:
+/// its `local.command` (an io step's behind the bridge of `program`).
+pub fn local_commands(
+    job: &crate::spec::Job,
+    program: &std::path::Path,
+) -> std::collections::BTreeMap<String, Vec<String>> {
     job.steps
         .iter()
         .filter_map(|step| match &step.kind {
-            crate::spec::job::StepKind::Container(c) => {
-                Some((step.name.clone(), c.local_command.clone()?))
+            crate::spec::job::StepKind::Container(c) if c.image != render::SLUICE_IMAGE_ALIAS => {
+                crate::transform::container::harness::local_argv(c, &step.name, program)
+                    .ok()
+                    .map(|argv| (step.name.clone(), argv))
             }
             _ => None,
         })
@@ -93,10 +99,11 @@ pub async fn run_locally(
     if let (Some(parallelism), Some(spec)) = (options.parallelism, manifest.spec.as_mut()) {
         spec.parallelism = Some(parallelism.max(1) as i32);
     }
+    let program = options.program;
     let runner = LocalPodRunner {
         sluice_image: target.image.clone(),
-        program: options.program,
-        local_commands: local_commands(job),
+        program: program.clone(),
+        local_commands: local_commands(job, &program),
         env: options.env,
         bar: options.bar,
         cpus: options.cpus,

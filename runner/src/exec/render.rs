@@ -11,12 +11,11 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    EnvVar, ExecAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -231,6 +230,7 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
         .get_or_insert_default()
         .insert(ANNOTATION_PLAN.into(), work.plan.to_string());
     let sidecars = transformer_sidecars(job, &target.image);
+    let volumes = worker_volumes(&sidecars);
     let pod = PodSpec {
         containers: vec![container],
         init_containers: (!sidecars.is_empty()).then_some(sidecars),
@@ -250,7 +250,7 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
         image_pull_secrets: (!settings.image_pull_secrets.is_empty())
             .then(|| settings.image_pull_secrets.clone()),
         security_context: Some(pod_security()),
-        volumes: Some(vec![scratch_volume()]),
+        volumes: Some(volumes),
         ..Default::default()
     };
     KubeJob {
@@ -283,64 +283,123 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
 pub const SLUICE_IMAGE_ALIAS: &str = "sluice";
 /// Seconds between two readiness probes of a transformer.
 const PROBE_PERIOD_SECONDS: i32 = 2;
+/// Where the sluice binary is shared with transformer containers of other images.
+pub const SLUICE_BIN_DIR: &str = "/sluice-bin";
+/// The init container that fills it.
+pub const SLUICE_BIN_CONTAINER: &str = "sluice-bin";
 
-/// The hpush and hpull transformers of the job as native sidecars (init containers with
-/// `restartPolicy: Always`): started before the worker, ready once `GET /health` answers
-/// 200 within the step's `init_timeout`, stopped after the worker, never keeping the Job
-/// alive. Each is named after its step; the image `sluice` is the run's sluice image.
+/// The transformers of the job as native sidecars (init containers with
+/// `restartPolicy: Always`): started before the worker, ready once `GET /health` on their
+/// loopback port answers 200 within the step's `init_timeout`, stopped after the worker,
+/// never keeping the Job alive. Each is named after its step; the image `sluice` is the
+/// run's sluice image.
+///
+/// A transformer listens on 127.0.0.1 only, which the kubelet's own HTTP probes cannot
+/// reach, so readiness is an exec probe: `sluice transformer probe` inside the container.
+/// Containers of other images get the binary from a shared volume that a first init
+/// container fills (`sluice transformer install`); an io step's container runs its command
+/// behind the bridge (`sluice transformer serve --exec`).
 pub fn transformer_sidecars(job: &Job, sluice_image: &str) -> Vec<Container> {
-    job.steps
+    let steps: Vec<_> = job
+        .steps
         .iter()
         .filter_map(|step| match &step.kind {
-            StepKind::Container(c) => c.port.map(|port| (step, c, port)),
+            StepKind::Container(c) => Some((step, c)),
             _ => None,
         })
-        .map(|(step, c, port)| {
-            let probes =
-                (c.init_timeout.as_secs() as u32).div_ceil(PROBE_PERIOD_SECONDS as u32) as i32;
-            Container {
-                name: step.name.clone(),
-                image: Some(if c.image == SLUICE_IMAGE_ALIAS {
-                    sluice_image.to_string()
-                } else {
-                    c.image.clone()
-                }),
-                command: c.command.clone(),
-                args: c.args.clone(),
-                env: Some(
-                    std::iter::once(EnvVar {
-                        name: "TMPDIR".into(),
-                        value: Some(SCRATCH_DIR.into()),
-                        ..Default::default()
-                    })
-                    .chain(c.env.iter().cloned())
-                    .collect(),
-                ),
-                ports: Some(vec![ContainerPort {
-                    name: Some("transformer".into()),
-                    container_port: port as i32,
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                }]),
-                readiness_probe: Some(Probe {
-                    http_get: Some(HTTPGetAction {
-                        path: Some("/health".into()),
-                        port: IntOrString::Int(port as i32),
-                        host: Some("127.0.0.1".into()),
-                        ..Default::default()
-                    }),
-                    period_seconds: Some(PROBE_PERIOD_SECONDS),
-                    failure_threshold: Some(probes.max(1)),
-                    ..Default::default()
-                }),
-                resources: c.resources.clone(),
-                restart_policy: Some("Always".into()),
-                security_context: Some(container_security()),
-                volume_mounts: Some(vec![scratch_mount()]),
-                ..Default::default()
+        .collect();
+    let mut containers = Vec::new();
+    if steps.iter().any(|(_, c)| c.image != SLUICE_IMAGE_ALIAS) {
+        containers.push(Container {
+            name: SLUICE_BIN_CONTAINER.into(),
+            image: Some(sluice_image.to_string()),
+            command: Some(vec!["sluice".into()]),
+            args: Some(vec![
+                "transformer".into(),
+                "install".into(),
+                SLUICE_BIN_DIR.into(),
+            ]),
+            security_context: Some(container_security()),
+            volume_mounts: Some(vec![sluice_bin_mount()]),
+            ..Default::default()
+        });
+    }
+    for (step, c) in steps {
+        let own = c.image == SLUICE_IMAGE_ALIAS;
+        let sluice = if own {
+            "sluice".to_string()
+        } else {
+            format!("{SLUICE_BIN_DIR}/sluice")
+        };
+        let port = c.listen_port();
+        let (command, args) = match c.comm {
+            crate::spec::container::Comm::Io => {
+                let mut argv = crate::transform::container::harness::bridge_argv(&sluice, port);
+                argv.extend(c.command.iter().flatten().cloned());
+                argv.extend(c.args.iter().flatten().cloned());
+                (Some(argv), None)
             }
-        })
-        .collect()
+            _ => (c.command.clone(), c.args.clone()),
+        };
+        let probes = (c.init_timeout.as_secs() as u32).div_ceil(PROBE_PERIOD_SECONDS as u32) as i32;
+        let mut mounts = vec![scratch_mount()];
+        if !own {
+            mounts.push(sluice_bin_mount());
+        }
+        containers.push(Container {
+            name: step.name.clone(),
+            image: Some(if own {
+                sluice_image.to_string()
+            } else {
+                c.image.clone()
+            }),
+            command,
+            args,
+            env: Some(
+                std::iter::once(EnvVar {
+                    name: "TMPDIR".into(),
+                    value: Some(SCRATCH_DIR.into()),
+                    ..Default::default()
+                })
+                .chain(c.env.iter().cloned())
+                .collect(),
+            ),
+            ports: Some(vec![ContainerPort {
+                name: Some("transformer".into()),
+                container_port: port as i32,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            readiness_probe: Some(Probe {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        sluice,
+                        "transformer".into(),
+                        "probe".into(),
+                        "--port".into(),
+                        port.to_string(),
+                    ]),
+                }),
+                period_seconds: Some(PROBE_PERIOD_SECONDS),
+                failure_threshold: Some(probes.max(1)),
+                ..Default::default()
+            }),
+            resources: c.resources.clone(),
+            restart_policy: Some("Always".into()),
+            security_context: Some(container_security()),
+            volume_mounts: Some(mounts),
+            ..Default::default()
+        });
+    }
+    containers
+}
+
+fn sluice_bin_mount() -> VolumeMount {
+    VolumeMount {
+        name: SLUICE_BIN_CONTAINER.into(),
+        mount_path: SLUICE_BIN_DIR.into(),
+        ..Default::default()
+    }
 }
 
 /// Exit codes that mean "this fails again" fail the index at once; a disruption (eviction,
@@ -515,6 +574,18 @@ fn container_security() -> SecurityContext {
         }),
         ..Default::default()
     }
+}
+
+fn worker_volumes(sidecars: &[Container]) -> Vec<Volume> {
+    let mut volumes = vec![scratch_volume()];
+    if sidecars.iter().any(|c| c.name == SLUICE_BIN_CONTAINER) {
+        volumes.push(Volume {
+            name: SLUICE_BIN_CONTAINER.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        });
+    }
+    volumes
 }
 
 fn scratch_volume() -> Volume {

@@ -157,8 +157,9 @@ impl Decoder for ParallelCsvDecoder {
                 Ok(Some(decoded))
             }
             Ok(Err(error)) => {
+                // As when dropped: the threads stop on their own.
                 self.order = None;
-                self.join();
+                self.cancelled.store(true, Ordering::Relaxed);
                 Err(error)
             }
             Err(_) => {

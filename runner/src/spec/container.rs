@@ -150,6 +150,9 @@ pub struct ContainerStep {
     pub comm: Comm,
     /// `None` for `io`.
     pub port: Option<u16>,
+    /// The loopback port of an `io` step's bridge (`sluice transformer serve --exec`),
+    /// which runs the command per object: `IO_BRIDGE_BASE_PORT` + the step's index.
+    pub bridge_port: u16,
     pub path: String,
     pub command: Option<Vec<String>>,
     pub args: Option<Vec<String>>,
@@ -167,8 +170,19 @@ pub struct ContainerStep {
 
 /// Where a container step sits in the job, for the checks that depend on it.
 pub struct Position {
+    pub index: usize,
     pub first: bool,
     pub last: bool,
+}
+
+/// The first port of the io bridges; step i's bridge listens on this + i.
+pub const IO_BRIDGE_BASE_PORT: u16 = 9400;
+
+impl ContainerStep {
+    /// The loopback port the worker talks to: the transformer's, or an io step's bridge.
+    pub fn listen_port(&self) -> u16 {
+        self.port.unwrap_or(self.bridge_port)
+    }
 }
 
 /// Validates one container step; problems go to `problems`.
@@ -297,6 +311,11 @@ pub fn check(
         image: c.image.clone(),
         comm: c.comm,
         port,
+        bridge_port: if c.comm == Comm::Io {
+            IO_BRIDGE_BASE_PORT + position.index as u16
+        } else {
+            0
+        },
         path: c.path.clone(),
         command: c.command.clone(),
         args: c.args.clone(),
@@ -339,7 +358,11 @@ mod tests {
         check(
             &config,
             &FieldPath::parse("spec.transform[0].container"),
-            Position { first, last },
+            Position {
+                index: 0,
+                first,
+                last,
+            },
             &mut problems,
         )
         .ok_or_else(|| {

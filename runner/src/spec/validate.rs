@@ -545,6 +545,7 @@ impl Check<'_> {
                         container,
                         &at.key("container"),
                         crate::spec::container::Position {
+                            index: i,
                             first: i == 0,
                             last: i + 1 == steps.len(),
                         },
@@ -561,7 +562,7 @@ impl Check<'_> {
                     }
                 };
                 if let Some(StepKind::Container(c)) = &kind
-                    && let Some(port) = c.port
+                    && let port = c.listen_port()
                     && let Some(other) = ports.insert(port, i)
                 {
                     v.error(

@@ -1,6 +1,7 @@
 //! The built-in transformer: streaming operations served over the transformer protocol
 //! (docs/transformers.md), for use as a sidecar beside the worker.
 
+pub mod bridge;
 pub mod ops;
 pub mod serve;
 

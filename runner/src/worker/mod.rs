@@ -301,10 +301,11 @@ async fn process_with_retries(
             "{error}; retrying in {backoff:?}"
         );
         tokio::time::sleep(backoff).await;
-        if let Some(port) = container.port
-            && let Err(e) =
-                crate::transform::container::transport::wait_ready(port, container.init_timeout)
-                    .await
+        if let Err(e) = crate::transform::container::transport::wait_ready(
+            container.listen_port(),
+            container.init_timeout,
+        )
+        .await
         {
             return Err(crate::transform::container::ContainerError::new(
                 &failure.step,

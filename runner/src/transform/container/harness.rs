@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use crate::spec::container::{Comm, ContainerStep};
-use crate::transform::container::transport::{self, LOCAL_ENV, TransportError};
+use crate::transform::container::transport::{self, TransportError};
 use crate::transform::container::{ContainerError, content_type};
 
 /// A transformer started for a test; stopped on drop.
@@ -34,13 +34,29 @@ pub enum HarnessError {
     Exchange(Box<ContainerError>),
 }
 
-/// The argv that runs a step's transformer here: its `local.command`, or for the sluice
-/// image its command with `sluice` being `program`.
-fn local_argv(
+/// The argv that runs a step's transformer on this machine: its `local.command`, or for
+/// the sluice image its command with `sluice` being `program`. An io step's command runs
+/// behind its bridge (`program transformer serve --exec`).
+pub fn local_argv(
     step: &ContainerStep,
     name: &str,
     program: &Path,
 ) -> Result<Vec<String>, HarnessError> {
+    if step.comm == Comm::Io {
+        let command: Vec<String> = match &step.local_command {
+            Some(local) => local.clone(),
+            None => step
+                .command
+                .iter()
+                .flatten()
+                .chain(step.args.iter().flatten())
+                .cloned()
+                .collect(),
+        };
+        let mut argv = bridge_argv(&program.display().to_string(), step.bridge_port);
+        argv.extend(command);
+        return Ok(argv);
+    }
     if let Some(local) = &step.local_command {
         return Ok(local.clone());
     }
@@ -61,6 +77,21 @@ fn local_argv(
     })
 }
 
+/// The command line of an io step's bridge up to `--`, after which the command follows.
+pub fn bridge_argv(sluice: &str, port: u16) -> Vec<String> {
+    [
+        sluice,
+        "transformer",
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--exec",
+        "--",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 impl From<ContainerError> for HarnessError {
     fn from(error: ContainerError) -> Self {
         HarnessError::Exchange(Box::new(error))
@@ -68,26 +99,13 @@ impl From<ContainerError> for HarnessError {
 }
 
 impl Harness {
-    /// Starts the step's transformer (nothing for `io`, which runs per object) and waits
-    /// until it is ready.
+    /// Starts the step's transformer (an io step's bridge) and waits until it is ready.
     pub async fn start(
         step: &ContainerStep,
         name: &str,
         program: &Path,
     ) -> Result<Harness, HarnessError> {
         let argv = local_argv(step, name, program)?;
-        let mut step = step.clone();
-        if step.comm == Comm::Io {
-            // The io command runs per object: the local one, as with `sluice run`.
-            step.command = Some(argv);
-            step.args = None;
-            step.local_command = None;
-            return Ok(Harness {
-                step,
-                name: name.to_string(),
-                _child: None,
-            });
-        }
         let child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .envs(
@@ -95,7 +113,6 @@ impl Harness {
                     .iter()
                     .filter_map(|e| Some((e.name.clone(), e.value.clone()?))),
             )
-            .env(LOCAL_ENV, "1")
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| HarnessError::Spawn {
@@ -103,12 +120,11 @@ impl Harness {
                 command: argv.join(" "),
                 detail: e.to_string(),
             })?;
-        let port = step.port.expect("validated: hpush and hpull have a port");
-        transport::wait_ready(port, step.init_timeout)
+        transport::wait_ready(step.listen_port(), step.init_timeout)
             .await
             .map_err(|e| ContainerError::new(name, "(readiness)", e))?;
         Ok(Harness {
-            step,
+            step: step.clone(),
             name: name.to_string(),
             _child: Some(child),
         })

@@ -80,13 +80,12 @@ impl ContainerError {
     }
 }
 
-/// Waits until every hpush and hpull transformer of the job answers `GET /health`.
+/// Waits until every transformer of the job (an io step's bridge included) answers
+/// `GET /health`.
 pub async fn wait_for_transformers(job: &crate::spec::job::Job) -> Result<(), ContainerError> {
     for step in &job.steps {
-        if let crate::spec::job::StepKind::Container(c) = &step.kind
-            && let Some(port) = c.port
-        {
-            transport::wait_ready(port, c.init_timeout)
+        if let crate::spec::job::StepKind::Container(c) = &step.kind {
+            transport::wait_ready(c.listen_port(), c.init_timeout)
                 .await
                 .map_err(|e| ContainerError::new(&step.name, "(before the first object)", e))?;
         }

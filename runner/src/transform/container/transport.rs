@@ -22,8 +22,6 @@ use tokio_util::io::{ReaderStream, StreamReader};
 use crate::spec::container::{Comm, ContainerStep};
 use crate::transform::container::wire::ByteStream;
 
-/// Set by the local pod runner: `io` steps run their `local.command`.
-pub const LOCAL_ENV: &str = "SLUICE_LOCAL_RUNNER";
 /// How often readiness is polled.
 const READY_POLL: Duration = Duration::from_millis(200);
 
@@ -117,7 +115,8 @@ pub async fn exchange(
         match step.comm {
             Comm::Hpush => hpush(step, key, size, content_type, body).await,
             Comm::Hpull => hpull(step, key, body).await,
-            Comm::Io => io(step, key, body).await,
+            // The step's bridge runs the command per object; the worker pushes to it.
+            Comm::Io => hpush(step, key, size, content_type, body).await,
         }
     })
     .await
@@ -154,7 +153,7 @@ async fn hpush(
     content_type: &str,
     body: ByteStream,
 ) -> Result<Reply, TransportError> {
-    let port = step.port.expect("validated: hpush has a port");
+    let port = step.listen_port();
     let frames = body.map_ok(Frame::data);
     let mut request = Request::post(format!("http://127.0.0.1:{port}{}", step.path))
         .header("x-sluice-key", encode_key(key))
@@ -214,7 +213,7 @@ fn source_chain(error: &dyn std::error::Error) -> String {
 /// hpull: the object is staged in a temporary file and served on a loopback port of the
 /// worker's own (GET and HEAD, single byte ranges) until the transformer's reply ends.
 async fn hpull(step: &ContainerStep, key: &str, body: ByteStream) -> Result<Reply, TransportError> {
-    let port = step.port.expect("validated: hpull has a port");
+    let port = step.listen_port();
     let staged = stage(body).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -359,22 +358,20 @@ fn parse_range(header: &str, size: u64) -> Option<(u64, u64)> {
 }
 
 /// io: one process per object, the object on stdin, the reply on stdout; stderr goes to
-/// the log with the key. A non-zero exit fails the object when the output ends.
-async fn io(
+/// the log with the key. A non-zero exit fails the object when the output ends. The io
+/// bridge (`sluice transformer serve --exec`) runs it; the worker talks to the bridge.
+pub async fn io(
     step: &ContainerStep,
     key: &str,
     mut body: ByteStream,
 ) -> Result<Reply, TransportError> {
-    let argv: Vec<String> = match (&step.local_command, std::env::var_os(LOCAL_ENV)) {
-        (Some(local), Some(_)) => local.clone(),
-        _ => step
-            .command
-            .iter()
-            .flatten()
-            .chain(step.args.iter().flatten())
-            .cloned()
-            .collect(),
-    };
+    let argv: Vec<String> = step
+        .command
+        .iter()
+        .flatten()
+        .chain(step.args.iter().flatten())
+        .cloned()
+        .collect();
     let shown = argv.join(" ");
     let Some((program, args)) = argv.split_first() else {
         return Err(TransportError::Spawn {
