@@ -580,3 +580,44 @@ async fn transform_runs_one_object_through_the_steps_into_a_file() {
         .unwrap();
     assert_eq!(outputs.len(), 1, "only the source object: {outputs:?}");
 }
+
+/// sql -> container -> sql: records encoded for the transformer mid-pipeline and decoded
+/// again, with a filtering SQL step before it and a typing one after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_then_container_then_sql_chains_with_every_record_accounted() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    source(&storage, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let step = format!(
+        "      sql: SELECT id, email, object FROM input WHERE id % 2 = 0
+      filters: true
+    - name: upper
+      container:
+        image: sluice
+        comm: hpush
+        port: {port}
+        command: [sluice, transformer, serve, --op, upper, --listen, \"127.0.0.1:{port}\"]
+        input: csv
+        output: {{format: csv}}
+    - name: typed
+      sql: SELECT CAST(\"ID\" AS BIGINT) AS id, \"EMAIL\" AS email FROM input
+"
+    );
+    let job = job_file(dir.path(), &bucket, &step);
+    let out = run(&job, server, dir.path());
+    assert_eq!(out.status.code(), Some(0));
+    let report = report(&storage, &bucket).await;
+    assert_eq!(report["records"]["input"], 2 * RECORDS);
+    assert_eq!(report["records"]["filtered"], RECORDS);
+    assert_eq!(report["records"]["output"], RECORDS);
+    let body = storage
+        .get_bytes(&S3Uri::new(bucket.as_str(), "out/part-1.jsonl"))
+        .await
+        .unwrap()
+        .unwrap();
+    let first: Value = serde_json::from_slice(body.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first["id"], 0);
+    assert_eq!(first["email"], "USER0@EXAMPLE.COM");
+}
