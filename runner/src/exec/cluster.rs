@@ -164,6 +164,26 @@ impl Cluster {
         Ok(self.api::<Pod>().log_stream(pod, &params).await?)
     }
 
+    /// The pods of one completion index of one worker Job.
+    pub async fn worker_pods_of_job(
+        &self,
+        job: &str,
+        index: u32,
+    ) -> Result<Vec<Pod>, ClusterError> {
+        let selector =
+            format!("batch.kubernetes.io/job-name={job},{COMPLETION_INDEX_LABEL}={index}");
+        let mut pods = self
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        pods.sort_by(|a, b| {
+            (a.metadata.creation_timestamp.as_ref(), &a.metadata.name)
+                .cmp(&(b.metadata.creation_timestamp.as_ref(), &b.metadata.name))
+        });
+        Ok(pods)
+    }
+
     /// Deletes a run's Jobs (worker and launcher) and their pods; the run's state in the
     /// bucket stays. Returns the names of the deleted Jobs.
     pub async fn delete_run(&self, run_id: &str) -> Result<Vec<String>, ClusterError> {

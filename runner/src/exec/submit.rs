@@ -10,9 +10,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 
 use crate::error::ExitCode;
-use crate::exec::cluster::{
-    COMPLETION_INDEX_LABEL, Cluster, ClusterError, JobState, plan_of, state_of,
-};
+use crate::exec::cluster::{Cluster, ClusterError, JobState, plan_of, state_of};
 use crate::exec::local::ShardOutcome;
 use crate::exec::publish::{self, RunReport};
 use crate::exec::render::{
@@ -416,27 +414,4 @@ fn image_of(job: &KubeJob) -> Option<String> {
         .find(|c| c.name == WORKER_CONTAINER)?
         .image
         .clone()
-}
-
-impl Cluster {
-    /// The pods of one completion index of one worker Job.
-    pub async fn worker_pods_of_job(
-        &self,
-        job: &str,
-        index: u32,
-    ) -> Result<Vec<k8s_openapi::api::core::v1::Pod>, ClusterError> {
-        let selector =
-            format!("batch.kubernetes.io/job-name={job},{COMPLETION_INDEX_LABEL}={index}");
-        let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
-            kube::Api::namespaced(self.client.clone(), &self.namespace);
-        let mut pods = api
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await?
-            .items;
-        pods.sort_by(|a, b| {
-            (a.metadata.creation_timestamp.as_ref(), &a.metadata.name)
-                .cmp(&(b.metadata.creation_timestamp.as_ref(), &b.metadata.name))
-        });
-        Ok(pods)
-    }
 }
