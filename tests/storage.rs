@@ -579,3 +579,96 @@ async fn the_embedded_server_rejects_a_part_with_a_wrong_checksum() {
         .unwrap();
     storage.abort_upload(&bucket, "k", upload_id).await.unwrap();
 }
+
+/// `sluice gc`: an upload left open under the sink is aborted once older than the cut-off;
+/// a young one, and one outside the job's prefixes, are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_aborts_stale_uploads_under_the_jobs_prefixes_only() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let open = |key: &'static str| {
+            let client = storage.client().clone();
+            let bucket = bucket.clone();
+            async move {
+                client
+                    .create_multipart_upload()
+                    .bucket(&bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        };
+        open("out/left.parquet").await;
+        open("_sluice/runs/j/r/out.tmp").await;
+        open("elsewhere/keep.bin").await;
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job.yaml");
+        std::fs::write(
+            &job,
+            format!(
+                "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n"
+            ),
+        )
+        .unwrap();
+        let gc = |older: &str, dry: bool| {
+            let mut args = vec!["gc", job.to_str().unwrap(), "--older-than", older];
+            if dry {
+                args.push("--dry-run");
+            }
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(&args)
+                .envs(server.env())
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        // Just started: younger than an hour, nothing is touched. (moto reports a fixed
+        // start time in 2010 for every upload, so there every upload is old.)
+        if server.name != "moto" {
+            let young = gc("1h", false);
+            assert!(
+                young.contains("aborted 0 stale upload(s); left 2 younger"),
+                "{}: {young}",
+                server.name
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let dry = gc("1s", true);
+        assert!(
+            dry.contains("would abort 2 stale upload(s)"),
+            "{}: {dry}",
+            server.name
+        );
+        assert_eq!(
+            storage
+                .list_multipart_uploads(&S3Uri::new(&bucket, ""))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let done = gc("1s", false);
+        assert!(
+            done.contains(&format!("aborted s3://{bucket}/out/left.parquet")),
+            "{done}"
+        );
+        assert!(
+            done.contains("aborted 2 stale upload(s)"),
+            "{}: {done}",
+            server.name
+        );
+        let left = storage
+            .list_multipart_uploads(&S3Uri::new(&bucket, ""))
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1, "{}: {left:?}", server.name);
+        assert_eq!(left[0].0, "elsewhere/keep.bin");
+    }
+}

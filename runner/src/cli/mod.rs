@@ -10,6 +10,7 @@ pub mod check;
 pub mod cluster_args;
 pub mod connect;
 pub mod demo;
+pub mod gc;
 pub mod logs;
 pub mod plan;
 pub mod render;
@@ -68,6 +69,8 @@ pub enum Command {
     /// Transform one object through the job's steps into a file or stdout (a try-out on a
     /// sample; nothing is written to the sink).
     Transform(transform::TransformArgs),
+    /// Abort multipart uploads left open under a job's sink and state prefixes.
+    Gc(gc::GcArgs),
     /// Run one shard of a planned run (what each pod of the Kubernetes Job runs).
     Worker(worker::WorkerArgs),
     /// Validate job files without running anything; prints every problem with file:line:column.
@@ -99,6 +102,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume(args) => resume::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Transform(args) => transform::run(args),
+        Command::Gc(args) => gc::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),

@@ -51,6 +51,15 @@ pub struct ObjectInfo {
     pub etag: String,
 }
 
+/// A multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenUpload {
+    pub key: String,
+    pub upload_id: String,
+    /// When it started, if the server says.
+    pub initiated: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// An S3 client with sluice's settings. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Storage {
@@ -277,6 +286,16 @@ impl Storage {
         &self,
         prefix: &S3Uri,
     ) -> Result<Vec<(String, String)>, StorageError> {
+        Ok(self
+            .open_uploads(prefix)
+            .await?
+            .into_iter()
+            .map(|u| (u.key, u.upload_id))
+            .collect())
+    }
+
+    /// Unfinished multipart uploads under a prefix with when they started, sorted by key.
+    pub async fn open_uploads(&self, prefix: &S3Uri) -> Result<Vec<OpenUpload>, StorageError> {
         let mut uploads = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut upload_id_marker: Option<String> = None;
@@ -298,7 +317,13 @@ impl Storage {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
                     && key.starts_with(&prefix.key)
                 {
-                    uploads.push((key.to_string(), id.to_string()));
+                    uploads.push(OpenUpload {
+                        key: key.to_string(),
+                        upload_id: id.to_string(),
+                        initiated: upload.initiated().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
+                    });
                 }
             }
             if !page.is_truncated().unwrap_or(false) {
@@ -310,7 +335,7 @@ impl Storage {
                 break;
             }
         }
-        uploads.sort();
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
         Ok(uploads)
     }
 
