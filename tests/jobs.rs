@@ -325,6 +325,36 @@ async fn large_output_spills_into_numbered_multipart_objects() {
     assert_eq!(rows, expected.rows);
     assert!(outputs[0]["size"].as_u64().unwrap() >= 5 << 20);
     no_incomplete_uploads(&storage, &bucket, server).await;
+
+    // The object shrinks; the next run writes fewer parts and removes the ones left over,
+    // so the sink holds exactly what its manifest lists.
+    let (body, expected) = csv_object(1_000, &[]);
+    storage
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "in/big.csv"),
+            Bytes::from(body),
+        )
+        .await
+        .unwrap();
+    let out = sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "small"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let manifest = json(&storage, &run_root(&bucket, "small").join("_SUCCESS.json"))
+        .await
+        .unwrap();
+    assert_eq!(manifest["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(manifest["records"]["output"], expected.rows);
+    let keys: Vec<String> = storage
+        .list(&S3Uri::new(bucket.as_str(), "out/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["out/big.csv"]);
 }
 
 /// Exit codes 2, 3 and 4 from whole runs; a failed run publishes nothing and leaves no

@@ -76,10 +76,11 @@ pub async fn process(
         }
     };
     let sink = job.sink.clone();
+    let relative_for_keys = relative.clone();
     let key_for = move |part: usize| {
         sink.uri.join(&output_key(
             &sink.key,
-            &relative,
+            &relative_for_keys,
             part,
             sink.format,
             sink.compression,
@@ -116,6 +117,7 @@ pub async fn process(
 
     // Everything balanced in memory: make the outputs visible, then check what was stored.
     let outputs = complete_and_verify(ctx, parts).await?;
+    remove_leftover_spills(ctx, &relative, outputs.len()).await?;
     let rejects = match staged {
         Some(staged) => Some(verify_rejects(ctx, staged, &outputs).await?),
         None => None,
@@ -333,6 +335,31 @@ fn account(
         });
     }
     Ok(counts)
+}
+
+/// Deletes the numbered outputs beyond the `written` ones that an earlier, longer attempt
+/// (or run) left under the same keys, so that the sink holds exactly this object's outputs.
+async fn remove_leftover_spills(
+    ctx: &ObjectContext,
+    relative: &str,
+    written: usize,
+) -> Result<(), ObjectError> {
+    let sink = &ctx.job.sink;
+    for part in written.max(1).. {
+        let uri = sink.uri.join(&output_key(
+            &sink.key,
+            relative,
+            part,
+            sink.format,
+            sink.compression,
+        ));
+        if ctx.storage.head(&uri).await?.is_none() {
+            return Ok(());
+        }
+        tracing::info!(%uri, "removing a spill-over object left by an earlier attempt");
+        ctx.storage.delete(&uri).await?;
+    }
+    Ok(())
 }
 
 /// Completes every output upload, then reads each stored object's record count back. A
