@@ -256,6 +256,32 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
             .unwrap();
         assert_eq!(progress["objects_skipped"], progress["objects_total"]);
 
+        // A comment in the run's job file changes nothing; a changed value redoes the
+        // objects, whose markers carry the old fingerprint.
+        let job_uri = root.join("job.yaml");
+        let text = String::from_utf8(storage.get_bytes(&job_uri).await.unwrap().unwrap().to_vec())
+            .unwrap();
+        for (edited, skipped) in [
+            (format!("# reviewed\n{text}"), true),
+            (text.replace("retries: 1", "retries: 2"), false),
+        ] {
+            assert_ne!(edited, text);
+            storage.put_bytes(&job_uri, edited.into()).await.unwrap();
+            let again = sluice(
+                &["worker", "--plan", &plan, "--shard", "0"],
+                server,
+                dir.path(),
+            );
+            assert_eq!(again.status.code(), Some(0));
+            let progress = json(&storage, &root.join("progress/00000.json"))
+                .await
+                .unwrap();
+            let total = progress["objects_total"].as_u64().unwrap();
+            let expect = if skipped { total } else { 0 };
+            assert_eq!(progress["objects_skipped"], expect, "{}", server.name);
+        }
+        storage.put_bytes(&job_uri, text.into()).await.unwrap();
+
         // `sluice runs` lists the run from the state in the bucket.
         let runs = sluice(&["runs", job.to_str().unwrap()], server, dir.path());
         assert_eq!(runs.status.code(), Some(0));

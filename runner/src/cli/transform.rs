@@ -70,6 +70,7 @@ pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
             storage: conn.storage.clone(),
             job: Arc::new(job),
             schema,
+            fingerprint: String::new(),
         };
         let counts = transform_object(&ctx, &object, out).await?;
         drop(transformers);

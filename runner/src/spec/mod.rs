@@ -49,6 +49,17 @@ pub fn load_str(
     load::load(text, origin, overrides)
 }
 
+/// A short hash of everything in a job file that shapes its outputs: the file's content
+/// as data (comments, layout and key order within the text do not count; any value does,
+/// transformer images included). Done markers record it, so a changed job redoes objects.
+pub fn fingerprint(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_yaml_ng::from_str::<serde_json::Value>(text)
+        .map(|v| serde_json::to_string(&v).expect("JSON values serialize"))
+        .unwrap_or_else(|_| text.to_string());
+    hex::encode(&Sha256::digest(canonical.as_bytes())[..16])
+}
+
 /// Parses a `--param NAME=VALUE` argument (the value may be empty and may contain `=`).
 pub fn parse_param_override(s: &str) -> Result<(String, String), String> {
     let (name, value) = s
@@ -115,5 +126,19 @@ mod tests {
             keys(&schema["$defs"]["SpecConfig"]),
             sorted(file::SpecConfig::FIELDS)
         );
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::fingerprint;
+
+    #[test]
+    fn comments_layout_and_key_order_do_not_count_values_do() {
+        let base = fingerprint("a: 1\nb: {c: x}\n");
+        assert_eq!(base, fingerprint("# note\nb:\n  c: x\na: 1\n"));
+        assert_ne!(base, fingerprint("a: 2\nb: {c: x}\n"));
+        assert_ne!(base, fingerprint("a: 1\nb: {c: y}\n"));
+        assert_eq!(base.len(), 32);
     }
 }

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub struct DoneMarker {
     pub key: String,
     pub etag: String,
+    /// The fingerprint of the job that made the outputs (see `spec::fingerprint`): an
+    /// object is skipped only when both its ETag and this match.
+    #[serde(default)]
+    pub fingerprint: String,
     pub size: u64,
     pub outputs: Vec<OutputObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -110,6 +110,7 @@ pub async fn run_shard(
         .ok_or_else(|| WorkerError::MissingState {
             uri: job_uri.clone(),
         })?;
+    let fingerprint = spec::fingerprint(&String::from_utf8_lossy(&job_text));
     let job = spec::load_str(
         &String::from_utf8_lossy(&job_text),
         &job_uri.to_string(),
@@ -143,6 +144,7 @@ pub async fn run_shard(
         storage: storage.clone(),
         job: Arc::new(job),
         schema,
+        fingerprint,
     };
     let progress = Arc::new(Mutex::new(ShardProgress {
         shard: index,
@@ -231,10 +233,11 @@ async fn one_object(
     progress: &Mutex<ShardProgress>,
 ) -> ObjectOutcome {
     let marker_uri = layout.done_marker(&object.key);
-    // Resume: an object whose marker matches its ETag is already done.
+    // Resume: an object whose marker matches its ETag and the job's fingerprint is done.
     if let Ok(Some(bytes)) = ctx.storage.get_bytes(&marker_uri).await
         && let Ok(marker) = serde_json::from_slice::<DoneMarker>(&bytes)
         && marker.etag == object.etag
+        && marker.fingerprint == ctx.fingerprint
     {
         let mut p = progress.lock().expect("not poisoned");
         p.objects_skipped += 1;

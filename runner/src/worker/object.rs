@@ -29,6 +29,8 @@ pub struct ObjectContext {
     pub job: Arc<Job>,
     /// The schema to decode with (explicit or planned); `None` for Parquet sources.
     pub schema: Option<SchemaRef>,
+    /// The job's fingerprint, written into every done marker.
+    pub fingerprint: String,
 }
 
 /// Processes one source object and returns its done marker. On any error every upload of
@@ -125,6 +127,7 @@ pub async fn process(
     Ok(DoneMarker {
         key: object.key.clone(),
         etag: object.etag.clone(),
+        fingerprint: ctx.fingerprint.clone(),
         size: object.size,
         outputs,
         rejects,
