@@ -621,3 +621,49 @@ async fn sql_then_container_then_sql_chains_with_every_record_accounted() {
     assert_eq!(first["id"], 0);
     assert_eq!(first["email"], "USER0@EXAMPLE.COM");
 }
+
+/// `sluice resume RUN --local JOB`: a run that failed is finished with its own plan once
+/// the cause is gone, and a published run is left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_local_run_is_resumed_and_published_once() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    source(&storage, &bucket).await;
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("ready");
+    let step = format!(
+        "      container:
+        image: gate
+        comm: io
+        input: jsonl
+        local: {{command: [sh, -c, \"test -e {} && exec cat\"]}}
+",
+        flag.display()
+    );
+    let job = job_file(dir.path(), &bucket, &step);
+    let out = run(&job, server, dir.path());
+    assert_eq!(out.status.code(), Some(4));
+    let success: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
+        .parse()
+        .unwrap();
+    assert!(storage.head(&success).await.unwrap().is_none());
+
+    std::fs::write(&flag, "").unwrap();
+    let resume = || {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["resume", "r1", "--local", job.to_str().unwrap()])
+            .envs(server.env())
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = resume();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(storage.head(&success).await.unwrap().is_some());
+    let report = report(&storage, &bucket).await;
+    assert_eq!(report["records"]["output"], 2 * RECORDS);
+    let again = resume();
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("published already"));
+}

@@ -112,6 +112,7 @@ fn end_to_end(args: &BenchArgs, name: &str, path: &std::path::Path) -> anyhow::R
                 run_id: Some(format!("bench-{cpus}cpu-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"))),
                 bar: false,
                 cpus: Some(cpus),
+                resume: false,
             };
             let run = run_locally(&conn.storage, &loaded, options).await?;
             let progress: ShardProgress = conn
@@ -225,6 +226,7 @@ fn transformer_overhead(args: &BenchArgs) -> anyhow::Result<()> {
                 run_id: Some(format!("{}-{}", loaded.job.name, chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"))),
                 bar: false,
                 cpus: None,
+                resume: false,
             };
             let run = run_locally(&conn.storage, &loaded, options).await?;
             let rate = run.report.bytes as f64 / 1e6 / run.report.seconds;

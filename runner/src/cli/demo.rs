@@ -67,6 +67,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             run_id: None,
             bar: std::io::stderr().is_terminal(),
             cpus: None,
+            resume: false,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
         print!(

@@ -1,5 +1,6 @@
 //! `sluice resume RUN`: a new worker Job over the shards no earlier Job of the run
-//! completed, then watch and publish as `submit` does.
+//! completed, then watch and publish as `submit` does. With `--local JOB`, the run is
+//! finished on this machine instead.
 
 use std::time::Duration;
 
@@ -17,9 +18,16 @@ pub struct ResumeArgs {
     /// Seconds between two looks at the Job while watching.
     #[arg(long, default_value_t = 5)]
     pub poll: u64,
+    /// Finish a run that `sluice run` started, on this machine: the job file locates its
+    /// state; every shard runs again and skips the objects already done.
+    #[arg(long, value_name = "JOB")]
+    pub local: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(job) = &args.local {
+        return resume_locally(&args, job);
+    }
     crate::cli::runtime()?.block_on(async {
         let started = chrono::Utc::now();
         let conn = args.run.connect.connect(None).await?;
@@ -57,5 +65,42 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             report.records.output
         );
         Ok(ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient))
+    })
+}
+
+fn resume_locally(args: &ResumeArgs, job: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let loaded = crate::spec::load_file(job, &[])?;
+    crate::cli::runtime()?.block_on(async {
+        let conn = args
+            .run
+            .connect
+            .connect(loaded.job.endpoint.as_deref())
+            .await?;
+        let layout =
+            crate::state::RunLayout::new(&loaded.job.state, &loaded.job.name, &args.run.run);
+        if conn.storage.head(&layout.success()).await?.is_some() {
+            println!(
+                "run {} is published already ({}); nothing to resume",
+                args.run.run,
+                layout.success()
+            );
+            return Ok(ExitCode::Done);
+        }
+        let options = crate::exec::LocalRunOptions {
+            program: std::env::current_exe()?,
+            env: conn.endpoint.env.clone(),
+            parallelism: None,
+            run_id: Some(args.run.run.clone()),
+            bar: std::io::stderr().is_terminal(),
+            cpus: None,
+            resume: true,
+        };
+        let run = crate::exec::run_locally(&conn.storage, &loaded, options).await?;
+        print!(
+            "{}",
+            crate::exec::summary::render(&run.report, &run.layout, &loaded.job.sink.uri)
+        );
+        Ok(run.exit)
     })
 }

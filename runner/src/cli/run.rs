@@ -42,6 +42,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             run_id: args.run_id.clone(),
             bar: std::io::stderr().is_terminal(),
             cpus: None,
+            resume: false,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
         print!(

@@ -36,6 +36,9 @@ pub struct LocalRunOptions {
     pub bar: bool,
     /// Pin each worker to the first N CPUs (for benchmarks).
     pub cpus: Option<usize>,
+    /// Finish the existing run `run_id` with its own plan instead of planning a new one:
+    /// every shard runs again and skips the objects whose done marker matches.
+    pub resume: bool,
 }
 
 /// What runs each container step's sidecar on this machine, by the name of its container:
@@ -78,18 +81,25 @@ pub async fn run_locally(
         .clone()
         .unwrap_or_else(|| crate::plan::new_run_id(&job.name, started));
     let layout = RunLayout::new(&job.state, &job.name, &run_id);
-    let plan = start::make_plan(storage, job, &run_id).await?;
-    if plan.objects == 0 {
-        tracing::warn!(source = %job.source.uri, "the source matched no objects");
-    }
-    start::write_run(storage, &layout, &plan, &loaded.resolved_yaml).await?;
-    tracing::info!(
-        run = %run_id,
-        objects = plan.objects,
-        bytes = plan.bytes,
-        shards = plan.shards.len(),
-        "planned"
-    );
+    let plan = if options.resume {
+        let plan = crate::worker::load_plan(storage, &layout.plan()).await?;
+        tracing::info!(run = %run_id, shards = plan.shards.len(), "resuming");
+        plan
+    } else {
+        let plan = start::make_plan(storage, job, &run_id).await?;
+        if plan.objects == 0 {
+            tracing::warn!(source = %job.source.uri, "the source matched no objects");
+        }
+        start::write_run(storage, &layout, &plan, &loaded.resolved_yaml).await?;
+        tracing::info!(
+            run = %run_id,
+            objects = plan.objects,
+            bytes = plan.bytes,
+            shards = plan.shards.len(),
+            "planned"
+        );
+        plan
+    };
     // The very Job that `sluice render` prints, executed by the local pod runner.
     let target = Target::new(job, None, None, run_id.clone());
     let mut manifest = worker_job(
