@@ -207,7 +207,11 @@ impl Classify for crate::worker::error::ObjectError {
             E::Parquet { .. } | E::BadRecord { .. } | E::TooManyBadRecords { .. } => {
                 ErrorKind::User
             }
-            E::TransformPlan(_) | E::Transform(_) | E::StepCount { .. } => ErrorKind::User,
+            E::TransformPlan(_)
+            | E::Transform(_)
+            | E::StepCount { .. }
+            | E::Validation { .. }
+            | E::Rule { .. } => ErrorKind::User,
             E::Lost { .. } => ErrorKind::Internal,
             E::ReadBack { .. } => ErrorKind::External,
             E::Transformer(e) if e.transient() => ErrorKind::External,
@@ -225,7 +229,10 @@ impl Classify for crate::worker::error::ObjectError {
             E::TransformPlan(e) => e.exit_code(),
             // A query failing on the data (a cast of a bad value) fails again on retry.
             E::Transform(_) => ExitCode::BadData,
-            E::StepCount { .. } | E::Lost { .. } | E::ReadBack { .. } => ExitCode::Validation,
+            E::StepCount { .. } | E::Lost { .. } | E::ReadBack { .. } | E::Validation { .. } => {
+                ExitCode::Validation
+            }
+            E::Rule { .. } => ExitCode::Config,
             E::Encode { .. } | E::Internal(_) | E::Cancelled => ExitCode::Transient,
             E::Transformer(e) => e.exit_code(),
         }

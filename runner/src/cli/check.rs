@@ -20,8 +20,21 @@ pub struct CheckArgs {
 /// Exit code 0 when every file is valid, 2 otherwise.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
+    let runtime = crate::cli::runtime()?;
     for file in &args.files {
-        match spec::load_file(file, &args.params) {
+        let checked = spec::load_file(file, &args.params).and_then(|loaded| {
+            // Rules against the output schema, when it is known without reading data.
+            let origin = file.display().to_string();
+            let input = crate::validate::schema::declared_input(&loaded.job);
+            runtime.block_on(crate::validate::schema::check(
+                &loaded.job,
+                &loaded.resolved_yaml,
+                &origin,
+                input,
+            ))?;
+            Ok(loaded)
+        });
+        match checked {
             Ok(loaded) => println!("{}: ok ({})", file.display(), summary(&loaded.job)),
             Err(errors) => {
                 all_ok = false;

@@ -87,6 +87,14 @@ pub async fn run_locally(
         plan
     } else {
         let plan = start::make_plan(storage, job, &run_id).await?;
+        // The rules against the planned output schema, before any worker starts.
+        crate::validate::schema::check(
+            job,
+            &loaded.resolved_yaml,
+            &format!("job {}", job.name),
+            plan.arrow_schema()?,
+        )
+        .await?;
         if plan.objects == 0 {
             tracing::warn!(source = %job.source.uri, "the source matched no objects");
         }

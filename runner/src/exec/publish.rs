@@ -10,6 +10,8 @@ use crate::exec::local::ShardOutcome;
 use crate::plan::Plan;
 use crate::state::RunLayout;
 use crate::storage::{Storage, StorageError};
+use crate::validate::outcome::CheckReport;
+use crate::validate::run::RunFacts;
 use crate::worker::marker::{DoneMarker, ObjectFailure, OutputObject, RecordCounts, ShardProgress};
 
 /// Markers read at the same time while publishing.
@@ -35,6 +37,9 @@ pub struct RunReport {
     pub rejects: u64,
     pub shards: Vec<ShardReport>,
     pub failures: Vec<ObjectFailure>,
+    /// Every validation rule's outcome, per scope (see docs/validation.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckReport>,
     /// The exit code of the run (0 when it succeeded).
     pub exit_code: i32,
 }
@@ -140,14 +145,55 @@ pub async fn publish(
                 key: key.clone(),
                 exit_code: ExitCode::Transient.code(),
                 error: "no done marker: the object was not processed".into(),
+                checks: Vec::new(),
             }),
         }
     }
+    let checks = match rules_of_run(storage, layout).await? {
+        Ok(job) => {
+            let facts = RunFacts {
+                plan,
+                done: markers
+                    .iter()
+                    .filter_map(|(key, m)| {
+                        m.as_ref()
+                            .filter(|m| etags.get(key.as_str()) == Some(&m.etag.as_str()))
+                            .map(|m| (key.as_str(), (&m.records, m.checks.as_slice())))
+                    })
+                    .collect(),
+                failures: &failures,
+                outputs: outputs.iter().map(|o| &o.object).collect(),
+                sink_format: job.sink.format,
+            };
+            crate::validate::run::judge(storage, &job.validate.rules, job.validate.examples, &facts)
+                .await
+        }
+        Err(problem) => {
+            failures.push(ObjectFailure {
+                key: layout.job().to_string(),
+                exit_code: ExitCode::Config.code(),
+                error: problem,
+                checks: Vec::new(),
+            });
+            Vec::new()
+        }
+    };
     let exit = outcomes
         .iter()
         .map(|o| o.exit)
         .find(|e| *e != ExitCode::Done)
+        .or_else(|| {
+            failures
+                .iter()
+                .find_map(|f| ExitCode::from_code(f.exit_code).filter(|e| *e != ExitCode::Done))
+        })
         .or_else(|| (!failures.is_empty()).then_some(ExitCode::Transient))
+        .or_else(|| {
+            checks
+                .iter()
+                .any(CheckReport::is_blocking)
+                .then_some(ExitCode::Validation)
+        })
         .unwrap_or(ExitCode::Done);
     let finished = Utc::now();
     let seconds = (finished - started).num_milliseconds().max(1) as f64 / 1000.0;
@@ -189,6 +235,7 @@ pub async fn publish(
             })
             .collect(),
         failures,
+        checks,
         exit_code: exit.code(),
     };
     let body = serde_json::to_vec_pretty(&report).expect("report serializes");
@@ -206,4 +253,23 @@ pub async fn publish(
         storage.put_bytes(&layout.success(), body.into()).await?;
     }
     Ok(report)
+}
+
+/// The run's resolved job, read back from its state (the rules to judge at publish).
+/// `Ok(Err(..))` when it is missing or no longer valid.
+async fn rules_of_run(
+    storage: &Storage,
+    layout: &RunLayout,
+) -> Result<Result<crate::spec::Job, String>, StorageError> {
+    let uri = layout.job();
+    let Some(text) = storage.get_bytes(&uri).await? else {
+        return Ok(Err(format!(
+            "{uri} is missing: the run's rules cannot be judged"
+        )));
+    };
+    Ok(
+        crate::spec::load_str(&String::from_utf8_lossy(&text), &uri.to_string(), &[])
+            .map(|loaded| loaded.job)
+            .map_err(|e| format!("{uri} is not a valid job: {e}")),
+    )
 }

@@ -43,6 +43,15 @@ pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
         let _ = writeln!(out, "  rejects   {}", sink.join("_rejected/"));
     }
     let _ = writeln!(out, "  report    {}", layout.report());
+    let checks = crate::validate::outcome::table(&report.checks);
+    if !checks.is_empty() {
+        let _ = writeln!(
+            out,
+            "  checks    {} failed or warned:",
+            report.checks.iter().filter(|c| !c.passed).count()
+        );
+        out.push_str(&checks);
+    }
     match report.status {
         RunStatus::Succeeded => {
             let _ = writeln!(out, "  manifest  {}", layout.success());

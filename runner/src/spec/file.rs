@@ -306,6 +306,16 @@ pub struct ValidateConfig {
     /// `reject`): a count (`10`) or a fraction of the object's records (`"1%"` or `0.01`).
     #[serde(default = "default_max_bad_records")]
     pub max_bad_records: BadRecordLimitConfig,
+    /// Data rules judged per object, shard or run (see docs/validation.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::spec::rules::RuleConfig>,
+    /// How many offending rows each rule shows in the report (default 10).
+    #[serde(default = "default_examples")]
+    pub examples: usize,
+}
+
+pub fn default_examples() -> usize {
+    10
 }
 
 impl Default for ValidateConfig {
@@ -313,6 +323,8 @@ impl Default for ValidateConfig {
         ValidateConfig {
             on_bad_record: default_on_bad_record(),
             max_bad_records: default_max_bad_records(),
+            rules: Vec::new(),
+            examples: default_examples(),
         }
     }
 }

@@ -111,6 +111,10 @@ impl BadRecordLimit {
 pub struct Validation {
     pub on_bad_record: OnBadRecord,
     pub max_bad_records: BadRecordLimit,
+    /// `spec.validate.rules`, checked.
+    pub rules: Vec<crate::spec::rules::Rule>,
+    /// Offending rows kept per rule for the report.
+    pub examples: usize,
 }
 
 #[derive(Debug, Clone)]

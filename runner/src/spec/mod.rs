@@ -11,6 +11,7 @@ pub mod file;
 pub mod job;
 pub mod kubernetes;
 mod load;
+pub mod rules;
 pub mod size;
 pub mod span;
 pub mod sql;

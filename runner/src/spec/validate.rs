@@ -611,9 +611,12 @@ impl Check<'_> {
                 None
             }
         };
+        let rules = crate::spec::rules::check(&c.rules, &mut self.problems);
         Some(Validation {
             on_bad_record: c.on_bad_record,
             max_bad_records: limit?,
+            rules: rules?,
+            examples: c.examples,
         })
     }
 

@@ -17,6 +17,15 @@ pub async fn apply(
     query: &str,
     input: SendableRecordBatchStream,
 ) -> Result<SendableRecordBatchStream, DataFusionError> {
+    apply_as("input", query, input).await
+}
+
+/// Runs `query` over `input`, which the query reads as table `table`.
+pub async fn apply_as(
+    table: &str,
+    query: &str,
+    input: SendableRecordBatchStream,
+) -> Result<SendableRecordBatchStream, DataFusionError> {
     // One partition: the object is one ordered stream, and objects in flight already use
     // the cores. Small batches keep memory bounded.
     let config = SessionConfig::new()
@@ -28,8 +37,9 @@ pub async fn apply(
         schema: schema.clone(),
         stream: Mutex::new(Some(input)),
     };
+    let table_name = table;
     let table = StreamingTable::try_new(schema, vec![Arc::new(partition)])?;
-    ctx.register_table("input", Arc::new(table))?;
+    ctx.register_table(table_name, Arc::new(table))?;
     // The spec check already allows only one SELECT; this is the second guard.
     let options = SQLOptions::new()
         .with_allow_ddl(false)
@@ -64,7 +74,7 @@ impl PartitionStream for OnceStream {
                 self.schema.clone(),
                 futures::stream::once(async {
                     Err(DataFusionError::Execution(
-                        "table input can be read only once per object".into(),
+                        "the table can be read only once per object".into(),
                     ))
                 }),
             )),

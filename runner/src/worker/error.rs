@@ -66,6 +66,14 @@ pub enum ObjectError {
         written: u64,
         stored: u64,
     },
+    #[error("{uri}: validation failed: {failed}")]
+    Validation {
+        uri: S3Uri,
+        failed: String,
+        outcomes: Vec<crate::validate::outcome::RuleOutcome>,
+    },
+    #[error("{uri}: a validation rule cannot be applied: {message}")]
+    Rule { uri: S3Uri, message: String },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("stopped because another part of the pipeline failed")]

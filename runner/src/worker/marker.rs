@@ -18,6 +18,9 @@ pub struct DoneMarker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejects: Option<OutputObject>,
     pub records: RecordCounts,
+    /// Every rule's outcome on this object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::validate::outcome::RuleOutcome>,
     pub steps: Vec<StepCounts>,
     pub seconds: f64,
     pub finished: DateTime<Utc>,
@@ -90,11 +93,14 @@ pub struct ShardProgress {
 }
 
 /// Why one source object failed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectFailure {
     pub key: String,
     pub exit_code: i32,
     pub error: String,
+    /// The rules' outcomes when the object failed validation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::validate::outcome::RuleOutcome>,
 }
 
 /// This process's peak resident set size in bytes (0 where /proc is not available).

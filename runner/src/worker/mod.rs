@@ -23,8 +23,9 @@ use crate::spec;
 use crate::state::RunLayout;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
+use crate::validate::outcome::RuleOutcome;
 use crate::worker::marker::{DoneMarker, ObjectFailure, ShardProgress};
-use crate::worker::object::ObjectContext;
+use crate::worker::object::{ObjectContext, ObjectError};
 
 /// How often progress.json is rewritten while a shard runs.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -178,7 +179,7 @@ pub async fn run_shard(
 
     let mut code = ExitCode::Done;
     for (object, outcome) in &results {
-        if let Err((exit, error)) = outcome {
+        if let Err((exit, error, _)) = outcome {
             tracing::error!(key = %object.key, exit = exit.code(), "{error}");
             code = worse(code, *exit);
         }
@@ -211,7 +212,7 @@ pub async fn run_shard(
 }
 
 /// How one object ended: its marker, or the exit code and the error.
-type ObjectOutcome = Result<DoneMarker, (ExitCode, String)>;
+type ObjectOutcome = Result<DoneMarker, (ExitCode, String, Vec<RuleOutcome>)>;
 
 /// Which of two failing exit codes a worker reports: one that a retry cannot fix wins over
 /// a transient one, so the index is not retried in vain.
@@ -251,10 +252,20 @@ async fn one_object(
             let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
             match ctx.storage.put_bytes(&marker_uri, body.into()).await {
                 Ok(()) => Ok(marker),
-                Err(e) => Err((e.exit_code(), format!("writing {marker_uri}: {e}"))),
+                Err(e) => Err((
+                    e.exit_code(),
+                    format!("writing {marker_uri}: {e}"),
+                    Vec::new(),
+                )),
             }
         }
-        Err(e) => Err((e.exit_code(), error_chain(&e))),
+        Err(e) => {
+            let checks = match &e {
+                ObjectError::Validation { outcomes, .. } => outcomes.clone(),
+                _ => Vec::new(),
+            };
+            Err((e.exit_code(), error_chain(&e), checks))
+        }
     };
     let mut p = progress.lock().expect("not poisoned");
     match &result {
@@ -263,10 +274,11 @@ async fn one_object(
             p.bytes_done += object.size;
             p.records.add(&marker.records);
         }
-        Err((exit, error)) => p.failures.push(ObjectFailure {
+        Err((exit, error, checks)) => p.failures.push(ObjectFailure {
             key: object.key.clone(),
             exit_code: exit.code(),
             error: error.clone(),
+            checks: checks.clone(),
         }),
     }
     result

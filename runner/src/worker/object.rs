@@ -15,6 +15,8 @@ use crate::spec::job::StepKind;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::transform::{self, StepCounter};
+use crate::validate::object::{ObjectChecks, judge_output_sizes};
+use crate::validate::outcome::RuleOutcome;
 use crate::worker::decode::{DecodeStats, Decoding};
 pub use crate::worker::error::ObjectError;
 use crate::worker::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
@@ -77,6 +79,27 @@ pub async fn process(
             return Err(ObjectError::from_transform(e));
         }
     };
+    let (output, checks) = match ObjectChecks::attach(
+        Arc::new(job.validate.rules.clone()),
+        job.validate.examples,
+        &object.key,
+        output,
+        rejects.sender(),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(task) = &task {
+                task.abort();
+            }
+            rejects.abort().await;
+            return Err(ObjectError::Rule {
+                uri: source.clone(),
+                message: e.0,
+            });
+        }
+    };
     let sink = job.sink.clone();
     let relative_for_keys = relative.clone();
     let key_for = move |part: usize| {
@@ -109,16 +132,33 @@ pub async fn process(
     let staged = rejects.finish().await;
 
     let (stats, parts, staged) = settle(decoded, encoded, staged).await?;
-    let counts = match account(&source, &stats, &counters, &job.steps, &parts, &staged) {
+    let flow = Flow {
+        stats: &stats,
+        counters: &counters,
+        rule_rejected: checks.rejected(),
+    };
+    let counts = match account(&source, &flow, &job.steps, &parts, &staged) {
         Ok(counts) => counts,
         Err(e) => {
             abort_all(parts, staged).await;
             return Err(e);
         }
     };
+    let mut outcomes = checks.finish(&counts, object.size).await;
+    if let Some(e) = validation_failure(&source, &outcomes) {
+        abort_all(parts, staged).await;
+        return Err(e);
+    }
 
     // Everything balanced in memory: make the outputs visible, then check what was stored.
     let outputs = complete_and_verify(ctx, parts).await?;
+    let sizes: Vec<(String, u64)> = outputs.iter().map(|o| (o.uri.clone(), o.size)).collect();
+    judge_output_sizes(&job.validate.rules, &mut outcomes, &sizes);
+    if let Some(e) = validation_failure(&source, &outcomes) {
+        delete_outputs(ctx, &outputs).await;
+        abort_all(Vec::new(), staged).await;
+        return Err(e);
+    }
     remove_leftover_spills(ctx, &relative, outputs.len()).await?;
     let rejects = match staged {
         Some(staged) => Some(verify_rejects(ctx, staged, &outputs).await?),
@@ -132,6 +172,7 @@ pub async fn process(
         outputs,
         rejects,
         records: counts,
+        checks: outcomes,
         steps: job
             .steps
             .iter()
@@ -268,14 +309,46 @@ impl Input {
 /// Checks, in memory, that every decoded record is accounted for: each step that does not
 /// declare `filters` keeps its record count, the encoders wrote what the last step produced,
 /// and `input = output + rejected + skipped + filtered`.
+/// The record counts an object's pipeline reported.
+struct Flow<'a> {
+    stats: &'a DecodeStats,
+    counters: &'a [Arc<StepCounter>],
+    /// Records that rules with `on_fail: reject` took out of the output.
+    rule_rejected: u64,
+}
+
+/// The error that fails an object when an error-severity rule failed on it.
+fn validation_failure(source: &S3Uri, outcomes: &[RuleOutcome]) -> Option<ObjectError> {
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.is_blocking())
+        .map(|o| format!("{} ({}): {}", o.rule, o.kind, o.detail))
+        .collect();
+    (!failed.is_empty()).then(|| ObjectError::Validation {
+        uri: source.clone(),
+        failed: failed.join("; "),
+        outcomes: outcomes.to_vec(),
+    })
+}
+
+async fn delete_outputs(ctx: &ObjectContext, outputs: &[OutputObject]) {
+    for output in outputs {
+        if let Ok(uri) = output.uri.parse::<S3Uri>()
+            && let Err(error) = ctx.storage.delete(&uri).await
+        {
+            tracing::warn!(%error, %uri, "deleting an output that failed validation failed");
+        }
+    }
+}
+
 fn account(
     source: &S3Uri,
-    stats: &DecodeStats,
-    counters: &[Arc<StepCounter>],
+    flow: &Flow<'_>,
     steps: &[crate::spec::job::Step],
     parts: &[OutputPart],
     staged: &Option<StagedRejects>,
 ) -> Result<RecordCounts, ObjectError> {
+    let (stats, counters) = (flow.stats, flow.counters);
     let mut flowing = stats.good;
     let mut filtered = 0;
     for (step, counter) in steps.iter().zip(counters) {
@@ -305,19 +378,22 @@ fn account(
         flowing = output;
     }
     let written: u64 = parts.iter().map(|p| p.rows).sum();
-    if written != flowing {
+    if written + flow.rule_rejected != flowing {
         return Err(ObjectError::Lost {
             uri: source.clone(),
-            detail: format!("the encoders wrote {written} records, the steps produced {flowing}"),
+            detail: format!(
+                "the encoders wrote {written} records and rules rejected {}, the steps produced {flowing}",
+                flow.rule_rejected
+            ),
         });
     }
     let rejected = staged.as_ref().map_or(0, |s| s.rows);
-    if rejected != stats.rejected {
+    if rejected != stats.rejected + flow.rule_rejected {
         return Err(ObjectError::Lost {
             uri: source.clone(),
             detail: format!(
                 "{} records were rejected but {rejected} reached the rejects object",
-                stats.rejected
+                stats.rejected + flow.rule_rejected
             ),
         });
     }

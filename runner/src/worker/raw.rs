@@ -149,6 +149,7 @@ pub async fn opaque(
         }],
         rejects: None,
         records: RecordCounts::default(),
+        checks: Vec::new(),
         steps: vec![StepCounts {
             name: step.name.clone(),
             input: 0,

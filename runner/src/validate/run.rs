@@ -1,0 +1,180 @@
+//! The rules judged when a run publishes: object-scope outcomes gathered from the done
+//! markers, and shard- and run-scope rules judged over the shards and the whole run.
+
+use std::collections::HashMap;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+
+use crate::format::options::SinkFormat;
+use crate::plan::Plan;
+use crate::spec::rules::{Check, Rule, Scope};
+use crate::storage::S3ParquetReader;
+use crate::storage::Storage;
+use crate::storage::uri::S3Uri;
+use crate::validate::object::relation_fails;
+use crate::validate::outcome::{CheckReport, RuleOutcome, aggregate};
+use crate::worker::marker::{ObjectFailure, OutputObject, RecordCounts};
+
+/// What the run produced, as publish gathered it.
+pub struct RunFacts<'a> {
+    pub plan: &'a Plan,
+    /// Per source key: its counts and its rules' outcomes (done objects).
+    pub done: HashMap<&'a str, (&'a RecordCounts, &'a [RuleOutcome])>,
+    pub failures: &'a [ObjectFailure],
+    pub outputs: Vec<&'a OutputObject>,
+    pub sink_format: SinkFormat,
+}
+
+/// Every rule's report over the run.
+pub async fn judge(
+    storage: &Storage,
+    rules: &[Rule],
+    examples: usize,
+    facts: &RunFacts<'_>,
+) -> Vec<CheckReport> {
+    if rules.is_empty() {
+        return Vec::new();
+    }
+    let mut subjects: Vec<(String, RuleOutcome)> = Vec::new();
+    // Object scope: the workers' verdicts, from done markers and failures.
+    let mut per_object: Vec<(&str, &RuleOutcome)> = Vec::new();
+    for shard in &facts.plan.shards {
+        for object in &shard.objects {
+            if let Some((_, outcomes)) = facts.done.get(object.key.as_str()) {
+                per_object.extend(outcomes.iter().map(|o| (object.key.as_str(), o)));
+            }
+        }
+    }
+    for failure in facts.failures {
+        per_object.extend(failure.checks.iter().map(|o| (failure.key.as_str(), o)));
+    }
+    for (index, rule) in rules.iter().enumerate() {
+        match rule.scope {
+            Scope::Object => {}
+            Scope::Shard => {
+                for shard in &facts.plan.shards {
+                    let keys: Vec<&str> = shard.objects.iter().map(|o| o.key.as_str()).collect();
+                    let outcome = judge_group(rule, index, &keys, facts, &per_object);
+                    subjects.push((format!("shard {}", shard.index), outcome));
+                }
+            }
+            Scope::Run => {
+                let keys: Vec<&str> = facts
+                    .plan
+                    .shards
+                    .iter()
+                    .flat_map(|s| s.objects.iter().map(|o| o.key.as_str()))
+                    .collect();
+                let outcome = match &rule.check {
+                    Check::Sql(query) => run_sql(storage, rule, query, facts).await,
+                    _ => judge_group(rule, index, &keys, facts, &per_object),
+                };
+                subjects.push(("run".to_string(), outcome));
+            }
+        }
+    }
+    let objects = per_object
+        .iter()
+        .filter(|(_, o)| o.scope == Scope::Object)
+        .map(|(k, o)| (*k, *o));
+    let groups = subjects.iter().map(|(s, o)| (s.as_str(), o));
+    aggregate(rules, objects.chain(groups), examples)
+}
+
+/// Judges a shard- or run-scope rule over the objects `keys`.
+fn judge_group(
+    rule: &Rule,
+    index: usize,
+    keys: &[&str],
+    facts: &RunFacts<'_>,
+    per_object: &[(&str, &RuleOutcome)],
+) -> RuleOutcome {
+    let mut outcome = RuleOutcome::new(rule);
+    let mut counts = RecordCounts::default();
+    for key in keys {
+        if let Some((c, _)) = facts.done.get(key) {
+            counts.add(c);
+        }
+    }
+    match &rule.check {
+        Check::RecordCount(relation) => match relation_fails(*relation, &counts) {
+            Some(detail) => outcome.fail(detail),
+            None => outcome,
+        },
+        Check::NonEmpty if counts.output == 0 => outcome.fail("no records were produced"),
+        Check::NonEmpty => outcome,
+        _ if rule.is_row_rule() => {
+            let _ = index;
+            for (key, o) in per_object {
+                if o.rule == rule.name && keys.contains(key) {
+                    outcome.checked += o.checked;
+                    outcome.failed += o.failed;
+                    outcome.examples.extend(o.examples.iter().cloned());
+                }
+            }
+            if outcome.failed > 0 {
+                outcome.passed = false;
+                outcome.detail = format!("{} of {} records fail", outcome.failed, outcome.checked);
+            }
+            outcome
+        }
+        _ => outcome,
+    }
+}
+
+/// Runs a run-scope assertion over every published Parquet output, one after another.
+async fn run_sql(storage: &Storage, rule: &Rule, query: &str, facts: &RunFacts<'_>) -> RuleOutcome {
+    let outcome = RuleOutcome::new(rule);
+    if facts.sink_format != SinkFormat::Parquet {
+        return outcome.fail("run-scope SQL reads Parquet outputs; the sink is not Parquet");
+    }
+    let outputs: Vec<(S3Uri, u64)> = facts
+        .outputs
+        .iter()
+        .filter_map(|o| o.uri.parse::<S3Uri>().ok().map(|u| (u, o.size)))
+        .collect();
+    let Some((first, size)) = outputs.first().cloned() else {
+        return outcome.fail("the run has no outputs to query");
+    };
+    let schema = match parquet_schema(storage, &first, size).await {
+        Ok(schema) => schema,
+        Err(e) => return outcome.fail(format!("reading {first}: {e}")),
+    };
+    let storage = storage.clone();
+    let batches = futures::stream::iter(outputs)
+        .then(move |(uri, size)| {
+            let storage = storage.clone();
+            async move {
+                let reader = S3ParquetReader::new(storage, uri.clone(), size, None);
+                let stream = ParquetRecordBatchStreamBuilder::new(reader)
+                    .await?
+                    .with_batch_size(8192)
+                    .build()?;
+                Ok::<_, parquet::errors::ParquetError>(stream)
+            }
+        })
+        .try_flatten()
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
+    let input: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
+    match crate::validate::sql::answer(query, input).await {
+        Ok(a) if a.passed => RuleOutcome {
+            detail: a.message,
+            ..outcome
+        },
+        Ok(a) if a.message.is_empty() => outcome.fail("the assertion returned false"),
+        Ok(a) => outcome.fail(a.message),
+        Err(e) => outcome.fail(format!("the assertion failed to run: {e}")),
+    }
+}
+
+async fn parquet_schema(storage: &Storage, uri: &S3Uri, size: u64) -> Result<SchemaRef, String> {
+    let reader = S3ParquetReader::new(storage.clone(), uri.clone(), size, None);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(builder.schema().clone())
+}
