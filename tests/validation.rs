@@ -188,7 +188,7 @@ async fn seeded_bad_data_fails_with_a_report_naming_each_problem() {
         let status = check(&report, "known-status");
         assert_eq!(status["passed"], true, "{status:#}");
         assert_eq!(status["records_rejected"], 1);
-        let a = S3Uri::new(bucket.as_str(), "out/_rejected/a.csv.jsonl");
+        let a = S3Uri::new(bucket.as_str(), "out/dirty/_rejected/a.csv.jsonl");
         let rejects = storage
             .get_bytes(&a)
             .await

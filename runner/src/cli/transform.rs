@@ -71,6 +71,7 @@ pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
             job: Arc::new(job),
             schema,
             fingerprint: String::new(),
+            keys: None,
         };
         let counts = transform_object(&ctx, &object, out).await?;
         drop(transformers);

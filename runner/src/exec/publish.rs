@@ -164,6 +164,7 @@ pub async fn publish(
                 failures: &failures,
                 outputs: outputs.iter().map(|o| &o.object).collect(),
                 sink_format: job.sink.format,
+                keys: layout.keys(),
             };
             crate::validate::run::judge(storage, &job.validate.rules, job.validate.examples, &facts)
                 .await

@@ -5,6 +5,7 @@
 //! <state>/runs/<job>/<run-id>/plan.json         shards: object keys, sizes, ETags
 //! <state>/runs/<job>/<run-id>/progress/<i>.json per shard, updated while it runs
 //! <state>/runs/<job>/<run-id>/done/<hash>.json  per source object: ETag, outputs, counts
+//! <state>/runs/<job>/<run-id>/keys/<rule>/<hash>.keys  sorted key hashes for `unique` rules
 //! <state>/runs/<job>/<run-id>/report.json       the run report
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
 //! ```
@@ -58,6 +59,11 @@ impl RunLayout {
 
     pub fn done_prefix(&self) -> S3Uri {
         self.root.join("done/")
+    }
+
+    /// Where `unique` rules spill the sorted keys of each object, per rule.
+    pub fn keys(&self) -> S3Uri {
+        self.root.join("keys/")
     }
 
     pub fn report(&self) -> S3Uri {

@@ -17,7 +17,10 @@ use tokio::task::JoinHandle;
 use crate::format::BadRecord;
 use crate::spec::file::ColumnType;
 use crate::spec::rules::{Check, MinRatio, RecordCountConfig, Relation, Rule, Scope};
-use crate::validate::outcome::RuleOutcome;
+use crate::storage::Storage;
+use crate::storage::uri::S3Uri;
+use crate::validate::keys::{DuplicateExample, KeyColumns, KeySpillWriter, KeysError, SpillOptions};
+use crate::validate::outcome::{Location, Offending, RuleOutcome};
 use crate::validate::rows::{RowRules, whole_row};
 use crate::validate::sql::{Answer, answer};
 use crate::worker::marker::RecordCounts;
@@ -30,7 +33,27 @@ pub struct ObjectChecks {
     rules: Arc<Vec<Rule>>,
     state: Arc<Mutex<State>>,
     sql: Vec<(usize, JoinHandle<Result<Answer, String>>)>,
+    unique: Vec<UniqueKeys>,
+    object: String,
+    examples: usize,
 }
+
+/// The keys of one `unique` rule, collected as the object's output streams.
+#[derive(Clone)]
+struct UniqueKeys {
+    rule: usize,
+    columns: Arc<KeyColumns>,
+    writer: Arc<Mutex<Option<KeySpillWriter>>>,
+}
+
+/// Where the key spills of `unique` rules go: `<prefix><rule>/<object hash>.keys`.
+pub struct KeySpills<'a> {
+    pub storage: &'a Storage,
+    pub prefix: &'a S3Uri,
+}
+
+/// Memory for a `unique` rule's keys per object in flight before they spill to local disk.
+const KEY_BUFFER_BYTES: usize = 16 << 20;
 
 struct State {
     outcomes: Vec<RuleOutcome>,
@@ -88,6 +111,23 @@ impl ObjectChecks {
                 feeds.push(tx);
             }
         }
+        let mut unique = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            if let Check::Unique(columns) = &rule.check {
+                let columns = KeyColumns::resolve(&schema, columns)
+                    .map_err(|e| RuleSetupError(format!("rule {}: {e}", rule.name)))?;
+                let writer = KeySpillWriter::new(SpillOptions {
+                    buffer_bytes: KEY_BUFFER_BYTES,
+                    examples,
+                    ..SpillOptions::default()
+                });
+                unique.push(UniqueKeys {
+                    rule: index,
+                    columns: Arc::new(columns),
+                    writer: Arc::new(Mutex::new(Some(writer))),
+                });
+            }
+        }
         let state = Arc::new(Mutex::new(State {
             outcomes,
             rows: 0,
@@ -98,20 +138,24 @@ impl ObjectChecks {
             rules: rules.clone(),
             state: state.clone(),
             sql,
+            unique: unique.clone(),
+            object: object.to_string(),
+            examples,
         };
-        if row_rules.is_empty() && feeds.is_empty() {
+        if row_rules.is_empty() && feeds.is_empty() && unique.is_empty() {
             return Ok((stream, checks));
         }
         let object = object.to_string();
         let row_rules = Arc::new(row_rules);
         let judged = stream.then(move |item| {
-            let (rules, state, row_rules, feeds, rejects, object) = (
+            let (rules, state, row_rules, feeds, rejects, object, unique) = (
                 rules.clone(),
                 state.clone(),
                 row_rules.clone(),
                 feeds.clone(),
                 rejects.clone(),
                 object.clone(),
+                unique.clone(),
             );
             async move {
                 let batch = item?;
@@ -135,14 +179,18 @@ impl ObjectChecks {
                             error: format!("failed rule {rule}"),
                         })
                         .collect();
+                    let mut written = vec![true; batch.num_rows()];
+                    for (row, _) in &verdict.rejected {
+                        written[*row] = false;
+                    }
+                    for keys in &unique {
+                        collect_keys(keys, &batch, first, &written)
+                            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+                    }
                     let kept = if bad.is_empty() {
                         batch
                     } else {
-                        let mut keep = vec![true; batch.num_rows()];
-                        for (row, _) in &verdict.rejected {
-                            keep[*row] = false;
-                        }
-                        filter_record_batch(&batch, &BooleanArray::from(keep))?
+                        filter_record_batch(&batch, &BooleanArray::from(written))?
                     };
                     (kept, bad)
                 };
@@ -171,9 +219,28 @@ impl ObjectChecks {
         self.state.lock().expect("not poisoned").rejected
     }
 
-    /// Judges what needs the whole object (counts, input size, SQL answers) and returns
-    /// every rule's outcome on this object.
-    pub async fn finish(self, counts: &RecordCounts, input_size: u64) -> Vec<RuleOutcome> {
+    /// Judges what needs the whole object (counts, input size, SQL answers, duplicate keys)
+    /// and returns every rule's outcome on this object. The keys of `unique` rules are
+    /// written to `spills`, for the shard- and run-scope merge at publish.
+    pub async fn finish(
+        self,
+        counts: &RecordCounts,
+        input_size: u64,
+        spills: Option<KeySpills<'_>>,
+    ) -> Result<Vec<RuleOutcome>, KeysError> {
+        let mut found = Vec::new();
+        for keys in &self.unique {
+            let writer = keys.writer.lock().expect("not poisoned").take();
+            let (Some(writer), Some(spills)) = (writer, spills.as_ref()) else {
+                continue;
+            };
+            let rule = &self.rules[keys.rule];
+            let uri = spill_uri(spills.prefix, &rule.name, &self.object);
+            found.push((
+                keys.rule,
+                writer.finish(spills.storage, uri, &self.object).await?,
+            ));
+        }
         let mut answers = Vec::new();
         for (index, task) in self.sql {
             let answer = task.await.unwrap_or_else(|e| Err(e.to_string()));
@@ -196,10 +263,75 @@ impl ObjectChecks {
                 Err(e) => o.clone().fail(format!("the assertion failed to run: {e}")),
             };
         }
+        for (index, summary) in found {
+            let o = &mut outcomes[index];
+            o.checked = summary.keys;
+            o.failed = summary.duplicates;
+            o.examples = summary
+                .examples
+                .iter()
+                .take(self.examples)
+                .map(|d| duplicate_example(&self.rules[index], d))
+                .collect();
+            if self.rules[index].scope == Scope::Object && summary.duplicates > 0 {
+                o.passed = false;
+                o.detail = format!(
+                    "{} of {} records repeat a key",
+                    summary.duplicates, summary.keys
+                );
+            }
+        }
         for (rule, o) in self.rules.iter().zip(outcomes.iter_mut()) {
             judge_whole(rule, o, counts, input_size);
         }
-        outcomes
+        Ok(outcomes)
+    }
+}
+
+/// Adds the keys of the rows of `batch` that are written (not rejected).
+fn collect_keys(
+    keys: &UniqueKeys,
+    batch: &RecordBatch,
+    first: u64,
+    written: &[bool],
+) -> Result<(), KeysError> {
+    let hashes = keys.columns.hashes(batch)?;
+    let texts = keys.columns.texts(batch)?;
+    let mut guard = keys.writer.lock().expect("not poisoned");
+    let Some(writer) = guard.as_mut() else {
+        return Ok(());
+    };
+    for (i, (hash, text)) in hashes.into_iter().zip(texts).enumerate() {
+        if written[i] {
+            writer.push(hash, first + i as u64, &text)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where one object's keys for one `unique` rule are spilled.
+pub fn spill_uri(prefix: &S3Uri, rule: &str, object: &str) -> S3Uri {
+    prefix.join(&format!("{rule}/{}.keys", crate::state::key_hash(object)))
+}
+
+/// A duplicate as an offending row: where it repeats, where it was first, and its key.
+pub fn duplicate_example(rule: &Rule, d: &DuplicateExample) -> Offending {
+    let values = match (serde_json::from_str::<serde_json::Value>(&d.key), &rule.check) {
+        (Ok(serde_json::Value::Array(items)), Check::Unique(columns))
+            if items.len() == columns.len() =>
+        {
+            serde_json::Value::Object(columns.iter().cloned().zip(items).collect())
+        }
+        _ => serde_json::Value::String(d.key.clone()),
+    };
+    Offending {
+        object: d.duplicate.source.clone(),
+        row: d.duplicate.row,
+        values,
+        first: Some(Location {
+            object: d.first.source.clone(),
+            row: d.first.row,
+        }),
     }
 }
 

@@ -177,7 +177,13 @@ pub fn table(checks: &[CheckReport]) -> String {
         let first = c
             .examples
             .first()
-            .map(|e| format!("{} row {}: {}", e.object, e.row, e.values))
+            .map(|e| match &e.first {
+                Some(first) => format!(
+                    "{} row {}: {} (first at {} row {})",
+                    e.object, e.row, e.values, first.object, first.row
+                ),
+                None => format!("{} row {}: {}", e.object, e.row, e.values),
+            })
             .or_else(|| c.details.first().cloned())
             .unwrap_or_default();
         let failed = if c.records_failed > 0 {

@@ -15,7 +15,8 @@ use crate::spec::rules::{Check, Rule, Scope};
 use crate::storage::S3ParquetReader;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
-use crate::validate::object::relation_fails;
+use crate::validate::keys::{MergeOptions, find_duplicates};
+use crate::validate::object::{duplicate_example, relation_fails, spill_uri};
 use crate::validate::outcome::{CheckReport, RuleOutcome, aggregate};
 use crate::worker::marker::{ObjectFailure, OutputObject, RecordCounts};
 
@@ -27,6 +28,8 @@ pub struct RunFacts<'a> {
     pub failures: &'a [ObjectFailure],
     pub outputs: Vec<&'a OutputObject>,
     pub sink_format: SinkFormat,
+    /// The run's key spills prefix (`unique` rules).
+    pub keys: S3Uri,
 }
 
 /// Every rule's report over the run.
@@ -58,7 +61,10 @@ pub async fn judge(
             Scope::Shard => {
                 for shard in &facts.plan.shards {
                     let keys: Vec<&str> = shard.objects.iter().map(|o| o.key.as_str()).collect();
-                    let outcome = judge_group(rule, index, &keys, facts, &per_object);
+                    let outcome = match &rule.check {
+                        Check::Unique(_) => unique(storage, rule, examples, &keys, facts).await,
+                        _ => judge_group(rule, index, &keys, facts, &per_object),
+                    };
                     subjects.push((format!("shard {}", shard.index), outcome));
                 }
             }
@@ -71,6 +77,7 @@ pub async fn judge(
                     .collect();
                 let outcome = match &rule.check {
                     Check::Sql(query) => run_sql(storage, rule, query, facts).await,
+                    Check::Unique(_) => unique(storage, rule, examples, &keys, facts).await,
                     _ => judge_group(rule, index, &keys, facts, &per_object),
                 };
                 subjects.push(("run".to_string(), outcome));
@@ -123,6 +130,56 @@ fn judge_group(
             outcome
         }
         _ => outcome,
+    }
+}
+
+/// Merges the key spills of the done objects among `keys` (in plan order) and reports
+/// every record whose key an earlier record already had.
+async fn unique(
+    storage: &Storage,
+    rule: &Rule,
+    examples: usize,
+    keys: &[&str],
+    facts: &RunFacts<'_>,
+) -> RuleOutcome {
+    let mut outcome = RuleOutcome::new(rule);
+    // Done objects, and objects that failed other rules after their keys were spilled,
+    // so that a duplicate is named even where its objects failed for other reasons.
+    let spilled = |key: &str| {
+        facts.done.contains_key(key)
+            || facts
+                .failures
+                .iter()
+                .any(|f| f.key == key && f.checks.iter().any(|o| o.rule == rule.name))
+    };
+    let spills: Vec<S3Uri> = keys
+        .iter()
+        .filter(|k| spilled(k))
+        .map(|k| spill_uri(&facts.keys, &rule.name, k))
+        .collect();
+    let options = MergeOptions {
+        examples,
+        ..MergeOptions::default()
+    };
+    match find_duplicates(storage, spills, &options).await {
+        Ok(report) => {
+            outcome.checked = report.keys;
+            outcome.failed = report.duplicates;
+            outcome.examples = report
+                .examples
+                .iter()
+                .map(|d| duplicate_example(rule, d))
+                .collect();
+            if report.duplicates > 0 {
+                outcome.passed = false;
+                outcome.detail = format!(
+                    "{} of {} records repeat a key ({} distinct keys)",
+                    report.duplicates, report.keys, report.distinct
+                );
+            }
+            outcome
+        }
+        Err(e) => outcome.fail(format!("merging the key spills failed: {e}")),
     }
 }
 

@@ -146,6 +146,7 @@ pub async fn run_shard(
         job: Arc::new(job),
         schema,
         fingerprint,
+        keys: Some(layout.keys()),
     };
     let progress = Arc::new(Mutex::new(ShardProgress {
         shard: index,

@@ -15,7 +15,8 @@ use crate::spec::job::StepKind;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::transform::{self, StepCounter};
-use crate::validate::object::{ObjectChecks, judge_output_sizes};
+use crate::validate::keys::KeysError;
+use crate::validate::object::{KeySpills, ObjectChecks, judge_output_sizes};
 use crate::validate::outcome::RuleOutcome;
 use crate::worker::decode::{DecodeStats, Decoding};
 pub use crate::worker::error::ObjectError;
@@ -33,6 +34,9 @@ pub struct ObjectContext {
     pub schema: Option<SchemaRef>,
     /// The job's fingerprint, written into every done marker.
     pub fingerprint: String,
+    /// Where `unique` rules spill each object's keys (the run's `keys/` prefix); `None`
+    /// outside a run, where keys are not collected.
+    pub keys: Option<S3Uri>,
 }
 
 /// Processes one source object and returns its done marker. On any error every upload of
@@ -144,7 +148,20 @@ pub async fn process(
             return Err(e);
         }
     };
-    let mut outcomes = checks.finish(&counts, object.size).await;
+    let spills = ctx.keys.as_ref().map(|prefix| KeySpills {
+        storage: &ctx.storage,
+        prefix,
+    });
+    let mut outcomes = match checks.finish(&counts, object.size, spills).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            abort_all(parts, staged).await;
+            return Err(match e {
+                KeysError::Storage(e) => ObjectError::Storage(e),
+                other => ObjectError::Internal(format!("collecting unique keys: {other}")),
+            });
+        }
+    };
     if let Some(e) = validation_failure(&source, &outcomes) {
         abort_all(parts, staged).await;
         return Err(e);
