@@ -15,4 +15,5 @@ pub mod state;
 pub mod storage;
 pub mod transform;
 pub mod transformer;
+pub mod validate;
 pub mod worker;
