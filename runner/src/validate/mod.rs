@@ -1,6 +1,7 @@
 //! Data validation: rules judged per object as its output streams, per shard and per run
 //! when the run publishes; their outcomes and the run's report of them.
 
+pub mod keys;
 pub mod object;
 pub mod outcome;
 pub mod rows;

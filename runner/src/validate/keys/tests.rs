@@ -1,0 +1,1 @@
+//! Unit tests of key hashing, spilling and merging.
