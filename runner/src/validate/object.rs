@@ -19,7 +19,9 @@ use crate::spec::file::ColumnType;
 use crate::spec::rules::{Check, MinRatio, RecordCountConfig, Relation, Rule, Scope};
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
-use crate::validate::keys::{DuplicateExample, KeyColumns, KeySpillWriter, KeysError, SpillOptions};
+use crate::validate::keys::{
+    DuplicateExample, KeyColumns, KeySpillWriter, KeysError, SpillOptions,
+};
 use crate::validate::outcome::{Location, Offending, RuleOutcome};
 use crate::validate::rows::{RowRules, whole_row};
 use crate::validate::sql::{Answer, answer};
@@ -316,7 +318,10 @@ pub fn spill_uri(prefix: &S3Uri, rule: &str, object: &str) -> S3Uri {
 
 /// A duplicate as an offending row: where it repeats, where it was first, and its key.
 pub fn duplicate_example(rule: &Rule, d: &DuplicateExample) -> Offending {
-    let values = match (serde_json::from_str::<serde_json::Value>(&d.key), &rule.check) {
+    let values = match (
+        serde_json::from_str::<serde_json::Value>(&d.key),
+        &rule.check,
+    ) {
         (Ok(serde_json::Value::Array(items)), Check::Unique(columns))
             if items.len() == columns.len() =>
         {
