@@ -117,6 +117,9 @@ fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     if let Some(e) = cause.downcast_ref::<crate::exec::start::StartError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = cause.downcast_ref::<crate::exec::verify::VerifyError>() {
+        return Some(e.exit_code());
+    }
     if let Some(e) = cause.downcast_ref::<crate::exec::submit::SubmitError>() {
         return Some(e.exit_code());
     }
@@ -256,6 +259,30 @@ impl Classify for crate::worker::WorkerError {
             | E::BadJob(_)
             | E::NoSuchShard { .. }
             | E::Plan(_) => ExitCode::Config,
+        }
+    }
+}
+
+impl Classify for crate::exec::verify::VerifyError {
+    fn kind(&self) -> ErrorKind {
+        use crate::exec::verify::VerifyError as E;
+        match self {
+            E::Storage(e) => e.kind(),
+            _ => ErrorKind::User,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::exec::verify::VerifyError as E;
+        match self {
+            E::Storage(e) => e.exit_code(),
+            // A manifest that no longer parses was changed after publish.
+            E::BadManifest { .. } | E::BadListedUri { .. } => ExitCode::Validation,
+            E::NotPublished { .. }
+            | E::NeedsJob { .. }
+            | E::NotAManifest { .. }
+            | E::BadUri { .. }
+            | E::NoJob { .. }
+            | E::BadJob { .. } => ExitCode::Config,
         }
     }
 }

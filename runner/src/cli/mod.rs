@@ -23,6 +23,7 @@ pub mod status;
 pub mod submit;
 pub mod transform;
 pub mod transformer;
+pub mod verify;
 pub mod worker;
 
 /// sluice runs batch ETL jobs: it lists a bucket, splits the objects into shards, and
@@ -66,6 +67,9 @@ pub enum Command {
     Resume(resume::ResumeArgs),
     /// List a job's runs from the state in the bucket: planned, published or failed.
     Runs(runs::RunsArgs),
+    /// Re-check a published run against its _SUCCESS.json: every listed object still there
+    /// with its size, checksum and record count, nothing unlisted under the sink (exit 3 if not).
+    Verify(verify::VerifyArgs),
     /// Transform one object through the job's steps into a file or stdout (a try-out on a
     /// sample; nothing is written to the sink).
     Transform(transform::TransformArgs),
@@ -101,6 +105,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => cancel::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Runs(args) => runs::run(args),
+        Command::Verify(args) => verify::run(args),
         Command::Transform(args) => transform::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Worker(args) => worker::run(args),

@@ -9,6 +9,7 @@ pub mod render;
 pub mod start;
 pub mod submit;
 pub mod summary;
+pub mod verify;
 
 use std::path::PathBuf;
 

@@ -35,6 +35,19 @@ impl RunLayout {
         }
     }
 
+    /// The layout of the run whose state directory is `root` (`.../runs/<job>/<run>/`).
+    pub fn from_root(root: &S3Uri) -> RunLayout {
+        RunLayout {
+            root: root.as_prefix(),
+        }
+    }
+
+    /// The run id: the last segment of the run's directory.
+    pub fn run_id(&self) -> &str {
+        let dir = self.root.key.trim_end_matches('/');
+        dir.rsplit('/').next().unwrap_or(dir)
+    }
+
     pub fn root(&self) -> &S3Uri {
         &self.root
     }
@@ -93,6 +106,8 @@ mod tests {
             "s3://out/_sluice/runs/taxi/taxi-20261122T020000Z/plan.json"
         );
         assert_eq!(RunLayout::from_plan_uri(&run.plan()), run);
+        assert_eq!(RunLayout::from_root(run.root()), run);
+        assert_eq!(run.run_id(), "taxi-20261122T020000Z");
         assert_eq!(
             run.progress(3).key,
             "_sluice/runs/taxi/taxi-20261122T020000Z/progress/00003.json"
