@@ -200,7 +200,8 @@ pub(crate) async fn clean_run(server: &TestServer) -> (BTreeMap<String, Bytes>, 
     (outputs, manifest["records"].clone())
 }
 
-/// 500s, 503s, GET and upload bodies broken halfway and added latency, at seeded rates:
+/// 500s, 503s, GET and upload bodies broken halfway, completions whose answer is lost
+/// (so the client retries a completed upload) and added latency, at seeded rates:
 /// the run succeeds with the clean run's outputs byte for byte, the same record counts
 /// and no upload left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,6 +217,7 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
         slow_down: 0.08,
         reset_get_body: 0.25,
         reset_upload_body: 0.15,
+        lose_complete_answer: 1.0,
         latency: 0.2,
         max_latency: Duration::from_millis(40),
         max_in_a_row: 2,
@@ -243,6 +245,7 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
         ("503", &counts.slow_down),
         ("GET body reset", &counts.reset_get_body),
         ("upload body reset", &counts.reset_upload_body),
+        ("lost completion answer", &counts.lost_complete_answer),
     ] {
         assert!(
             n.load(std::sync::atomic::Ordering::Relaxed) > 0,

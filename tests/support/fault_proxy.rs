@@ -44,6 +44,9 @@ pub struct FaultRates {
     pub reset_get_body: f64,
     /// A PUT or POST whose request body is cut halfway by a broken connection.
     pub reset_upload_body: f64,
+    /// A CompleteMultipartUpload that the server carries out but whose answer is lost
+    /// (the connection breaks), so the client retries a completed upload.
+    pub lose_complete_answer: f64,
     /// Extra latency (up to `max_latency`) before the request is forwarded.
     pub latency: f64,
     pub max_latency: Duration,
@@ -61,6 +64,7 @@ impl FaultRates {
             slow_down: 0.0,
             reset_get_body: 0.0,
             reset_upload_body: 0.0,
+            lose_complete_answer: 0.0,
             latency: 0.0,
             max_latency: Duration::ZERO,
             max_in_a_row: 0,
@@ -76,6 +80,7 @@ pub struct FaultCounts {
     pub slow_down: AtomicU64,
     pub reset_get_body: AtomicU64,
     pub reset_upload_body: AtomicU64,
+    pub lost_complete_answer: AtomicU64,
     pub latency: AtomicU64,
     pub denied: AtomicU64,
 }
@@ -87,6 +92,7 @@ impl FaultCounts {
             + self.slow_down.load(Ordering::Relaxed)
             + self.reset_get_body.load(Ordering::Relaxed)
             + self.reset_upload_body.load(Ordering::Relaxed)
+            + self.lost_complete_answer.load(Ordering::Relaxed)
     }
 }
 
@@ -96,12 +102,13 @@ impl fmt::Display for FaultCounts {
         write!(
             f,
             "{} requests: {} x 500 InternalError, {} x 503 SlowDown, {} GET bodies reset, \
-             {} upload bodies reset, {} delayed, {} denied",
+             {} upload bodies reset, {} completion answers lost, {} delayed, {} denied",
             n(&self.requests),
             n(&self.internal_error),
             n(&self.slow_down),
             n(&self.reset_get_body),
             n(&self.reset_upload_body),
+            n(&self.lost_complete_answer),
             n(&self.latency),
             n(&self.denied)
         )
@@ -318,6 +325,7 @@ enum Fault {
     SlowDown,
     ResetGetBody,
     ResetUploadBody,
+    LoseCompleteAnswer,
 }
 
 impl Shared {
@@ -378,9 +386,12 @@ impl Shared {
                 }
                 return Err(broken("upload body reset by the fault proxy"));
             }
-            Some(Fault::ResetGetBody) | None => {}
+            Some(Fault::ResetGetBody | Fault::LoseCompleteAnswer) | None => {}
         }
         let (status, headers, body) = self.forward(req).await?;
+        if fault == Some(Fault::LoseCompleteAnswer) {
+            return Err(broken("the answer to a completion was lost by the fault proxy"));
+        }
         if fault == Some(Fault::ResetGetBody) && status.is_success() && body.len() > 1 {
             let half = body.slice(..body.len() / 2);
             return Ok(respond(status, headers, broken_body(half, || {})));
@@ -467,6 +478,11 @@ impl Shared {
             (Fault::SlowDown, rates.slow_down, true),
             (Fault::ResetGetBody, rates.reset_get_body, is_get),
             (Fault::ResetUploadBody, rates.reset_upload_body, class.has_body),
+            (
+                Fault::LoseCompleteAnswer,
+                rates.lose_complete_answer,
+                class.point == Some(Point::CompleteUpload),
+            ),
         ] {
             if !applies {
                 continue;
@@ -491,6 +507,7 @@ impl Shared {
                     Fault::SlowDown => &self.counts.slow_down,
                     Fault::ResetGetBody => &self.counts.reset_get_body,
                     Fault::ResetUploadBody => &self.counts.reset_upload_body,
+                    Fault::LoseCompleteAnswer => &self.counts.lost_complete_answer,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
             }
