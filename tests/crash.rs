@@ -21,10 +21,10 @@ use crate::faults::{
     assert_no_open_uploads, assert_same_outputs, clean_run, env_for, inputs, job_file, json,
     last_lines, outputs, put_inputs, run_root, sluice,
 };
-use crate::support::{self, fault_proxy::FaultProxy, fault_proxy::FaultRates};
 use crate::support::fault_proxy::{Point, Trap};
+use crate::support::{self, fault_proxy::FaultProxy, fault_proxy::FaultRates};
 
-const TRIALS: usize = 24;
+const TRIALS: usize = 20;
 const SEED: u64 = 20261201;
 
 #[derive(Debug, Default)]
@@ -54,7 +54,8 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0));
-    let occurrences: BTreeMap<Point, u64> = Point::ALL.iter().map(|p| (*p, proxy.seen(*p))).collect();
+    let occurrences: BTreeMap<Point, u64> =
+        Point::ALL.iter().map(|p| (*p, proxy.seen(*p))).collect();
     println!("points in one run: {occurrences:?}");
     for (point, n) in &occurrences {
         assert!(*n > 0, "{point:?} never occurs in a run");
@@ -112,7 +113,11 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
         let killed = status.signal() == Some(libc::SIGKILL);
         assert_eq!(killed, proxy.fired(), "{context}: {status:?}");
         if !killed {
-            assert_eq!(status.code(), Some(0), "{context}: the undisturbed run failed");
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "{context}: the undisturbed run failed"
+            );
         }
         let entry = tally.entry(point).or_default();
         entry.trials += 1;
@@ -140,7 +145,11 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
             .unwrap_or_else(|| panic!("{context}: not published after resume"));
         assert_eq!(manifest["records"], clean_records, "{context}");
         let listed = manifest["outputs"].as_array().unwrap().len();
-        assert_eq!(listed, clean.len(), "{context}: manifest lists {listed} outputs");
+        assert_eq!(
+            listed,
+            clean.len(),
+            "{context}: manifest lists {listed} outputs"
+        );
         assert_same_outputs(&outputs(&storage, &bucket).await, &clean, &context);
         assert_no_open_uploads(&storage, &bucket, &context).await;
         let published: Vec<String> = storage
@@ -164,7 +173,10 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
         started.elapsed().as_secs_f64()
     );
     for (point, t) in &tally {
-        println!("  {point:?}: {} trials, {} killed and resumed", t.trials, t.killed);
+        println!(
+            "  {point:?}: {} trials, {} killed and resumed",
+            t.trials, t.killed
+        );
     }
     assert!(
         killed as usize >= TRIALS * 3 / 4,

@@ -278,7 +278,10 @@ fn assert_fails_fast(job: &Path, env: &[(String, String)], dir: &Path, names: &[
         String::from_utf8_lossy(&out.stderr)
     );
     for name in names {
-        assert!(said.contains(name), "the output does not name {name}:\n{said}");
+        assert!(
+            said.contains(name),
+            "the output does not name {name}:\n{said}"
+        );
     }
 }
 
@@ -311,7 +314,12 @@ async fn access_denied_fails_fast_naming_the_object() {
 
     // The whole bucket denied: planning fails.
     proxy.deny(&bucket, "");
-    assert_fails_fast(&job, &env, dir.path(), &[&format!("s3://{bucket}/in/"), "AccessDenied"]);
+    assert_fails_fast(
+        &job,
+        &env,
+        dir.path(),
+        &[&format!("s3://{bucket}/in/"), "AccessDenied"],
+    );
     assert_no_open_uploads(&storage, &bucket, "after the denials").await;
 }
 
@@ -327,13 +335,18 @@ async fn a_missing_bucket_fails_fast_naming_it() {
     let job = job_file(dir.path(), &missing);
     assert_fails_fast(&job, &env, dir.path(), &[&missing, "NoSuchBucket"]);
 
-    // The source exists, the sink (and state) bucket does not.
-    let (storage, bucket) = server.fresh().await;
+    // The source exists, the sink (and state) bucket does not. On moto: the embedded
+    // s3s-fs server creates a bucket's directory on the first PUT into it.
+    let Some(moto) = support::moto() else { return };
+    let (storage, bucket) = moto.fresh().await;
     put_inputs(&storage, &bucket, &inputs()[1..]).await;
     let text = std::fs::read_to_string(job_file(dir.path(), &bucket))
         .unwrap()
-        .replace(&format!("s3://{bucket}/out/"), &format!("s3://{missing}/out/"));
+        .replace(
+            &format!("s3://{bucket}/out/"),
+            &format!("s3://{missing}/out/"),
+        );
     let job = dir.path().join("sink-missing.yaml");
     std::fs::write(&job, text).unwrap();
-    assert_fails_fast(&job, &env, dir.path(), &[&missing, "NoSuchBucket"]);
+    assert_fails_fast(&job, &moto.env(), dir.path(), &[&missing, "NoSuchBucket"]);
 }

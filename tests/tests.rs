@@ -2,8 +2,8 @@
 
 mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
 mod crash; // SIGKILL at seeded points of a run, then resume: the clean result, exactly once
-mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
 mod faults; // S3 faults through a fault-injecting proxy: survived, or failing fast
+mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
 mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
 mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set
 mod local_pods; // the local pod runner executing rendered worker Jobs

@@ -335,7 +335,13 @@ impl Shared {
     ) -> Result<Response<ProxyBody>, std::io::Error> {
         self.counts.requests.fetch_add(1, Ordering::Relaxed);
         let path = req.uri().path().to_string();
-        if self.denied.lock().unwrap().iter().any(|p| path.starts_with(p)) {
+        if self
+            .denied
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
             self.counts.denied.fetch_add(1, Ordering::Relaxed);
             return Ok(s3_error(
                 StatusCode::FORBIDDEN,
@@ -390,7 +396,9 @@ impl Shared {
         }
         let (status, headers, body) = self.forward(req).await?;
         if fault == Some(Fault::LoseCompleteAnswer) {
-            return Err(broken("the answer to a completion was lost by the fault proxy"));
+            return Err(broken(
+                "the answer to a completion was lost by the fault proxy",
+            ));
         }
         if fault == Some(Fault::ResetGetBody) && status.is_success() && body.len() > 1 {
             let half = body.slice(..body.len() / 2);
@@ -465,23 +473,25 @@ impl Shared {
         let mut rng = self.rng.lock().unwrap();
         let delay = (rates.latency > 0.0 && rng.random_bool(rates.latency.min(1.0))).then(|| {
             self.counts.latency.fetch_add(1, Ordering::Relaxed);
-            rates
-                .max_latency
-                .mul_f64(rng.random_range(0.1..1.0))
+            rates.max_latency.mul_f64(rng.random_range(0.1..1.0))
         });
         let roll: f64 = rng.random();
         drop(rng);
         let mut edge = 0.0;
         let mut pick = None;
         for (fault, rate, applies) in [
-            (Fault::InternalError, rates.internal_error, true),
-            (Fault::SlowDown, rates.slow_down, true),
-            (Fault::ResetGetBody, rates.reset_get_body, is_get),
-            (Fault::ResetUploadBody, rates.reset_upload_body, class.has_body),
             (
                 Fault::LoseCompleteAnswer,
                 rates.lose_complete_answer,
                 class.point == Some(Point::CompleteUpload),
+            ),
+            (Fault::InternalError, rates.internal_error, true),
+            (Fault::SlowDown, rates.slow_down, true),
+            (Fault::ResetGetBody, rates.reset_get_body, is_get),
+            (
+                Fault::ResetUploadBody,
+                rates.reset_upload_body,
+                class.has_body,
             ),
         ] {
             if !applies {
@@ -522,7 +532,11 @@ impl Shared {
         req: Request<Incoming>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), std::io::Error> {
         let (mut parts, body) = req.into_parts();
-        let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -543,7 +557,11 @@ impl Shared {
             .await
             .map_err(std::io::Error::other)?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .map_err(std::io::Error::other)?
+            .to_bytes();
         let mut headers = parts.headers;
         headers.remove("transfer-encoding");
         headers.remove("connection");
@@ -605,8 +623,9 @@ fn s3_error(status: StatusCode, code: &str, message: &str, resource: &str) -> Re
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/xml"),
     );
-    response
-        .headers_mut()
-        .insert("x-amz-request-id", format!("fault-{id:08}").parse().unwrap());
+    response.headers_mut().insert(
+        "x-amz-request-id",
+        format!("fault-{id:08}").parse().unwrap(),
+    );
     response
 }

@@ -90,13 +90,7 @@ impl Storage {
                 .send()
                 .await
                 .map_err(|e| changed_or(uri, pin.as_deref(), S3Failure::from_sdk(e), get_error))?;
-            let inner = resuming_body(
-                self.client.clone(),
-                uri.clone(),
-                pin,
-                size,
-                output.body,
-            );
+            let inner = resuming_body(self.client.clone(), uri.clone(), pin, size, output.body);
             return Ok(ObjectStream {
                 size,
                 etag: current,
@@ -265,8 +259,7 @@ fn resuming_body(
                 Err(e) => e,
             };
             // Without an ETag to pin the rest to, a resumed read could mix two versions.
-            if state.pin.is_none() || state.offset >= state.size || state.broken >= BODY_RETRIES
-            {
+            if state.pin.is_none() || state.offset >= state.size || state.broken >= BODY_RETRIES {
                 return Err(io::Error::other(StorageError::GetObject {
                     uri: state.uri.clone(),
                     source: S3Failure::local(FailureKind::Connection, error.to_string()),

@@ -416,8 +416,7 @@ impl PendingUpload {
                         };
                         // A retried completion whose first attempt went through (only its
                         // answer was lost) finds the upload gone; the object is there.
-                        if let Some(etag) = self.completed_already(expected_etag.as_deref()).await
-                        {
+                        if let Some(etag) = self.completed_already(expected_etag.as_deref()).await {
                             tracing::info!(key = %self.uri, "the upload was completed by an earlier attempt of the request");
                             return Ok(Uploaded {
                                 uri: self.uri.clone(),

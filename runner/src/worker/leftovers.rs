@@ -20,7 +20,10 @@ pub async fn abort_leftover_uploads(
     if objects.is_empty() {
         return Ok(0);
     }
-    let keys: Vec<OutputKeys> = objects.iter().map(|o| OutputKeys::new(job, &o.key)).collect();
+    let keys: Vec<OutputKeys> = objects
+        .iter()
+        .map(|o| OutputKeys::new(job, &o.key))
+        .collect();
     let mut aborted = 0;
     for upload in storage.open_uploads(&job.sink.uri).await? {
         let Some(relative) = upload.key.strip_prefix(job.sink.uri.key.as_str()) else {
@@ -91,7 +94,11 @@ impl OutputKeys {
     }
 
     fn matches(&self, key: &str) -> bool {
-        if key == self.rejects || key.len() == self.before.len() + self.after.len() && key.starts_with(&self.before) && key.ends_with(&self.after) {
+        if key == self.rejects
+            || key.len() == self.before.len() + self.after.len()
+                && key.starts_with(&self.before)
+                && key.ends_with(&self.after)
+        {
             return true;
         }
         if !self.numbered || !key.starts_with(&self.before) || !key.ends_with(&self.after) {
