@@ -151,13 +151,15 @@ mod tests {
     }
 
     #[test]
-    fn a_template_without_a_part_matches_its_one_key() {
+    fn the_part_number_can_stand_anywhere_in_the_template() {
         let k = OutputKeys::new(
-            &job("    format: parquet\n    key: \"{{ source.stem }}.{{ ext }}\"\n"),
+            &job("    format: parquet\n    key: \"{{ source.stem }}{{ part }}/data.{{ ext }}\"\n"),
             "in/a.csv",
         );
-        assert!(!k.numbered);
-        assert!(k.matches("a.parquet"));
-        assert!(!k.matches("a-00001.parquet"));
+        assert!(k.numbered, "{k:?}");
+        assert!(k.matches("a/data.parquet"));
+        assert!(k.matches("a-00003/data.parquet"));
+        assert!(!k.matches("b/data.parquet"));
+        assert!(!k.matches("a-00003/other.parquet"));
     }
 }
