@@ -1,6 +1,8 @@
 //! The integration test binary: one binary keeps link time down. Each module below is one area.
 
 mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
+mod crash; // SIGKILL at seeded points of a run, then resume: the clean result, exactly once
+mod faults; // S3 faults through a fault-injecting proxy: survived, or failing fast
 mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
 mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
 mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set

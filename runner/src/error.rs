@@ -246,14 +246,18 @@ impl Classify for crate::worker::WorkerError {
     fn kind(&self) -> ErrorKind {
         use crate::worker::WorkerError as E;
         match self {
-            E::ReadState { source, .. } | E::WriteState { source, .. } => source.kind(),
+            E::ReadState { source, .. }
+            | E::WriteState { source, .. }
+            | E::CleanUploads { source, .. } => source.kind(),
             _ => ErrorKind::User,
         }
     }
     fn exit_code(&self) -> ExitCode {
         use crate::worker::WorkerError as E;
         match self {
-            E::ReadState { source, .. } | E::WriteState { source, .. } => source.exit_code(),
+            E::ReadState { source, .. }
+            | E::WriteState { source, .. }
+            | E::CleanUploads { source, .. } => source.exit_code(),
             E::MissingState { .. }
             | E::BadPlan { .. }
             | E::BadJob(_)

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 mod embedded;
+pub mod fault_proxy;
 pub mod kubeval;
 mod moto;
 

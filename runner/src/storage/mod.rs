@@ -167,32 +167,42 @@ impl Storage {
 
     /// A whole (small) object, or `None` if it does not exist.
     pub async fn get_bytes(&self, uri: &S3Uri) -> Result<Option<Bytes>, StorageError> {
-        let response = self
-            .client
-            .get_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .send()
-            .await;
-        let output = match response {
-            Ok(output) => output,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => return Ok(None),
-            Err(e) => {
-                return Err(StorageError::GetObject {
-                    uri: uri.clone(),
-                    source: S3Failure::from_sdk(e),
-                });
+        let mut broken = 0;
+        loop {
+            let response = self
+                .client
+                .get_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await;
+            let output = match response {
+                Ok(output) => output,
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                    return Ok(None);
+                }
+                Err(e) => {
+                    return Err(StorageError::GetObject {
+                        uri: uri.clone(),
+                        source: S3Failure::from_sdk(e),
+                    });
+                }
+            };
+            match output.body.collect().await {
+                Ok(body) => return Ok(Some(body.into_bytes())),
+                Err(e) if broken < read::BODY_RETRIES => {
+                    broken += 1;
+                    tracing::warn!(%uri, attempt = broken, "the body of a read broke off ({e}); reading again");
+                    tokio::time::sleep(read::body_backoff(broken)).await;
+                }
+                Err(e) => {
+                    return Err(StorageError::GetObject {
+                        uri: uri.clone(),
+                        source: S3Failure::local(FailureKind::Response, e.to_string()),
+                    });
+                }
             }
-        };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::GetObject {
-                uri: uri.clone(),
-                source: S3Failure::local(FailureKind::Response, e.to_string()),
-            })?;
-        Ok(Some(body.into_bytes()))
+        }
     }
 
     /// Writes a small object in one request, with its CRC32C for the server to check.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
@@ -89,21 +90,7 @@ impl Storage {
                 .send()
                 .await
                 .map_err(|e| changed_or(uri, pin.as_deref(), S3Failure::from_sdk(e), get_error))?;
-            let body_uri = uri.clone();
-            let inner = stream::try_unfold(output.body, move |mut body| {
-                let uri = body_uri.clone();
-                async move {
-                    match body.try_next().await {
-                        Ok(Some(chunk)) => Ok(Some((chunk, body))),
-                        Ok(None) => Ok(None),
-                        Err(e) => Err(io::Error::other(StorageError::GetObject {
-                            uri,
-                            source: S3Failure::local(FailureKind::Connection, e.to_string()),
-                        })),
-                    }
-                }
-            })
-            .boxed();
+            let inner = resuming_body(self.client.clone(), uri.clone(), pin, size, output.body);
             return Ok(ObjectStream {
                 size,
                 etag: current,
@@ -177,24 +164,32 @@ pub(super) async fn get_range(
     if range.is_empty() {
         return Ok(Bytes::new());
     }
-    let output = client
-        .get_object()
-        .bucket(&uri.bucket)
-        .key(&uri.key)
-        .range(format!("bytes={}-{}", range.start, range.end - 1))
-        .set_if_match(etag.map(str::to_string))
-        .send()
-        .await
-        .map_err(|e| changed_or(uri, etag, S3Failure::from_sdk(e), get_error))?;
-    let bytes = output
-        .body
-        .collect()
-        .await
-        .map_err(|e| StorageError::GetObject {
-            uri: uri.clone(),
-            source: S3Failure::local(FailureKind::Connection, e.to_string()),
-        })?
-        .into_bytes();
+    let mut broken = 0;
+    let bytes = loop {
+        let output = client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(etag.map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| changed_or(uri, etag, S3Failure::from_sdk(e), get_error))?;
+        match output.body.collect().await {
+            Ok(body) => break body.into_bytes(),
+            Err(e) if broken < BODY_RETRIES => {
+                broken += 1;
+                tracing::warn!(%uri, attempt = broken, "the body of a ranged read broke off ({e}); reading the range again");
+                tokio::time::sleep(body_backoff(broken)).await;
+            }
+            Err(e) => {
+                return Err(StorageError::GetObject {
+                    uri: uri.clone(),
+                    source: S3Failure::local(FailureKind::Connection, e.to_string()),
+                });
+            }
+        }
+    };
     let wanted = range.end - range.start;
     if bytes.len() as u64 != wanted {
         return Err(StorageError::BadResponse {
@@ -208,4 +203,107 @@ pub(super) async fn get_range(
         });
     }
     Ok(bytes)
+}
+
+/// Times a response body that broke off is picked up again, in a row without progress,
+/// before the read fails. The SDK retries requests; a body that breaks after the response
+/// started is ours to retry.
+pub(super) const BODY_RETRIES: u32 = 4;
+
+/// Waits 100 ms, 200 ms, 400 ms, ... before the `n`-th pick-up (n from 1).
+pub(super) fn body_backoff(n: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100 << n.saturating_sub(1).min(6))
+}
+
+/// Where a single-GET read stands.
+struct Resuming {
+    client: Client,
+    uri: S3Uri,
+    pin: Option<String>,
+    size: u64,
+    body: ByteStream,
+    /// Bytes yielded so far.
+    offset: u64,
+    /// Pick-ups since the last chunk that arrived.
+    broken: u32,
+}
+
+/// The body of a single GET; when the connection breaks in the middle, the rest is asked
+/// for with a ranged GET pinned to the same ETag, so a reset costs one request instead of
+/// the object.
+fn resuming_body(
+    client: Client,
+    uri: S3Uri,
+    pin: Option<String>,
+    size: u64,
+    body: ByteStream,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let state = Resuming {
+        client,
+        uri,
+        pin,
+        size,
+        body,
+        offset: 0,
+        broken: 0,
+    };
+    stream::try_unfold(state, |mut state| async move {
+        loop {
+            let error = match state.body.try_next().await {
+                Ok(Some(chunk)) => {
+                    state.offset += chunk.len() as u64;
+                    state.broken = 0;
+                    return Ok(Some((chunk, state)));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => e,
+            };
+            // Without an ETag to pin the rest to, a resumed read could mix two versions.
+            if state.pin.is_none() || state.offset >= state.size || state.broken >= BODY_RETRIES {
+                return Err(io::Error::other(StorageError::GetObject {
+                    uri: state.uri.clone(),
+                    source: S3Failure::local(FailureKind::Connection, error.to_string()),
+                }));
+            }
+            state.broken += 1;
+            tracing::warn!(
+                uri = %state.uri,
+                offset = state.offset,
+                attempt = state.broken,
+                "the body of a read broke off ({error}); reading on from where it stopped"
+            );
+            tokio::time::sleep(body_backoff(state.broken)).await;
+            let output = state
+                .client
+                .get_object()
+                .bucket(&state.uri.bucket)
+                .key(&state.uri.key)
+                .range(format!("bytes={}-", state.offset))
+                .set_if_match(state.pin.clone())
+                .send()
+                .await
+                .map_err(|e| {
+                    io::Error::other(changed_or(
+                        &state.uri,
+                        state.pin.as_deref(),
+                        S3Failure::from_sdk(e),
+                        get_error,
+                    ))
+                })?;
+            let rest = state.size - state.offset;
+            if let Some(length) = output.content_length()
+                && length as u64 != rest
+            {
+                return Err(io::Error::other(StorageError::BadResponse {
+                    uri: state.uri.clone(),
+                    detail: format!(
+                        "asked for the {rest} bytes from {}, got {length} bytes",
+                        state.offset
+                    ),
+                }));
+            }
+            state.body = output.body;
+        }
+    })
+    .boxed()
 }

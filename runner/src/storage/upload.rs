@@ -382,6 +382,7 @@ impl PendingUpload {
             Pending::Single(body) => (self.storage.put_object(&self.uri, body).await?, 1),
             Pending::Multipart { upload_id, parts } => {
                 let count = parts.len();
+                let expected_etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));
                 let completed = parts
                     .into_iter()
                     .map(|p| {
@@ -413,6 +414,18 @@ impl PendingUpload {
                             uri: self.uri.clone(),
                             source: S3Failure::from_sdk(e),
                         };
+                        // A retried completion whose first attempt went through (only its
+                        // answer was lost) finds the upload gone; the object is there.
+                        if let Some(etag) = self.completed_already(expected_etag.as_deref()).await {
+                            tracing::info!(key = %self.uri, "the upload was completed by an earlier attempt of the request");
+                            return Ok(Uploaded {
+                                uri: self.uri.clone(),
+                                size: self.size,
+                                crc32c: crc32c_hex(self.crc),
+                                parts: count,
+                                etag,
+                            });
+                        }
                         if let Err(abort) = self
                             .storage
                             .abort_upload(&self.uri.bucket, &self.uri.key, &upload_id)
@@ -432,6 +445,15 @@ impl PendingUpload {
             parts,
             etag,
         })
+    }
+
+    /// The stored object's ETag if it is exactly this upload's parts: same size, and the
+    /// multipart ETag S3 derives from the parts' MD5s.
+    async fn completed_already(&self, expected: Option<&str>) -> Option<String> {
+        let expected = expected?;
+        let stored = self.storage.head(&self.uri).await.ok()??;
+        (stored.size == self.size && stored.etag.trim_matches('"') == expected)
+            .then_some(stored.etag)
     }
 
     /// Discards the upload; nothing becomes visible.
@@ -456,6 +478,24 @@ impl Drop for PendingUpload {
             spawn_abort(&self.storage, &self.uri, upload_id);
         }
     }
+}
+
+/// The ETag S3 gives a completed multipart upload: the hex MD5 of the parts' binary MD5s,
+/// a dash and the number of parts. `None` when a part's ETag is not an MD5 (with SSE-KMS,
+/// for example).
+fn multipart_etag<'a>(part_etags: impl Iterator<Item = &'a str>) -> Option<String> {
+    use md5::Digest as _;
+    let mut digest = md5::Md5::default();
+    let mut count = 0;
+    for etag in part_etags {
+        let raw = hex::decode(etag.trim_matches('"')).ok()?;
+        if raw.len() != 16 {
+            return None;
+        }
+        digest.update(&raw);
+        count += 1;
+    }
+    Some(format!("{}-{count}", hex::encode(digest.finalize())))
 }
 
 enum Chunk {
@@ -566,5 +606,19 @@ mod tests {
         assert_eq!(crc32c_base64(crc), "4waSgw==");
         let appended = crc32c::crc32c_append(crc32c::crc32c(b"1234"), b"56789");
         assert_eq!(appended, crc);
+    }
+
+    #[test]
+    fn multipart_etag_is_the_md5_of_the_part_md5s() {
+        // md5("a") and md5("b"), as S3 quotes them.
+        let parts = [
+            "\"0cc175b9c0f1b6a831c399e269772661\"",
+            "\"92eb5ffee6ae2fec3ad71c777531578f\"",
+        ];
+        assert_eq!(
+            multipart_etag(parts.into_iter()).as_deref(),
+            Some("96e024ba2074fe77e8e965ba43a704be-2")
+        );
+        assert_eq!(multipart_etag(["\"not-an-md5\""].into_iter()), None);
     }
 }

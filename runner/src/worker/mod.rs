@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod error;
 pub mod inline;
+pub mod leftovers;
 pub mod marker;
 pub mod object;
 pub mod output;
@@ -52,6 +53,12 @@ pub enum WorkerError {
     NoSuchShard { index: u32, shards: usize },
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
+    #[error("aborting the uploads an earlier attempt left open under {uri}")]
+    CleanUploads {
+        uri: S3Uri,
+        #[source]
+        source: crate::storage::StorageError,
+    },
     #[error("writing {uri}")]
     WriteState {
         uri: S3Uri,
@@ -141,6 +148,14 @@ pub async fn run_shard(
         tracing::error!(shard = index, "{error}");
         return Ok(ExitCode::Transient);
     }
+    // A killed earlier attempt of this shard may have left uploads open; nothing else
+    // writes these keys while this index runs.
+    leftovers::abort_leftover_uploads(&storage, &job, &shard.objects)
+        .await
+        .map_err(|source| WorkerError::CleanUploads {
+            uri: job.sink.uri.clone(),
+            source,
+        })?;
     let ctx = ObjectContext {
         storage: storage.clone(),
         job: Arc::new(job),

@@ -1,0 +1,165 @@
+//! Multipart uploads an earlier attempt of this shard left open: a killed worker aborts
+//! nothing, so before any work the shard finds the open uploads to its own output keys and
+//! aborts them. Only one pod works on an index at a time, so none of them is live.
+
+use crate::plan::PlannedObject;
+use crate::plan::keys::{output_key, output_key_with_extension};
+use crate::spec::container::OutputFormat;
+use crate::spec::job::Job;
+use crate::storage::uri::S3Uri;
+use crate::storage::{Storage, StorageError};
+use crate::worker::raw::raw_step;
+
+/// Aborts the open uploads under the sink whose key is an output (any spill-over number)
+/// or the rejects object of one of `objects`; returns how many.
+pub async fn abort_leftover_uploads(
+    storage: &Storage,
+    job: &Job,
+    objects: &[PlannedObject],
+) -> Result<usize, StorageError> {
+    if objects.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<OutputKeys> = objects
+        .iter()
+        .map(|o| OutputKeys::new(job, &o.key))
+        .collect();
+    let mut aborted = 0;
+    for upload in storage.open_uploads(&job.sink.uri).await? {
+        let Some(relative) = upload.key.strip_prefix(job.sink.uri.key.as_str()) else {
+            continue;
+        };
+        if keys.iter().any(|k| k.matches(relative)) {
+            tracing::info!(
+                uri = %S3Uri::new(job.sink.uri.bucket.clone(), upload.key.clone()),
+                upload_id = %upload.upload_id,
+                "aborting an upload left open by an earlier attempt"
+            );
+            storage
+                .abort_upload(&job.sink.uri.bucket, &upload.key, &upload.upload_id)
+                .await?;
+            aborted += 1;
+        }
+    }
+    Ok(aborted)
+}
+
+/// The keys (relative to the sink prefix) one source object writes: `before` + `after` for
+/// the first output, `before` + `-NNNNN` + `after` for spill-over objects, and its rejects.
+#[derive(Debug, PartialEq, Eq)]
+struct OutputKeys {
+    before: String,
+    after: String,
+    numbered: bool,
+    rejects: String,
+}
+
+impl OutputKeys {
+    fn new(job: &Job, source_key: &str) -> OutputKeys {
+        let relative = source_key
+            .strip_prefix(job.source.uri.key.as_str())
+            .unwrap_or(source_key);
+        let sink = &job.sink;
+        let key = |part| match raw_step(job) {
+            Some((_, c)) if c.output == OutputFormat::Opaque => {
+                output_key_with_extension(&sink.key, relative, part, &c.extension)
+            }
+            _ => output_key(&sink.key, relative, part, sink.format, sink.compression),
+        };
+        let (first, second) = (key(0), key(1));
+        let rejects = format!("_rejected/{relative}.jsonl");
+        // The spill-over key is the first one with "-00001" put in where `{{ part }}` is.
+        const MARK: &str = "-00001";
+        let split = (0..=first.len()).find(|&i| {
+            first.is_char_boundary(i)
+                && second.len() == first.len() + MARK.len()
+                && second[..i] == first[..i]
+                && second[i..].starts_with(MARK)
+                && second[i + MARK.len()..] == first[i..]
+        });
+        match split {
+            Some(i) => OutputKeys {
+                before: first[..i].to_string(),
+                after: first[i..].to_string(),
+                numbered: true,
+                rejects,
+            },
+            None => OutputKeys {
+                before: first,
+                after: String::new(),
+                numbered: false,
+                rejects,
+            },
+        }
+    }
+
+    fn matches(&self, key: &str) -> bool {
+        if key == self.rejects
+            || key.len() == self.before.len() + self.after.len()
+                && key.starts_with(&self.before)
+                && key.ends_with(&self.after)
+        {
+            return true;
+        }
+        if !self.numbered || !key.starts_with(&self.before) || !key.ends_with(&self.after) {
+            return false;
+        }
+        let Some(middle) = key
+            .get(self.before.len()..key.len().saturating_sub(self.after.len()))
+            .and_then(|m| m.strip_prefix('-'))
+        else {
+            return false;
+        };
+        middle.len() >= 5 && middle.bytes().all(|b| b.is_ascii_digit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(sink_extra: &str) -> Job {
+        let text = format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata:\n  name: j\nspec:\n  \
+             source:\n    uri: s3://raw/in/\n    format: csv\n  sink:\n    uri: s3://out/x/\n{sink_extra}"
+        );
+        crate::spec::load_str(&text, "job.yaml", &[]).unwrap().job
+    }
+
+    #[test]
+    fn matches_an_objects_outputs_and_nothing_else() {
+        let k = OutputKeys::new(&job("    format: jsonl\n"), "in/2026/a.csv");
+        for own in [
+            "2026/a.jsonl",
+            "2026/a-00001.jsonl",
+            "2026/a-00042.jsonl",
+            "_rejected/2026/a.csv.jsonl",
+        ] {
+            assert!(k.matches(own), "{own}: {k:?}");
+        }
+        for other in [
+            "2026/a2.jsonl",
+            "2026/ab.jsonl",
+            "2026/a-1.jsonl",
+            "2026/a-0000x.jsonl",
+            "a.jsonl",
+            "2026/a.parquet",
+            "_rejected/2026/a2.csv.jsonl",
+        ] {
+            assert!(!k.matches(other), "{other}: {k:?}");
+        }
+    }
+
+    #[test]
+    fn the_part_number_can_stand_anywhere_in_the_template() {
+        let k = OutputKeys::new(
+            &job("    format: parquet\n    key: \"{{ source.stem }}{{ part }}/data.{{ ext }}\"\n"),
+            "in/a.csv",
+        );
+        assert!(k.numbered, "{k:?}");
+        assert!(k.matches("a/data.parquet"));
+        assert!(k.matches("a-00003/data.parquet"));
+        assert!(!k.matches("b/data.parquet"));
+        assert!(!k.matches("a-00003/other.parquet"));
+    }
+}
