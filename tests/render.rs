@@ -18,7 +18,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Compares `actual` with the golden file, or rewrites it with SLUICE_UPDATE_GOLDEN=1.
-fn golden(name: &str, actual: &str) {
+pub fn golden(name: &str, actual: &str) {
     let path = fixture(name);
     if std::env::var_os("SLUICE_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod controller;
 mod embedded;
 pub mod kubeval;
 mod moto;

@@ -545,7 +545,7 @@ fn pod_env(job: &Job) -> Vec<EnvVar> {
     env
 }
 
-fn pod_security() -> PodSecurityContext {
+pub(crate) fn pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(NON_ROOT_UID),
@@ -559,7 +559,7 @@ fn pod_security() -> PodSecurityContext {
     }
 }
 
-fn container_security() -> SecurityContext {
+pub(crate) fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -588,7 +588,7 @@ fn worker_volumes(sidecars: &[Container]) -> Vec<Volume> {
     volumes
 }
 
-fn scratch_volume() -> Volume {
+pub(crate) fn scratch_volume() -> Volume {
     Volume {
         name: "scratch".into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -596,7 +596,7 @@ fn scratch_volume() -> Volume {
     }
 }
 
-fn scratch_mount() -> VolumeMount {
+pub(crate) fn scratch_mount() -> VolumeMount {
     VolumeMount {
         name: "scratch".into(),
         mount_path: SCRATCH_DIR.into(),
