@@ -260,6 +260,9 @@ spec:
         )),
         "{stderr}"
     );
+    let run = sluice(&["schema", "--kind", "TaskDefinition"]);
+    let schema: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(schema["$defs"]["ContainerDefinition"]["properties"]["entryPoint"].is_object());
     let run = sluice(&["check", EXAMPLE]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
     assert!(

@@ -529,7 +529,8 @@ fn shares(
                 ),
             ));
         }
-        rest.insert(field, total.saturating_sub(given));
+        // Past the budget is reported once, above, not again for the essential container.
+        rest.insert(field, (total.saturating_sub(given), given > total));
     }
     for (i, (container, cpu, memory)) in containers.iter_mut().enumerate() {
         let mut cpu = *cpu;
@@ -537,9 +538,9 @@ fn shares(
         if container.essential {
             for (field, own) in [("cpu", &mut cpu), ("memory", &mut memory)] {
                 if own.is_none()
-                    && let Some(left) = rest.get(field)
+                    && let Some((left, over)) = rest.get(field)
                 {
-                    if *left == 0 {
+                    if *left == 0 && !over {
                         problems.push(Problem::new(
                             at.key("containerDefinitions").index(i),
                             format!(
