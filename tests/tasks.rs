@@ -256,7 +256,7 @@ spec:
     );
     assert!(
         stderr.contains(&format!(
-            "{origin}:11:7: spec.containerDefinitions[1]: a second essential container"
+            "{origin}:11:11: spec.containerDefinitions[1]: a second essential container"
         )),
         "{stderr}"
     );

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 
-use crate::exec::local::{LocalPodRunner, PodOutput};
+use crate::exec::local::{LocalPodRunner, PodOutput, ShardOutcome};
 use crate::spec::kubernetes::DEFAULT_IMAGE;
 use crate::spec::task::TaskDefinition;
 use crate::task::error::TaskError;
@@ -42,7 +42,9 @@ pub async fn run(
     let outcomes = runner.run(job, None).await.map_err(TaskError::Local)?;
     let outcome = outcomes.into_iter().next();
     let exit_code = match &outcome {
-        Some(o) if o.code.is_some() => o.code.unwrap_or(1),
+        Some(ShardOutcome {
+            code: Some(code), ..
+        }) => *code,
         Some(o) => {
             for line in &o.last_lines {
                 tracing::error!("{line}");
