@@ -1,257 +1,25 @@
 //! Submit, watch, status, logs, cancel and resume against an in-memory Kubernetes API
-//! (kube-fake-client). A test Job controller plays the cluster's part: it executes each
-//! worker Job with the local pod runner (real workers against the embedded S3 server) and
+//! (kube-fake-client). The test Job controller (support/controller.rs) plays the cluster's
+//! part: it executes each worker Job with the local pod runner (real workers against the embedded S3 server) and
 //! moves the Job's status through success, failed indexes and disruptions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::batch::v1::{Job as KubeJob, JobCondition, JobStatus};
-use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodSpec,
-    PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::Api;
 use sluice::error::ExitCode;
-use sluice::exec::cluster::{COMPLETION_INDEX_LABEL, Cluster, format_indexes};
-use sluice::exec::local::LocalPodRunner;
-use sluice::exec::render::{Target, WORKER_CONTAINER};
+use sluice::exec::cluster::{COMPLETION_INDEX_LABEL, Cluster};
+use sluice::exec::render::Target;
 use sluice::exec::submit;
 use sluice::spec;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::controller::{Controller, Kubelet, Script};
 use crate::support::{self, TestServer};
 
 const NAMESPACE: &str = "etl";
 const POLL: Duration = Duration::from_millis(100);
-
-/// What the test controller does with a worker Job.
-#[derive(Debug, Clone)]
-enum Script {
-    /// Run every index; the Job completes if they all exit 0.
-    Run,
-    /// Run every index, then report `index` failed for good with `exit` (as if its pod
-    /// crashed after its work), so the Job fails.
-    FailIndex { index: u32, exit: i32 },
-    /// The first pod of `index` is evicted (DisruptionTarget, not counted), then every
-    /// index runs and the Job completes.
-    Disrupt { index: u32 },
-}
-
-/// Plays the Job controller and kubelet for the worker Jobs that appear in the namespace.
-struct Controller {
-    scripts: Arc<Mutex<Vec<Script>>>,
-    handled: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Controller {
-    /// Scripts apply to worker Jobs in the order they are created.
-    fn start(
-        client: kube::Client,
-        server: &'static TestServer,
-        scripts: Vec<Script>,
-    ) -> Controller {
-        let scripts = Arc::new(Mutex::new(scripts));
-        let handled = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (s, h) = (scripts.clone(), handled.clone());
-        let task = tokio::spawn(async move {
-            let jobs: Api<KubeJob> = Api::namespaced(client.clone(), NAMESPACE);
-            loop {
-                let list = jobs
-                    .list(&ListParams::default().labels("sluice.dev/component=worker"))
-                    .await
-                    .unwrap();
-                for job in list.items {
-                    let name = job.metadata.name.clone().unwrap();
-                    if h.lock().unwrap().contains(&name) {
-                        continue;
-                    }
-                    h.lock().unwrap().push(name.clone());
-                    let script = {
-                        let mut scripts = s.lock().unwrap();
-                        if scripts.is_empty() {
-                            Script::Run
-                        } else {
-                            scripts.remove(0)
-                        }
-                    };
-                    execute(&client, server, job, script).await;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        });
-        Controller {
-            scripts,
-            handled,
-            task,
-        }
-    }
-
-    fn jobs_handled(&self) -> Vec<String> {
-        self.handled.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = self.scripts.lock().map(|mut s| s.clear());
-    }
-}
-
-async fn execute(client: &kube::Client, server: &'static TestServer, job: KubeJob, script: Script) {
-    let name = job.metadata.name.clone().unwrap();
-    let image = job
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
-        .image
-        .clone()
-        .unwrap();
-    if let Script::Disrupt { index } = script {
-        create_pod(
-            client,
-            &job,
-            index,
-            &format!("{name}-{index}-evicted"),
-            None,
-            true,
-        )
-        .await;
-    }
-    let runner = LocalPodRunner {
-        sluice_image: image,
-        program: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
-        local_commands: BTreeMap::new(),
-        env: server.env(),
-        bar: false,
-        cpus: None,
-    };
-    let outcomes = runner.run(&job, None).await.unwrap();
-    let mut completed = BTreeSet::new();
-    let mut failed = BTreeSet::new();
-    for outcome in &outcomes {
-        let code = match &script {
-            Script::FailIndex { index, exit } if *index == outcome.index => *exit,
-            _ => outcome.exit.code(),
-        };
-        create_pod(
-            client,
-            &job,
-            outcome.index,
-            &format!("{name}-{}", outcome.index),
-            Some(code),
-            false,
-        )
-        .await;
-        if code == 0 {
-            completed.insert(outcome.index);
-        } else {
-            failed.insert(outcome.index);
-        }
-    }
-    let jobs: Api<KubeJob> = Api::namespaced(client.clone(), NAMESPACE);
-    let mut current = jobs.get(&name).await.unwrap();
-    let (kind, reason) = if failed.is_empty() {
-        ("Complete", "CompletionsReached")
-    } else {
-        ("Failed", "FailedIndexes")
-    };
-    current.status = Some(JobStatus {
-        completed_indexes: Some(format_indexes(&completed)),
-        failed_indexes: Some(format_indexes(&failed)),
-        succeeded: Some(completed.len() as i32),
-        failed: Some(failed.len() as i32),
-        active: Some(0),
-        conditions: Some(vec![JobCondition {
-            type_: kind.into(),
-            status: "True".into(),
-            reason: Some(reason.into()),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    jobs.replace(&name, &PostParams::default(), &current)
-        .await
-        .unwrap();
-}
-
-/// A pod of `job` at `index` as the kubelet would leave it.
-async fn create_pod(
-    client: &kube::Client,
-    job: &KubeJob,
-    index: u32,
-    name: &str,
-    exit: Option<i32>,
-    evicted: bool,
-) {
-    let template = &job.spec.as_ref().unwrap().template;
-    let mut labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
-    labels.insert(
-        "batch.kubernetes.io/job-name".into(),
-        job.metadata.name.clone().unwrap(),
-    );
-    labels.insert(COMPLETION_INDEX_LABEL.into(), index.to_string());
-    let pod = Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(NAMESPACE.into()),
-            labels: Some(labels),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: template.spec.as_ref().unwrap().containers.clone(),
-            ..Default::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some(
-                if exit == Some(0) {
-                    "Succeeded"
-                } else {
-                    "Failed"
-                }
-                .into(),
-            ),
-            conditions: evicted.then(|| {
-                vec![PodCondition {
-                    type_: "DisruptionTarget".into(),
-                    status: "True".into(),
-                    reason: Some("EvictionByEvictionAPI".into()),
-                    ..Default::default()
-                }]
-            }),
-            container_statuses: exit.map(|code| {
-                vec![ContainerStatus {
-                    name: WORKER_CONTAINER.into(),
-                    state: Some(ContainerState {
-                        terminated: Some(ContainerStateTerminated {
-                            exit_code: code,
-                            reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]
-            }),
-            ..Default::default()
-        }),
-    };
-    Api::<Pod>::namespaced(client.clone(), NAMESPACE)
-        .create(&PostParams::default(), &pod)
-        .await
-        .unwrap();
-}
 
 /// A bucket with `objects` small CSV objects and a job file over it.
 async fn setup(objects: usize) -> (Storage, spec::Loaded, &'static TestServer) {
@@ -304,7 +72,7 @@ async fn submit_watches_a_job_to_completion_and_publishes() {
     let (storage, loaded, server) = setup(3).await;
     let client = fake_client().await;
     let cluster = Cluster::new(client.clone(), NAMESPACE);
-    let controller = Controller::start(client.clone(), server, vec![Script::Run]);
+    let controller = workers(client.clone(), server, vec![Script::Run]);
     let run_id = "cluster-test-20261122T020000Z";
     let target = target(&loaded, run_id);
     let started = chrono::Utc::now();
@@ -343,7 +111,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
     let (storage, loaded, server) = setup(3).await;
     let client = fake_client().await;
     let cluster = Cluster::new(client.clone(), NAMESPACE);
-    let controller = Controller::start(
+    let controller = workers(
         client.clone(),
         server,
         vec![Script::FailIndex { index: 1, exit: 1 }, Script::Run],
@@ -430,7 +198,7 @@ async fn a_disruption_does_not_fail_the_run_and_permanent_exits_fail_the_index()
     let (storage, loaded, server) = setup(2).await;
     let client = fake_client().await;
     let cluster = Cluster::new(client.clone(), NAMESPACE);
-    let _controller = Controller::start(
+    let _controller = workers(
         client.clone(),
         server,
         vec![
@@ -464,7 +232,7 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
     let (storage, loaded, server) = setup(2).await;
     let client = fake_client().await;
     let cluster = Cluster::new(client.clone(), NAMESPACE);
-    let controller = Controller::start(client.clone(), server, vec![Script::Run]);
+    let controller = workers(client.clone(), server, vec![Script::Run]);
     let run_id = "cluster-test-20261122T060000Z";
     let started = chrono::Utc::now();
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
@@ -490,4 +258,21 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
         sluice::error::exit_code_of(&anyhow::Error::new(error)),
         ExitCode::Config
     );
+}
+
+/// The test controller for the worker Jobs of `namespace`, running real workers against
+/// the test's S3 server.
+fn workers(client: kube::Client, server: &'static TestServer, scripts: Vec<Script>) -> Controller {
+    let kubelet = Kubelet {
+        sluice_image: None,
+        local_commands: BTreeMap::new(),
+        env: server.env(),
+    };
+    Controller::start(
+        client,
+        NAMESPACE,
+        "sluice.dev/component=worker",
+        kubelet,
+        scripts,
+    )
 }

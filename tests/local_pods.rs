@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice::error::ExitCode;
-use sluice::exec::local::{LocalPodRunner, ShardOutcome};
+use sluice::exec::local::{LocalPodRunner, PodOutput, ShardOutcome};
 use sluice::exec::render::{Target, WorkerPlan, worker_job};
 use sluice::exec::start::{make_plan, write_run};
 use sluice::spec;
@@ -72,6 +72,7 @@ fn runner(
         env,
         bar: false,
         cpus: None,
+        output: PodOutput::Prefixed,
     }
 }
 

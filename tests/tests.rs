@@ -12,6 +12,7 @@ mod render; // rendered Kubernetes objects: golden files and the strict schema
 mod spec; // job file loading and error reporting
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto
+mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, --kube
 mod transformer_python; // the Python example transformer in all three modes
 mod transformer_serve; // the built-in transformer server: health, hpush, hpull
 mod transformers; // container steps through `sluice run`: accounting and misbehaving transformers

@@ -129,6 +129,9 @@ fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     if let Some(e) = cause.downcast_ref::<crate::exec::local::PodRunError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = cause.downcast_ref::<crate::task::TaskError>() {
+        return Some(e.exit_code());
+    }
     if let Some(e) = cause.downcast_ref::<crate::plan::PlanError>() {
         return Some(e.exit_code());
     }
@@ -174,6 +177,26 @@ impl Classify for crate::storage::StorageError {
             ExitCode::Transient
         } else {
             ExitCode::Config
+        }
+    }
+}
+
+impl Classify for crate::task::TaskError {
+    fn kind(&self) -> ErrorKind {
+        use crate::task::TaskError as E;
+        match self {
+            E::Cluster(e) => e.kind(),
+            E::Logs { .. } => ErrorKind::External,
+            _ => ErrorKind::User,
+        }
+    }
+    fn exit_code(&self) -> ExitCode {
+        use crate::task::TaskError as E;
+        match self {
+            E::Cluster(e) => e.exit_code(),
+            E::Local(e) => e.exit_code(),
+            E::Logs { .. } => ExitCode::Transient,
+            _ => ExitCode::Config,
         }
     }
 }

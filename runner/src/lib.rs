@@ -13,6 +13,7 @@ pub mod plan;
 pub mod spec;
 pub mod state;
 pub mod storage;
+pub mod task;
 pub mod transform;
 pub mod transformer;
 pub mod validate;

@@ -6,7 +6,7 @@ fn main() -> std::process::ExitCode {
     let cli = sluice::cli::Cli::parse();
     sluice::cli::init_tracing(cli.verbose);
     match sluice::cli::dispatch(cli) {
-        Ok(code) => std::process::ExitCode::from(code.code() as u8),
+        Ok(code) => std::process::ExitCode::from(code),
         Err(error) => {
             let code = sluice::cli::exit_code_of(&error);
             eprintln!("error: {error:#}");

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod controller;
 mod embedded;
 pub mod fault_proxy;
 pub mod kubeval;

@@ -7,7 +7,7 @@ use crate::spec::{self, Job};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Job files to check. Each problem prints as FILE:LINE:COLUMN: FIELD: MESSAGE.
+    /// Job files or task definitions to check. Each problem prints as FILE:LINE:COLUMN: FIELD: MESSAGE.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Set a param for `{{ params.NAME }}` templates, replacing or adding to spec.params.
@@ -22,6 +22,23 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
     let runtime = crate::cli::runtime()?;
     for file in &args.files {
+        if spec::kind_of(file).as_deref() == Some(spec::task::KIND) {
+            match spec::load_task_file(file) {
+                Ok(task) => println!(
+                    "{}: ok (task {}: {} container{}, essential {})",
+                    file.display(),
+                    task.family,
+                    task.containers.len(),
+                    if task.containers.len() == 1 { "" } else { "s" },
+                    task.essential().name
+                ),
+                Err(errors) => {
+                    all_ok = false;
+                    eprintln!("{errors}");
+                }
+            }
+            continue;
+        }
         let checked = spec::load_file(file, &args.params).and_then(|loaded| {
             // Rules against the output schema, when it is known without reading data.
             let origin = file.display().to_string();

@@ -21,6 +21,7 @@ pub mod s3;
 pub mod schema;
 pub mod status;
 pub mod submit;
+pub mod task;
 pub mod transform;
 pub mod transformer;
 pub mod verify;
@@ -51,9 +52,13 @@ pub enum Command {
     Run(run::RunArgs),
     /// List and shard a job's source and print the shard table, without running anything.
     Plan(plan::PlanArgs),
-    /// Print the Kubernetes objects of a run as YAML (`sluice render JOB | kubectl apply -f -`):
-    /// the job's ConfigMap and a launcher Job that plans, runs and publishes in the cluster.
+    /// Print the Kubernetes objects of a run as YAML (`sluice render FILE | kubectl apply -f -`):
+    /// for a job, its ConfigMap and a launcher Job that plans, runs and publishes in the
+    /// cluster; for a task definition, the Job of one run (with the overrides of `task run`).
     Render(render::RenderArgs),
+    /// Task definitions (`kind: TaskDefinition`): run one once, here or on a cluster.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Run a job on Kubernetes: plan, create its ConfigMap and worker Job, watch it to the
     /// end, publish the run (kubeconfig or in-cluster credentials).
     Submit(submit::SubmitArgs),
@@ -92,9 +97,11 @@ pub enum Command {
     Transformer(transformer::TransformerCommand),
 }
 
-/// Runs the parsed command and returns the process exit code.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+/// Runs the parsed command and returns the process exit status: sluice's exit code, or a
+/// task's own for `task run`.
+pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let code = match cli.command {
+        Command::Task(cmd) => return task::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
@@ -114,7 +121,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::S3(cmd) => s3::run(cmd),
         Command::Transformer(cmd) => transformer::run(cmd),
-    }
+    }?;
+    Ok(code.code() as u8)
 }
 
 /// The exit code for an error that reached main.

@@ -1,9 +1,11 @@
-//! `sluice render JOB`: print the Kubernetes objects of a run as YAML, for
-//! `kubectl apply -f -`. Runs nothing and, by default, needs no S3 access.
+//! `sluice render FILE`: print the Kubernetes objects of a run as YAML, for
+//! `kubectl apply -f -`: a job's or a task definition's, by the file's `kind`. Runs nothing
+//! and, by default, needs no S3 access.
 
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
+use crate::cli::task::OverrideArgs;
 use crate::error::ExitCode;
 use crate::exec::render::{Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job};
 use crate::exec::start::{make_plan, write_run};
@@ -12,7 +14,7 @@ use crate::state::RunLayout;
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// The job file.
+    /// The job file or task definition.
     pub job: PathBuf,
     /// Set a param for this run (repeatable): --param month=2026-01
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
@@ -34,9 +36,21 @@ pub struct RenderArgs {
     pub no_launcher: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Overrides of one task run (task definitions only).
+    #[command(flatten)]
+    pub task: OverrideArgs,
 }
 
 pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    if spec::kind_of(&args.job).as_deref() == Some(spec::task::KIND) {
+        return render_task(&args);
+    }
+    if args.task.any() {
+        return Err(usage(
+            &args,
+            "--command, --entrypoint, --env, --container and -- ARGS are for task definitions",
+        ));
+    }
     let loaded = spec::load_file(&args.job, &args.params)?;
     let job = &loaded.job;
     let run_id = args
@@ -73,4 +87,28 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
         print!("{}", to_yaml(&[map, serde_json::to_value(worker)?]));
         Ok(ExitCode::Done)
     })
+}
+
+/// The Job of one run of a task definition, with the overrides of `sluice task run`.
+fn render_task(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    if !args.params.is_empty() || args.image.is_some() || args.no_launcher {
+        return Err(usage(
+            args,
+            "--param, --image and --no-launcher are for job files; a task definition names its images",
+        ));
+    }
+    let def = spec::load_task_file(&args.job)?;
+    let overrides = args
+        .task
+        .to_overrides(args.run_id.clone(), args.namespace.clone())?;
+    let job = crate::task::render(&def, &overrides)?;
+    print!("{}", to_yaml(&[serde_json::to_value(job)?]));
+    Ok(ExitCode::Done)
+}
+
+fn usage(args: &RenderArgs, message: &str) -> anyhow::Error {
+    anyhow::Error::new(spec::SpecErrors::unreadable(
+        &args.job.display().to_string(),
+        message.to_string(),
+    ))
 }

@@ -1,14 +1,22 @@
-//! `sluice schema`: the job file's JSON Schema, for editors and linters.
+//! `sluice schema`: the JSON Schema of job files or task definitions, for editors and linters.
 
 use crate::error::ExitCode;
 
-/// Prints the JSON Schema of job files to stdout. Point an editor's YAML support at it, for
-/// example with a `# yaml-language-server: $schema=sluice-job.schema.json` comment.
+/// Prints the JSON Schema of job files (or of task definitions) to stdout. Point an
+/// editor's YAML support at it, for example with a
+/// `# yaml-language-server: $schema=sluice-job.schema.json` comment.
 #[derive(Debug, clap::Args)]
-pub struct SchemaArgs {}
+pub struct SchemaArgs {
+    /// Which file format: `Job` or `TaskDefinition`.
+    #[arg(long, default_value = "Job", value_parser = ["Job", "TaskDefinition"])]
+    pub kind: String,
+}
 
-pub fn run(_args: SchemaArgs) -> anyhow::Result<ExitCode> {
-    let schema = crate::spec::json_schema();
+pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
+    let schema = match args.kind.as_str() {
+        "TaskDefinition" => crate::spec::task::json_schema(),
+        _ => crate::spec::json_schema(),
+    };
     println!("{}", serde_json::to_string_pretty(&schema)?);
     Ok(ExitCode::Done)
 }

@@ -156,8 +156,18 @@ impl Cluster {
         pod: &str,
         follow: bool,
     ) -> Result<impl futures::AsyncBufRead + use<>, ClusterError> {
+        self.container_logs(pod, WORKER_CONTAINER, follow).await
+    }
+
+    /// The log of one container of a pod, whole or followed.
+    pub async fn container_logs(
+        &self,
+        pod: &str,
+        container: &str,
+        follow: bool,
+    ) -> Result<impl futures::AsyncBufRead + use<>, ClusterError> {
         let params = LogParams {
-            container: Some(WORKER_CONTAINER.into()),
+            container: Some(container.into()),
             follow,
             ..Default::default()
         };
@@ -170,8 +180,19 @@ impl Cluster {
         job: &str,
         index: u32,
     ) -> Result<Vec<Pod>, ClusterError> {
-        let selector =
-            format!("batch.kubernetes.io/job-name={job},{COMPLETION_INDEX_LABEL}={index}");
+        self.pods_of_job(job, Some(index)).await
+    }
+
+    /// The pods of a Job (of one completion index, for an Indexed Job), oldest first.
+    pub async fn pods_of_job(
+        &self,
+        job: &str,
+        index: Option<u32>,
+    ) -> Result<Vec<Pod>, ClusterError> {
+        let mut selector = format!("batch.kubernetes.io/job-name={job}");
+        if let Some(index) = index {
+            selector.push_str(&format!(",{COMPLETION_INDEX_LABEL}={index}"));
+        }
         let mut pods = self
             .api::<Pod>()
             .list(&ListParams::default().labels(&selector))

@@ -1,11 +1,12 @@
-//! The local pod runner: it executes a rendered worker Job on this machine. Each completion
-//! index becomes a process with the pod's command, args and env (JOB_COMPLETION_INDEX
-//! included), at most `parallelism` at once; native sidecars (init containers with
+//! The local pod runner: it executes a rendered Job on this machine, a worker Indexed Job or
+//! a task's single-pod Job. Each completion index becomes a process with the pod's command,
+//! args and env (JOB_COMPLETION_INDEX included), at most `parallelism` at once; native sidecars (init containers with
 //! `restartPolicy: Always`) start first, are waited on until ready, are restarted if they
 //! exit and are stopped at the end (once per run, not per pod: local pods share this
 //! machine's loopback, where a sidecar's port can be bound only once); exit codes are
 //! judged by the Job's own `podFailurePolicy`,
-//! `backoffLimitPerIndex`, `maxFailedIndexes` and `activeDeadlineSeconds`.
+//! `backoffLimitPerIndex` (`backoffLimit` for a single-pod Job), `maxFailedIndexes` and
+//! `activeDeadlineSeconds`.
 //!
 //! It interprets only what sluice renders; it is not a Kubernetes.
 
@@ -36,6 +37,8 @@ pub struct ShardOutcome {
     /// The completion index.
     pub index: u32,
     pub exit: ExitCode,
+    /// The main container's own exit code (`None`: killed, stopped or never started).
+    pub code: Option<i32>,
     /// Pods started for the index (the first and its retries).
     pub attempts: u32,
     /// The last lines the main container wrote to stderr (kept for failed indexes).
@@ -46,11 +49,11 @@ pub struct ShardOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum PodRunError {
     #[error(
-        "the local runner executes Indexed Jobs with backoffLimitPerIndex, as `sluice render` writes them: {0}"
+        "the local runner executes the Jobs `sluice render` writes (Indexed with backoffLimitPerIndex, or one pod with backoffLimit): {0}"
     )]
     Unsupported(String),
     #[error(
-        "container {container:?} uses image {image:?}, which has no local command: give its step a `local.command` in the job file, or run on a cluster"
+        "container {container:?} uses image {image:?}, which has no local command: give it a `local.command` in its file, or run on a cluster"
     )]
     NoLocalCommand { container: String, image: String },
 }
@@ -69,6 +72,19 @@ pub struct LocalPodRunner {
     pub bar: bool,
     /// Pin each process to the first N CPUs (benchmarks measure one core against two).
     pub cpus: Option<usize>,
+    /// Where the main container's output goes.
+    pub output: PodOutput,
+}
+
+/// Where the main container's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodOutput {
+    /// Both to stderr (or the progress bar), each line prefixed with its index: workers
+    /// report on stderr, and several run at once.
+    Prefixed,
+    /// Stdout to this process's stdout and stderr to its stderr, as they are: one task
+    /// whose output is the caller's.
+    Passthrough,
 }
 
 /// Lines of a failed container's stderr kept for the summary.
@@ -80,7 +96,9 @@ const PROBE_PERIOD: Duration = Duration::from_millis(200);
 struct JobShape {
     completions: u32,
     parallelism: usize,
-    backoff_limit_per_index: u32,
+    /// Failed pods retried per index (`backoffLimitPerIndex`, or `backoffLimit` for a
+    /// single-pod Job, where the one index is the whole Job).
+    backoff_limit: u32,
     max_failed_indexes: Option<usize>,
     deadline: Option<Duration>,
     rules: Vec<PodFailurePolicyRule>,
@@ -115,6 +133,7 @@ impl LocalPodRunner {
             .collect::<Result<Vec<_>, PodRunError>>()?;
         let pod = Arc::new(PodTemplate {
             program: self.program.clone(),
+            output: self.output,
             main,
             sidecars,
             env: self.env.clone(),
@@ -133,6 +152,7 @@ impl LocalPodRunner {
                     .map(|index| ShardOutcome {
                         index,
                         exit: ExitCode::Transient,
+                        code: None,
                         attempts: 1,
                         last_lines: vec![why.clone()],
                     })
@@ -159,6 +179,7 @@ impl LocalPodRunner {
                 let mut outcome = ShardOutcome {
                     index,
                     exit: ExitCode::Transient,
+                    code: None,
                     attempts: 0,
                     last_lines: vec!["not started: the Job stopped first".into()],
                 };
@@ -177,6 +198,7 @@ impl LocalPodRunner {
                         _ = stop.wait_for(|s| *s) => (None, vec!["stopped: the Job failed or passed its deadline".into()]),
                     };
                     outcome.last_lines = lines;
+                    outcome.code = code;
                     outcome.exit = code
                         .and_then(ExitCode::from_code)
                         .unwrap_or(ExitCode::Transient);
@@ -189,7 +211,7 @@ impl LocalPodRunner {
                     match verdict {
                         Verdict::Succeeded => return outcome,
                         Verdict::Ignore => continue,
-                        Verdict::Count if counted < shape.backoff_limit_per_index => {
+                        Verdict::Count if counted < shape.backoff_limit => {
                             counted += 1;
                             tracing::warn!(
                                 shard = index,
@@ -331,9 +353,6 @@ impl LocalPodRunner {
 fn shape(job: &KubeJob) -> Result<JobShape, PodRunError> {
     let unsupported = |why: &str| PodRunError::Unsupported(why.to_string());
     let spec = job.spec.as_ref().ok_or_else(|| unsupported("no spec"))?;
-    if spec.completion_mode.as_deref() != Some("Indexed") {
-        return Err(unsupported("completionMode is not Indexed"));
-    }
     let pod = spec
         .template
         .spec
@@ -342,13 +361,26 @@ fn shape(job: &KubeJob) -> Result<JobShape, PodRunError> {
     if pod.restart_policy.as_deref() != Some("Never") {
         return Err(unsupported("restartPolicy is not Never"));
     }
+    let (completions, backoff_limit) = match spec.completion_mode.as_deref() {
+        Some("Indexed") => (
+            spec.completions.unwrap_or(1).max(0) as u32,
+            spec.backoff_limit_per_index
+                .ok_or_else(|| unsupported("no backoffLimitPerIndex"))?,
+        ),
+        None | Some("NonIndexed") if spec.completions.unwrap_or(1) == 1 => {
+            // Kubernetes' default backoffLimit is 6.
+            (1, spec.backoff_limit.unwrap_or(6))
+        }
+        _ => {
+            return Err(unsupported(
+                "a non-indexed Job with more than one completion",
+            ));
+        }
+    };
     Ok(JobShape {
-        completions: spec.completions.unwrap_or(1).max(0) as u32,
+        completions,
         parallelism: spec.parallelism.unwrap_or(1).max(1) as usize,
-        backoff_limit_per_index: spec
-            .backoff_limit_per_index
-            .ok_or_else(|| unsupported("no backoffLimitPerIndex"))?
-            .max(0) as u32,
+        backoff_limit: backoff_limit.max(0) as u32,
         max_failed_indexes: spec.max_failed_indexes.map(|m| m.max(0) as usize),
         deadline: spec
             .active_deadline_seconds
@@ -420,6 +452,7 @@ struct Process {
 struct PodTemplate {
     /// This sluice executable (probes that run the sluice binary run it).
     program: PathBuf,
+    output: PodOutput,
     main: Process,
     sidecars: Vec<(Container, Process)>,
     env: Vec<(String, String)>,
@@ -446,21 +479,37 @@ impl PodTemplate {
                 return (None, vec![format!("starting {}: {e}", self.main.argv[0])]);
             }
         };
-        forward(
-            child.stdout.take(),
-            format!("[shard {index}]"),
-            bar.cloned(),
-        );
+        let label = format!("[shard {index}]");
+        let stdout = match self.output {
+            PodOutput::Prefixed => {
+                forward(child.stdout.take(), label.clone(), bar.cloned());
+                None
+            }
+            PodOutput::Passthrough => child.stdout.take().map(|mut out| {
+                tokio::spawn(async move {
+                    let mut stdout = tokio::io::stdout();
+                    let _ = tokio::io::copy(&mut out, &mut stdout).await;
+                    let _ = tokio::io::AsyncWriteExt::flush(&mut stdout).await;
+                })
+            }),
+        };
         let mut last = Vec::new();
         if let Some(stderr) = child.stderr.take() {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                show(bar, &format!("[shard {index}] {line}"));
+                match self.output {
+                    PodOutput::Prefixed => show(bar, &format!("{label} {line}")),
+                    PodOutput::Passthrough => show(bar, &line),
+                }
                 if last.len() == KEPT_LINES {
                     last.remove(0);
                 }
                 last.push(line);
             }
+        }
+        // Everything the container wrote is out before its exit is reported.
+        if let Some(stdout) = stdout {
+            let _ = stdout.await;
         }
         let code = child.wait().await.ok().and_then(|s| s.code());
         (code, last)

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use chrono::Utc;
 
 use crate::error::ExitCode;
-use crate::exec::local::LocalPodRunner;
+use crate::exec::local::{LocalPodRunner, PodOutput};
 use crate::exec::publish::RunReport;
 use crate::exec::render::{Target, WorkerPlan, worker_job};
 use crate::spec::Loaded;
@@ -127,6 +127,7 @@ pub async fn run_locally(
         env: options.env,
         bar: options.bar,
         cpus: options.cpus,
+        output: PodOutput::Prefixed,
     };
     let outcomes = runner
         .run(&manifest, Some((storage, &layout, plan.bytes)))

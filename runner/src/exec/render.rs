@@ -545,7 +545,7 @@ fn pod_env(job: &Job) -> Vec<EnvVar> {
     env
 }
 
-fn pod_security() -> PodSecurityContext {
+pub(crate) fn pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(NON_ROOT_UID),
@@ -559,7 +559,7 @@ fn pod_security() -> PodSecurityContext {
     }
 }
 
-fn container_security() -> SecurityContext {
+pub(crate) fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -588,7 +588,7 @@ fn worker_volumes(sidecars: &[Container]) -> Vec<Volume> {
     volumes
 }
 
-fn scratch_volume() -> Volume {
+pub(crate) fn scratch_volume() -> Volume {
     Volume {
         name: "scratch".into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -596,7 +596,7 @@ fn scratch_volume() -> Volume {
     }
 }
 
-fn scratch_mount() -> VolumeMount {
+pub(crate) fn scratch_mount() -> VolumeMount {
     VolumeMount {
         name: "scratch".into(),
         mount_path: SCRATCH_DIR.into(),
@@ -609,8 +609,53 @@ pub fn to_yaml<T: Serialize>(objects: &[T]) -> String {
     objects
         .iter()
         .map(|o| serde_yaml_ng::to_string(o).expect("Kubernetes objects serialize"))
+        .map(|text| quote_dates(&text))
         .collect::<Vec<_>>()
         .join("---\n")
+}
+
+/// Quotes plain scalars that a YAML 1.1 reader would take for a timestamp (a task argument
+/// such as `2018-01-01`): serde_yaml_ng writes YAML 1.2, where they are strings, but
+/// PyYAML-based tools read them as dates and the schema then refuses them.
+fn quote_dates(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let split = line.rfind(": ").map(|i| i + 2).or_else(|| {
+            line.trim_start()
+                .starts_with("- ")
+                .then(|| line.find("- ").unwrap() + 2)
+        });
+        match split {
+            Some(at) if looks_like_date(&line[at..]) => {
+                out.push_str(&line[..at]);
+                out.push('\'');
+                out.push_str(&line[at..]);
+                out.push('\'');
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `YYYY-M-D`, optionally followed by a time: the start of a YAML 1.1 timestamp.
+fn looks_like_date(value: &str) -> bool {
+    let mut parts = value.splitn(3, '-');
+    let (Some(year), Some(month), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let day: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let digits = |s: &str, min: usize, max: usize| {
+        (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+    };
+    digits(year, 4, 4)
+        && digits(month, 1, 2)
+        && digits(&day, 1, 2)
+        && matches!(
+            rest[day.len()..].chars().next(),
+            None | Some('T' | 't' | ' ')
+        )
 }
 
 #[cfg(test)]
@@ -635,6 +680,15 @@ mod tests {
         let label = run_label(&long);
         assert!(label.len() <= 63);
         assert_eq!(run_label("taxi-20261122T020000Z"), "taxi-20261122T020000Z");
+    }
+
+    #[test]
+    fn dates_are_quoted_for_yaml_1_1_readers() {
+        let text = "args:\n- 2018-01-01\n- x2018-01-01\n- 2018-01-01T02:00:00Z\nrun: 2018-1-2\nname: a-b-c\nport: 2018-01\n";
+        assert_eq!(
+            quote_dates(text),
+            "args:\n- '2018-01-01'\n- x2018-01-01\n- '2018-01-01T02:00:00Z'\nrun: '2018-1-2'\nname: a-b-c\nport: 2018-01\n"
+        );
     }
 
     #[test]

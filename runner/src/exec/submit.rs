@@ -250,6 +250,7 @@ async fn outcomes(cluster: &Cluster, status: &RunStatus) -> Result<Vec<ShardOutc
             outcomes.push(ShardOutcome {
                 index: shard.index,
                 exit: ExitCode::Done,
+                code: Some(0),
                 attempts,
                 last_lines: Vec::new(),
             });
@@ -268,6 +269,7 @@ async fn outcomes(cluster: &Cluster, status: &RunStatus) -> Result<Vec<ShardOutc
         outcomes.push(ShardOutcome {
             index: shard.index,
             exit,
+            code: Some(exit.code()),
             attempts,
             last_lines,
         });

@@ -331,7 +331,11 @@ pub fn check(
     })
 }
 
-fn duration(text: &str, at: &FieldPath, problems: &mut Vec<Problem>) -> Option<Duration> {
+pub(crate) fn duration(
+    text: &str,
+    at: &FieldPath,
+    problems: &mut Vec<Problem>,
+) -> Option<Duration> {
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d > Duration::ZERO => Some(d),
         Ok(_) => {

@@ -13,6 +13,7 @@ use crate::spec::file::{
     default_shards, scalar_string_map,
 };
 use crate::spec::span::{FieldPath, Seg, SpanIndex};
+use crate::spec::task::{self, TaskDefinition, TaskFile};
 use crate::spec::validate::{Broken, Unit, validate_parts};
 use crate::spec::{Loaded, template};
 
@@ -22,6 +23,61 @@ pub fn load(
     origin: &str,
     overrides: &[(String, String)],
 ) -> Result<Loaded, SpecErrors> {
+    let (spans, value) = parse(text, origin)?;
+
+    let mut problems = Vec::new();
+    for (name, _) in overrides {
+        if !template::is_param_name(name) {
+            problems.push(SpecError {
+                origin: origin.to_string(),
+                line: 0,
+                column: 0,
+                path: String::new(),
+                message: format!("--param {name}: not a valid param name"),
+            });
+        }
+    }
+
+    let mut reader = Reader::default();
+    let mut file = reader.job_file(&value);
+    file.spec
+        .params
+        .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let validated = validate_parts(&file, &reader.broken);
+    let mut located: Vec<SpecError> = reader
+        .problems
+        .iter()
+        .chain(validated.as_ref().err().into_iter().flatten())
+        .map(|p| p.locate(origin, &spans))
+        .collect();
+    located.sort_by_key(|e| (e.line, e.column));
+    problems.extend(located);
+    match validated {
+        Ok(job) if problems.is_empty() => Ok(Loaded {
+            job,
+            resolved_yaml: resolved_yaml(text, value, overrides),
+        }),
+        _ => Err(SpecErrors { errors: problems }),
+    }
+}
+
+/// Loads task definition text: parse, read every part with its problems, validate.
+pub fn load_task(text: &str, origin: &str) -> Result<TaskDefinition, SpecErrors> {
+    let (spans, value) = parse(text, origin)?;
+    let mut problems = Vec::new();
+    let task = read_collecting::<TaskFile>(&value, &FieldPath::root(), &mut problems)
+        .and_then(|file| task::check(&file, &mut problems));
+    let mut located: Vec<SpecError> = problems.iter().map(|p| p.locate(origin, &spans)).collect();
+    located.sort_by_key(|e| (e.line, e.column));
+    match task {
+        Some(task) if located.is_empty() => Ok(task),
+        _ => Err(SpecErrors { errors: located }),
+    }
+}
+
+/// Reads text as YAML: where every field is written, and its value. A syntax error or a
+/// key given twice is reported with its position.
+pub(crate) fn parse(text: &str, origin: &str) -> Result<(SpanIndex, Value), SpecErrors> {
     let spans = match SpanIndex::build(text) {
         Ok(spans) => spans,
         Err((pos, message)) => {
@@ -66,40 +122,7 @@ pub fn load(
         }
     };
 
-    let mut problems = Vec::new();
-    for (name, _) in overrides {
-        if !template::is_param_name(name) {
-            problems.push(SpecError {
-                origin: origin.to_string(),
-                line: 0,
-                column: 0,
-                path: String::new(),
-                message: format!("--param {name}: not a valid param name"),
-            });
-        }
-    }
-
-    let mut reader = Reader::default();
-    let mut file = reader.job_file(&value);
-    file.spec
-        .params
-        .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let validated = validate_parts(&file, &reader.broken);
-    let mut located: Vec<SpecError> = reader
-        .problems
-        .iter()
-        .chain(validated.as_ref().err().into_iter().flatten())
-        .map(|p| p.locate(origin, &spans))
-        .collect();
-    located.sort_by_key(|e| (e.line, e.column));
-    problems.extend(located);
-    match validated {
-        Ok(job) if problems.is_empty() => Ok(Loaded {
-            job,
-            resolved_yaml: resolved_yaml(text, value, overrides),
-        }),
-        _ => Err(SpecErrors { errors: problems }),
-    }
+    Ok((spans, value))
 }
 
 /// The file with the overrides merged into `spec.params`; the text itself when there are none.
@@ -425,7 +448,7 @@ const MAX_PROBLEMS_PER_PART: usize = 50;
 /// again, the struct is taken out instead (its other fields were read already, because
 /// missing fields are noticed at the end of a struct). Taking out a list element shifts
 /// the indexes after it; `Removed` maps them back to the file's.
-fn read_collecting<T: DeserializeOwned>(
+pub(crate) fn read_collecting<T: DeserializeOwned>(
     value: &Value,
     base: &FieldPath,
     problems: &mut Vec<Problem>,

@@ -15,6 +15,7 @@ pub mod rules;
 pub mod size;
 pub mod span;
 pub mod sql;
+pub mod task;
 pub mod template;
 pub mod validate;
 
@@ -39,6 +40,28 @@ pub fn load_file(path: &Path, overrides: &[(String, String)]) -> Result<Loaded, 
     let text = std::fs::read_to_string(path)
         .map_err(|e| SpecErrors::unreadable(&origin, format!("cannot read the job file: {e}")))?;
     load_str(&text, &origin, overrides)
+}
+
+/// Loads and validates a task definition file (`kind: TaskDefinition`).
+pub fn load_task_file(path: &Path) -> Result<task::TaskDefinition, SpecErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecErrors::unreadable(&origin, format!("cannot read the task definition: {e}"))
+    })?;
+    load::load_task(&text, &origin)
+}
+
+/// Loads and validates task definition text; `origin` names it in errors.
+pub fn load_task_str(text: &str, origin: &str) -> Result<task::TaskDefinition, SpecErrors> {
+    load::load_task(text, origin)
+}
+
+/// The `kind` a file declares (`Job`, `TaskDefinition`), if it is YAML with a text `kind`;
+/// commands that read either kind dispatch on it.
+pub fn kind_of(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
+    value.get("kind")?.as_str().map(str::to_string)
 }
 
 /// Loads and validates job text; `origin` names it in errors (usually the file path).

@@ -261,29 +261,7 @@ impl Check<'_> {
     }
 
     fn metadata(&mut self, m: &Metadata) -> Option<(String, BTreeMap<String, String>)> {
-        if !is_dns_label(&m.name) {
-            self.error(
-                path("metadata.name"),
-                format!(
-                    "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit (got {:?})",
-                    m.name
-                ),
-            );
-        }
-        for (key, value) in &m.labels {
-            let at = path("metadata.labels").key(key);
-            if let Err(why) = check_label_key(key) {
-                self.problems.push(Problem::at_key(at.clone(), why));
-            }
-            if !value.is_empty() && !is_label_name(value) {
-                self.error(
-                    at,
-                    format!(
-                        "is not a valid label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit (got {value:?})"
-                    ),
-                );
-            }
-        }
+        check_metadata(m, &mut self.problems);
         Some((m.name.clone(), m.labels.clone()))
     }
 
@@ -942,6 +920,33 @@ pub fn check_key_template(template: &str) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(problems)
+    }
+}
+
+/// Checks `metadata`: the name is a DNS-1123 label, the labels are Kubernetes labels.
+pub(crate) fn check_metadata(m: &Metadata, problems: &mut Vec<Problem>) {
+    if !is_dns_label(&m.name) {
+        problems.push(Problem::new(
+            path("metadata.name"),
+            format!(
+                "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit (got {:?})",
+                m.name
+            ),
+        ));
+    }
+    for (key, value) in &m.labels {
+        let at = path("metadata.labels").key(key);
+        if let Err(why) = check_label_key(key) {
+            problems.push(Problem::at_key(at.clone(), why));
+        }
+        if !value.is_empty() && !is_label_name(value) {
+            problems.push(Problem::new(
+                at,
+                format!(
+                    "is not a valid label value: at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit (got {value:?})"
+                ),
+            ));
+        }
     }
 }
 

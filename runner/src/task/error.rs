@@ -1,0 +1,28 @@
+//! What can go wrong when running a task, apart from the task itself failing.
+
+use crate::exec::cluster::ClusterError;
+use crate::exec::local::PodRunError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("--container {name:?}: the task has no such container (it has {known})")]
+    UnknownContainer { name: String, known: String },
+    #[error(
+        "--env {name}: looks like a credential; a literal value would be stored in the Job's pod spec: put it in the container's `secrets`"
+    )]
+    CredentialOverride { name: String },
+    #[error("--env {given:?}: expected NAME=VALUE")]
+    BadEnv { given: String },
+    #[error("--entrypoint: must name a program")]
+    EmptyEntryPoint,
+    #[error("running the task on this machine")]
+    Local(#[source] PodRunError),
+    #[error("running the task on the cluster")]
+    Cluster(#[source] ClusterError),
+    #[error("reading the log of pod {pod}")]
+    Logs {
+        pod: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
