@@ -150,6 +150,10 @@ mod tests {
             keys(&schema["$defs"]["SpecConfig"]),
             sorted(file::SpecConfig::FIELDS)
         );
+        // Every property of a rule other than its common fields is a kind.
+        let mut kinds = keys(&schema["$defs"]["RuleConfig"]);
+        kinds.retain(|k| !["name", "severity", "scope", "on_fail"].contains(&k.as_str()));
+        assert_eq!(kinds, sorted(rules::RuleConfig::KINDS));
     }
 }
 
