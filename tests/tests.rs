@@ -13,3 +13,4 @@ mod support; // S3 servers for tests: embedded and moto
 mod transformer_python; // the Python example transformer in all three modes
 mod transformer_serve; // the built-in transformer server: health, hpush, hpull
 mod transformers; // container steps through `sluice run`: accounting and misbehaving transformers
+mod unique_keys; // key spills and the run-wide duplicate merge

@@ -104,10 +104,12 @@ pub fn write_header(out: &mut impl Write, source_key: &str, entries: u64) -> io:
 
 /// Reads a spill header: `(source key, entries)`. Errors are `InvalidData` with a reason.
 pub fn read_header(input: &mut impl BufRead) -> io::Result<(String, u64)> {
-    let mut magic = [0u8; 6];
-    read_exact_or(input, &mut magic, "the header")?;
-    if &magic != MAGIC {
-        return Err(invalid("it does not start with SLKEYS; not a key spill".into()));
+    let mut magic = Vec::with_capacity(MAGIC.len());
+    input.take(MAGIC.len() as u64).read_to_end(&mut magic)?;
+    if magic != MAGIC {
+        return Err(invalid(
+            "it does not start with SLKEYS; not a key spill".into(),
+        ));
     }
     let mut version = [0u8; 2];
     read_exact_or(input, &mut version, "the header")?;
@@ -131,7 +133,13 @@ pub fn read_header(input: &mut impl BufRead) -> io::Result<(String, u64)> {
 
 /// Writes one entry; `sourced` entries carry their source index.
 pub fn write_entry(out: &mut impl Write, entry: &Entry, sourced: bool) -> io::Result<()> {
-    write_parts(out, entry.hash, sourced.then_some(entry.source), entry.row, &entry.text)
+    write_parts(
+        out,
+        entry.hash,
+        sourced.then_some(entry.source),
+        entry.row,
+        &entry.text,
+    )
 }
 
 pub fn write_parts(
@@ -204,7 +212,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip_at_their_edges() {
-        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u64::from(u32::MAX), u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
             let mut bytes = Vec::new();
             write_varint(&mut bytes, value).unwrap();
             let mut input = bytes.as_slice();

@@ -60,7 +60,8 @@ pub async fn find_duplicates(
         .map_err(KeysError::Task)?
 }
 
-type SpillSource = Checked<BufReader<SyncIoBridge<StreamReader<crate::storage::ObjectStream, bytes::Bytes>>>>;
+type SpillSource =
+    Checked<BufReader<SyncIoBridge<StreamReader<crate::storage::ObjectStream, bytes::Bytes>>>>;
 
 fn find_blocking(
     handle: &Handle,

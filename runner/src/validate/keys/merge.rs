@@ -76,8 +76,8 @@ impl<R: io::BufRead + Send> EntrySource for Checked<R> {
                 Err(e) => Err(self.fail(e)),
             };
         }
-        let found = codec::read_entry(&mut self.reader, entry, self.sourced, self.source)
-            .map_err(|e| {
+        let found =
+            codec::read_entry(&mut self.reader, entry, self.sourced, self.source).map_err(|e| {
                 let at = self.read;
                 self.fail(io::Error::new(e.kind(), format!("entry {at}: {e}")))
             })?;
@@ -227,7 +227,11 @@ mod tests {
     #[test]
     fn merge_interleaves_runs_in_order() {
         let mut runs = Vec::new();
-        for (source, hashes) in [(0u32, vec![1u128, 4, 4, 9]), (1, vec![2, 4, 8]), (2, vec![])] {
+        for (source, hashes) in [
+            (0u32, vec![1u128, 4, 4, 9]),
+            (1, vec![2, 4, 8]),
+            (2, vec![]),
+        ] {
             let mut writer = RunWriter::create(None, true).unwrap();
             for (row, hash) in hashes.into_iter().enumerate() {
                 writer.write(&entry(hash, source, row as u64)).unwrap();
@@ -263,7 +267,13 @@ mod tests {
         let mut bytes = Vec::new();
         codec::write_entry(&mut bytes, &entry(5, 0, 0), false).unwrap();
         codec::write_entry(&mut bytes, &entry(3, 0, 1), false).unwrap();
-        let mut source = Checked::new(Some(S3Uri::new("b", "k")), bytes.as_slice(), false, 0, Some(2));
+        let mut source = Checked::new(
+            Some(S3Uri::new("b", "k")),
+            bytes.as_slice(),
+            false,
+            0,
+            Some(2),
+        );
         let mut e = Entry::default();
         assert!(source.next_into(&mut e).unwrap());
         let error = source.next_into(&mut e).unwrap_err();

@@ -19,7 +19,12 @@ fn orders() -> RecordBatch {
         ),
         (
             "region",
-            Arc::new(StringArray::from(vec![Some("eu"), Some("us"), Some("eu"), None])),
+            Arc::new(StringArray::from(vec![
+                Some("eu"),
+                Some("us"),
+                Some("eu"),
+                None,
+            ])),
         ),
     ])
 }
@@ -88,7 +93,10 @@ fn nulls_hash_apart_from_every_value_and_alike_among_themselves() {
 #[test]
 fn column_boundaries_are_part_of_the_key() {
     let data = batch(vec![
-        ("a", Arc::new(StringArray::from(vec!["ab", "a"])) as ArrayRef),
+        (
+            "a",
+            Arc::new(StringArray::from(vec!["ab", "a"])) as ArrayRef,
+        ),
         ("b", Arc::new(StringArray::from(vec!["c", "bc"]))),
     ]);
     let h = hash_keys(&data, &[0, 1]).unwrap();
@@ -97,9 +105,18 @@ fn column_boundaries_are_part_of_the_key() {
 
 #[test]
 fn integers_of_any_width_and_signed_zeros_hash_alike() {
-    let narrow = batch(vec![("id", Arc::new(Int32Array::from(vec![7, -3])) as ArrayRef)]);
-    let wide = batch(vec![("id", Arc::new(Int64Array::from(vec![7, -3])) as ArrayRef)]);
-    assert_eq!(hash_keys(&narrow, &[0]).unwrap(), hash_keys(&wide, &[0]).unwrap());
+    let narrow = batch(vec![(
+        "id",
+        Arc::new(Int32Array::from(vec![7, -3])) as ArrayRef,
+    )]);
+    let wide = batch(vec![(
+        "id",
+        Arc::new(Int64Array::from(vec![7, -3])) as ArrayRef,
+    )]);
+    assert_eq!(
+        hash_keys(&narrow, &[0]).unwrap(),
+        hash_keys(&wide, &[0]).unwrap()
+    );
     let zeros = batch(vec![(
         "x",
         Arc::new(Float64Array::from(vec![0.0, -0.0, f64::NAN, -f64::NAN])) as ArrayRef,
@@ -107,16 +124,28 @@ fn integers_of_any_width_and_signed_zeros_hash_alike() {
     let h = hash_keys(&zeros, &[0]).unwrap();
     assert_eq!(h[0], h[1]);
     assert_eq!(h[2], h[3]);
-    let text = batch(vec![("id", Arc::new(StringArray::from(vec!["7"])) as ArrayRef)]);
-    assert_ne!(hash_keys(&text, &[0]).unwrap()[0], hash_keys(&wide, &[0]).unwrap()[0]);
+    let text = batch(vec![(
+        "id",
+        Arc::new(StringArray::from(vec!["7"])) as ArrayRef,
+    )]);
+    assert_ne!(
+        hash_keys(&text, &[0]).unwrap()[0],
+        hash_keys(&wide, &[0]).unwrap()[0]
+    );
 }
 
 #[test]
 fn key_text_is_a_json_array_cut_at_the_limit() {
     let texts = key_texts(&orders(), &[1, 0]).unwrap();
-    assert_eq!(texts, ["[\"eu\",1]", "[\"us\",2]", "[\"eu\",null]", "[null,1]"]);
+    assert_eq!(
+        texts,
+        ["[\"eu\",1]", "[\"us\",2]", "[\"eu\",null]", "[null,1]"]
+    );
     let long = "é".repeat(300);
-    let data = batch(vec![("s", Arc::new(StringArray::from(vec![long.as_str()])) as ArrayRef)]);
+    let data = batch(vec![(
+        "s",
+        Arc::new(StringArray::from(vec![long.as_str()])) as ArrayRef,
+    )]);
     let text = &key_texts(&data, &[0]).unwrap()[0];
     assert!(text.len() <= KEY_TEXT_LIMIT, "{}", text.len());
     assert!(text.starts_with("[\"éé") && text.ends_with('…'), "{text}");
@@ -134,6 +163,9 @@ fn unknown_key_columns_are_named_with_the_columns_there_are() {
     assert_eq!(columns.indices(), [1, 0]);
     assert!(matches!(
         hash_keys(&orders(), &[5]),
-        Err(KeysError::ColumnIndex { index: 5, columns: 2 })
+        Err(KeysError::ColumnIndex {
+            index: 5,
+            columns: 2
+        })
     ));
 }
