@@ -16,5 +16,6 @@ mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, 
 mod transformer_python; // the Python example transformer in all three modes
 mod transformer_serve; // the built-in transformer server: health, hpush, hpull
 mod transformers; // container steps through `sluice run`: accounting and misbehaving transformers
+mod unique_keys; // key spills and the run-wide duplicate merge
 mod validation; // data validation rules: every rule, every scope, rejects, check-time errors
 mod verify; // `sluice verify`: published runs re-checked for lost, changed and extra objects

@@ -104,9 +104,9 @@ pub fn write_header(out: &mut impl Write, source_key: &str, entries: u64) -> io:
 
 /// Reads a spill header: `(source key, entries)`. Errors are `InvalidData` with a reason.
 pub fn read_header(input: &mut impl BufRead) -> io::Result<(String, u64)> {
-    let mut magic = [0u8; 6];
-    read_exact_or(input, &mut magic, "the header")?;
-    if &magic != MAGIC {
+    let mut magic = Vec::with_capacity(MAGIC.len());
+    input.take(MAGIC.len() as u64).read_to_end(&mut magic)?;
+    if magic != MAGIC {
         return Err(invalid(
             "it does not start with SLKEYS; not a key spill".into(),
         ));
