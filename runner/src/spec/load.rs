@@ -425,7 +425,7 @@ const MAX_PROBLEMS_PER_PART: usize = 50;
 /// again, the struct is taken out instead (its other fields were read already, because
 /// missing fields are noticed at the end of a struct). Taking out a list element shifts
 /// the indexes after it; `Removed` maps them back to the file's.
-fn read_collecting<T: DeserializeOwned>(
+pub(crate) fn read_collecting<T: DeserializeOwned>(
     value: &Value,
     base: &FieldPath,
     problems: &mut Vec<Problem>,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod file;
 pub mod job;
 pub mod kubernetes;
+pub mod schedule;
 mod load;
 pub mod size;
 pub mod span;
