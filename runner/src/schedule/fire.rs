@@ -202,3 +202,44 @@ pub async fn stop(executor: &Executor, fire: &PreparedFire) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// On the embedded server, the target's sink and state buckets are created (as `sluice run`
+/// does); on real S3 a missing bucket stays a configuration error.
+pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let time = schedule
+        .cron
+        .latest_at_or_before(now, schedule.time_zone)
+        .unwrap_or(now);
+    let fire = prepare(schedule, time)?;
+    storage.create_bucket(&fire.loaded.job.sink.uri.bucket).await?;
+    storage.create_bucket(&fire.loaded.job.state.bucket).await?;
+    Ok(())
+}
+
+/// Every schedule file (`*.yaml`, `*.yml` of kind Schedule) in a directory, by file name.
+pub fn load_dir(dir: &std::path::Path) -> Result<Vec<Schedule>, spec::SpecErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        spec::SpecErrors::unreadable(&dir.display().to_string(), format!("cannot read the schedules directory: {e}"))
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| crate::spec::schedule::is_schedule_file(p))
+        .collect();
+    paths.sort();
+    let mut schedules = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match crate::spec::schedule::load_schedule_file(&path) {
+            Ok(s) => schedules.push(s),
+            Err(e) => errors.extend(e.errors),
+        }
+    }
+    if errors.is_empty() {
+        Ok(schedules)
+    } else {
+        Err(spec::SpecErrors { errors })
+    }
+}
