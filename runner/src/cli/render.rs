@@ -1,5 +1,6 @@
 //! `sluice render JOB`: print the Kubernetes objects of a run as YAML, for
-//! `kubectl apply -f -`. Runs nothing and, by default, needs no S3 access.
+//! `kubectl apply -f -`. Runs nothing and, by default, needs no S3 access. Given a schedule
+//! file, it prints the schedule as a native CronJob.
 
 use std::path::PathBuf;
 
@@ -12,7 +13,7 @@ use crate::state::RunLayout;
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// The job file.
+    /// The job file, or a schedule file (`kind: Schedule`) to render as a CronJob.
     pub job: PathBuf,
     /// Set a param for this run (repeatable): --param month=2026-01
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
@@ -37,6 +38,16 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    if crate::spec::schedule::is_schedule_file(&args.job) {
+        let schedule = crate::spec::schedule::load_schedule_file(&args.job)?;
+        let yaml = crate::schedule::fire::render_cron_job(
+            &schedule,
+            args.image.as_deref(),
+            args.namespace.as_deref(),
+        )?;
+        print!("{yaml}");
+        return Ok(ExitCode::Done);
+    }
     let loaded = spec::load_file(&args.job, &args.params)?;
     let job = &loaded.job;
     let run_id = args

@@ -243,3 +243,44 @@ pub fn load_dir(dir: &std::path::Path) -> Result<Vec<Schedule>, spec::SpecErrors
         Err(spec::SpecErrors { errors })
     }
 }
+
+/// `sluice render SCHEDULE`: the ConfigMap and CronJob of a schedule as YAML. Params that
+/// are templates need a fire time, which a native CronJob does not give: they are refused.
+pub fn render_cron_job(
+    schedule: &Schedule,
+    image: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<String, FireError> {
+    let templated = schedule.params.templated();
+    if !templated.is_empty() {
+        return Err(FireError::Params {
+            origin: schedule.origin.clone(),
+            message: format!(
+                "spec.params: {} use the schedule's time or interval, which a native CronJob cannot fill; run the schedule with `sluice scheduler` instead",
+                templated.join(", ")
+            ),
+        });
+    }
+    let params: Vec<(String, String)> = schedule
+        .params
+        .sources()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let loaded = match &schedule.target {
+        ScheduleTarget::Job(path) => spec::load_file(path, &params)?,
+        ScheduleTarget::TaskDefinition(path) => return Err(fire_task_definition(schedule, path)),
+    };
+    let (map, cron) = crate::exec::cronjob::cron_job(
+        schedule,
+        &loaded.job,
+        &loaded.resolved_yaml,
+        image,
+        namespace,
+    );
+    let objects = [
+        serde_json::to_value(map).expect("objects serialize"),
+        serde_json::to_value(cron).expect("objects serialize"),
+    ];
+    Ok(crate::exec::render::to_yaml(&objects))
+}
