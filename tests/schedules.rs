@@ -16,8 +16,8 @@ use sluice::spec::schedule::load_schedule_file;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::{self, TestServer};
 use crate::support::kubeval::check_manifests;
+use crate::support::{self, TestServer};
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -126,13 +126,21 @@ async fn published(storage: &Storage, bucket: &str, run_id: &str) -> bool {
 
 /// The run directories under the job's state prefix.
 async fn runs(storage: &Storage, bucket: &str) -> Vec<String> {
-    let prefix: S3Uri = format!("s3://{bucket}/_sluice/runs/fares/").parse().unwrap();
+    let prefix: S3Uri = format!("s3://{bucket}/_sluice/runs/fares/")
+        .parse()
+        .unwrap();
     let mut dirs: Vec<String> = storage
         .list_dirs(&prefix)
         .await
         .unwrap()
         .into_iter()
-        .map(|d| d.trim_end_matches('/').rsplit('/').next().unwrap().to_string())
+        .map(|d| {
+            d.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     dirs.sort();
     dirs
@@ -150,7 +158,10 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
     drop(first);
     // Down for 11:00, 12:00 and 13:00; restarted at 13:20 with nothing in memory.
     let mut restarted = scheduler(server, &storage, &schedule);
-    let started = restarted.run_once(utc("2026-11-22T13:20:00Z")).await.unwrap();
+    let started = restarted
+        .run_once(utc("2026-11-22T13:20:00Z"))
+        .await
+        .unwrap();
     assert_eq!(
         started,
         [
@@ -161,7 +172,13 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
     );
     // A third instance at the same time finds nothing to do: each interval ran once.
     let mut again = scheduler(server, &storage, &schedule);
-    assert!(again.run_once(utc("2026-11-22T13:30:00Z")).await.unwrap().is_empty());
+    assert!(
+        again
+            .run_once(utc("2026-11-22T13:30:00Z"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let records = history(&storage, &bucket).await;
     let ids: Vec<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
@@ -174,7 +191,10 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
             "fares-20261122T1300Z"
         ]
     );
-    assert!(records.iter().all(|r| r.status == RunStatus::Succeeded), "{records:?}");
+    assert!(
+        records.iter().all(|r| r.status == RunStatus::Succeeded),
+        "{records:?}"
+    );
     assert_eq!(records[0].trigger, Trigger::Schedule);
     assert_eq!(records[1].trigger, Trigger::CatchUp);
     assert_eq!(records[3].trigger, Trigger::Schedule);
@@ -183,7 +203,10 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
     assert_eq!(records[1].params["hour"], "20261122T10");
     // Forbid: each catch-up run started after the previous one ended, oldest first.
     for pair in records[1..].windows(2) {
-        assert!(pair[1].started_at >= pair[0].finished_at.unwrap(), "{pair:?}");
+        assert!(
+            pair[1].started_at >= pair[0].finished_at.unwrap(),
+            "{pair:?}"
+        );
     }
     assert_eq!(runs(&storage, &bucket).await, ids);
     for id in ids {
@@ -249,7 +272,10 @@ async fn allow_runs_due_fires_side_by_side() {
     let (records, started, storage, bucket) = two_due("Allow").await;
     assert_eq!(started, ["fares-20261122T0900Z", "fares-20261122T1000Z"]);
     let (a, b) = (&records[1], &records[2]);
-    assert!(b.started_at < a.finished_at.unwrap(), "not concurrent: {a:?} {b:?}");
+    assert!(
+        b.started_at < a.finished_at.unwrap(),
+        "not concurrent: {a:?} {b:?}"
+    );
     assert!(records.iter().all(|r| r.status == RunStatus::Succeeded));
     assert!(published(&storage, &bucket, "fares-20261122T1000Z").await);
 }
@@ -259,7 +285,10 @@ async fn forbid_starts_a_due_fire_only_after_the_running_one_ended() {
     let (records, started, _, _) = two_due("Forbid").await;
     assert_eq!(started, ["fares-20261122T0900Z", "fares-20261122T1000Z"]);
     let (a, b) = (&records[1], &records[2]);
-    assert!(b.started_at >= a.finished_at.unwrap(), "overlap: {a:?} {b:?}");
+    assert!(
+        b.started_at >= a.finished_at.unwrap(),
+        "overlap: {a:?} {b:?}"
+    );
     assert!(records.iter().all(|r| r.status == RunStatus::Succeeded));
 }
 
@@ -280,9 +309,10 @@ async fn backfill_runs_past_intervals_oldest_first_and_skips_published_ones() {
     let schedule = load_schedule_file(&schedule).unwrap();
     let from = utc("2026-11-20T00:00:00Z");
     let to = utc("2026-11-20T03:00:00Z");
-    let runs1 = sluice::schedule::backfill::backfill(&schedule, &storage, &local(server), from, to, 2)
-        .await
-        .unwrap();
+    let runs1 =
+        sluice::schedule::backfill::backfill(&schedule, &storage, &local(server), from, to, 2)
+            .await
+            .unwrap();
     let ids: Vec<&str> = runs1.iter().map(|r| r.run_id.as_str()).collect();
     // Intervals [00:00, 01:00), [01:00, 02:00), [02:00, 03:00).
     assert_eq!(
@@ -293,10 +323,15 @@ async fn backfill_runs_past_intervals_oldest_first_and_skips_published_ones() {
             "fares-20261120T0300Z"
         ]
     );
-    assert!(runs1.iter().all(|r| r.exit == Some(sluice::error::ExitCode::Done)));
-    let runs2 = sluice::schedule::backfill::backfill(&schedule, &storage, &local(server), from, to, 2)
-        .await
-        .unwrap();
+    assert!(
+        runs1
+            .iter()
+            .all(|r| r.exit == Some(sluice::error::ExitCode::Done))
+    );
+    let runs2 =
+        sluice::schedule::backfill::backfill(&schedule, &storage, &local(server), from, to, 2)
+            .await
+            .unwrap();
     assert!(runs2.iter().all(|r| r.exit.is_none()), "{runs2:?}");
     assert_eq!(runs(&storage, &bucket).await.len(), 3);
 }
@@ -368,7 +403,10 @@ async fn scheduler_once_runs_what_is_due_now_and_a_second_trigger_is_a_no_op() {
         dir.path(),
     );
     let text = String::from_utf8(next.stdout).unwrap();
-    assert!(text.contains("2026-03-29 03:00 CEST (+02:00)  (2026-03-29 01:00 UTC)"), "{text}");
+    assert!(
+        text.contains("2026-03-29 03:00 CEST (+02:00)  (2026-03-29 01:00 UTC)"),
+        "{text}"
+    );
     assert!(text.contains("run fares-20260329T0100Z"), "{text}");
 }
 
@@ -384,9 +422,20 @@ fn schedule_file_errors_name_file_line_and_field() {
     .unwrap();
     let err = load_schedule_file(&path).unwrap_err().to_string();
     let origin = path.display().to_string();
-    assert!(err.contains(&format!("{origin}:6:9: spec.cron: must have five fields")), "{err}");
-    assert!(err.contains(&format!("{origin}:7:13: spec.timeZone: unknown time zone")), "{err}");
-    assert!(err.contains(&format!("{origin}:11:5: spec.catchUp.maxRun: unknown field")), "{err}");
+    assert!(
+        err.contains(&format!("{origin}:6:9: spec.cron: must have five fields")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{origin}:7:13: spec.timeZone: unknown time zone")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{origin}:11:5: spec.catchUp.maxRun: unknown field"
+        )),
+        "{err}"
+    );
     let missing = dir.path().join("missing.yaml");
     std::fs::write(
         &missing,
@@ -404,10 +453,14 @@ fn example_schedules_load_and_the_kubernetes_one_renders_a_valid_cron_job() {
     assert_eq!(hourly.params.templated(), ["month"]);
     // Templated params need a scheduler: rendering refuses them.
     let refused = sluice::schedule::fire::render_cron_job(&hourly, None, None).unwrap_err();
-    assert!(refused.to_string().contains("spec.params: month"), "{refused}");
+    assert!(
+        refused.to_string().contains("spec.params: month"),
+        "{refused}"
+    );
 
     let nightly = load_schedule_file(&root.join("schedules/taxi-nightly-kubernetes.yaml")).unwrap();
-    let yaml = sluice::schedule::fire::render_cron_job(&nightly, Some("sluice:test"), None).unwrap();
+    let yaml =
+        sluice::schedule::fire::render_cron_job(&nightly, Some("sluice:test"), None).unwrap();
     check_manifests(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let docs: Vec<serde_json::Value> = yaml
         .split("---\n")
@@ -440,7 +493,10 @@ fn example_schedules_load_and_the_kubernetes_one_renders_a_valid_cron_job() {
 async fn two_schedulers_contend_for_the_lease_and_exactly_one_fires() {
     let server = support::embedded();
     let (storage, bucket, _dir, schedule) = setup(server, "Forbid", "").await;
-    let client = kube_fake_client::ClientBuilder::new().build().await.unwrap();
+    let client = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap();
     let lease = |id: &str| LeaseLock::new(client.clone(), "sluice", "sluice-scheduler", id, 15);
     let t0 = utc("2026-11-22T10:00:05Z");
 
@@ -451,8 +507,18 @@ async fn two_schedulers_contend_for_the_lease_and_exactly_one_fires() {
     assert_eq!(fired_a, ["fares-20261122T1000Z"]);
     assert!(fired_b.is_empty(), "{fired_b:?}");
     // a renews; b still waits.
-    assert!(lease("a").try_acquire(t0 + Duration::seconds(10)).await.unwrap());
-    assert!(!lease("b").try_acquire(t0 + Duration::seconds(20)).await.unwrap());
+    assert!(
+        lease("a")
+            .try_acquire(t0 + Duration::seconds(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !lease("b")
+            .try_acquire(t0 + Duration::seconds(20))
+            .await
+            .unwrap()
+    );
     // a stops renewing; once the lease expired b takes over and fires the next hour.
     let t1 = utc("2026-11-22T11:00:05Z");
     let fired_b = b.run_once(t1).await.unwrap();

@@ -36,7 +36,15 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             program: std::env::current_exe()?,
             env: conn.endpoint.env.clone(),
         };
-        let runs = backfill(&schedule, &conn.storage, &executor, args.from, args.to, args.max_parallel).await?;
+        let runs = backfill(
+            &schedule,
+            &conn.storage,
+            &executor,
+            args.from,
+            args.to,
+            args.max_parallel,
+        )
+        .await?;
         let mut worst = ExitCode::Done;
         for run in &runs {
             let status = match run.exit {
@@ -46,7 +54,11 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
                     exit.to_string()
                 }
             };
-            println!("{}  {}  {status}", run.scheduled.format("%Y-%m-%dT%H:%MZ"), run.run_id);
+            println!(
+                "{}  {}  {status}",
+                run.scheduled.format("%Y-%m-%dT%H:%MZ"),
+                run.run_id
+            );
         }
         if runs.is_empty() {
             println!("no whole interval of {} lies in the range", schedule.name);

@@ -37,13 +37,22 @@ pub fn run(cmd: ScheduleCommand) -> anyhow::Result<ExitCode> {
         tz,
         if schedule.suspend { ", suspended" } else { "" }
     );
-    for time in schedule.cron.fires_between(after, chrono::DateTime::<chrono::Utc>::MAX_UTC, tz, args.count) {
+    for time in schedule.cron.fires_between(
+        after,
+        chrono::DateTime::<chrono::Utc>::MAX_UTC,
+        tz,
+        args.count,
+    ) {
         let id = match fire::prepare(&schedule, time) {
             Ok(fire) => fire.run_id,
             Err(_) => run_id(&schedule.name, time),
         };
         let (start, _) = schedule.cron.interval_of(time, tz);
-        println!("  {}  run {id}  interval from {}", describe(time, tz), start.format("%Y-%m-%dT%H:%MZ"));
+        println!(
+            "  {}  run {id}  interval from {}",
+            describe(time, tz),
+            start.format("%Y-%m-%dT%H:%MZ")
+        );
     }
     Ok(ExitCode::Done)
 }

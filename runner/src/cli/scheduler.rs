@@ -76,11 +76,21 @@ pub fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
             (executor, None)
         };
         let metrics = Arc::new(Metrics::default());
-        let mut scheduler = Scheduler::new(schedules, conn.storage.clone(), executor, metrics.clone());
+        let mut scheduler =
+            Scheduler::new(schedules, conn.storage.clone(), executor, metrics.clone());
         if let (Some(lease), Some(client)) = (&args.leader_election, client) {
             let identity = args.identity.clone().unwrap_or_else(host_name);
-            let namespace = args.namespace.as_deref().unwrap_or(crate::exec::render::DEFAULT_NAMESPACE);
-            scheduler = scheduler.with_lease(LeaseLock::new(client, namespace, lease, &identity, args.lease_duration));
+            let namespace = args
+                .namespace
+                .as_deref()
+                .unwrap_or(crate::exec::render::DEFAULT_NAMESPACE);
+            scheduler = scheduler.with_lease(LeaseLock::new(
+                client,
+                namespace,
+                lease,
+                &identity,
+                args.lease_duration,
+            ));
         } else if args.leader_election.is_some() {
             anyhow::bail!("--leader-election needs --kube");
         }

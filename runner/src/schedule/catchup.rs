@@ -111,7 +111,11 @@ mod tests {
     #[test]
     fn missed_fires_run_oldest_first_up_to_max_runs() {
         let s = schedule("  catchUp:\n    maxRuns: 2\n");
-        let plan = due_at(&s, Some(utc("2026-01-01T01:00:00Z")), utc("2026-01-01T04:05:00Z"));
+        let plan = due_at(
+            &s,
+            Some(utc("2026-01-01T01:00:00Z")),
+            utc("2026-01-01T04:05:00Z"),
+        );
         let times: Vec<_> = plan.due.iter().map(|d| d.time).collect();
         assert_eq!(
             times,
@@ -120,18 +124,23 @@ mod tests {
         assert_eq!(plan.due[0].trigger, Trigger::CatchUp);
         assert!(plan.beyond_max_runs);
         // Nothing new since the last fire: nothing due.
-        let idle = due_at(&s, Some(utc("2026-01-01T04:00:00Z")), utc("2026-01-01T04:59:59Z"));
+        let idle = due_at(
+            &s,
+            Some(utc("2026-01-01T04:00:00Z")),
+            utc("2026-01-01T04:59:59Z"),
+        );
         assert!(idle.due.is_empty());
     }
 
     #[test]
     fn fires_past_the_starting_deadline_are_dropped() {
         let s = schedule("  catchUp:\n    maxRuns: 5\n  startingDeadline: 90m\n");
-        let plan = due_at(&s, Some(utc("2026-01-01T00:00:00Z")), utc("2026-01-01T03:10:00Z"));
-        assert_eq!(
-            plan.past_deadline,
-            [utc("2026-01-01T01:00:00Z")]
+        let plan = due_at(
+            &s,
+            Some(utc("2026-01-01T00:00:00Z")),
+            utc("2026-01-01T03:10:00Z"),
         );
+        assert_eq!(plan.past_deadline, [utc("2026-01-01T01:00:00Z")]);
         assert_eq!(plan.due.len(), 2);
         assert_eq!(plan.newest(), Some(utc("2026-01-01T03:00:00Z")));
     }

@@ -101,7 +101,12 @@ impl Scheduler {
     pub fn running(&self) -> BTreeMap<String, Vec<String>> {
         self.active
             .iter()
-            .map(|(s, runs)| (s.clone(), runs.iter().map(|r| r.fire.run_id.clone()).collect()))
+            .map(|(s, runs)| {
+                (
+                    s.clone(),
+                    runs.iter().map(|r| r.fire.run_id.clone()).collect(),
+                )
+            })
             .filter(|(_, runs): &(String, Vec<String>)| !runs.is_empty())
             .collect()
     }

@@ -212,7 +212,9 @@ pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> 
         .latest_at_or_before(now, schedule.time_zone)
         .unwrap_or(now);
     let fire = prepare(schedule, time)?;
-    storage.create_bucket(&fire.loaded.job.sink.uri.bucket).await?;
+    storage
+        .create_bucket(&fire.loaded.job.sink.uri.bucket)
+        .await?;
     storage.create_bucket(&fire.loaded.job.state.bucket).await?;
     Ok(())
 }
@@ -220,7 +222,10 @@ pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> 
 /// Every schedule file (`*.yaml`, `*.yml` of kind Schedule) in a directory, by file name.
 pub fn load_dir(dir: &std::path::Path) -> Result<Vec<Schedule>, spec::SpecErrors> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        spec::SpecErrors::unreadable(&dir.display().to_string(), format!("cannot read the schedules directory: {e}"))
+        spec::SpecErrors::unreadable(
+            &dir.display().to_string(),
+            format!("cannot read the schedules directory: {e}"),
+        )
     })?;
     let mut paths: Vec<PathBuf> = entries
         .flatten()

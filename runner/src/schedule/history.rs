@@ -75,7 +75,10 @@ impl History {
     pub async fn write(&self, record: &HistoryRecord) -> Result<(), StorageError> {
         let body = serde_json::to_vec_pretty(record).expect("history records serialize");
         self.storage
-            .put_bytes(&self.prefix.join(&format!("{}.json", record.run_id)), Bytes::from(body))
+            .put_bytes(
+                &self.prefix.join(&format!("{}.json", record.run_id)),
+                Bytes::from(body),
+            )
             .await
     }
 

@@ -54,15 +54,19 @@ impl Metrics {
     pub fn render(&self) -> String {
         let all = self.schedules.lock().expect("metrics lock").clone();
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, value: &dyn Fn(&ScheduleCounters) -> Option<f64>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (schedule, c) in &all {
-                if let Some(v) = value(c) {
-                    let _ = writeln!(out, "{name}{{schedule=\"{}\"}} {v}", escape(schedule));
+        let mut family =
+            |name: &str,
+             kind: &str,
+             help: &str,
+             value: &dyn Fn(&ScheduleCounters) -> Option<f64>| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                for (schedule, c) in &all {
+                    if let Some(v) = value(c) {
+                        let _ = writeln!(out, "{name}{{schedule=\"{}\"}} {v}", escape(schedule));
+                    }
                 }
-            }
-        };
+            };
         family(
             "sluice_schedule_runs_started_total",
             "counter",
@@ -100,7 +104,10 @@ impl Metrics {
             &|c| Some(c.lag_seconds),
         );
         if let Some(leader) = *self.leader.lock().expect("metrics lock") {
-            let _ = writeln!(out, "# HELP sluice_scheduler_leader Whether this replica holds the Lease.");
+            let _ = writeln!(
+                out,
+                "# HELP sluice_scheduler_leader Whether this replica holds the Lease."
+            );
             let _ = writeln!(out, "# TYPE sluice_scheduler_leader gauge");
             let _ = writeln!(out, "sluice_scheduler_leader {}", u8::from(leader));
         }
@@ -127,10 +134,11 @@ pub async fn serve(
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
-                });
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let metrics = metrics.clone();
+                        async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -148,7 +156,11 @@ fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<
             "text/plain; version=0.0.4",
             metrics.render(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     Response::builder()
         .status(status)
@@ -170,10 +182,22 @@ mod tests {
             c.lag_seconds = 1.5;
         });
         let text = m.render();
-        assert!(text.contains("sluice_schedule_runs_started_total{schedule=\"nightly\"} 2\n"), "{text}");
-        assert!(text.contains("sluice_schedule_runs_succeeded_total{schedule=\"nightly\"} 1\n"), "{text}");
-        assert!(text.contains("sluice_schedule_lag_seconds{schedule=\"nightly\"} 1.5\n"), "{text}");
+        assert!(
+            text.contains("sluice_schedule_runs_started_total{schedule=\"nightly\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_schedule_runs_succeeded_total{schedule=\"nightly\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_schedule_lag_seconds{schedule=\"nightly\"} 1.5\n"),
+            "{text}"
+        );
         // No success yet: no sample for the timestamp.
-        assert!(!text.contains("sluice_schedule_last_success_timestamp_seconds{"), "{text}");
+        assert!(
+            !text.contains("sluice_schedule_last_success_timestamp_seconds{"),
+            "{text}"
+        );
     }
 }

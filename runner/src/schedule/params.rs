@@ -32,7 +32,9 @@ pub struct ParamTemplates {
 
 impl ParamTemplates {
     /// Compiles every template; the errors come back by param name.
-    pub fn compile(params: &BTreeMap<String, String>) -> Result<ParamTemplates, Vec<(String, String)>> {
+    pub fn compile(
+        params: &BTreeMap<String, String>,
+    ) -> Result<ParamTemplates, Vec<(String, String)>> {
         let env = environment(Tz::UTC);
         let mut errors = Vec::new();
         for (name, source) in params {
@@ -143,8 +145,11 @@ fn invalid(message: String) -> Error {
 }
 
 fn parse_time(value: &str) -> Result<DateTime<FixedOffset>, Error> {
-    DateTime::parse_from_rfc3339(value)
-        .map_err(|_| invalid(format!("not a time: {value:?} (use schedule.time, interval.start or interval.end)")))
+    DateTime::parse_from_rfc3339(value).map_err(|_| {
+        invalid(format!(
+            "not a time: {value:?} (use schedule.time, interval.start or interval.end)"
+        ))
+    })
 }
 
 /// One part of a span: a count and its unit.
@@ -261,7 +266,10 @@ mod tests {
             render_one("{{ schedule.time }}", &t).unwrap(),
             "2026-03-30T00:00:00+02:00"
         );
-        assert_eq!(render_one("month-{{ schedule.name }}", &t).unwrap(), "month-nightly");
+        assert_eq!(
+            render_one("month-{{ schedule.name }}", &t).unwrap(),
+            "month-nightly"
+        );
     }
 
     #[test]
@@ -281,7 +289,11 @@ mod tests {
             "2026-04"
         );
         assert_eq!(
-            render_one("{{ interval.start | add('1d12h') | format('%d %H:%M') }}", &t).unwrap(),
+            render_one(
+                "{{ interval.start | add('1d12h') | format('%d %H:%M') }}",
+                &t
+            )
+            .unwrap(),
             "30 12:00"
         );
     }

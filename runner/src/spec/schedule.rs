@@ -190,10 +190,7 @@ pub fn load_schedule_str(text: &str, origin: &str, base: &Path) -> Result<Schedu
         &mut problems,
     );
     let schedule = file.and_then(|file| validate(&file, origin, base, &mut problems));
-    let mut errors: Vec<SpecError> = problems
-        .iter()
-        .map(|p| p.locate(origin, &spans))
-        .collect();
+    let mut errors: Vec<SpecError> = problems.iter().map(|p| p.locate(origin, &spans)).collect();
     errors.sort_by_key(|e| (e.line, e.column));
     match schedule {
         Some(schedule) if errors.is_empty() => Ok(schedule),
