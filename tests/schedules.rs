@@ -386,7 +386,7 @@ async fn scheduler_once_runs_what_is_due_now_and_a_second_trigger_is_a_no_op() {
     assert_eq!(again.status.code(), Some(0));
     if Utc::now().format("%H").to_string() == after.format("%H").to_string() {
         assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), "");
-        assert_eq!(runs(&storage, &bucket).await, [run_id.clone()]);
+        assert_eq!(runs(&storage, &bucket).await, vec![run_id.clone()]);
     }
     // `schedule next` lists the coming fires with their run ids.
     let next = sluice(
