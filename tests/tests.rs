@@ -9,6 +9,7 @@ mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
 mod render; // rendered Kubernetes objects: golden files and the strict schema
+mod schedules; // schedules: scheduler --once, catch-up, concurrency policies, backfill, Lease, CronJob
 mod spec; // job file loading and error reporting
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto

@@ -132,6 +132,9 @@ fn classify_any(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     if let Some(e) = cause.downcast_ref::<crate::task::TaskError>() {
         return Some(e.exit_code());
     }
+    if let Some(e) = cause.downcast_ref::<crate::schedule::fire::FireError>() {
+        return Some(e.exit_code());
+    }
     if let Some(e) = cause.downcast_ref::<crate::plan::PlanError>() {
         return Some(e.exit_code());
     }

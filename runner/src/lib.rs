@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod format;
 pub mod plan;
+pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod storage;

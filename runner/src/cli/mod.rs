@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::ExitCode;
 
+pub mod backfill;
 pub mod bench;
 pub mod cancel;
 pub mod check;
@@ -18,6 +19,8 @@ pub mod resume;
 pub mod run;
 pub mod runs;
 pub mod s3;
+pub mod schedule;
+pub mod scheduler;
 pub mod schema;
 pub mod status;
 pub mod submit;
@@ -89,6 +92,14 @@ pub enum Command {
     /// Measure CSV -> typed Parquet throughput and peak memory (end to end, and decode +
     /// encode alone) and print the DuckDB command for the same conversion.
     Bench(bench::BenchArgs),
+    /// Schedule tools: the next fire times of a schedule file.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
+    /// Fire the runs of the schedules in a directory on time (locally, or on a cluster with
+    /// --kube), catching up missed intervals; serves /healthz and /metrics.
+    Scheduler(scheduler::SchedulerArgs),
+    /// Run the past intervals of a schedule in a time range, oldest first.
+    Backfill(backfill::BackfillArgs),
     /// S3 utilities: serve a directory as an S3 endpoint.
     #[command(subcommand)]
     S3(s3::S3Command),
@@ -119,6 +130,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Check(args) => check::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Schedule(cmd) => schedule::run(cmd),
+        Command::Scheduler(args) => scheduler::run(args),
+        Command::Backfill(args) => backfill::run(args),
         Command::S3(cmd) => s3::run(cmd),
         Command::Transformer(cmd) => transformer::run(cmd),
     }?;

@@ -1,6 +1,6 @@
 //! `sluice render FILE`: print the Kubernetes objects of a run as YAML, for
-//! `kubectl apply -f -`: a job's or a task definition's, by the file's `kind`. Runs nothing
-//! and, by default, needs no S3 access.
+//! `kubectl apply -f -`, by the file's `kind`: a job's, a task definition's, or a schedule
+//! as a native CronJob. Runs nothing and, by default, needs no S3 access.
 
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ use crate::state::RunLayout;
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// The job file or task definition.
+    /// The job file, task definition, or schedule file (rendered as a CronJob).
     pub job: PathBuf,
     /// Set a param for this run (repeatable): --param month=2026-01
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
@@ -42,6 +42,16 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
+    if crate::spec::schedule::is_schedule_file(&args.job) {
+        let schedule = crate::spec::schedule::load_schedule_file(&args.job)?;
+        let yaml = crate::schedule::fire::render_cron_job(
+            &schedule,
+            args.image.as_deref(),
+            args.namespace.as_deref(),
+        )?;
+        print!("{yaml}");
+        return Ok(ExitCode::Done);
+    }
     if spec::kind_of(&args.job).as_deref() == Some(spec::task::KIND) {
         return render_task(&args);
     }

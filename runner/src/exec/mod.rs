@@ -2,6 +2,7 @@
 //! of `sluice worker`), then publish it (`report.json`, and `_SUCCESS.json` last).
 
 pub mod cluster;
+pub mod cronjob;
 pub mod gc;
 pub mod local;
 pub mod publish;

@@ -12,6 +12,7 @@ pub mod job;
 pub mod kubernetes;
 mod load;
 pub mod rules;
+pub mod schedule;
 pub mod size;
 pub mod span;
 pub mod sql;

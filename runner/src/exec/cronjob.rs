@@ -1,0 +1,88 @@
+//! A schedule as a native Kubernetes CronJob: the ConfigMap of its job (with the schedule's
+//! fixed params) and a CronJob whose pods run the launcher, as `sluice render` renders it
+//! for one run. Kubernetes starts at most one missed run and knows no data intervals, so
+//! templated params cannot be rendered (docs/scheduling.md).
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::exec::render::{
+    ANNOTATION_RUN_ID, LABEL_RUN, Target, config_map, launcher_job, object_name,
+};
+use crate::spec::Job;
+use crate::spec::schedule::Schedule;
+
+/// Label naming the schedule on the CronJob, its Jobs and pods.
+pub const LABEL_SCHEDULE: &str = "sluice.dev/schedule";
+
+/// The CronJob's successful and failed Jobs kept for inspection.
+pub const SUCCESSFUL_JOBS_HISTORY_LIMIT: i32 = 3;
+pub const FAILED_JOBS_HISTORY_LIMIT: i32 = 3;
+
+/// The ConfigMap and CronJob of a schedule. `job` is its target loaded with the
+/// schedule's params; each run gets the id `<job>-<UTC start>` from the launcher.
+pub fn cron_job(
+    schedule: &Schedule,
+    job: &Job,
+    resolved_yaml: &str,
+    image: Option<&str>,
+    namespace: Option<&str>,
+) -> (ConfigMap, CronJob) {
+    // The objects shared by every run are named after the schedule.
+    let target = Target::new(job, image, namespace, schedule.name.clone());
+    let mut map = config_map(job, resolved_yaml, &target);
+    let mut launcher = launcher_job(job, &target);
+    let strip = |meta: &mut ObjectMeta| {
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.remove(LABEL_RUN);
+            labels.insert(LABEL_SCHEDULE.into(), schedule.name.clone());
+        }
+        if let Some(annotations) = meta.annotations.as_mut() {
+            annotations.remove(ANNOTATION_RUN_ID);
+        }
+        if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+            meta.annotations = None;
+        }
+    };
+    strip(&mut map.metadata);
+    strip(&mut launcher.metadata);
+    let mut spec = launcher.spec.take().expect("the launcher Job has a spec");
+    if let Some(meta) = spec.template.metadata.as_mut() {
+        strip(meta);
+    }
+    if let Some(pod) = spec.template.spec.as_mut() {
+        for container in &mut pod.containers {
+            // Without --run-id the launcher names each run `<job>-<UTC start>`.
+            if let Some(args) = container.args.as_mut()
+                && let Some(i) = args.iter().position(|a| a == "--run-id")
+            {
+                args.drain(i..i + 2);
+            }
+        }
+    }
+    let cron = CronJob {
+        metadata: ObjectMeta {
+            name: Some(object_name(&schedule.name, "")),
+            ..launcher.metadata.clone()
+        },
+        spec: Some(CronJobSpec {
+            schedule: schedule.cron.expr().to_string(),
+            time_zone: Some(schedule.time_zone.name().to_string()),
+            concurrency_policy: Some(schedule.concurrency.as_str().to_string()),
+            starting_deadline_seconds: schedule.starting_deadline.map(|d| d.as_secs() as i64),
+            suspend: Some(schedule.suspend),
+            successful_jobs_history_limit: Some(SUCCESSFUL_JOBS_HISTORY_LIMIT),
+            failed_jobs_history_limit: Some(FAILED_JOBS_HISTORY_LIMIT),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: launcher.metadata.labels.clone(),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+        }),
+        status: None,
+    };
+    (map, cron)
+}

@@ -1,0 +1,361 @@
+//! The scheduler: on every tick, each schedule's due fires (catch-up included) are started
+//! under its concurrency policy; runs are recorded in the history as they start and end.
+//! Time comes from a `Clock`, so tests can move it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::error::ExitCode;
+use crate::schedule::catchup::{Due, due_at};
+use crate::schedule::fire::{self, Executor, PreparedFire};
+use crate::schedule::history::{History, HistoryRecord, RunStatus};
+use crate::schedule::leader::LeaseLock;
+use crate::schedule::metrics::Metrics;
+use crate::spec::schedule::{ConcurrencyPolicy, Schedule};
+use crate::storage::Storage;
+
+/// Where the scheduler gets the time from.
+#[async_trait::async_trait]
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+    /// Returns at `t` (or at once when `t` has passed).
+    async fn sleep_until(&self, t: DateTime<Utc>);
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+#[async_trait::async_trait]
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+    async fn sleep_until(&self, t: DateTime<Utc>) {
+        if let Ok(wait) = (t - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A run the scheduler started and has not seen end.
+struct ActiveRun {
+    fire: PreparedFire,
+    record: HistoryRecord,
+    task: JoinHandle<()>,
+}
+
+/// What one tick did, for logs and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickOutcome {
+    /// Run ids started, in order.
+    pub started: Vec<String>,
+    /// Run ids whose fire had been started before (a duplicate trigger: nothing done).
+    pub already_started: Vec<String>,
+    /// Fires that wait for a running run (`Forbid`).
+    pub waiting: usize,
+}
+
+pub struct Scheduler {
+    schedules: Vec<Arc<Schedule>>,
+    storage: Storage,
+    executor: Executor,
+    metrics: Arc<Metrics>,
+    lease: Option<LeaseLock>,
+    /// Per schedule: the newest fire handled (started, skipped or dropped).
+    last: HashMap<String, Option<DateTime<Utc>>>,
+    active: HashMap<String, Vec<ActiveRun>>,
+    /// Signalled whenever a run ends, so a waiting fire is looked at again.
+    ended: Arc<Notify>,
+}
+
+impl Scheduler {
+    pub fn new(
+        schedules: Vec<Schedule>,
+        storage: Storage,
+        executor: Executor,
+        metrics: Arc<Metrics>,
+    ) -> Scheduler {
+        Scheduler {
+            schedules: schedules.into_iter().map(Arc::new).collect(),
+            storage,
+            executor,
+            metrics,
+            lease: None,
+            last: HashMap::new(),
+            active: HashMap::new(),
+            ended: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Fire only while holding this Lease.
+    pub fn with_lease(mut self, lease: LeaseLock) -> Scheduler {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// The run ids still running, per schedule.
+    pub fn running(&self) -> BTreeMap<String, Vec<String>> {
+        self.active
+            .iter()
+            .map(|(s, runs)| {
+                (
+                    s.clone(),
+                    runs.iter().map(|r| r.fire.run_id.clone()).collect(),
+                )
+            })
+            .filter(|(_, runs): &(String, Vec<String>)| !runs.is_empty())
+            .collect()
+    }
+
+    /// Starts what is due at `now` for every schedule.
+    pub async fn tick(&mut self, now: DateTime<Utc>) -> anyhow::Result<TickOutcome> {
+        self.reap().await;
+        let mut outcome = TickOutcome::default();
+        if let Some(lease) = &self.lease {
+            let leader = lease.try_acquire(now).await?;
+            self.metrics.set_leader(leader);
+            if !leader {
+                return Ok(outcome);
+            }
+        }
+        for schedule in self.schedules.clone() {
+            if let Err(error) = self.tick_schedule(&schedule, now, &mut outcome).await {
+                tracing::error!(schedule = %schedule.name, error = %format!("{error:#}"), "schedule skipped this tick");
+                self.metrics.update(&schedule.name, |c| c.failed += 1);
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn tick_schedule(
+        &mut self,
+        schedule: &Arc<Schedule>,
+        now: DateTime<Utc>,
+        outcome: &mut TickOutcome,
+    ) -> anyhow::Result<()> {
+        let name = schedule.name.clone();
+        let last = match self.last.get(&name) {
+            Some(last) => *last,
+            None => {
+                let last = self.history_of(schedule, now)?.last_fire().await?;
+                self.last.insert(name.clone(), last);
+                last
+            }
+        };
+        let plan = due_at(schedule, last, now);
+        if plan.beyond_max_runs {
+            tracing::warn!(schedule = %name, max_runs = schedule.max_catch_up_runs, "older missed fires are not caught up (catchUp.maxRuns); `sluice backfill` runs them");
+            self.metrics.update(&name, |c| c.missed += 1);
+        }
+        for time in &plan.past_deadline {
+            tracing::warn!(schedule = %name, scheduled = %time, "missed: past the starting deadline");
+            self.metrics.update(&name, |c| c.missed += 1);
+            self.last.insert(name.clone(), Some(*time));
+        }
+        for due in plan.due {
+            let busy = self.active.get(&name).is_some_and(|r| !r.is_empty());
+            if busy {
+                match schedule.concurrency {
+                    ConcurrencyPolicy::Allow => {}
+                    ConcurrencyPolicy::Forbid => {
+                        outcome.waiting += 1;
+                        break;
+                    }
+                    ConcurrencyPolicy::Replace => self.replace_active(&name).await,
+                }
+            }
+            self.start(schedule, due, now, outcome).await?;
+            self.last.insert(name.clone(), Some(due.time));
+        }
+        Ok(())
+    }
+
+    /// The history of a schedule lives under its target's state prefix.
+    fn history_of(&self, schedule: &Schedule, now: DateTime<Utc>) -> anyhow::Result<History> {
+        let time = schedule
+            .cron
+            .latest_at_or_before(now, schedule.time_zone)
+            .unwrap_or(now);
+        let fire = fire::prepare(schedule, time)?;
+        Ok(History::new(
+            self.storage.clone(),
+            &fire.loaded.job.state,
+            &schedule.name,
+        ))
+    }
+
+    async fn start(
+        &mut self,
+        schedule: &Arc<Schedule>,
+        due: Due,
+        now: DateTime<Utc>,
+        outcome: &mut TickOutcome,
+    ) -> anyhow::Result<()> {
+        let fire = fire::prepare(schedule, due.time)?;
+        let history = History::new(self.storage.clone(), &fire.loaded.job.state, &schedule.name);
+        if history.get(&fire.run_id).await?.is_some()
+            || fire::already_started(&self.storage, &fire).await?
+        {
+            tracing::info!(schedule = %schedule.name, run = %fire.run_id, "already started; nothing to do");
+            outcome.already_started.push(fire.run_id);
+            return Ok(());
+        }
+        let lag = (now - due.time).num_milliseconds().max(0) as f64 / 1000.0;
+        let record = HistoryRecord {
+            schedule: schedule.name.clone(),
+            run_id: fire.run_id.clone(),
+            scheduled_time: due.time,
+            interval_start: fire.interval.0,
+            interval_end: fire.interval.1,
+            params: fire.params.clone(),
+            trigger: due.trigger,
+            status: RunStatus::Started,
+            started_at: Utc::now(),
+            finished_at: None,
+            exit_code: None,
+            lag_seconds: lag,
+        };
+        history.write(&record).await?;
+        self.metrics.update(&schedule.name, |c| {
+            c.started += 1;
+            c.lag_seconds = lag;
+        });
+        tracing::info!(schedule = %schedule.name, run = %fire.run_id, scheduled = %due.time, trigger = ?due.trigger, lag_seconds = lag, "starting");
+        let task = {
+            let (storage, executor, metrics, ended) = (
+                self.storage.clone(),
+                self.executor.clone(),
+                self.metrics.clone(),
+                self.ended.clone(),
+            );
+            let (fire, mut record) = (fire.clone(), record.clone());
+            let name = schedule.name.clone();
+            tokio::spawn(async move {
+                let exit = match fire::execute(&executor, &storage, &fire, false).await {
+                    Ok(exit) => exit,
+                    Err(error) => {
+                        tracing::error!(schedule = %name, run = %fire.run_id, error = %format!("{error:#}"), "run failed");
+                        crate::error::exit_code_of(&error)
+                    }
+                };
+                record.finished_at = Some(Utc::now());
+                record.exit_code = Some(exit.code());
+                record.status = if exit == ExitCode::Done {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                };
+                if let Err(error) = history.write(&record).await {
+                    tracing::error!(run = %fire.run_id, %error, "recording the run's end");
+                }
+                metrics.update(&name, |c| {
+                    if exit == ExitCode::Done {
+                        c.succeeded += 1;
+                        c.last_success = record.finished_at;
+                    } else {
+                        c.failed += 1;
+                    }
+                });
+                tracing::info!(schedule = %name, run = %fire.run_id, exit = exit.code(), "run ended");
+                ended.notify_one();
+            })
+        };
+        outcome.started.push(fire.run_id.clone());
+        self.active
+            .entry(schedule.name.clone())
+            .or_default()
+            .push(ActiveRun { fire, record, task });
+        Ok(())
+    }
+
+    /// Stops the running runs of a schedule (the `Replace` policy).
+    async fn replace_active(&mut self, schedule: &str) {
+        for run in self.active.remove(schedule).unwrap_or_default() {
+            if run.task.is_finished() {
+                continue;
+            }
+            run.task.abort();
+            let _ = run.task.await;
+            if let Err(error) = fire::stop(&self.executor, &run.fire).await {
+                tracing::error!(run = %run.fire.run_id, error = %format!("{error:#}"), "stopping the replaced run");
+            }
+            let mut record = run.record;
+            record.status = RunStatus::Replaced;
+            record.finished_at = Some(Utc::now());
+            let history = History::new(self.storage.clone(), &run.fire.loaded.job.state, schedule);
+            if let Err(error) = history.write(&record).await {
+                tracing::error!(run = %record.run_id, %error, "recording the replaced run");
+            }
+            tracing::info!(schedule, run = %record.run_id, "replaced by a newer run");
+        }
+    }
+
+    /// Forgets the runs that ended.
+    async fn reap(&mut self) {
+        for runs in self.active.values_mut() {
+            runs.retain(|r| !r.task.is_finished());
+        }
+    }
+
+    /// Waits until every running run ended.
+    pub async fn wait_idle(&mut self) {
+        for (_, runs) in self.active.drain() {
+            for run in runs {
+                let _ = run.task.await;
+            }
+        }
+    }
+
+    /// `--once`: starts what is due at `now`, waits, and starts again what waited for it
+    /// (`Forbid`), until nothing due at `now` is left.
+    pub async fn run_once(&mut self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+        let mut started = Vec::new();
+        loop {
+            let outcome = self.tick(now).await?;
+            started.extend(outcome.started.iter().cloned());
+            self.wait_idle().await;
+            if outcome.waiting == 0 {
+                return Ok(started);
+            }
+        }
+    }
+
+    /// The daemon: tick, then sleep until the next fire of any schedule or until a run
+    /// ends, forever (or until `stop` resolves).
+    pub async fn run(
+        &mut self,
+        clock: Arc<dyn Clock>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        tokio::pin!(stop);
+        loop {
+            let now = clock.now();
+            if let Err(error) = self.tick(now).await {
+                tracing::error!(error = %format!("{error:#}"), "tick failed");
+            }
+            let mut wake = self
+                .schedules
+                .iter()
+                .filter_map(|s| s.cron.next_after(now, s.time_zone))
+                .min()
+                .unwrap_or(now + chrono::Duration::minutes(1));
+            if self.lease.is_some() {
+                // Renew the Lease well within its duration.
+                wake = wake.min(now + chrono::Duration::seconds(5));
+            }
+            let ended = self.ended.clone();
+            tokio::select! {
+                _ = clock.sleep_until(wake) => {}
+                _ = ended.notified() => {}
+                _ = &mut stop => {
+                    tracing::info!("stopping; running runs are left to finish on their own or be resumed");
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

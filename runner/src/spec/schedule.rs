@@ -1,0 +1,338 @@
+//! The schedule file (`kind: Schedule`): raw struct, loading with located errors, and
+//! validation into a `Schedule` (parsed cron, time zone, target, params templates).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::Value;
+
+use crate::schedule::cron::CronSchedule;
+use crate::schedule::params::ParamTemplates;
+use crate::spec::error::{Problem, SpecError, SpecErrors};
+use crate::spec::file::{API_VERSION, Metadata, scalar_string_map};
+use crate::spec::span::{FieldPath, SpanIndex};
+
+/// The `kind` of a schedule file.
+pub const KIND: &str = "Schedule";
+
+/// A schedule: when to run a job (or a task definition), and with which params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFile {
+    /// The version of the file format. Must be `sluice.dev/v1alpha1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// The kind of file. Must be `Schedule`.
+    pub kind: String,
+    /// The schedule's name (a DNS-1123 label); it names the schedule's run history.
+    pub metadata: Metadata,
+    /// When and what to run.
+    pub spec: ScheduleSpecConfig,
+}
+
+/// The `spec:` section of a schedule file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleSpecConfig {
+    /// A five-field cron expression (minute hour day-of-month month day-of-week), or one of
+    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`, evaluated in `timeZone`.
+    pub cron: String,
+    /// The IANA time zone the cron expression is read in (`Europe/Berlin`). Default `UTC`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// The job file or task definition to run, relative to this schedule file. Its `kind`
+    /// decides how it is run.
+    pub target: String,
+    /// Params passed to the target as `--param NAME=VALUE`, each a template over
+    /// `schedule.time`, `interval.start` and `interval.end` (see docs/scheduling.md).
+    #[serde(default, deserialize_with = "scalar_string_map")]
+    pub params: BTreeMap<String, String>,
+    /// What to do when a run is due while an earlier run of this schedule is still running:
+    /// `Allow` (run both), `Forbid` (the new run waits), `Replace` (stop the running one).
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// Runs missed while the scheduler was down.
+    #[serde(default)]
+    pub catch_up: CatchUpConfig,
+    /// How late a run may start (`10m`, `2h`); a run due longer ago is dropped. Default: no limit.
+    #[serde(default)]
+    pub starting_deadline: Option<String>,
+    /// Fire nothing while true; runs missed meanwhile are treated as missed runs.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl ScheduleSpecConfig {
+    pub const FIELDS: &'static [&'static str] = &[
+        "cron",
+        "timeZone",
+        "target",
+        "params",
+        "concurrencyPolicy",
+        "catchUp",
+        "startingDeadline",
+        "suspend",
+    ];
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+/// Kubernetes CronJob's concurrency policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    #[default]
+    Allow,
+    Forbid,
+    Replace,
+}
+
+impl ConcurrencyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Allow => "Allow",
+            ConcurrencyPolicy::Forbid => "Forbid",
+            ConcurrencyPolicy::Replace => "Replace",
+        }
+    }
+}
+
+/// `spec.catchUp`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CatchUpConfig {
+    /// At most this many runs are started for the intervals missed while the scheduler was
+    /// down (the newest ones, oldest first). Default 1, as a Kubernetes CronJob does.
+    #[serde(default = "default_max_runs")]
+    pub max_runs: u32,
+}
+
+impl Default for CatchUpConfig {
+    fn default() -> Self {
+        CatchUpConfig {
+            max_runs: default_max_runs(),
+        }
+    }
+}
+
+fn default_max_runs() -> u32 {
+    1
+}
+
+/// What a schedule runs, by the `kind` of its target file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleTarget {
+    /// A job file (`kind: Job`).
+    Job(PathBuf),
+    /// A task definition (`kind: TaskDefinition`).
+    TaskDefinition(PathBuf),
+}
+
+impl ScheduleTarget {
+    pub fn path(&self) -> &Path {
+        match self {
+            ScheduleTarget::Job(p) | ScheduleTarget::TaskDefinition(p) => p,
+        }
+    }
+}
+
+/// A validated schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub name: String,
+    /// The schedule file as the user named it.
+    pub origin: String,
+    pub cron: CronSchedule,
+    pub time_zone: Tz,
+    pub target: ScheduleTarget,
+    pub params: ParamTemplates,
+    pub concurrency: ConcurrencyPolicy,
+    pub max_catch_up_runs: u32,
+    pub starting_deadline: Option<Duration>,
+    pub suspend: bool,
+}
+
+/// Loads and validates a schedule file; the target file is read to learn its kind.
+pub fn load_schedule_file(path: &Path) -> Result<Schedule, SpecErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecErrors::unreadable(&origin, format!("cannot read the schedule file: {e}"))
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_schedule_str(&text, &origin, base)
+}
+
+/// Loads schedule text; `base` is the directory the target path is relative to.
+pub fn load_schedule_str(text: &str, origin: &str, base: &Path) -> Result<Schedule, SpecErrors> {
+    let spans = SpanIndex::build(text).map_err(|(pos, message)| SpecErrors {
+        errors: vec![SpecError {
+            origin: origin.to_string(),
+            line: pos.line,
+            column: pos.column,
+            path: String::new(),
+            message: format!("invalid YAML: {message}"),
+        }],
+    })?;
+    let value: Value = serde_yaml_ng::from_str(text)
+        .map_err(|e| SpecErrors::unreadable(origin, format!("invalid YAML: {e}")))?;
+    let mut problems = Vec::new();
+    for (path, _) in &spans.duplicates {
+        problems.push(Problem::at_key(path.clone(), "is given more than once"));
+    }
+    let file = crate::spec::load::read_collecting::<ScheduleFile>(
+        &value,
+        &FieldPath::root(),
+        &mut problems,
+    );
+    let schedule = file.and_then(|file| validate(&file, origin, base, &mut problems));
+    let mut errors: Vec<SpecError> = problems.iter().map(|p| p.locate(origin, &spans)).collect();
+    errors.sort_by_key(|e| (e.line, e.column));
+    match schedule {
+        Some(schedule) if errors.is_empty() => Ok(schedule),
+        _ => Err(SpecErrors { errors }),
+    }
+}
+
+/// Every cross-field check; the target file is opened only to read its `kind`.
+fn validate(
+    file: &ScheduleFile,
+    origin: &str,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<Schedule> {
+    let top = FieldPath::root();
+    let spec = top.key("spec");
+    let before = problems.len();
+    if file.api_version != API_VERSION {
+        problems.push(Problem::new(
+            top.key("apiVersion"),
+            format!("must be {API_VERSION} (got {:?})", file.api_version),
+        ));
+    }
+    if file.kind != KIND {
+        problems.push(Problem::new(
+            top.key("kind"),
+            format!("must be {KIND} (got {:?})", file.kind),
+        ));
+    }
+    let name = &file.metadata.name;
+    if !crate::spec::validate::is_dns_label(name) {
+        problems.push(Problem::new(
+            top.key("metadata").key("name"),
+            format!(
+                "must be a DNS-1123 label: lowercase letters, digits and '-', at most 63 characters (got {name:?})"
+            ),
+        ));
+    }
+    let s = &file.spec;
+    let cron = CronSchedule::parse(&s.cron)
+        .map_err(|why| problems.push(Problem::new(spec.key("cron"), why)))
+        .ok();
+    let time_zone = s
+        .time_zone
+        .parse::<Tz>()
+        .map_err(|_| {
+            problems.push(Problem::new(
+                spec.key("timeZone"),
+                format!(
+                    "unknown time zone {:?}: use an IANA name such as Europe/Berlin or UTC",
+                    s.time_zone
+                ),
+            ))
+        })
+        .ok();
+    let params = ParamTemplates::compile(&s.params)
+        .map_err(|errs| {
+            for (name, why) in errs {
+                problems.push(Problem::new(spec.key("params").key(&name), why));
+            }
+        })
+        .ok();
+    if s.catch_up.max_runs == 0 {
+        problems.push(Problem::new(
+            spec.key("catchUp").key("maxRuns"),
+            "must be at least 1 (the run that is due now counts)",
+        ));
+    }
+    let starting_deadline = match &s.starting_deadline {
+        None => None,
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                problems.push(Problem::new(
+                    spec.key("startingDeadline"),
+                    "must be longer than zero",
+                ));
+                None
+            }
+            Err(e) => {
+                problems.push(Problem::new(
+                    spec.key("startingDeadline"),
+                    format!("not a duration such as 10m or 2h ({e}; got {text:?})"),
+                ));
+                None
+            }
+        },
+    };
+    let target = read_target(&s.target, base).map_err(|why| {
+        problems.push(Problem::new(spec.key("target"), why));
+    });
+    if problems.len() > before {
+        return None;
+    }
+    Some(Schedule {
+        name: name.clone(),
+        origin: origin.to_string(),
+        cron: cron?,
+        time_zone: time_zone?,
+        target: target.ok()?,
+        params: params?,
+        concurrency: s.concurrency_policy,
+        max_catch_up_runs: s.catch_up.max_runs,
+        starting_deadline,
+        suspend: s.suspend,
+    })
+}
+
+/// The target file, classified by its `kind`.
+fn read_target(target: &str, base: &Path) -> Result<ScheduleTarget, String> {
+    if target.trim().is_empty() {
+        return Err("must name a job file or task definition".into());
+    }
+    let path = base.join(target);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| format!("{} is not YAML: {e}", path.display()))?;
+    match value.get("kind").and_then(Value::as_str) {
+        Some(crate::spec::file::KIND) => Ok(ScheduleTarget::Job(path)),
+        Some("TaskDefinition") => Ok(ScheduleTarget::TaskDefinition(path)),
+        Some(other) => Err(format!(
+            "{} has kind {other:?}; a schedule runs a Job or a TaskDefinition",
+            path.display()
+        )),
+        None => Err(format!(
+            "{} has no `kind`; a schedule runs a Job or a TaskDefinition",
+            path.display()
+        )),
+    }
+}
+
+/// The JSON Schema of the schedule file format.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(ScheduleFile).to_value()
+}
+
+/// Whether a YAML text declares `kind: Schedule` (for commands that take either kind).
+pub fn is_schedule_file(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("kind").and_then(Value::as_str).map(|k| k == KIND))
+        .unwrap_or(false)
+}
