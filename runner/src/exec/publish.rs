@@ -88,7 +88,7 @@ pub async fn publish(
     let keys: Vec<String> = plan
         .shards
         .iter()
-        .flat_map(|s| s.objects.iter().map(|o| o.key.clone()))
+        .flat_map(|s| s.objects.iter().map(|o| o.task_key()))
         .collect();
     let markers: Vec<(String, Option<DoneMarker>)> = futures::stream::iter(keys)
         .map(|key| async move {
@@ -124,14 +124,14 @@ pub async fn publish(
         .collect();
     for (key, marker) in &markers {
         match marker {
-            Some(m) if etags.get(key.as_str()) == Some(&m.etag.as_str()) => {
+            Some(m) if etags.get(m.key.as_str()) == Some(&m.etag.as_str()) => {
                 records.add(&m.records);
                 outputs.extend(m.outputs.iter().map(|o| PublishedOutput {
-                    source: key.clone(),
+                    source: m.key.clone(),
                     object: o.clone(),
                 }));
                 rejects.extend(m.rejects.iter().map(|o| PublishedOutput {
-                    source: key.clone(),
+                    source: m.key.clone(),
                     object: o.clone(),
                 }));
             }

@@ -7,7 +7,10 @@
 //! <state>/runs/<job>/<run-id>/done/<hash>.json  per source object: ETag, outputs, counts
 //! <state>/runs/<job>/<run-id>/report.json       the run report
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
+//! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
 //! ```
+
+pub mod ledger;
 
 use sha2::{Digest, Sha256};
 
