@@ -21,34 +21,32 @@ mkdir -p "$S3/splitcheck/in" "$S3/splitcheck-out"
 INPUT="$S3/splitcheck/in/big.csv"
 if [ "$(stat -c %s "$INPUT" 2>/dev/null || echo 0)" -lt $((MIB << 20)) ]; then
   echo "generating $INPUT ($MIB MiB) ..."
-  python3 - "$INPUT" "$MIB" <<'PY'
+  # 16 MiB of distinct rows, then that block repeated: fast to make, and every byte of
+  # it still has to be decoded, split and checked.
+  python3 - "$INPUT.block" <<'PY'
 import random, sys
-path, mib = sys.argv[1], int(sys.argv[2])
-target = mib << 20
 rng = random.Random(42)
-with open(path, "w", newline="") as f:
-    f.write("id,name,city,fare,note\r\n")
-    written, i, rows = 0, 0, []
-    while written < target:
-        kind = rng.randrange(4)
-        if kind == 0:
-            name = f'"rider {i}, the ""best"""'
-        elif kind == 1:
-            name = f'"plain {i}"'
-        elif kind == 2:
-            name = f"rider-{rng.randrange(100000)}"
-        else:
-            name = ""
-        end = "\r\n" if rng.randrange(3) == 0 else "\n"
-        row = f"{i},{name},city-{rng.randrange(500)},{rng.randrange(100000) / 100},note {rng.getrandbits(48):x}{end}"
-        rows.append(row)
-        written += len(row)
-        i += 1
-        if len(rows) == 100000:
-            f.write("".join(rows))
-            rows = []
+rows, written, i = [], 0, 0
+while written < 16 << 20:
+    kind = rng.randrange(4)
+    if kind == 0:
+        name = f'"rider {i}, the ""best"""'
+    elif kind == 1:
+        name = f'"plain {i}"'
+    elif kind == 2:
+        name = f"rider-{rng.randrange(100000)}"
+    else:
+        name = ""
+    end = "\r\n" if rng.randrange(3) == 0 else "\n"
+    row = f"{i},{name},city-{rng.randrange(500)},{rng.randrange(100000) / 100},note {rng.getrandbits(48):x}{end}"
+    rows.append(row)
+    written += len(row)
+    i += 1
+with open(sys.argv[1], "w", newline="") as f:
     f.write("".join(rows))
 PY
+  { printf 'id,name,city,fare,note\r\n'; for _ in $(seq $((MIB / 16))); do cat "$INPUT.block"; done; } > "$INPUT"
+  rm -f "$INPUT.block"
 fi
 SIZE=$(stat -c %s "$INPUT")
 
