@@ -49,7 +49,11 @@ fn seeded_csv(seed: u64, rows: u64, newline_at: Option<u64>) -> Vec<u8> {
         } else {
             name
         };
-        let end = if rng.next() % 3 == 0 { "\r\n" } else { "\n" };
+        let end = if rng.next().is_multiple_of(3) {
+            "\r\n"
+        } else {
+            "\n"
+        };
         write!(out, "{i},{name},{}.25{end}", rng.next() % 10_000).unwrap();
     }
     out
