@@ -516,7 +516,7 @@ fn split_size_and_mode_parse_with_their_defaults() {
     let job = |extra: &str| {
         sluice::spec::load_str(
             &format!(
-                "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://a/in/, format: csv}}\n  sink: {{uri: s3://b/out/}}\n{extra}"
+                "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://raw/in/, format: csv}}\n  sink: {{uri: s3://out/out/}}\n{extra}"
             ),
             "job.yaml",
             &[],
