@@ -47,7 +47,7 @@ spec:
     let job = &loaded.job;
     let run_id = "pods-20261122T000000Z";
     let layout = RunLayout::new(&job.state, &job.name, run_id);
-    let plan = make_plan(&storage, job, run_id).await.unwrap();
+    let plan = make_plan(&storage, job, run_id, false).await.unwrap();
     write_run(&storage, &layout, &plan, &loaded.resolved_yaml)
         .await
         .unwrap();

@@ -9,8 +9,10 @@ mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
 mod render; // rendered Kubernetes objects: golden files and the strict schema
+mod run_state; // across runs: the incremental ledger, gc of abandoned run state
 mod schedules; // schedules: scheduler --once, catch-up, concurrency policies, backfill, Lease, CronJob
 mod spec; // job file loading and error reporting
+mod split; // large objects split into ranges: refused cuts, split runs equal whole runs
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto
 mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, --kube

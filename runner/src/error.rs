@@ -324,6 +324,9 @@ impl Classify for crate::exec::start::StartError {
             E::Storage(e) => e.kind(),
             E::Infer { source, .. } => source.kind(),
             E::Plan(_) | E::RunExists { .. } => ErrorKind::User,
+            E::Ledger(crate::state::ledger::LedgerError::Storage(e)) => e.kind(),
+            E::Ledger(crate::state::ledger::LedgerError::Read { .. }) => ErrorKind::External,
+            E::Ledger(_) => ErrorKind::Internal,
             E::Join(_) => ErrorKind::Internal,
         }
     }
@@ -333,6 +336,10 @@ impl Classify for crate::exec::start::StartError {
             E::Storage(e) => e.exit_code(),
             E::Infer { source, .. } => source.exit_code(),
             E::Plan(_) | E::RunExists { .. } => ExitCode::Config,
+            E::Ledger(crate::state::ledger::LedgerError::Storage(e)) => e.exit_code(),
+            E::Ledger(crate::state::ledger::LedgerError::Read { .. }) => ExitCode::Transient,
+            // A ledger or plan that does not parse will not parse on a retry either.
+            E::Ledger(_) => ExitCode::Config,
             E::Join(_) => ExitCode::Transient,
         }
     }
@@ -403,6 +410,7 @@ impl Classify for crate::format::DecodeError {
             | E::UnsupportedFormat { .. }
             | E::Json { .. }
             | E::RecordTooLong { .. }
+            | E::QuotedNewline { .. }
             | E::EmptySample => ErrorKind::User,
         }
     }
@@ -414,6 +422,7 @@ impl Classify for crate::format::DecodeError {
             E::HeaderMismatch { .. }
             | E::Json { .. }
             | E::RecordTooLong { .. }
+            | E::QuotedNewline { .. }
             | E::EmptySample => ExitCode::BadData,
             E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
                 ExitCode::Config

@@ -113,6 +113,7 @@ fn end_to_end(args: &BenchArgs, name: &str, path: &std::path::Path) -> anyhow::R
                 bar: false,
                 cpus: Some(cpus),
                 resume: false,
+                full: false,
             };
             let run = run_locally(&conn.storage, &loaded, options).await?;
             let progress: ShardProgress = conn
@@ -227,6 +228,7 @@ fn transformer_overhead(args: &BenchArgs) -> anyhow::Result<()> {
                 bar: false,
                 cpus: None,
                 resume: false,
+                full: false,
             };
             let run = run_locally(&conn.storage, &loaded, options).await?;
             let rate = run.report.bytes as f64 / 1e6 / run.report.seconds;

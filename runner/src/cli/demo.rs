@@ -68,6 +68,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             bar: std::io::stderr().is_terminal(),
             cpus: None,
             resume: false,
+            full: false,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
         print!(

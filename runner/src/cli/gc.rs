@@ -1,10 +1,11 @@
-//! `sluice gc JOB`: abort multipart uploads left open under the job's sink and state.
+//! `sluice gc JOB`: abort multipart uploads left open under the job's sink and state, and
+//! remove the state of abandoned runs.
 
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
 use crate::error::ExitCode;
-use crate::exec::gc::abort_stale_uploads;
+use crate::exec::gc::{abort_stale_uploads, remove_abandoned_runs};
 use crate::spec;
 
 #[derive(Debug, clap::Args)]
@@ -15,7 +16,12 @@ pub struct GcArgs {
     /// younger one may belong to a run in progress.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub older_than: std::time::Duration,
-    /// List what would be aborted without aborting it.
+    /// The state of a run that was never published and whose state nobody wrote to for
+    /// this long (`7d`, `36h`) is removed: such a run is neither running nor worth
+    /// resuming. Published runs are never removed.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    pub state_retention: std::time::Duration,
+    /// List what would be aborted or removed without doing it.
     #[arg(long)]
     pub dry_run: bool,
     /// Set a param (repeatable), for prefixes that use params.
@@ -51,6 +57,38 @@ pub fn run(args: GcArgs) -> anyhow::Result<ExitCode> {
             report.young,
             humantime::format_duration(args.older_than),
             report.unknown_age
+        );
+        let retention_cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(args.state_retention)?;
+        let state = remove_abandoned_runs(
+            &conn.storage,
+            &job.state,
+            &job.name,
+            retention_cutoff,
+            args.dry_run,
+        )
+        .await?;
+        let verb = if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        for run in &state.abandoned {
+            println!(
+                "{verb} abandoned run {} ({}: {} object(s), {} bytes, last written {})",
+                run.run_id,
+                run.root,
+                run.objects,
+                run.bytes,
+                run.last_written.to_rfc3339()
+            );
+        }
+        println!(
+            "{verb} the state of {} abandoned run(s); kept {} published and {} written to within {}",
+            state.abandoned.len(),
+            state.published,
+            state.recent,
+            humantime::format_duration(args.state_retention)
         );
         Ok(ExitCode::Done)
     })

@@ -27,7 +27,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(loaded.job.endpoint.as_deref()).await?;
         let run_id = crate::plan::new_run_id(&loaded.job.name, chrono::Utc::now());
-        let plan = make_plan(&conn.storage, &loaded.job, &run_id).await?;
+        let plan = make_plan(&conn.storage, &loaded.job, &run_id, false).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
             return Ok(ExitCode::Done);

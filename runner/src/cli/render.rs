@@ -87,7 +87,7 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
             );
         }
         let layout = RunLayout::new(&job.state, &job.name, &run_id);
-        let plan = make_plan(&conn.storage, job, &run_id).await?;
+        let plan = make_plan(&conn.storage, job, &run_id, false).await?;
         write_run(&conn.storage, &layout, &plan, &loaded.resolved_yaml).await?;
         let worker = worker_job(
             job,

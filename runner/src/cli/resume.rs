@@ -95,6 +95,7 @@ fn resume_locally(args: &ResumeArgs, job: &std::path::Path) -> anyhow::Result<Ex
             bar: std::io::stderr().is_terminal(),
             cpus: None,
             resume: true,
+            full: false,
         };
         let run = crate::exec::run_locally(&conn.storage, &loaded, options).await?;
         print!(

@@ -21,6 +21,10 @@ pub struct RunArgs {
     /// Use this run id instead of `<job>-<UTC time>`.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Process every selected object, even those an incremental job's ledger holds (the
+    /// ledger is updated as usual once the run publishes).
+    #[arg(long)]
+    pub full: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -43,6 +47,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             bar: std::io::stderr().is_terminal(),
             cpus: None,
             resume: false,
+            full: args.full,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
         print!(

@@ -44,6 +44,7 @@ pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
             key: args.object.key.clone(),
             size: head.size,
             etag: head.etag.clone(),
+            range: None,
         };
         job.source.uri = S3Uri::new(args.object.bucket.clone(), job.source.uri.key.clone());
         let schema = match (&job.source.schema, job.source.format) {

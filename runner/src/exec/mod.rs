@@ -41,6 +41,8 @@ pub struct LocalRunOptions {
     /// Finish the existing run `run_id` with its own plan instead of planning a new one:
     /// every shard runs again and skips the objects whose done marker matches.
     pub resume: bool,
+    /// Ignore an incremental job's ledger: plan every selected object.
+    pub full: bool,
 }
 
 /// What runs each container step's sidecar on this machine, by the name of its container:
@@ -60,6 +62,23 @@ pub fn local_commands(
             _ => None,
         })
         .collect()
+}
+
+/// Adds a published run of an incremental job to its ledger (after `_SUCCESS.json`). A
+/// failure here is logged, not fatal: the run is published, and the next incremental plan
+/// writes the missing ledger from the run's plan (see `state::ledger`).
+pub async fn record_in_ledger(storage: &Storage, plan: &crate::plan::Plan, report: &RunReport) {
+    if !plan.incremental || report.status != publish::RunStatus::Succeeded {
+        return;
+    }
+    let ledger = crate::state::ledger::Ledger::new(&plan.state, &plan.job);
+    if let Err(error) = ledger.record(storage, plan).await {
+        tracing::warn!(
+            run = %plan.run_id,
+            "updating the ledger failed; the next incremental run repairs it: {}",
+            crate::worker::error_chain(&error)
+        );
+    }
 }
 
 /// A finished local run.
@@ -88,7 +107,7 @@ pub async fn run_locally(
         tracing::info!(run = %run_id, shards = plan.shards.len(), "resuming");
         plan
     } else {
-        let plan = start::make_plan(storage, job, &run_id).await?;
+        let plan = start::make_plan(storage, job, &run_id, options.full).await?;
         // The rules against the planned output schema, before any worker starts.
         crate::validate::schema::check(
             job,
@@ -134,6 +153,7 @@ pub async fn run_locally(
         .run(&manifest, Some((storage, &layout, plan.bytes)))
         .await?;
     let report = publish::publish(storage, &layout, &plan, &outcomes, started).await?;
+    record_in_ledger(storage, &plan, &report).await;
     let exit = ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient);
     Ok(LocalRun {
         report,

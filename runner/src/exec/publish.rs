@@ -93,7 +93,7 @@ pub async fn publish(
     let keys: Vec<String> = plan
         .shards
         .iter()
-        .flat_map(|s| s.objects.iter().map(|o| o.key.clone()))
+        .flat_map(|s| s.objects.iter().map(|o| o.task_key()))
         .collect();
     let markers: Vec<(String, Option<DoneMarker>)> = futures::stream::iter(keys)
         .map(|key| async move {
@@ -129,14 +129,14 @@ pub async fn publish(
         .collect();
     for (key, marker) in &markers {
         match marker {
-            Some(m) if etags.get(key.as_str()) == Some(&m.etag.as_str()) => {
+            Some(m) if etags.get(m.key.as_str()) == Some(&m.etag.as_str()) => {
                 records.add(&m.records);
                 outputs.extend(m.outputs.iter().map(|o| PublishedOutput {
-                    source: key.clone(),
+                    source: m.key.clone(),
                     object: o.clone(),
                 }));
                 rejects.extend(m.rejects.iter().map(|o| PublishedOutput {
-                    source: key.clone(),
+                    source: m.key.clone(),
                     object: o.clone(),
                 }));
             }
@@ -157,7 +157,7 @@ pub async fn publish(
                     .iter()
                     .filter_map(|(key, m)| {
                         m.as_ref()
-                            .filter(|m| etags.get(key.as_str()) == Some(&m.etag.as_str()))
+                            .filter(|m| etags.get(m.key.as_str()) == Some(&m.etag.as_str()))
                             .map(|m| (key.as_str(), (&m.records, m.checks.as_slice())))
                     })
                     .collect(),

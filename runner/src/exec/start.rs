@@ -6,11 +6,13 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::format;
 use crate::format::options::{Compression, SourceFormat};
-use crate::plan::{Plan, PlanError, columns_of};
+use crate::plan::{Plan, PlanError, PlannedObject, columns_of, select_objects, split};
+use crate::spec::file::RunMode;
 use crate::spec::job::Job;
 use crate::state::RunLayout;
+use crate::state::ledger::{Ledger, LedgerError};
 use crate::storage::uri::S3Uri;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, parquet_metadata};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -18,6 +20,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error("reading the incremental ledger")]
+    Ledger(#[from] LedgerError),
     #[error("inferring the schema from {uri}")]
     Infer {
         uri: S3Uri,
@@ -30,10 +34,30 @@ pub enum StartError {
     Join(String),
 }
 
-/// Lists the source and builds the plan (nothing is written).
-pub async fn make_plan(storage: &Storage, job: &Job, run_id: &str) -> Result<Plan, StartError> {
-    let listing = storage.list(&job.source.uri).await?;
-    let mut plan = Plan::build(job, run_id, listing, None)?;
+/// Lists the source and builds the plan (nothing is written). An incremental job plans only
+/// the objects its ledger does not hold, unless `full`; objects above the job's split size
+/// become several tasks.
+pub async fn make_plan(
+    storage: &Storage,
+    job: &Job,
+    run_id: &str,
+    full: bool,
+) -> Result<Plan, StartError> {
+    let mut listing = storage.list(&job.source.uri).await?;
+    if job.mode == RunMode::Incremental && !full {
+        let ledger = Ledger::new(&job.state, &job.name);
+        ledger.repair(storage).await?;
+        let listed = listing.len();
+        listing = ledger.unconsumed(storage, listing).await?;
+        tracing::info!(
+            listed,
+            new_or_changed = listing.len(),
+            "incremental: the ledger holds the rest"
+        );
+    }
+    let objects = select_objects(&job.source, listing)?;
+    let tasks = split_tasks(storage, job, objects).await?;
+    let mut plan = Plan::from_tasks(job, run_id, tasks, None);
     if matches!(job.source.format, SourceFormat::Csv | SourceFormat::Jsonl) {
         let schema = match &job.source.schema {
             Some(schema) => Some(schema.clone()),
@@ -42,6 +66,48 @@ pub async fn make_plan(storage: &Storage, job: &Job, run_id: &str) -> Result<Pla
         plan.schema = schema.map(|s| columns_of(&s));
     }
     Ok(plan)
+}
+
+/// Splits the objects larger than the job's split size into ranges: uncompressed text into
+/// byte ranges, Parquet into ranges of row groups (read from each large object's footer).
+async fn split_tasks(
+    storage: &Storage,
+    job: &Job,
+    objects: Vec<PlannedObject>,
+) -> Result<Vec<PlannedObject>, StartError> {
+    let Some(split_size) = job.split_size else {
+        return Ok(objects);
+    };
+    // A raw first step takes whole objects.
+    if crate::worker::raw::raw_step(job).is_some() {
+        return Ok(objects);
+    }
+    let mut tasks = Vec::with_capacity(objects.len());
+    for object in objects {
+        if object.size <= split_size {
+            tasks.push(object);
+            continue;
+        }
+        match job.source.format {
+            SourceFormat::Csv | SourceFormat::Jsonl
+                if split::splittable_text(&object.key, job.source.compression) =>
+            {
+                tasks.extend(split::split_bytes(object, split_size));
+            }
+            SourceFormat::Parquet => {
+                let uri = S3Uri::new(job.source.uri.bucket.clone(), object.key.clone());
+                let metadata = parquet_metadata(storage, &uri, object.size).await?;
+                let groups: Vec<u64> = metadata
+                    .row_groups()
+                    .iter()
+                    .map(|g| g.compressed_size().max(0) as u64)
+                    .collect();
+                tasks.extend(split::split_row_groups(object, &groups, split_size));
+            }
+            _ => tasks.push(object),
+        }
+    }
+    Ok(tasks)
 }
 
 /// Infers the schema from a sample of the first planned object (by key).

@@ -63,7 +63,7 @@ pub async fn submit(
             plan
         }
         None => {
-            let plan = start::make_plan(storage, job, &target.run_id).await?;
+            let plan = start::make_plan(storage, job, &target.run_id, false).await?;
             start::write_run(storage, &layout, &plan, &loaded.resolved_yaml).await?;
             plan
         }
@@ -232,7 +232,10 @@ pub async fn watch_and_publish(
         tokio::time::sleep(poll).await;
     };
     let outcomes = outcomes(cluster, &status).await?;
-    Ok(publish::publish(storage, &status.layout, &status.plan, &outcomes, started).await?)
+    let report =
+        publish::publish(storage, &status.layout, &status.plan, &outcomes, started).await?;
+    crate::exec::record_in_ledger(storage, &status.plan, &report).await;
+    Ok(report)
 }
 
 /// Every shard's outcome across the run's Jobs; a failed shard's exit code is read from

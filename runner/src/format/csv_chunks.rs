@@ -113,7 +113,16 @@ impl ChunkReader {
         let mut boundaries = NoFields::new();
         loop {
             match step(&self.buf, pos, self.eof, &self.dialect, &mut boundaries) {
-                Step::Record { next, lines, .. } => {
+                Step::Record {
+                    next,
+                    raw_end,
+                    lines,
+                } => {
+                    // A record spans more line terminators than the one that ends it only
+                    // when a quoted field holds a newline.
+                    if self.dialect.single_line && lines > u64::from(next > raw_end) {
+                        return Err(ReadError::QuotedNewline { line });
+                    }
                     records += 1;
                     pos = next;
                     line += lines;
@@ -393,6 +402,7 @@ mod tests {
         quote: b'"',
         escape: None,
         comment: None,
+        single_line: false,
     };
 
     fn reader(input: &[u8], capacity: usize) -> ChunkReader {

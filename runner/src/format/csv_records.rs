@@ -34,6 +34,10 @@ pub(crate) enum ReadError {
         line: u64,
         limit: usize,
     },
+    /// A record whose quoted field holds a newline, where records must be single lines.
+    QuotedNewline {
+        line: u64,
+    },
 }
 
 impl ReadError {
@@ -48,6 +52,10 @@ impl ReadError {
                 line,
                 limit,
             },
+            ReadError::QuotedNewline { line } => DecodeError::QuotedNewline {
+                origin: origin.to_string(),
+                line,
+            },
         }
     }
 }
@@ -59,6 +67,9 @@ pub(crate) struct Dialect {
     pub quote: u8,
     pub escape: Option<u8>,
     pub comment: Option<u8>,
+    /// Refuse a record that spans lines (a newline inside quotes): set for the byte ranges
+    /// of a split object, whose cuts were made at line ends.
+    pub single_line: bool,
 }
 
 impl Dialect {
@@ -69,6 +80,7 @@ impl Dialect {
             // An escape byte equal to the quote is the doubled-quote rule, which always holds.
             escape: options.escape.filter(|&e| e != options.quote),
             comment: options.comment,
+            single_line: options.single_line_records,
         }
     }
 }
@@ -665,6 +677,7 @@ mod tests {
         quote: b'"',
         escape: None,
         comment: None,
+        single_line: false,
     };
 
     /// Every record as (line, fields, raw), read with several buffer and reader sizes that

@@ -82,6 +82,12 @@ pub enum DecodeError {
         line: u64,
         limit: usize,
     },
+    /// A record of a split object's range holds a newline inside quotes: the object may
+    /// have been cut inside a record.
+    #[error(
+        "{origin} line {line}: a quoted field holds a newline, so this object cannot be split into byte ranges safely; set `split_size: off` in the job"
+    )]
+    QuotedNewline { origin: String, line: u64 },
     /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,

@@ -1,6 +1,7 @@
 //! Output key templates: `{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}`.
 
 use crate::format::options::{Compression, SinkFormat};
+use crate::plan::split::PlannedRange;
 
 /// The default output key template: the source key's relative path with the new extension.
 pub const DEFAULT_KEY_TEMPLATE: &str = "{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}";
@@ -23,13 +24,41 @@ pub fn output_key(
     output_key_with_extension(template, relative, part, &ext)
 }
 
+/// [`output_key`] for a task: a range of a split object adds `.part-00001` (its 1-based
+/// number) to `{{ source.stem }}`, so `trips.csv` in three ranges gives
+/// `trips.part-00001.parquet` .. `trips.part-00003.parquet` (and spill-over objects
+/// `trips.part-00001-00001.parquet`, ...).
+pub fn task_output_key(
+    template: &str,
+    relative: &str,
+    range: Option<&PlannedRange>,
+    part: usize,
+    format: SinkFormat,
+    compression: Compression,
+) -> String {
+    let ext = format!(
+        "{}{}",
+        format.extension(),
+        text_compression_ext(format, compression)
+    );
+    let suffix = range.map(PlannedRange::stem_suffix).unwrap_or_default();
+    render_key(template, relative, &suffix, part, &ext)
+}
+
 /// The output key for an explicit extension (the opaque output of a container step).
 pub fn output_key_with_extension(template: &str, relative: &str, part: usize, ext: &str) -> String {
+    render_key(template, relative, "", part, ext)
+}
+
+fn render_key(template: &str, relative: &str, stem_suffix: &str, part: usize, ext: &str) -> String {
     let (dir, name) = match relative.rsplit_once('/') {
         Some((dir, name)) => (format!("{dir}/"), name),
         None => (String::new(), relative),
     };
-    let stem = stem_of(name);
+    // A range of a split object names itself after the stem: `trips.part-00001.csv`.
+    let stem = format!("{}{stem_suffix}", stem_of(name));
+    let name = format!("{stem}{}", &name[stem_of(name).len()..]);
+    let relative = format!("{dir}{name}");
     let part = if part == 0 {
         String::new()
     } else {
@@ -37,9 +66,9 @@ pub fn output_key_with_extension(template: &str, relative: &str, part: usize, ex
     };
     render(template, |var| match var {
         "source.dir" => Some(dir.clone()),
-        "source.stem" => Some(stem.to_string()),
-        "source.name" => Some(name.to_string()),
-        "source.key" => Some(relative.to_string()),
+        "source.stem" => Some(stem.clone()),
+        "source.name" => Some(name.clone()),
+        "source.key" => Some(relative.clone()),
         "part" => Some(part.clone()),
         "ext" => Some(ext.to_string()),
         _ => None,
@@ -125,6 +154,30 @@ mod tests {
             key("noext", 0, SinkFormat::Jsonl, Compression::Zstd),
             "noext.jsonl.zst"
         );
+    }
+
+    #[test]
+    fn a_range_of_a_split_object_numbers_its_stem() {
+        let range = PlannedRange {
+            part: 2,
+            parts: 3,
+            unit: crate::plan::split::RangeUnit::Bytes,
+            start: 10,
+            end: 20,
+            object_size: 30,
+        };
+        let key = |rel, part| {
+            task_output_key(
+                DEFAULT_KEY_TEMPLATE,
+                rel,
+                Some(&range),
+                part,
+                SinkFormat::Parquet,
+                Compression::None,
+            )
+        };
+        assert_eq!(key("d/trips.csv", 0), "d/trips.part-00002.parquet");
+        assert_eq!(key("trips", 1), "trips.part-00002-00001.parquet");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Listing -> filtered objects -> shards balanced by bytes -> the plan manifest.
 
 pub mod keys;
+pub mod split;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
@@ -25,8 +26,12 @@ pub struct Plan {
     /// The schema the workers decode with (explicit, or inferred at plan time), so every
     /// shard decodes every object the same way. `None` for self-describing formats.
     pub schema: Option<Vec<PlannedColumn>>,
+    /// Tasks planned (a split object counts once per range).
     pub objects: u64,
     pub bytes: u64,
+    /// The job is incremental: once published, the run's objects go into the ledger.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incremental: bool,
     pub shards: Vec<Shard>,
 }
 
@@ -40,8 +45,22 @@ pub struct Shard {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedObject {
     pub key: String,
+    /// Bytes of the task: the object's size, or its range's.
     pub size: u64,
     pub etag: String,
+    /// The part of a split object this task reads (see `plan::split`); `None`: all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<split::PlannedRange>,
+}
+
+impl PlannedObject {
+    /// What names the task's done marker: the key, plus the range of a split object.
+    pub fn task_key(&self) -> String {
+        match &self.range {
+            None => self.key.clone(),
+            Some(r) => format!("{}#part-{:05}-of-{:05}", self.key, r.part, r.parts),
+        }
+    }
 }
 
 /// One column of the planned schema: the Arrow type in its display form, plus the parse format.
@@ -76,8 +95,18 @@ impl Plan {
         schema: Option<&SchemaRef>,
     ) -> Result<Plan, PlanError> {
         let objects = select_objects(&job.source, listing)?;
-        let shards = balance(objects, job.shards);
-        Ok(Plan {
+        Ok(Plan::from_tasks(job, run_id, objects, schema))
+    }
+
+    /// Builds the plan from selected (and possibly split) tasks.
+    pub fn from_tasks(
+        job: &Job,
+        run_id: &str,
+        tasks: Vec<PlannedObject>,
+        schema: Option<&SchemaRef>,
+    ) -> Plan {
+        let shards = balance(tasks, job.shards);
+        Plan {
             job: job.name.clone(),
             run_id: run_id.to_string(),
             created: Utc::now(),
@@ -87,8 +116,9 @@ impl Plan {
             schema: schema.map(|s| columns_of(s)),
             objects: shards.iter().map(|s| s.objects.len() as u64).sum(),
             bytes: shards.iter().map(|s| s.bytes).sum(),
+            incremental: job.mode == crate::spec::file::RunMode::Incremental,
             shards,
-        })
+        }
     }
 
     /// The schema to decode with, rebuilt from plan.json.
@@ -193,6 +223,7 @@ pub fn select_objects(
             key: o.key,
             size: o.size,
             etag: o.etag,
+            range: None,
         })
         .collect();
     selected.sort_by(|a, b| a.key.cmp(&b.key));
@@ -216,7 +247,12 @@ pub fn balance(mut objects: Vec<PlannedObject>, shards: Shards) -> Vec<Shard> {
             objects: Vec::new(),
         })
         .collect();
-    objects.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.key.cmp(&b.key)));
+    objects.sort_by(|a, b| {
+        b.size
+            .cmp(&a.size)
+            .then_with(|| a.key.cmp(&b.key))
+            .then_with(|| a.range.map(|r| r.part).cmp(&b.range.map(|r| r.part)))
+    });
     for object in objects {
         let lightest = out
             .iter_mut()
@@ -242,6 +278,7 @@ mod tests {
             key: key.into(),
             size,
             etag: format!("\"{size}\""),
+            range: None,
         }
     }
 

@@ -156,6 +156,7 @@ pub async fn execute(
                 bar: false,
                 cpus: None,
                 resume,
+                full: false,
             };
             let run = run_locally(storage, loaded, options).await?;
             Ok(run.exit)

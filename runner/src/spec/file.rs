@@ -78,9 +78,24 @@ pub struct SpecConfig {
     #[serde(default = "default_parallelism")]
     pub parallelism: u32,
     /// How the source objects are split into shards: a count (`4`) or a target number of
-    /// bytes per shard (`"256MiB"`). Objects are never split.
+    /// bytes per shard (`"256MiB"`). An object is one task, unless it is larger than
+    /// `split_size`.
     #[serde(default = "default_shards")]
     pub shards: ShardsConfig,
+    /// Text objects (CSV, JSONL) larger than this are split into byte ranges at record
+    /// boundaries, each range a task of its own with its own output object
+    /// (`<stem>.part-00001.<ext>`, ...) and done marker; Parquet objects larger than this are
+    /// split into ranges of row groups. A size with a unit (`"256MiB"`), or `0` / `off` to
+    /// never split. Compressed objects are never split. A split CSV object must not hold a
+    /// newline inside a quoted field (the run fails with exit code 4 if one does); see
+    /// docs/resume.md.
+    #[serde(default = "default_split_size")]
+    pub split_size: SplitSizeConfig,
+    /// `full` (the default) processes every selected object on every run; `incremental`
+    /// processes only the objects that no published run consumed with the same ETag (a
+    /// ledger under `<state>/ledger/<job>/`); `sluice run --full` ignores the ledger once.
+    #[serde(default)]
+    pub mode: RunMode,
     /// How many times a failed shard is retried (0 to 100). Only transient failures are
     /// retried; bad configuration, failed validation and bad data are not.
     #[serde(default = "default_retries")]
@@ -113,6 +128,8 @@ impl SpecConfig {
         "sink",
         "parallelism",
         "shards",
+        "split_size",
+        "mode",
         "retries",
         "state",
         "endpoint",
@@ -126,6 +143,21 @@ pub fn default_parallelism() -> u32 {
 
 pub fn default_shards() -> ShardsConfig {
     ShardsConfig::Size("256MiB".to_string())
+}
+
+pub fn default_split_size() -> SplitSizeConfig {
+    SplitSizeConfig::Size("256MiB".to_string())
+}
+
+/// `spec.mode`: which objects a run processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMode {
+    /// Every selected object, every run.
+    #[default]
+    Full,
+    /// Only objects new or changed since the job's published runs consumed them.
+    Incremental,
 }
 
 pub fn default_retries() -> u32 {
@@ -443,6 +475,48 @@ impl fmt::Display for ByteSizeConfig {
 pub enum ShardsConfig {
     Count(u64),
     Size(String),
+}
+
+/// `spec.split_size` as written: a byte size, or `0` / `off`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitSizeConfig {
+    Count(u64),
+    Size(String),
+}
+
+impl<'de> Deserialize<'de> for SplitSizeConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match number_or_text(d, "a size like \"256MiB\", or 0 or off", false)? {
+            NumberOrText::Unsigned(n) => Ok(SplitSizeConfig::Count(n)),
+            NumberOrText::Text(s) => Ok(SplitSizeConfig::Size(s)),
+            NumberOrText::Float(_) => unreachable!("floats are refused by the visitor"),
+        }
+    }
+}
+
+impl Serialize for SplitSizeConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SplitSizeConfig::Count(n) => s.serialize_u64(*n),
+            SplitSizeConfig::Size(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl JsonSchema for SplitSizeConfig {
+    fn schema_name() -> Cow<'static, str> {
+        "SplitSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size with a unit such as \"256MiB\" above which an object is split into ranges, or 0 or \"off\" to never split.",
+            "anyOf": [
+                { "type": "integer", "minimum": 0, "maximum": 0 },
+                { "type": "string" }
+            ]
+        })
+    }
 }
 
 /// `spec.validate.max_bad_records` as written.

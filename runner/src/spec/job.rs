@@ -25,6 +25,9 @@ pub struct Job {
     pub sink: Sink,
     pub parallelism: u32,
     pub shards: Shards,
+    /// Objects larger than this are split into ranges; `None`: never split.
+    pub split_size: Option<u64>,
+    pub mode: crate::spec::file::RunMode,
     pub retries: u32,
     /// Where run state lives (default `s3://<sink bucket>/_sluice/`).
     pub state: S3Uri,

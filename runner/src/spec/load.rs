@@ -10,7 +10,7 @@ use crate::format::options::SourceFormat;
 use crate::spec::error::{Problem, SpecError, SpecErrors};
 use crate::spec::file::{
     JobFile, Metadata, SinkConfig, SourceConfig, SpecConfig, default_parallelism, default_retries,
-    default_shards, scalar_string_map,
+    default_shards, default_split_size, scalar_string_map,
 };
 use crate::spec::span::{FieldPath, Seg, SpanIndex};
 use crate::spec::task::{self, TaskDefinition, TaskFile};
@@ -216,6 +216,12 @@ impl Reader {
         s.shards = self
             .optional(spec, p, "shards", Unit::Shards)
             .unwrap_or_else(default_shards);
+        s.split_size = self
+            .optional(spec, p, "split_size", Unit::SplitSize)
+            .unwrap_or_else(default_split_size);
+        s.mode = self
+            .optional(spec, p, "mode", Unit::Mode)
+            .unwrap_or_default();
         s.retries = self
             .optional(spec, p, "retries", Unit::Retries)
             .unwrap_or_else(default_retries);
@@ -360,7 +366,7 @@ impl Reader {
 #[derive(serde::Deserialize)]
 struct ParamsUnit(#[serde(deserialize_with = "scalar_string_map")] BTreeMap<String, String>);
 
-const SPEC_UNITS: [Unit; 11] = [
+const SPEC_UNITS: [Unit; 13] = [
     Unit::Params,
     Unit::Source,
     Unit::Transform,
@@ -368,13 +374,15 @@ const SPEC_UNITS: [Unit; 11] = [
     Unit::Sink,
     Unit::Parallelism,
     Unit::Shards,
+    Unit::SplitSize,
+    Unit::Mode,
     Unit::Retries,
     Unit::State,
     Unit::Endpoint,
     Unit::Kubernetes,
 ];
 
-const ALL_UNITS: [Unit; 14] = [
+const ALL_UNITS: [Unit; 16] = [
     Unit::ApiVersion,
     Unit::Kind,
     Unit::Metadata,
@@ -385,6 +393,8 @@ const ALL_UNITS: [Unit; 14] = [
     Unit::Sink,
     Unit::Parallelism,
     Unit::Shards,
+    Unit::SplitSize,
+    Unit::Mode,
     Unit::Retries,
     Unit::State,
     Unit::Endpoint,
@@ -427,6 +437,8 @@ fn placeholder() -> JobFile {
             },
             parallelism: default_parallelism(),
             shards: default_shards(),
+            split_size: crate::spec::file::default_split_size(),
+            mode: Default::default(),
             retries: default_retries(),
             state: None,
             endpoint: None,

@@ -18,7 +18,7 @@ use crate::spec::error::Problem;
 use crate::spec::file::{
     API_VERSION, BadRecordLimitConfig, ByteSizeConfig, ColumnConfig, ColumnType, CsvSourceConfig,
     JobFile, KIND, Metadata, ShardsConfig, SinkConfig, SourceCompression, SourceConfig,
-    TransformStepConfig, ValidateConfig,
+    SplitSizeConfig, TransformStepConfig, ValidateConfig,
 };
 use crate::spec::job::{BadRecordLimit, Job, Shards, Sink, Source, Step, StepKind, Validation};
 use crate::spec::size::{GIB, MIB, has_unit, parse_byte_size, show};
@@ -50,6 +50,8 @@ pub enum Unit {
     Sink,
     Parallelism,
     Shards,
+    SplitSize,
+    Mode,
     Retries,
     State,
     Endpoint,
@@ -162,6 +164,8 @@ impl Check<'_> {
             Some(spec.parallelism)
         });
         let shards = self.unit(Unit::Shards, |v| v.shards(&spec.shards));
+        let split_size = self.unit(Unit::SplitSize, |v| v.split_size(&spec.split_size));
+        let mode = self.unit(Unit::Mode, |_| Some(spec.mode));
         let retries = self.unit(Unit::Retries, |v| {
             if spec.retries > MAX_RETRIES {
                 v.error(
@@ -252,6 +256,8 @@ impl Check<'_> {
             sink,
             parallelism: parallelism?,
             shards: shards?,
+            split_size: split_size?,
+            mode: mode?,
             retries: retries?,
             state,
             endpoint: endpoint?,
@@ -407,6 +413,7 @@ impl Check<'_> {
             escape,
             null_values: c.null_values.clone(),
             comment,
+            single_line_records: false,
         })
     }
 
@@ -741,6 +748,38 @@ impl Check<'_> {
             ByteSizeConfig::Bytes(n) => Some(*n),
             ByteSizeConfig::Text(text) => match parse_byte_size(text) {
                 Ok(n) => Some(n),
+                Err(message) => {
+                    self.error(at, message);
+                    None
+                }
+            },
+        }
+    }
+
+    fn split_size(&mut self, s: &SplitSizeConfig) -> Option<Option<u64>> {
+        let at = path("spec.split_size");
+        match s {
+            SplitSizeConfig::Count(0) => Some(None),
+            SplitSizeConfig::Size(text) if text.trim().eq_ignore_ascii_case("off") => Some(None),
+            SplitSizeConfig::Count(n) => {
+                self.error(
+                    at,
+                    format!("a split size needs a unit, like \"256MiB\", or is 0 or off (got {n})"),
+                );
+                None
+            }
+            SplitSizeConfig::Size(text) if !has_unit(text) => {
+                self.error(
+                    at,
+                    format!(
+                        "a split size needs a unit, like \"256MiB\", or is 0 or off (got {text:?})"
+                    ),
+                );
+                None
+            }
+            SplitSizeConfig::Size(text) => match parse_byte_size(text) {
+                Ok(0) => Some(None),
+                Ok(n) => Some(Some(n)),
                 Err(message) => {
                     self.error(at, message);
                     None

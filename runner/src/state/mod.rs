@@ -8,7 +8,10 @@
 //! <state>/runs/<job>/<run-id>/keys/<rule>/<hash>.keys  sorted key hashes for `unique` rules
 //! <state>/runs/<job>/<run-id>/report.json       the run report
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
+//! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
 //! ```
+
+pub mod ledger;
 
 use sha2::{Digest, Sha256};
 

@@ -49,6 +49,8 @@ pub struct ObjectInfo {
     pub size: u64,
     /// The ETag as the server sends it, quotes included.
     pub etag: String,
+    /// When it was last written, if the server says.
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A multipart upload that was started and neither completed nor aborted.
@@ -121,6 +123,9 @@ impl Storage {
                     key: key.to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
                     etag: object.e_tag().unwrap_or_default().to_string(),
+                    last_modified: object
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 });
             }
         }
@@ -243,6 +248,9 @@ impl Storage {
                 key: uri.key.clone(),
                 size: output.content_length().unwrap_or(0).max(0) as u64,
                 etag: output.e_tag().unwrap_or_default().to_string(),
+                last_modified: output
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
             })),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => {

@@ -23,7 +23,8 @@ use crate::worker::marker::{ObjectFailure, OutputObject, RecordCounts};
 /// What the run produced, as publish gathered it.
 pub struct RunFacts<'a> {
     pub plan: &'a Plan,
-    /// Per source key: its counts and its rules' outcomes (done objects).
+    /// Per task (a source key, or a key and range): its counts and its rules' outcomes
+    /// (done tasks).
     pub done: HashMap<&'a str, (&'a RecordCounts, &'a [RuleOutcome])>,
     pub failures: &'a [ObjectFailure],
     pub outputs: Vec<&'a OutputObject>,
@@ -44,12 +45,16 @@ pub async fn judge(
     }
     let mut subjects: Vec<(String, RuleOutcome)> = Vec::new();
     // Object scope: the workers' verdicts, from done markers and failures.
+    let tasks: Vec<Vec<String>> = facts
+        .plan
+        .shards
+        .iter()
+        .map(|s| s.objects.iter().map(|o| o.task_key()).collect())
+        .collect();
     let mut per_object: Vec<(&str, &RuleOutcome)> = Vec::new();
-    for shard in &facts.plan.shards {
-        for object in &shard.objects {
-            if let Some((_, outcomes)) = facts.done.get(object.key.as_str()) {
-                per_object.extend(outcomes.iter().map(|o| (object.key.as_str(), o)));
-            }
+    for task in tasks.iter().flatten() {
+        if let Some((key, (_, outcomes))) = facts.done.get_key_value(task.as_str()) {
+            per_object.extend(outcomes.iter().map(|o| (*key, o)));
         }
     }
     for failure in facts.failures {
@@ -59,8 +64,8 @@ pub async fn judge(
         match rule.scope {
             Scope::Object => {}
             Scope::Shard => {
-                for shard in &facts.plan.shards {
-                    let keys: Vec<&str> = shard.objects.iter().map(|o| o.key.as_str()).collect();
+                for (shard, tasks) in facts.plan.shards.iter().zip(&tasks) {
+                    let keys: Vec<&str> = tasks.iter().map(String::as_str).collect();
                     let outcome = match &rule.check {
                         Check::Unique(_) => unique(storage, rule, examples, &keys, facts).await,
                         _ => judge_group(rule, index, &keys, facts, &per_object),
@@ -69,12 +74,7 @@ pub async fn judge(
                 }
             }
             Scope::Run => {
-                let keys: Vec<&str> = facts
-                    .plan
-                    .shards
-                    .iter()
-                    .flat_map(|s| s.objects.iter().map(|o| o.key.as_str()))
-                    .collect();
+                let keys: Vec<&str> = tasks.iter().flatten().map(String::as_str).collect();
                 let outcome = match &rule.check {
                     Check::Sql(query) => run_sql(storage, rule, query, facts).await,
                     Check::Unique(_) => unique(storage, rule, examples, &keys, facts).await,

@@ -17,6 +17,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use crate::format::options::{Compression, SourceFormat};
 use crate::format::{self, BadRecord};
 use crate::plan::PlannedObject;
+use crate::plan::split::{PlannedRange, RangeUnit};
 use crate::spec::job::OnBadRecord;
 use crate::storage::S3ParquetReader;
 use crate::storage::uri::S3Uri;
@@ -60,12 +61,17 @@ impl Decoding {
                 let reader = S3ParquetReader::new(
                     ctx.storage.clone(),
                     source.clone(),
-                    object.size,
+                    object.range.map_or(object.size, |r| r.object_size),
                     Some(object.etag.clone()),
                 );
-                let builder = ParquetRecordBatchStreamBuilder::new(reader)
+                let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
                     .await
                     .map_err(|e| ObjectError::parquet(source, e))?;
+                // A range of a split object reads its row groups only.
+                if let Some(range) = object.range.filter(|r| r.unit == RangeUnit::RowGroups) {
+                    builder = builder
+                        .with_row_groups((range.start..range.end).map(|i| i as usize).collect());
+                }
                 let schema = builder.schema().clone();
                 let stream = builder
                     .with_batch_size(BATCH_ROWS)
@@ -96,7 +102,22 @@ impl Decoding {
                 let schema = ctx.schema.clone().ok_or_else(|| {
                     ObjectError::Internal(format!("no schema planned for {source}"))
                 })?;
-                let body = ctx.storage.get(source, Some(&object.etag)).await?;
+                let mut csv = job.source.csv.clone();
+                let mut origin = source.to_string();
+                let body = match object.range.filter(|r| r.unit == RangeUnit::Bytes) {
+                    Some(range) => {
+                        let header = format == SourceFormat::Csv && csv.header;
+                        let (body, span) = ctx
+                            .storage
+                            .get_line_span(source, &object.etag, range.start..range.end, header)
+                            .await?;
+                        // Cuts were made at line ends: a record spanning lines may straddle one.
+                        csv.single_line_records = true;
+                        origin = range_origin(source, &range, &span);
+                        body
+                    }
+                    None => ctx.storage.get(source, Some(&object.etag)).await?,
+                };
                 // Created here, inside the runtime, so the blocking thread can drive it.
                 let reader = SyncIoBridge::new(StreamReader::new(body));
                 let compression = job
@@ -111,13 +132,13 @@ impl Decoding {
                         format,
                         input,
                         decode_schema,
-                        &job.source.csv,
+                        &csv,
                         BATCH_ROWS,
                         decode_threads(),
-                        &uri.to_string(),
+                        &origin,
                     )
                     .map_err(|e| ObjectError::decode(&uri, e))?;
-                    decode_blocking(decoder, &job, &uri, tx, rejects)
+                    decode_blocking(decoder, &job, &uri, &origin, tx, rejects)
                 });
                 (schema, task)
             }
@@ -128,6 +149,15 @@ impl Decoding {
         let stream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
         Ok(Decoding { stream, task })
     }
+}
+
+/// How messages name a range of a split object. Its line numbers count from the range's
+/// first line (the header, read from the object's start, is line 1 of every CSV range).
+pub fn range_origin(source: &S3Uri, range: &PlannedRange, span: &std::ops::Range<u64>) -> String {
+    format!(
+        "{source} (range {} of {}, bytes {}..{})",
+        range.part, range.parts, span.start, span.end
+    )
 }
 
 /// Threads that decode one CSV object besides the thread reading it: every CPU the process
@@ -143,6 +173,7 @@ fn decode_blocking(
     mut decoder: Box<dyn format::Decoder>,
     job: &Arc<crate::spec::job::Job>,
     uri: &S3Uri,
+    origin: &str,
     tx: BatchSender,
     rejects: mpsc::Sender<BadRecord>,
 ) -> Result<DecodeStats, ObjectError> {
@@ -154,7 +185,7 @@ fn decode_blocking(
             match policy {
                 OnBadRecord::Fail => {
                     return Err(ObjectError::BadRecord {
-                        uri: uri.clone(),
+                        origin: origin.to_string(),
                         line: bad.line,
                         error: bad.error,
                     });

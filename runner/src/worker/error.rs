@@ -24,9 +24,10 @@ pub enum ObjectError {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    #[error("{uri} line {line}: bad record ({error}); on_bad_record is fail")]
+    /// `origin` names the object, and the range of a split object.
+    #[error("{origin} line {line}: bad record ({error}); on_bad_record is fail")]
     BadRecord {
-        uri: S3Uri,
+        origin: String,
         line: u64,
         error: String,
     },

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct DoneMarker {
     pub key: String,
     pub etag: String,
+    /// The range of a split object this marker covers; `None`: the whole object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<crate::plan::split::PlannedRange>,
     /// The fingerprint of the job that made the outputs (see `spec::fingerprint`): an
     /// object is skipped only when both its ETag and this match.
     #[serde(default)]

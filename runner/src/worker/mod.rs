@@ -249,7 +249,7 @@ async fn one_object(
     object: &PlannedObject,
     progress: &Mutex<ShardProgress>,
 ) -> ObjectOutcome {
-    let marker_uri = layout.done_marker(&object.key);
+    let marker_uri = layout.done_marker(&object.task_key());
     // Resume: an object whose marker matches its ETag and the job's fingerprint is done.
     if let Ok(Some(bytes)) = ctx.storage.get_bytes(&marker_uri).await
         && let Ok(marker) = serde_json::from_slice::<DoneMarker>(&bytes)
@@ -291,7 +291,7 @@ async fn one_object(
             p.records.add(&marker.records);
         }
         Err((exit, error, checks)) => p.failures.push(ObjectFailure {
-            key: object.key.clone(),
+            key: object.task_key(),
             exit_code: exit.code(),
             error: error.clone(),
             checks: checks.clone(),

@@ -8,7 +8,8 @@ use arrow::datatypes::SchemaRef;
 use chrono::Utc;
 
 use crate::plan::PlannedObject;
-use crate::plan::keys::output_key;
+use crate::plan::keys::task_output_key;
+use crate::plan::split::PlannedRange;
 use crate::spec::container::{OutputFormat, StepInput};
 use crate::spec::job::Job;
 use crate::spec::job::StepKind;
@@ -59,11 +60,17 @@ pub async fn process(
     {
         return raw::opaque(ctx, object, &relative, step, container).await;
     }
+    let range_suffix = object.range.map(|r| r.stem_suffix()).unwrap_or_default();
     let rejects = RejectsWriter::start(
         &ctx.storage,
-        job.sink.uri.join(&format!("_rejected/{relative}.jsonl")),
+        job.sink
+            .uri
+            .join(&format!("_rejected/{relative}{range_suffix}.jsonl")),
         &job.sink,
-        source.to_string(),
+        match &object.range {
+            Some(r) => format!("{source} (range {} of {})", r.part, r.parts),
+            None => source.to_string(),
+        },
     );
     let input = match Input::start(ctx, &source, object, rejects.sender()).await {
         Ok(input) => input,
@@ -86,7 +93,7 @@ pub async fn process(
     let (output, checks) = match ObjectChecks::attach(
         Arc::new(job.validate.rules.clone()),
         job.validate.examples,
-        &object.key,
+        &object.task_key(),
         output,
         rejects.sender(),
     )
@@ -106,10 +113,12 @@ pub async fn process(
     };
     let sink = job.sink.clone();
     let relative_for_keys = relative.clone();
+    let range = object.range;
     let key_for = move |part: usize| {
-        sink.uri.join(&output_key(
+        sink.uri.join(&task_output_key(
             &sink.key,
             &relative_for_keys,
+            range.as_ref(),
             part,
             sink.format,
             sink.compression,
@@ -176,7 +185,7 @@ pub async fn process(
         abort_all(Vec::new(), staged).await;
         return Err(e);
     }
-    remove_leftover_spills(ctx, &relative, outputs.len()).await?;
+    remove_leftover_spills(ctx, &relative, object.range.as_ref(), outputs.len()).await?;
     let rejects = match staged {
         Some(staged) => Some(verify_rejects(ctx, staged, &outputs).await?),
         None => None,
@@ -184,6 +193,7 @@ pub async fn process(
     Ok(DoneMarker {
         key: object.key.clone(),
         etag: object.etag.clone(),
+        range: object.range,
         fingerprint: ctx.fingerprint.clone(),
         size: object.size,
         outputs,
@@ -438,13 +448,15 @@ fn account(
 async fn remove_leftover_spills(
     ctx: &ObjectContext,
     relative: &str,
+    range: Option<&PlannedRange>,
     written: usize,
 ) -> Result<(), ObjectError> {
     let sink = &ctx.job.sink;
     for part in written.max(1).. {
-        let uri = sink.uri.join(&output_key(
+        let uri = sink.uri.join(&task_output_key(
             &sink.key,
             relative,
+            range,
             part,
             sink.format,
             sink.compression,

@@ -139,6 +139,7 @@ pub async fn opaque(
     Ok(DoneMarker {
         key: object.key.clone(),
         etag: object.etag.clone(),
+        range: None,
         fingerprint: ctx.fingerprint.clone(),
         size: object.size,
         outputs: vec![OutputObject {

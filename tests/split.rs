@@ -1,0 +1,547 @@
+//! Large objects split into ranges: the decoder refuses a quoted newline at every cut, and
+//! whole runs whose split objects (CSV, JSONL, Parquet) spread over shards produce exactly
+//! the records of a run with `split_size: off`.
+
+use std::io::{BufRead, BufReader, Cursor, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, Int64Array, StringArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use serde_json::Value;
+use sluice::format::options::{CsvReadOptions, SourceFormat};
+use sluice::format::{self, DecodeError};
+use sluice::storage::Storage;
+use sluice::storage::uri::S3Uri;
+
+use crate::support::{self, TestServer};
+
+/// A small deterministic generator (xorshift), so failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `id,name,fare` rows with quoted commas, doubled quotes, CRLF and LF line ends, and, when
+/// `newline_at` is given, one quoted field holding a newline in that row.
+fn seeded_csv(seed: u64, rows: u64, newline_at: Option<u64>) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let mut out = b"id,name,fare\r\n".to_vec();
+    for i in 0..rows {
+        let name = match rng.next() % 4 {
+            0 => format!("\"rider {i}, the \"\"best\"\"\""),
+            1 => format!("\"plain {i}\""),
+            2 => format!("rider-{}", rng.next() % 1000),
+            _ => String::new(),
+        };
+        let name = if newline_at == Some(i) {
+            format!("\"two\nlines {i}\"")
+        } else {
+            name
+        };
+        let end = if rng.next().is_multiple_of(3) {
+            "\r\n"
+        } else {
+            "\n"
+        };
+        write!(out, "{i},{name},{}.25{end}", rng.next() % 10_000).unwrap();
+    }
+    out
+}
+
+fn seeded_jsonl(seed: u64, rows: u64) -> Vec<u8> {
+    let mut rng = Rng(seed | 1);
+    let mut out = Vec::new();
+    for i in 0..rows {
+        let name = match rng.next() % 3 {
+            0 => Value::String(format!("rider {i}, \"best\"\nescaped newline")),
+            1 => Value::Null,
+            _ => Value::String(format!("r{}", rng.next() % 1000)),
+        };
+        let line =
+            serde_json::json!({"id": i, "name": name, "fare": (rng.next() % 10_000) as f64 + 0.25});
+        writeln!(out, "{line}").unwrap();
+    }
+    out
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("fare", DataType::Float64, true),
+    ]))
+}
+
+/// The first line start at or after `at` (the rule of `plan::split`).
+fn line_start(data: &[u8], at: usize) -> usize {
+    if at == 0 {
+        return 0;
+    }
+    match data[at - 1..].iter().position(|b| *b == b'\n') {
+        Some(i) => at + i,
+        None => data.len(),
+    }
+}
+
+/// Decodes the range `[start, end)` of a CSV object as a worker does: the header line, then
+/// the range's lines, with records spanning lines refused.
+fn decode_range(
+    data: &[u8],
+    start: usize,
+    end: usize,
+) -> Result<(Vec<RecordBatch>, usize), DecodeError> {
+    let (begin, finish) = (line_start(data, start), line_start(data, end));
+    let mut input = if begin > 0 {
+        data[..line_start(data, 1)].to_vec()
+    } else {
+        Vec::new()
+    };
+    input.extend_from_slice(&data[begin..finish]);
+    let options = CsvReadOptions {
+        single_line_records: true,
+        ..CsvReadOptions::default()
+    };
+    let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(7, Cursor::new(input)));
+    let mut decoder =
+        format::open_decoder(SourceFormat::Csv, reader, schema(), &options, 50, "range")?;
+    let (mut batches, mut bad) = (Vec::new(), 0);
+    while let Some(decoded) = decoder.next()? {
+        bad += decoded.bad.len();
+        batches.push(decoded.batch);
+    }
+    Ok((batches, bad))
+}
+
+/// The records of a range that must decode cleanly.
+fn clean_range(data: &[u8], start: usize, end: usize) -> Vec<RecordBatch> {
+    let (batches, bad) = decode_range(data, start, end).unwrap();
+    assert_eq!(bad, 0, "range {start}..{end}");
+    batches
+}
+
+/// Every cut of an object without quoted newlines yields ranges whose records, in order, are
+/// the object's; every cut of an object with one is refused by some range (the one that
+/// holds the record, whole or cut), so a bad cut can never pass.
+#[test]
+fn every_cut_is_either_exact_or_refused() {
+    for seed in 1..=3u64 {
+        let clean = seeded_csv(seed, 40, None);
+        let whole = concat_batches(&schema(), &clean_range(&clean, 0, clean.len())).unwrap();
+        assert_eq!(whole.num_rows(), 40);
+        let bad = seeded_csv(seed, 40, Some(17));
+        for cut in 1..clean.len() {
+            let mut batches = clean_range(&clean, 0, cut);
+            batches.extend(clean_range(&clean, cut, clean.len()));
+            let joined = concat_batches(&schema(), &batches).unwrap();
+            assert_eq!(joined, whole, "seed {seed}, cut at {cut}");
+        }
+        for cut in 1..bad.len() {
+            let first = decode_range(&bad, 0, cut);
+            let second = decode_range(&bad, cut, bad.len());
+            let refused = [first, second]
+                .into_iter()
+                .filter_map(Result::err)
+                .filter(|e| matches!(e, DecodeError::QuotedNewline { .. }))
+                .count();
+            assert!(refused >= 1, "seed {seed}, cut at {cut}: nothing refused");
+        }
+    }
+}
+
+fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .envs(server.env())
+        .env("RUST_LOG", "sluice=info,warn")
+        .current_dir(dir)
+        .output()
+        .expect("running sluice");
+    eprintln!(
+        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        server.name,
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A job `big` reading `in/` as `format`, writing JSONL to `out`.
+fn job_file(dir: &Path, bucket: &str, format: &str, out: &str, split: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{out}.yaml"));
+    let schema = if format == "parquet" {
+        String::new()
+    } else {
+        "    schema:\n      - { name: id, type: int64 }\n      - { name: name, type: string }\n      - { name: fare, type: float64 }\n".to_string()
+    };
+    let text = format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata:
+  name: big
+spec:
+  source:
+    uri: s3://{bucket}/in/
+    format: {format}
+{schema}  sink:
+    uri: s3://{bucket}/{out}/
+    format: jsonl
+  parallelism: 2
+  shards: 3
+  split_size: {split}
+  retries: 0
+"#
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
+    let bytes = storage.get_bytes(uri).await.unwrap()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+fn run_root(bucket: &str, run_id: &str) -> S3Uri {
+    format!("s3://{bucket}/_sluice/runs/big/{run_id}/")
+        .parse()
+        .unwrap()
+}
+
+/// The outputs of one source key in a run's manifest, by output key.
+fn outputs_of(manifest: &Value, source: &str) -> Vec<(String, u64)> {
+    let mut outputs: Vec<(String, u64)> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["source"] == source)
+        .map(|o| {
+            (
+                o["uri"].as_str().unwrap().to_string(),
+                o["rows"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    outputs.sort();
+    outputs
+}
+
+async fn concatenated(storage: &Storage, outputs: &[(String, u64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (uri, _) in outputs {
+        out.extend_from_slice(
+            &storage
+                .get_bytes(&uri.parse().unwrap())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    out
+}
+
+/// Runs the job split (`split`) and whole, and checks that the split object became `parts`
+/// ranges over more than one shard whose outputs, concatenated in order, are byte for byte
+/// the whole run's output (so the record counts and content checksums agree).
+async fn split_equals_whole(
+    server: &TestServer,
+    storage: &Storage,
+    bucket: &str,
+    format: &str,
+    big: &str,
+    split: &str,
+    parts: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let split_job = job_file(dir.path(), bucket, format, "out-split", split);
+    let whole_job = job_file(dir.path(), bucket, format, "out-whole", "off");
+    let out = sluice(
+        &["run", split_job.to_str().unwrap(), "--run-id", "split"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{format}");
+    let out = sluice(
+        &["run", whole_job.to_str().unwrap(), "--run-id", "whole"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{format}");
+
+    let plan = json(storage, &run_root(bucket, "split").join("plan.json"))
+        .await
+        .unwrap();
+    let shards_with_ranges = plan["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            s["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["key"] == big && o["range"].is_object())
+        })
+        .count();
+    assert!(
+        shards_with_ranges > 1,
+        "{format}: ranges on {shards_with_ranges} shard(s)"
+    );
+
+    let split_manifest = json(storage, &run_root(bucket, "split").join("_SUCCESS.json"))
+        .await
+        .unwrap();
+    let whole_manifest = json(storage, &run_root(bucket, "whole").join("_SUCCESS.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        split_manifest["records"], whole_manifest["records"],
+        "{format}"
+    );
+    let ranges = outputs_of(&split_manifest, big);
+    assert_eq!(ranges.len(), parts, "{format}: {ranges:?}");
+    let stem = big.trim_start_matches("in/").split('.').next().unwrap();
+    for (i, (uri, _)) in ranges.iter().enumerate() {
+        assert_eq!(
+            uri,
+            &format!("s3://{bucket}/out-split/{stem}.part-{:05}.jsonl", i + 1)
+        );
+    }
+    let whole = outputs_of(&whole_manifest, big);
+    assert_eq!(whole.len(), 1);
+    assert_eq!(
+        ranges.iter().map(|r| r.1).sum::<u64>(),
+        whole[0].1,
+        "{format}: record count"
+    );
+    let joined = concatenated(storage, &ranges).await;
+    let single = concatenated(storage, &whole).await;
+    assert_eq!(
+        crc32c::crc32c(&joined),
+        crc32c::crc32c(&single),
+        "{format}: content checksum"
+    );
+    assert!(joined == single, "{format}: content differs");
+
+    // One done marker per range (and one for the small object).
+    let markers = storage
+        .list(&run_root(bucket, "split").join("done/"))
+        .await
+        .unwrap();
+    assert_eq!(markers.len(), parts + 1, "{format}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_csv_and_jsonl_objects_equal_a_single_task_run() {
+    let server = support::embedded();
+    for (format, body) in [
+        ("csv", seeded_csv(7, 12_000, None)),
+        ("jsonl", seeded_jsonl(11, 8_000)),
+    ] {
+        let (storage, bucket) = server.fresh().await;
+        let big = format!("in/big.{format}");
+        let size = body.len() as u64;
+        let split = 64u64 << 10;
+        assert!(size > 4 * split, "{format}: {size} bytes");
+        storage
+            .put_bytes(
+                &S3Uri::new(bucket.as_str(), big.as_str()),
+                Bytes::from(body),
+            )
+            .await
+            .unwrap();
+        let small = if format == "csv" {
+            seeded_csv(3, 10, None)
+        } else {
+            seeded_jsonl(3, 10)
+        };
+        storage
+            .put_bytes(
+                &S3Uri::new(bucket.as_str(), format!("in/small.{format}")),
+                Bytes::from(small),
+            )
+            .await
+            .unwrap();
+        let parts = size.div_ceil(split) as usize;
+        split_equals_whole(server, &storage, &bucket, format, &big, "64KiB", parts).await;
+    }
+}
+
+/// A split CSV object with a newline inside quotes fails with exit code 4 and a message
+/// that says to turn splitting off; nothing is published and no upload is left open. The
+/// same object is fine whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quoted_newline_in_a_split_object_is_refused() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    let body = seeded_csv(5, 6_000, Some(3_000));
+    storage
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "in/big.csv"),
+            Bytes::from(body),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_file(dir.path(), &bucket, "csv", "out-split", "32KiB");
+    let out = sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "split"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stderr.contains("a quoted field holds a newline") && stderr.contains("split_size: off"),
+        "{stderr}"
+    );
+    assert!(
+        storage
+            .head(&run_root(&bucket, "split").join("_SUCCESS.json"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let report = json(&storage, &run_root(&bucket, "split").join("report.json"))
+        .await
+        .unwrap();
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["exit_code"], 4);
+    let uploads = storage
+        .list_multipart_uploads(&S3Uri::new(bucket.as_str(), ""))
+        .await
+        .unwrap();
+    assert!(uploads.is_empty(), "{uploads:?}");
+
+    let whole = job_file(dir.path(), &bucket, "csv", "out-whole", "off");
+    let out = sluice(
+        &["run", whole.to_str().unwrap(), "--run-id", "whole"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let manifest = json(&storage, &run_root(&bucket, "whole").join("_SUCCESS.json"))
+        .await
+        .unwrap();
+    assert_eq!(manifest["records"]["output"], 6_000);
+}
+
+/// A Parquet object of many row groups is split into ranges of row groups.
+#[tokio::test(flavor = "multi_thread")]
+async fn split_parquet_objects_by_row_groups() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    let mut rng = Rng(99);
+    let rows = 20_000usize;
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..rows as i64)),
+            Arc::new(StringArray::from_iter_values(
+                (0..rows).map(|i| format!("rider {i} {}", rng.next() % 100_000)),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                (0..rows).map(|_| (rng.next() % 10_000) as f64 + 0.5),
+            )),
+        ],
+    )
+    .unwrap();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(2_000))
+        .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+        .build();
+    let mut body = Vec::new();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(&mut body, schema(), Some(props)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let groups = parquet::file::reader::SerializedFileReader::new(Bytes::from(body.clone()))
+        .map(|r| parquet::file::reader::FileReader::metadata(&r).num_row_groups())
+        .unwrap();
+    assert_eq!(groups, 10);
+    let size = body.len();
+    storage
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "in/big.parquet"),
+            Bytes::from(body),
+        )
+        .await
+        .unwrap();
+    let small = {
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema(), None).unwrap();
+        w.write(&batch.slice(0, 10)).unwrap();
+        w.close().unwrap();
+        out
+    };
+    storage
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "in/small.parquet"),
+            Bytes::from(small),
+        )
+        .await
+        .unwrap();
+    // Row groups of about size/10 bytes, grouped up to size/4: pairs of row groups.
+    let split = format!("{}B", size / 4);
+    split_equals_whole(
+        server,
+        &storage,
+        &bucket,
+        "parquet",
+        "in/big.parquet",
+        &split,
+        5,
+    )
+    .await;
+}
+
+/// `split_size` and `mode`: their defaults, `off` and `0`, and errors naming the field.
+#[test]
+fn split_size_and_mode_parse_with_their_defaults() {
+    use sluice::spec::file::RunMode;
+    let job = |extra: &str| {
+        sluice::spec::load_str(
+            &format!(
+                "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://raw/in/, format: csv}}\n  sink: {{uri: s3://out/out/}}\n{extra}"
+            ),
+            "job.yaml",
+            &[],
+        )
+    };
+    let defaults = job("").unwrap().job;
+    assert_eq!(defaults.split_size, Some(256 << 20));
+    assert_eq!(defaults.mode, RunMode::Full);
+    assert_eq!(job("  split_size: off\n").unwrap().job.split_size, None);
+    assert_eq!(job("  split_size: 0\n").unwrap().job.split_size, None);
+    let set = job("  split_size: 64KiB\n  mode: incremental\n")
+        .unwrap()
+        .job;
+    assert_eq!(set.split_size, Some(64 << 10));
+    assert_eq!(set.mode, RunMode::Incremental);
+    let error = job("  split_size: 5\n").unwrap_err().to_string();
+    assert!(
+        error.contains("spec.split_size") && error.contains("needs a unit"),
+        "{error}"
+    );
+    let error = job("  mode: sometimes\n").unwrap_err().to_string();
+    assert!(error.contains("spec.mode"), "{error}");
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/events-incremental.yaml");
+    let example = sluice::spec::load_file(&example, &[]).unwrap().job;
+    assert_eq!(example.mode, RunMode::Incremental);
+    assert_eq!(example.split_size, Some(512 << 20));
+}
