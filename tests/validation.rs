@@ -377,3 +377,87 @@ fn check_refuses_bad_rules_with_file_and_line() {
     let out = sluice(&["check", job.to_str().unwrap()], server, dir.path());
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Each remaining kind fails on data seeded for it (here made by a step over the clean
+/// batch), at the scope it is written for, and names what failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_kind_fails_on_data_seeded_for_it() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    upload_fixtures(&storage, &bucket).await;
+    let nickname = "  transform:\n    - name: seeded\n      sql: SELECT *, CASE WHEN order_id = 7 THEN NULL ELSE customer END AS nickname FROM input\n";
+    let drop_five = "  transform:\n    - name: seeded\n      sql: SELECT * FROM input WHERE order_id <> 5\n      filters: true\n";
+    let drop_all = "  transform:\n    - name: seeded\n      sql: SELECT * FROM input WHERE order_id < 0\n      filters: true\n";
+    let cases: [(&str, &str, &str, &str); 7] = [
+        (
+            "nulls",
+            nickname,
+            "      - name: nulls\n        not_null: [nickname]\n",
+            "\"row\":7",
+        ),
+        (
+            "counts",
+            drop_five,
+            "      - name: counts\n        record_count: equal\n",
+            "filtered 1",
+        ),
+        (
+            "empty",
+            drop_all,
+            "      - name: empty\n        non_empty: true\n        scope: run\n",
+            "no records",
+        ),
+        (
+            "types",
+            "",
+            "      - name: types\n        schema:\n          amount: int64\n",
+            "expected int64",
+        ),
+        (
+            "sizes",
+            "",
+            "      - name: sizes\n        size:\n          output: { max: 100 }\n",
+            "> max 100",
+        ),
+        (
+            "object-sql",
+            "",
+            "      - name: object-sql\n        sql: SELECT max(amount) < 100, concat('max ', max(amount)) FROM output\n",
+            "max ",
+        ),
+        (
+            "run-sql",
+            "",
+            "      - name: run-sql\n        scope: run\n        sql: SELECT count(*) = 3, concat(count(*), ' orders') FROM output\n",
+            "120 orders",
+        ),
+    ];
+    for (rule, step, rules, detail) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let job = example_job(dir.path(), &bucket, |t| {
+            let start = t.find("  validate:").unwrap();
+            let rules_at = t.find("    rules:").unwrap();
+            let end = t.find("  sink:").unwrap();
+            format!(
+                "{}{step}{}    rules:\n{rules}{}",
+                &t[..start],
+                &t[start..rules_at],
+                &t[end..]
+            )
+        });
+        let run_id = format!("kind-{rule}");
+        let out = sluice(
+            &["run", job.to_str().unwrap(), "--run-id", &run_id],
+            server,
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(3), "{rule}");
+        let root = run_root(&bucket, &run_id);
+        assert!(json(&storage, &root.join("_SUCCESS.json")).await.is_none());
+        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        let c = check(&report, rule);
+        assert_eq!(c["passed"], false, "{rule}: {c:#}");
+        let text = c.to_string();
+        assert!(text.contains(detail), "{rule}: {detail:?} not in {c:#}");
+    }
+}
