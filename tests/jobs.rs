@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::sluice;
 use crate::support::{self, TestServer};
 
 /// What a generated CSV object holds.
@@ -62,24 +63,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
-}
-
-fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .envs(server.env())
-        .env("RUST_LOG", "sluice=info,warn")
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        server.name,
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn job_file(

@@ -3,11 +3,10 @@
 //! two schedulers, schedule file errors, and the rendered CronJob against the strict schema.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sluice::schedule::daemon::Scheduler;
+use sluice::schedule::daemon::{FiredRun, Scheduler};
 use sluice::schedule::fire::Executor;
 use sluice::schedule::history::{History, HistoryRecord, RunStatus, Trigger};
 use sluice::schedule::leader::LeaseLock;
@@ -17,7 +16,13 @@ use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
 use crate::support::kubeval::check_manifests;
+use crate::support::sluice;
 use crate::support::{self, TestServer};
+
+/// The run ids of what `run_once` started.
+fn ids(runs: Vec<FiredRun>) -> Vec<String> {
+    runs.into_iter().map(|r| r.run_id).collect()
+}
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -153,15 +158,15 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
         setup(server, "Forbid", "  catchUp:\n    maxRuns: 24\n").await;
     // 10:05 UTC: the 10:00 fire is due (a new schedule starts with the latest fire).
     let mut first = scheduler(server, &storage, &schedule);
-    let started = first.run_once(utc("2026-11-22T10:05:00Z")).await.unwrap();
+    let started = ids(first.run_once(utc("2026-11-22T10:05:00Z")).await.unwrap());
     assert_eq!(started, ["fares-20261122T1000Z"]);
     drop(first);
     // Down for 11:00, 12:00 and 13:00; restarted at 13:20 with nothing in memory.
     let mut restarted = scheduler(server, &storage, &schedule);
-    let started = restarted
+    let started = ids(restarted
         .run_once(utc("2026-11-22T13:20:00Z"))
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(
         started,
         [
@@ -172,13 +177,7 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
     );
     // A third instance at the same time finds nothing to do: each interval ran once.
     let mut again = scheduler(server, &storage, &schedule);
-    assert!(
-        again
-            .run_once(utc("2026-11-22T13:30:00Z"))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(ids(again.run_once(utc("2026-11-22T13:30:00Z")).await.unwrap()).is_empty());
 
     let records = history(&storage, &bucket).await;
     let ids: Vec<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
@@ -238,11 +237,11 @@ async fn catch_up_keeps_the_newest_max_runs_and_drops_fires_past_the_deadline() 
     )
     .await;
     let mut s = scheduler(server, &storage, &schedule);
-    s.run_once(utc("2026-11-22T01:00:30Z")).await.unwrap();
+    ids(s.run_once(utc("2026-11-22T01:00:30Z")).await.unwrap());
     // Down from 02:00 to 06:00 (five fires). maxRuns keeps 04:00..06:00; the deadline
     // (2h30m) drops 04:00 at 06:40.
     let mut s = scheduler(server, &storage, &schedule);
-    let started = s.run_once(utc("2026-11-22T06:40:00Z")).await.unwrap();
+    let started = ids(s.run_once(utc("2026-11-22T06:40:00Z")).await.unwrap());
     assert_eq!(started, ["fares-20261122T0500Z", "fares-20261122T0600Z"]);
     assert_eq!(
         runs(&storage, &bucket).await,
@@ -260,9 +259,9 @@ async fn two_due(policy: &str) -> (Vec<HistoryRecord>, Vec<String>, Storage, Str
     let (storage, bucket, _dir, schedule) =
         setup(server, policy, "  catchUp:\n    maxRuns: 5\n").await;
     let mut s = scheduler(server, &storage, &schedule);
-    s.run_once(utc("2026-11-22T08:00:10Z")).await.unwrap();
+    ids(s.run_once(utc("2026-11-22T08:00:10Z")).await.unwrap());
     let mut s = scheduler(server, &storage, &schedule);
-    let started = s.run_once(utc("2026-11-22T10:00:10Z")).await.unwrap();
+    let started = ids(s.run_once(utc("2026-11-22T10:00:10Z")).await.unwrap());
     let records = history(&storage, &bucket).await;
     (records, started, storage, bucket)
 }
@@ -323,34 +322,13 @@ async fn backfill_runs_past_intervals_oldest_first_and_skips_published_ones() {
             "fares-20261120T0300Z"
         ]
     );
-    assert!(
-        runs1
-            .iter()
-            .all(|r| r.exit == Some(sluice::error::ExitCode::Done))
-    );
+    assert!(runs1.iter().all(|r| r.exit == Some(0)));
     let runs2 =
         sluice::schedule::backfill::backfill(&schedule, &storage, &local(server), from, to, 2)
             .await
             .unwrap();
     assert!(runs2.iter().all(|r| r.exit.is_none()), "{runs2:?}");
     assert_eq!(runs(&storage, &bucket).await.len(), 3);
-}
-
-fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .envs(server.env())
-        .env("RUST_LOG", "sluice=info,warn")
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "sluice {args:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,8 +480,8 @@ async fn two_schedulers_contend_for_the_lease_and_exactly_one_fires() {
 
     let mut a = scheduler(server, &storage, &schedule).with_lease(lease("a"));
     let mut b = scheduler(server, &storage, &schedule).with_lease(lease("b"));
-    let fired_a = a.run_once(t0).await.unwrap();
-    let fired_b = b.run_once(t0).await.unwrap();
+    let fired_a = ids(a.run_once(t0).await.unwrap());
+    let fired_b = ids(b.run_once(t0).await.unwrap());
     assert_eq!(fired_a, ["fares-20261122T1000Z"]);
     assert!(fired_b.is_empty(), "{fired_b:?}");
     // a renews; b still waits.
@@ -521,13 +499,74 @@ async fn two_schedulers_contend_for_the_lease_and_exactly_one_fires() {
     );
     // a stops renewing; once the lease expired b takes over and fires the next hour.
     let t1 = utc("2026-11-22T11:00:05Z");
-    let fired_b = b.run_once(t1).await.unwrap();
+    let fired_b = ids(b.run_once(t1).await.unwrap());
     assert_eq!(fired_b, ["fares-20261122T1100Z"]);
-    assert!(a.run_once(t1).await.unwrap().is_empty());
+    assert!(ids(a.run_once(t1).await.unwrap()).is_empty());
     let ids: Vec<String> = history(&storage, &bucket)
         .await
         .into_iter()
         .map(|r| r.run_id)
         .collect();
     assert_eq!(ids, ["fares-20261122T1000Z", "fares-20261122T1100Z"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedulers_racing_for_the_lease_fire_each_run_exactly_once() {
+    let server = support::embedded();
+    let (storage, bucket, _dir, schedule) = setup(server, "Forbid", "").await;
+    let client = support::atomic_fake_api().await;
+    let lease = |id: &str| LeaseLock::new(client.clone(), "sluice", "sluice-scheduler", id, 15);
+    let names = ["a", "b", "c"];
+    let mut replicas: Vec<Scheduler> = names
+        .iter()
+        .map(|id| scheduler(server, &storage, &schedule).with_lease(lease(id)))
+        .collect();
+    let mut expected = Vec::new();
+    for hour in 10..14 {
+        // The Lease expired since the last hour: every replica tries to take it at the same
+        // instant, each on its own task, released together by a barrier.
+        let now = utc(&format!("2026-11-22T{hour}:00:05Z"));
+        let barrier = Arc::new(tokio::sync::Barrier::new(replicas.len()));
+        let tasks: Vec<_> = replicas
+            .drain(..)
+            .map(|mut s| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let fired = ids(s.run_once(now).await.unwrap());
+                    (s, fired)
+                })
+            })
+            .collect();
+        let mut fired = Vec::new();
+        for task in tasks {
+            let (s, f) = task.await.unwrap();
+            replicas.push(s);
+            fired.push(f);
+        }
+        let run = format!("fares-20261122T{hour}00Z");
+        let firing: Vec<usize> = (0..fired.len()).filter(|i| !fired[*i].is_empty()).collect();
+        assert_eq!(firing.len(), 1, "hour {hour}: {fired:?}");
+        assert_eq!(fired[firing[0]], std::slice::from_ref(&run), "hour {hour}");
+        // The one that fired holds the Lease.
+        let held = kube::Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+            client.clone(),
+            "sluice",
+        )
+        .get("sluice-scheduler")
+        .await
+        .unwrap();
+        assert_eq!(
+            held.spec.unwrap().holder_identity.as_deref(),
+            Some(names[firing[0]])
+        );
+        expected.push(run);
+    }
+    let history: Vec<String> = history(&storage, &bucket)
+        .await
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(history, expected);
+    assert_eq!(runs(&storage, &bucket).await, expected);
 }

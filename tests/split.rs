@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Cursor, Write};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
@@ -18,6 +17,7 @@ use sluice::format::{self, DecodeError};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::sluice;
 use crate::support::{self, TestServer};
 
 /// A small deterministic generator (xorshift), so failures reproduce.
@@ -157,24 +157,6 @@ fn every_cut_is_either_exact_or_refused() {
             assert!(refused >= 1, "seed {seed}, cut at {cut}: nothing refused");
         }
     }
-}
-
-fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .envs(server.env())
-        .env("RUST_LOG", "sluice=info,warn")
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        server.name,
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// A job `big` reading `in/` as `format`, writing JSONL to `out`.

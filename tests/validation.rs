@@ -2,35 +2,17 @@
 //! on seeded bad data, at object, shard and run scope; reject routing; warn vs error.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::{self, TestServer};
+use crate::support;
+use crate::support::sluice;
 
 const EXAMPLE: &str = "jobs/validate-orders.yaml";
 const FIXTURES: &str = "tests/fixtures/validation";
-
-fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .envs(server.env())
-        .env("RUST_LOG", "sluice=info,warn")
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        server.name,
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// Uploads the fixture batches under `orders/` of `bucket`.
 async fn upload_fixtures(storage: &Storage, bucket: &str) {

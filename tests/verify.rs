@@ -3,13 +3,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 
-use crate::support::{self, TestServer};
+use crate::support;
+use crate::support::sluice;
 
 /// `id,name,fare` rows; the rows listed in `bad` miss fields.
 fn csv_object(rows: u64, bad: &[u64]) -> Vec<u8> {
@@ -28,24 +29,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
-}
-
-fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .envs(server.env())
-        .env("RUST_LOG", "sluice=info,warn")
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        server.name,
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 /// A job from `s3://{source}/in/` to `sink`, rejecting bad records.

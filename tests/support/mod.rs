@@ -12,6 +12,8 @@ pub mod fault_proxy;
 pub mod kubeval;
 mod moto;
 
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice::storage::Storage;
@@ -52,6 +54,46 @@ impl TestServer {
         let bucket = fresh_bucket(&storage).await;
         (storage, bucket)
     }
+}
+
+/// Runs the `sluice` binary in `dir` against `server`, and prints what it said (shown
+/// when a test fails).
+pub fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .envs(server.env())
+        .env("RUST_LOG", "sluice=info,warn")
+        .current_dir(dir)
+        .output()
+        .expect("running sluice");
+    eprintln!(
+        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        server.name,
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// An in-memory Kubernetes API (kube-fake-client) that applies each request atomically, as
+/// a real API server does: the fake checks and stores an object in two steps, so two
+/// concurrent creates (or updates of one resourceVersion) could both succeed. Requests
+/// from concurrent callers still interleave, one whole request at a time.
+pub async fn atomic_fake_api() -> kube::Client {
+    let inner = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .expect("an in-memory API");
+    let lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let service = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
+        let (inner, lock) = (inner.clone(), lock.clone());
+        async move {
+            let _one_at_a_time = lock.lock().await;
+            inner.send(request).await
+        }
+    });
+    kube::Client::new(service, "default")
 }
 
 /// The shared embedded server.

@@ -28,7 +28,8 @@ pub struct BackfillArgs {
     pub connect: ConnectArgs,
 }
 
-pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+/// Returns the highest exit code of the runs (a task's own for a task definition target).
+pub fn run(args: BackfillArgs) -> anyhow::Result<u8> {
     let schedule = load_schedule_file(&args.schedule)?;
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(None).await?;
@@ -45,14 +46,10 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             args.max_parallel,
         )
         .await?;
-        let mut worst = ExitCode::Done;
         for run in &runs {
             let status = match run.exit {
                 None => "published already".to_string(),
-                Some(exit) => {
-                    worst = worst.max(exit);
-                    exit.to_string()
-                }
+                Some(exit) => describe_exit(exit),
             };
             println!(
                 "{}  {}  {status}",
@@ -63,6 +60,21 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         if runs.is_empty() {
             println!("no whole interval of {} lies in the range", schedule.name);
         }
-        Ok(worst)
+        Ok(worst_exit(runs.iter().filter_map(|r| r.exit)))
     })
+}
+
+/// An exit code with sluice's meaning of it, where it has one: `3 (validation failed)`.
+pub fn describe_exit(exit: i32) -> String {
+    match ExitCode::from_code(exit) {
+        Some(code) => code.to_string(),
+        None => exit.to_string(),
+    }
+}
+
+/// The exit status for several runs: the highest exit code (0 when every run succeeded).
+/// sluice's codes rank by number too, so a transient failure (1) ranks below bad data (4).
+pub fn worst_exit(exits: impl IntoIterator<Item = i32>) -> u8 {
+    let worst = exits.into_iter().max().unwrap_or(0);
+    u8::try_from(worst).unwrap_or(1)
 }

@@ -1,13 +1,15 @@
-//! `sluice check`: load and validate job files without touching any bucket.
+//! `sluice check`: load and validate job files, task definitions and schedules without
+//! touching any bucket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::ExitCode;
+use crate::schedule::fire::FireTarget;
 use crate::spec::{self, Job};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Job files or task definitions to check. Each problem prints as FILE:LINE:COLUMN: FIELD: MESSAGE.
+    /// Job files, task definitions or schedules to check. Each problem prints as FILE:LINE:COLUMN: FIELD: MESSAGE.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Set a param for `{{ params.NAME }}` templates, replacing or adding to spec.params.
@@ -22,40 +24,16 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut all_ok = true;
     let runtime = crate::cli::runtime()?;
     for file in &args.files {
-        if spec::kind_of(file).as_deref() == Some(spec::task::KIND) {
-            match spec::load_task_file(file) {
-                Ok(task) => println!(
-                    "{}: ok (task {}: {} container{}, essential {})",
-                    file.display(),
-                    task.family,
-                    task.containers.len(),
-                    if task.containers.len() == 1 { "" } else { "s" },
-                    task.essential().name
-                ),
-                Err(errors) => {
-                    all_ok = false;
-                    eprintln!("{errors}");
-                }
-            }
-            continue;
-        }
-        let checked = spec::load_file(file, &args.params).and_then(|loaded| {
-            // Rules against the output schema, when it is known without reading data.
-            let origin = file.display().to_string();
-            let input = crate::validate::schema::declared_input(&loaded.job);
-            runtime.block_on(crate::validate::schema::check(
-                &loaded.job,
-                &loaded.resolved_yaml,
-                &origin,
-                input,
-            ))?;
-            Ok(loaded)
-        });
+        let checked = match spec::kind_of(file).as_deref() {
+            Some(spec::task::KIND) => check_task(file),
+            Some(spec::schedule::KIND) => check_schedule(file),
+            _ => check_job(file, &args.params, &runtime),
+        };
         match checked {
-            Ok(loaded) => println!("{}: ok ({})", file.display(), summary(&loaded.job)),
+            Ok(summary) => println!("{}: ok ({summary})", file.display()),
             Err(errors) => {
                 all_ok = false;
-                eprintln!("{errors}");
+                eprintln!("{errors:#}");
             }
         }
     }
@@ -64,6 +42,56 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::Config
     })
+}
+
+fn check_job(
+    file: &Path,
+    params: &[(String, String)],
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<String> {
+    let loaded = spec::load_file(file, params)?;
+    // Rules against the output schema, when it is known without reading data.
+    let origin = file.display().to_string();
+    let input = crate::validate::schema::declared_input(&loaded.job);
+    runtime.block_on(crate::validate::schema::check(
+        &loaded.job,
+        &loaded.resolved_yaml,
+        &origin,
+        input,
+    ))?;
+    Ok(summary(&loaded.job))
+}
+
+fn check_task(file: &Path) -> anyhow::Result<String> {
+    let task = spec::load_task_file(file)?;
+    Ok(format!(
+        "task {}: {} container{}, essential {}",
+        task.family,
+        task.containers.len(),
+        if task.containers.len() == 1 { "" } else { "s" },
+        task.essential().name
+    ))
+}
+
+/// A schedule is checked with its next fire: its params and args render, and its target
+/// loads with them (a job's rules are checked as `sluice check JOB` checks them).
+fn check_schedule(file: &Path) -> anyhow::Result<String> {
+    let schedule = spec::schedule::load_schedule_file(file)?;
+    let now = chrono::Utc::now();
+    let next = schedule
+        .cron
+        .next_after(now, schedule.time_zone)
+        .unwrap_or(now);
+    let fire = crate::schedule::fire::prepare(&schedule, next)?;
+    let target = match &fire.target {
+        FireTarget::Job(loaded) => format!("job {}", loaded.job.name),
+        FireTarget::Task { def, .. } => format!("task {}", def.family),
+    };
+    Ok(format!(
+        "schedule {}: {target}, next {}",
+        schedule.name,
+        crate::schedule::cron::describe(next, schedule.time_zone)
+    ))
 }
 
 fn summary(job: &Job) -> String {

@@ -109,10 +109,13 @@ pub enum Command {
 }
 
 /// Runs the parsed command and returns the process exit status: sluice's exit code, or a
-/// task's own for `task run`.
+/// task's own for `task run` (and the highest of several runs' for `scheduler --once` and
+/// `backfill`).
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let code = match cli.command {
         Command::Task(cmd) => return task::run(cmd),
+        Command::Scheduler(args) => return scheduler::run(args),
+        Command::Backfill(args) => return backfill::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Plan(args) => plan::run(args),
@@ -131,8 +134,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Schema(args) => schema::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Schedule(cmd) => schedule::run(cmd),
-        Command::Scheduler(args) => scheduler::run(args),
-        Command::Backfill(args) => backfill::run(args),
         Command::S3(cmd) => s3::run(cmd),
         Command::Transformer(cmd) => transformer::run(cmd),
     }?;

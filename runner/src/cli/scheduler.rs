@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cli::backfill::worst_exit;
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
 use crate::schedule::daemon::{Scheduler, SystemClock};
 use crate::schedule::fire::{self, Executor};
 use crate::schedule::leader::LeaseLock;
@@ -47,7 +47,9 @@ pub struct SchedulerArgs {
     pub connect: ConnectArgs,
 }
 
-pub fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
+/// The daemon exits 0 when stopped; `--once` exits with the highest exit code of the runs it
+/// started (0 when each succeeded or none was due).
+pub fn run(args: SchedulerArgs) -> anyhow::Result<u8> {
     let schedules = fire::load_dir(&args.schedules)?;
     if schedules.is_empty() {
         tracing::warn!(dir = %args.schedules.display(), "no schedule files; nothing will fire");
@@ -97,9 +99,10 @@ pub fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
         if args.once {
             let started = scheduler.run_once(chrono::Utc::now()).await?;
             for run in &started {
-                println!("{run}");
+                println!("{}", run.run_id);
             }
-            return Ok(ExitCode::Done);
+            // A run stopped by `Replace` gave way to a newer one, and is no failure.
+            return Ok(worst_exit(started.iter().filter_map(|r| r.exit)));
         }
         let (bound, _server) = metrics::serve(args.listen, metrics).await?;
         tracing::info!(listen = %bound, "serving /healthz and /metrics");
@@ -108,7 +111,7 @@ pub fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await?;
-        Ok(ExitCode::Done)
+        Ok(0)
     })
 }
 

@@ -1,20 +1,22 @@
-//! `sluice schema`: the JSON Schema of job files or task definitions, for editors and linters.
+//! `sluice schema`: the JSON Schema of job files, task definitions or schedules, for
+//! editors and linters.
 
 use crate::error::ExitCode;
 
-/// Prints the JSON Schema of job files (or of task definitions) to stdout. Point an
+/// Prints the JSON Schema of job files (or of task definitions, or schedules) to stdout. Point an
 /// editor's YAML support at it, for example with a
 /// `# yaml-language-server: $schema=sluice-job.schema.json` comment.
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
-    /// Which file format: `Job` or `TaskDefinition`.
-    #[arg(long, default_value = "Job", value_parser = ["Job", "TaskDefinition"])]
+    /// Which file format: `Job`, `TaskDefinition` or `Schedule`.
+    #[arg(long, default_value = "Job", value_parser = ["Job", "TaskDefinition", "Schedule"])]
     pub kind: String,
 }
 
 pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     let schema = match args.kind.as_str() {
         "TaskDefinition" => crate::spec::task::json_schema(),
+        "Schedule" => crate::spec::schedule::json_schema(),
         _ => crate::spec::json_schema(),
     };
     println!("{}", serde_json::to_string_pretty(&schema)?);

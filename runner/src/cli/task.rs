@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::exec::cluster::Cluster;
+use crate::exec::local::PodOutput;
 use crate::spec;
 use crate::task::{self, Overrides, Where};
 
@@ -128,6 +129,7 @@ pub fn run(command: TaskCommand) -> anyhow::Result<u8> {
             Where::Local {
                 program: std::env::current_exe()?,
                 env: Vec::new(),
+                output: PodOutput::Passthrough,
             }
         };
         let outcome = task::run_task(&def, &overrides, how).await?;

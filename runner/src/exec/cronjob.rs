@@ -1,9 +1,9 @@
 //! A schedule as a native Kubernetes CronJob: the ConfigMap of its job (with the schedule's
 //! fixed params) and a CronJob whose pods run the launcher, as `sluice render` renders it
-//! for one run. Kubernetes starts at most one missed run and knows no data intervals, so
+//! for one run; or, for a task definition, a CronJob of the task's Job. Kubernetes starts at most one missed run and knows no data intervals, so
 //! templated params cannot be rendered (docs/scheduling.md).
 
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job as KubeJob, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -61,10 +61,37 @@ pub fn cron_job(
             }
         }
     }
-    let cron = CronJob {
+    let cron = cron_job_of(schedule, launcher.metadata, spec);
+    (map, cron)
+}
+
+/// The CronJob of a schedule whose target is a task definition: `job` is the task's Job as
+/// `sluice task run` would create it (with the schedule's fixed args and params); every
+/// fire creates one like it. The run label and id, which name a single run, are left out.
+pub fn task_cron_job(schedule: &Schedule, job: KubeJob) -> CronJob {
+    let strip = |meta: &mut ObjectMeta| {
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.remove(LABEL_RUN);
+            labels.insert(LABEL_SCHEDULE.into(), schedule.name.clone());
+        }
+        meta.annotations = None;
+    };
+    let mut metadata = job.metadata;
+    strip(&mut metadata);
+    let mut spec = job.spec.expect("a task's Job has a spec");
+    if let Some(meta) = spec.template.metadata.as_mut() {
+        strip(meta);
+    }
+    cron_job_of(schedule, metadata, spec)
+}
+
+/// A CronJob of `schedule` creating Jobs of `spec`, named after the schedule; `metadata`
+/// gives its labels and namespace (and its Jobs' labels).
+fn cron_job_of(schedule: &Schedule, metadata: ObjectMeta, spec: JobSpec) -> CronJob {
+    CronJob {
         metadata: ObjectMeta {
             name: Some(object_name(&schedule.name, "")),
-            ..launcher.metadata.clone()
+            ..metadata.clone()
         },
         spec: Some(CronJobSpec {
             schedule: schedule.cron.expr().to_string(),
@@ -76,13 +103,12 @@ pub fn cron_job(
             failed_jobs_history_limit: Some(FAILED_JOBS_HISTORY_LIMIT),
             job_template: JobTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: launcher.metadata.labels.clone(),
+                    labels: metadata.labels,
                     ..Default::default()
                 }),
                 spec: Some(spec),
             },
         }),
         status: None,
-    };
-    (map, cron)
+    }
 }

@@ -1,12 +1,13 @@
 //! `sluice backfill`: the runs of the past intervals in a range, oldest first, under the
-//! schedule's concurrency policy; published intervals are skipped, unfinished ones resumed.
+//! schedule's concurrency policy; published intervals (succeeded task runs) are skipped,
+//! unfinished job runs resumed.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
-use crate::error::ExitCode;
+use crate::schedule::daemon::execute_and_record;
 use crate::schedule::fire::{self, Executor};
-use crate::schedule::history::{History, HistoryRecord, RunStatus, Trigger};
+use crate::schedule::history::{HistoryRecord, RunStatus, Trigger};
 use crate::spec::schedule::{ConcurrencyPolicy, Schedule};
 use crate::storage::Storage;
 
@@ -15,8 +16,9 @@ use crate::storage::Storage;
 pub struct BackfillRun {
     pub run_id: String,
     pub scheduled: DateTime<Utc>,
-    /// `None` when the interval was published already and skipped.
-    pub exit: Option<ExitCode>,
+    /// The run's exit code (a task's own); `None` when the interval was published (a task
+    /// run: succeeded) already and skipped.
+    pub exit: Option<i32>,
 }
 
 /// The fires whose whole interval lies in [`from`, `to`], oldest first.
@@ -58,8 +60,8 @@ pub async fn backfill(
                 exit: None,
             });
         }
-        let resume = fire::already_started(storage, &fire).await?;
-        let history = History::new(storage.clone(), &fire.loaded.job.state, &schedule.name);
+        let resume = fire::resumable(storage, &fire).await?;
+        let history = fire.history(storage);
         let mut record = HistoryRecord {
             schedule: schedule.name.clone(),
             run_id: fire.run_id.clone(),
@@ -76,21 +78,7 @@ pub async fn backfill(
         };
         history.write(&record).await?;
         tracing::info!(run = %fire.run_id, resume, "backfilling");
-        let exit = match fire::execute(executor, storage, &fire, resume).await {
-            Ok(exit) => exit,
-            Err(error) => {
-                tracing::error!(run = %fire.run_id, error = %format!("{error:#}"), "run failed");
-                crate::error::exit_code_of(&error)
-            }
-        };
-        record.finished_at = Some(Utc::now());
-        record.exit_code = Some(exit.code());
-        record.status = if exit == ExitCode::Done {
-            RunStatus::Succeeded
-        } else {
-            RunStatus::Failed
-        };
-        history.write(&record).await?;
+        let exit = execute_and_record(executor, storage, &fire, resume, &mut record).await;
         Ok(BackfillRun {
             run_id: fire.run_id,
             scheduled: fire.time,

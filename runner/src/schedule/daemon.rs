@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::error::ExitCode;
 use crate::schedule::catchup::{Due, due_at};
 use crate::schedule::fire::{self, Executor, PreparedFire};
 use crate::schedule::history::{History, HistoryRecord, RunStatus};
@@ -41,11 +40,18 @@ impl Clock for SystemClock {
     }
 }
 
-/// A run the scheduler started and has not seen end.
+/// A run the scheduler started and has not seen end; its task returns the exit code.
 struct ActiveRun {
     fire: PreparedFire,
     record: HistoryRecord,
-    task: JoinHandle<()>,
+    task: JoinHandle<i32>,
+}
+
+/// A run that `run_once` started, and how it ended (`None`: stopped by `Replace`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredRun {
+    pub run_id: String,
+    pub exit: Option<i32>,
 }
 
 /// What one tick did, for logs and tests.
@@ -174,18 +180,13 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The history of a schedule lives under its target's state prefix.
+    /// The history of a schedule lives under its `state`, else its target job's.
     fn history_of(&self, schedule: &Schedule, now: DateTime<Utc>) -> anyhow::Result<History> {
         let time = schedule
             .cron
             .latest_at_or_before(now, schedule.time_zone)
             .unwrap_or(now);
-        let fire = fire::prepare(schedule, time)?;
-        Ok(History::new(
-            self.storage.clone(),
-            &fire.loaded.job.state,
-            &schedule.name,
-        ))
+        Ok(fire::prepare(schedule, time)?.history(&self.storage))
     }
 
     async fn start(
@@ -196,10 +197,8 @@ impl Scheduler {
         outcome: &mut TickOutcome,
     ) -> anyhow::Result<()> {
         let fire = fire::prepare(schedule, due.time)?;
-        let history = History::new(self.storage.clone(), &fire.loaded.job.state, &schedule.name);
-        if history.get(&fire.run_id).await?.is_some()
-            || fire::already_started(&self.storage, &fire).await?
-        {
+        let history = fire.history(&self.storage);
+        if fire::already_started(&self.storage, &fire).await? {
             tracing::info!(schedule = %schedule.name, run = %fire.run_id, "already started; nothing to do");
             outcome.already_started.push(fire.run_id);
             return Ok(());
@@ -235,33 +234,17 @@ impl Scheduler {
             let (fire, mut record) = (fire.clone(), record.clone());
             let name = schedule.name.clone();
             tokio::spawn(async move {
-                let exit = match fire::execute(&executor, &storage, &fire, false).await {
-                    Ok(exit) => exit,
-                    Err(error) => {
-                        tracing::error!(schedule = %name, run = %fire.run_id, error = %format!("{error:#}"), "run failed");
-                        crate::error::exit_code_of(&error)
-                    }
-                };
-                record.finished_at = Some(Utc::now());
-                record.exit_code = Some(exit.code());
-                record.status = if exit == ExitCode::Done {
-                    RunStatus::Succeeded
-                } else {
-                    RunStatus::Failed
-                };
-                if let Err(error) = history.write(&record).await {
-                    tracing::error!(run = %fire.run_id, %error, "recording the run's end");
-                }
+                let exit = execute_and_record(&executor, &storage, &fire, false, &mut record).await;
                 metrics.update(&name, |c| {
-                    if exit == ExitCode::Done {
+                    if exit == 0 {
                         c.succeeded += 1;
                         c.last_success = record.finished_at;
                     } else {
                         c.failed += 1;
                     }
                 });
-                tracing::info!(schedule = %name, run = %fire.run_id, exit = exit.code(), "run ended");
                 ended.notify_one();
+                exit
             })
         };
         outcome.started.push(fire.run_id.clone());
@@ -286,7 +269,7 @@ impl Scheduler {
             let mut record = run.record;
             record.status = RunStatus::Replaced;
             record.finished_at = Some(Utc::now());
-            let history = History::new(self.storage.clone(), &run.fire.loaded.job.state, schedule);
+            let history = run.fire.history(&self.storage);
             if let Err(error) = history.write(&record).await {
                 tracing::error!(run = %record.run_id, %error, "recording the replaced run");
             }
@@ -301,23 +284,30 @@ impl Scheduler {
         }
     }
 
-    /// Waits until every running run ended.
-    pub async fn wait_idle(&mut self) {
+    /// Waits until every running run ended; their exit codes by run id.
+    pub async fn wait_idle(&mut self) -> HashMap<String, i32> {
+        let mut exits = HashMap::new();
         for (_, runs) in self.active.drain() {
             for run in runs {
-                let _ = run.task.await;
+                if let Ok(exit) = run.task.await {
+                    exits.insert(run.fire.run_id, exit);
+                }
             }
         }
+        exits
     }
 
     /// `--once`: starts what is due at `now`, waits, and starts again what waited for it
-    /// (`Forbid`), until nothing due at `now` is left.
-    pub async fn run_once(&mut self, now: DateTime<Utc>) -> anyhow::Result<Vec<String>> {
+    /// (`Forbid`), until nothing due at `now` is left. The runs started, in order.
+    pub async fn run_once(&mut self, now: DateTime<Utc>) -> anyhow::Result<Vec<FiredRun>> {
         let mut started = Vec::new();
         loop {
             let outcome = self.tick(now).await?;
-            started.extend(outcome.started.iter().cloned());
-            self.wait_idle().await;
+            let exits = self.wait_idle().await;
+            started.extend(outcome.started.into_iter().map(|run_id| FiredRun {
+                exit: exits.get(&run_id).copied(),
+                run_id,
+            }));
             if outcome.waiting == 0 {
                 return Ok(started);
             }
@@ -358,4 +348,34 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// Runs a fire to its end and records the end in its history record: the exit code (sluice's
+/// own when the run could not be carried out), the status and the end time.
+pub async fn execute_and_record(
+    executor: &Executor,
+    storage: &Storage,
+    fire: &PreparedFire,
+    resume: bool,
+    record: &mut HistoryRecord,
+) -> i32 {
+    let exit = match fire::execute(executor, storage, fire, resume).await {
+        Ok(exit) => exit,
+        Err(error) => {
+            tracing::error!(schedule = %fire.schedule, run = %fire.run_id, error = %format!("{error:#}"), "run failed");
+            crate::error::exit_code_of(&error).code()
+        }
+    };
+    record.finished_at = Some(Utc::now());
+    record.exit_code = Some(exit);
+    record.status = if exit == 0 {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    if let Err(error) = fire.history(storage).write(record).await {
+        tracing::error!(run = %fire.run_id, %error, "recording the run's end");
+    }
+    tracing::info!(schedule = %fire.schedule, run = %fire.run_id, exit, "run ended");
+    exit
 }

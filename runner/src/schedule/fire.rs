@@ -1,23 +1,28 @@
 //! One fire of a schedule: its params and run id, the target loaded with them, and the run
-//! carried out locally (the local pod runner, as `sluice run`) or on a cluster (the submit
-//! path, as `sluice submit`).
+//! carried out locally (the local pod runner, as `sluice run` or `sluice task run`) or on a
+//! cluster (the submit path, as `sluice submit`, or the task's Job, as `task run --kube`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::error::{Classify, ErrorKind, ExitCode};
 use crate::exec::cluster::Cluster;
+use crate::exec::local::PodOutput;
 use crate::exec::render::Target;
 use crate::exec::{LocalRunOptions, run_locally, submit};
 use crate::schedule::cron::run_id;
+use crate::schedule::history::{History, RunStatus};
 use crate::schedule::params::FireTimes;
 use crate::spec::schedule::{Schedule, ScheduleTarget};
+use crate::spec::task::TaskDefinition;
 use crate::spec::{self, Loaded};
 use crate::state::RunLayout;
 use crate::storage::Storage;
+use crate::storage::uri::S3Uri;
+use crate::task::{Overrides, TaskError, Where, run_task};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FireError {
@@ -25,10 +30,13 @@ pub enum FireError {
     Params { origin: String, message: String },
     #[error(transparent)]
     Target(#[from] spec::SpecErrors),
-    #[error(
-        "{origin}: spec.target: {path} is a TaskDefinition; scheduling task definitions is not supported yet"
-    )]
-    TaskDefinitionUnsupported { origin: String, path: String },
+    #[error("{origin}: spec.target: {path}")]
+    Task {
+        origin: String,
+        path: String,
+        #[source]
+        source: Box<TaskError>,
+    },
 }
 
 impl Classify for FireError {
@@ -40,24 +48,51 @@ impl Classify for FireError {
     }
 }
 
-/// A fire ready to run: the target loaded with the rendered params.
+/// What a fire runs: a job loaded with the rendered params, or a task definition with
+/// this fire's overrides (the rendered `args` as its command, the params as environment).
+#[derive(Debug, Clone)]
+pub enum FireTarget {
+    Job(Box<Loaded>),
+    Task {
+        def: Box<TaskDefinition>,
+        overrides: Overrides,
+    },
+}
+
+/// A fire ready to run.
 #[derive(Debug, Clone)]
 pub struct PreparedFire {
+    /// The schedule's name.
+    pub schedule: String,
     pub time: DateTime<Utc>,
     pub interval: (DateTime<Utc>, DateTime<Utc>),
     pub params: BTreeMap<String, String>,
     pub run_id: String,
-    pub loaded: Loaded,
+    /// The prefix the schedule's history lives under.
+    pub state: S3Uri,
+    pub target: FireTarget,
 }
 
 impl PreparedFire {
-    pub fn layout(&self) -> RunLayout {
-        let job = &self.loaded.job;
-        RunLayout::new(&job.state, &job.name, &self.run_id)
+    /// The run's state of a job target (a task has no run state).
+    pub fn layout(&self) -> Option<RunLayout> {
+        match &self.target {
+            FireTarget::Job(loaded) => Some(RunLayout::new(
+                &loaded.job.state,
+                &loaded.job.name,
+                &self.run_id,
+            )),
+            FireTarget::Task { .. } => None,
+        }
+    }
+
+    /// The history of the fire's schedule.
+    pub fn history(&self, storage: &Storage) -> History {
+        History::new(storage.clone(), &self.state, &self.schedule)
     }
 }
 
-/// Renders the params of the fire at `time` and loads the target with them.
+/// Renders the params (and args) of the fire at `time` and loads the target with them.
 pub fn prepare(schedule: &Schedule, time: DateTime<Utc>) -> Result<PreparedFire, FireError> {
     let tz = schedule.time_zone;
     let interval = schedule.cron.interval_of(time, tz);
@@ -67,35 +102,74 @@ pub fn prepare(schedule: &Schedule, time: DateTime<Utc>) -> Result<PreparedFire,
         end: interval.1,
         tz,
     };
+    let bad = |message| FireError::Params {
+        origin: schedule.origin.clone(),
+        message,
+    };
     let params = schedule
         .params
         .render(&schedule.name, &times)
-        .map_err(|message| FireError::Params {
-            origin: schedule.origin.clone(),
-            message,
-        })?;
-    let loaded = match &schedule.target {
-        ScheduleTarget::Job(path) => spec::load_file(path, &params)?,
+        .map_err(bad)?;
+    let args = match &schedule.args {
+        Some(args) => Some(args.render(&schedule.name, &times).map_err(bad)?),
+        None => None,
+    };
+    let (run_id, state, target) = match &schedule.target {
+        ScheduleTarget::Job(path) => {
+            let loaded = spec::load_file(path, &params)?;
+            let state = schedule
+                .state
+                .clone()
+                .unwrap_or_else(|| loaded.job.state.clone());
+            (
+                run_id(&loaded.job.name, time),
+                state,
+                FireTarget::Job(Box::new(loaded)),
+            )
+        }
         ScheduleTarget::TaskDefinition(path) => {
-            return Err(fire_task_definition(schedule, path));
+            let (def, mut overrides) = task_target(schedule, path, args, &params)?;
+            let id = run_id(&def.family, time);
+            overrides.run_id = Some(id.clone());
+            let state = schedule
+                .state
+                .clone()
+                .expect("a schedule of a task definition names its state");
+            let def = Box::new(def);
+            (id, state, FireTarget::Task { def, overrides })
         }
     };
     Ok(PreparedFire {
+        schedule: schedule.name.clone(),
         time,
         interval,
-        run_id: run_id(&loaded.job.name, time),
+        run_id,
         params: params.into_iter().collect(),
-        loaded,
+        state,
+        target,
     })
 }
 
-/// Task definitions get their runner in `sluice task run`; until a schedule can call it,
-/// such a target is a configuration error.
-fn fire_task_definition(schedule: &Schedule, path: &std::path::Path) -> FireError {
-    FireError::TaskDefinitionUnsupported {
+/// A task definition target and the overrides of one fire: `args` as the essential
+/// container's command, params as its environment; checked to apply.
+fn task_target(
+    schedule: &Schedule,
+    path: &Path,
+    args: Option<Vec<String>>,
+    params: &[(String, String)],
+) -> Result<(TaskDefinition, Overrides), FireError> {
+    let def = spec::load_task_file(path)?;
+    let overrides = Overrides {
+        command: args,
+        env: params.to_vec(),
+        ..Default::default()
+    };
+    overrides.apply(&def).map_err(|source| FireError::Task {
         origin: schedule.origin.clone(),
         path: path.display().to_string(),
-    }
+        source: Box::new(source),
+    })?;
+    Ok((def, overrides))
 }
 
 /// Where the runs of a scheduler go.
@@ -126,26 +200,82 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// Whether the run of this fire was started already (its plan exists): a second trigger of
-/// the same scheduled time is then a no-op.
+/// Whether the run of this fire was started already (its history record, or for a job
+/// its plan, exists): a second trigger of the same scheduled time is then a no-op.
 pub async fn already_started(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
-    Ok(storage.head(&fire.layout().plan()).await?.is_some())
+    Ok(
+        fire.history(storage).get(&fire.run_id).await?.is_some()
+            || resumable(storage, fire).await?,
+    )
 }
 
-/// Whether the run of this fire was published.
+/// Whether the fire is a job's run that was planned already, so that running it again
+/// resumes it with its own plan.
+pub async fn resumable(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
+    match fire.layout() {
+        Some(layout) => Ok(storage.head(&layout.plan()).await?.is_some()),
+        None => Ok(false),
+    }
+}
+
+/// Whether the run of this fire finished its work: a job's run was published, a task's
+/// run succeeded.
 pub async fn published(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
-    Ok(storage.head(&fire.layout().success()).await?.is_some())
+    match fire.layout() {
+        Some(layout) => Ok(storage.head(&layout.success()).await?.is_some()),
+        None => Ok(fire
+            .history(storage)
+            .get(&fire.run_id)
+            .await?
+            .is_some_and(|r| r.status == RunStatus::Succeeded)),
+    }
 }
 
-/// Runs the fire to its end and returns the run's exit code. `resume` finishes a run that
-/// was started before (its own plan) instead of planning a new one.
+/// Runs the fire to its end and returns its exit code: the run's (sluice's exit codes) for
+/// a job, the essential container's for a task. `resume` finishes a job's run that was
+/// started before (its own plan) instead of planning a new one; a task runs again.
 pub async fn execute(
     executor: &Executor,
     storage: &Storage,
     fire: &PreparedFire,
     resume: bool,
+) -> anyhow::Result<i32> {
+    match &fire.target {
+        FireTarget::Job(loaded) => Ok(execute_job(executor, storage, fire, loaded, resume)
+            .await?
+            .code()),
+        FireTarget::Task { def, overrides } => {
+            let how = match executor {
+                Executor::Local { program, env } => Where::Local {
+                    program: program.clone(),
+                    env: env.clone(),
+                    output: PodOutput::Prefixed,
+                },
+                Executor::Cluster {
+                    client,
+                    namespace,
+                    poll,
+                    ..
+                } => Where::Cluster {
+                    cluster: Cluster::new(
+                        client.clone(),
+                        namespace.as_deref().unwrap_or(&overrides.namespace(def)),
+                    ),
+                    poll: *poll,
+                },
+            };
+            Ok(run_task(def, overrides, how).await?.exit_code)
+        }
+    }
+}
+
+async fn execute_job(
+    executor: &Executor,
+    storage: &Storage,
+    fire: &PreparedFire,
+    loaded: &Loaded,
+    resume: bool,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = &fire.loaded;
     match executor {
         Executor::Local { program, env } => {
             let options = LocalRunOptions {
@@ -191,21 +321,24 @@ pub async fn stop(executor: &Executor, fire: &PreparedFire) -> anyhow::Result<()
         client, namespace, ..
     } = executor
     {
-        let target = Target::new(
-            &fire.loaded.job,
-            None,
-            namespace.as_deref(),
-            fire.run_id.clone(),
-        );
-        Cluster::new(client.clone(), &target.namespace)
+        let namespace = match &fire.target {
+            FireTarget::Job(loaded) => {
+                Target::new(&loaded.job, None, namespace.as_deref(), fire.run_id.clone()).namespace
+            }
+            FireTarget::Task { def, overrides } => namespace
+                .clone()
+                .unwrap_or_else(|| overrides.namespace(def)),
+        };
+        Cluster::new(client.clone(), &namespace)
             .delete_run(&fire.run_id)
             .await?;
     }
     Ok(())
 }
 
-/// On the embedded server, the target's sink and state buckets are created (as `sluice run`
-/// does); on real S3 a missing bucket stays a configuration error.
+/// On the embedded server, the buckets of the target's sink and state and of the
+/// schedule's history are created (as `sluice run` does); on real S3 a missing bucket stays
+/// a configuration error.
 pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> anyhow::Result<()> {
     let now = Utc::now();
     let time = schedule
@@ -213,10 +346,15 @@ pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> 
         .latest_at_or_before(now, schedule.time_zone)
         .unwrap_or(now);
     let fire = prepare(schedule, time)?;
-    storage
-        .create_bucket(&fire.loaded.job.sink.uri.bucket)
-        .await?;
-    storage.create_bucket(&fire.loaded.job.state.bucket).await?;
+    let mut buckets = vec![fire.state.bucket.clone()];
+    if let FireTarget::Job(loaded) = &fire.target {
+        buckets.push(loaded.job.sink.uri.bucket.clone());
+        buckets.push(loaded.job.state.bucket.clone());
+    }
+    buckets.dedup();
+    for bucket in buckets {
+        storage.create_bucket(&bucket).await?;
+    }
     Ok(())
 }
 
@@ -250,19 +388,29 @@ pub fn load_dir(dir: &std::path::Path) -> Result<Vec<Schedule>, spec::SpecErrors
     }
 }
 
-/// `sluice render SCHEDULE`: the ConfigMap and CronJob of a schedule as YAML. Params that
-/// are templates need a fire time, which a native CronJob does not give: they are refused.
+/// `sluice render SCHEDULE`: the objects of a schedule as a native CronJob, as YAML: for a
+/// job target its ConfigMap and a CronJob of the launcher, for a task definition a CronJob
+/// of the task's Job. Params and args that are templates need a fire time, which a native
+/// CronJob does not give: they are refused.
 pub fn render_cron_job(
     schedule: &Schedule,
     image: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<String, FireError> {
-    let templated = schedule.params.templated();
+    let mut templated: Vec<String> = schedule
+        .params
+        .templated()
+        .iter()
+        .map(|p| format!("spec.params: {p}"))
+        .collect();
+    if schedule.args.as_ref().is_some_and(|a| a.templated()) {
+        templated.push("spec.args".to_string());
+    }
     if !templated.is_empty() {
         return Err(FireError::Params {
             origin: schedule.origin.clone(),
             message: format!(
-                "spec.params: {} use the schedule's time or interval, which a native CronJob cannot fill; run the schedule with `sluice scheduler` instead",
+                "{} use the schedule's time or interval, which a native CronJob cannot fill; run the schedule with `sluice scheduler` instead",
                 templated.join(", ")
             ),
         });
@@ -273,20 +421,33 @@ pub fn render_cron_job(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let loaded = match &schedule.target {
-        ScheduleTarget::Job(path) => spec::load_file(path, &params)?,
-        ScheduleTarget::TaskDefinition(path) => return Err(fire_task_definition(schedule, path)),
+    let objects = match &schedule.target {
+        ScheduleTarget::Job(path) => {
+            let loaded = spec::load_file(path, &params)?;
+            let (map, cron) = crate::exec::cronjob::cron_job(
+                schedule,
+                &loaded.job,
+                &loaded.resolved_yaml,
+                image,
+                namespace,
+            );
+            vec![
+                serde_json::to_value(map).expect("objects serialize"),
+                serde_json::to_value(cron).expect("objects serialize"),
+            ]
+        }
+        ScheduleTarget::TaskDefinition(path) => {
+            let args = schedule.args.as_ref().map(|a| a.sources().to_vec());
+            let (def, mut overrides) = task_target(schedule, path, args, &params)?;
+            overrides.namespace = namespace.map(str::to_string);
+            let job = crate::task::render(&def, &overrides).map_err(|source| FireError::Task {
+                origin: schedule.origin.clone(),
+                path: path.display().to_string(),
+                source: Box::new(source),
+            })?;
+            let cron = crate::exec::cronjob::task_cron_job(schedule, job);
+            vec![serde_json::to_value(cron).expect("objects serialize")]
+        }
     };
-    let (map, cron) = crate::exec::cronjob::cron_job(
-        schedule,
-        &loaded.job,
-        &loaded.resolved_yaml,
-        image,
-        namespace,
-    );
-    let objects = [
-        serde_json::to_value(map).expect("objects serialize"),
-        serde_json::to_value(cron).expect("objects serialize"),
-    ];
     Ok(crate::exec::render::to_yaml(&objects))
 }

@@ -1,5 +1,6 @@
 //! A schedule's params: minijinja templates over the fire's logical time and data interval,
-//! rendered into `--param NAME=VALUE` overrides of the target.
+//! rendered into `--param NAME=VALUE` overrides of a job target, and its `args`: the
+//! arguments of a task definition target.
 //!
 //! Times are values in RFC 3339 in the schedule's time zone (`2026-11-22T03:00:00+01:00`).
 //! Filters: `format(fmt[, zone])` (strftime, in the schedule's zone unless one is named),
@@ -66,7 +67,7 @@ impl ParamTemplates {
     pub fn templated(&self) -> Vec<&str> {
         self.sources
             .iter()
-            .filter(|(_, s)| s.contains("{{") || s.contains("{%"))
+            .filter(|(_, s)| is_template(s))
             .map(|(n, _)| n.as_str())
             .collect()
     }
@@ -83,13 +84,7 @@ impl ParamTemplates {
         times: &FireTimes,
     ) -> Result<Vec<(String, String)>, String> {
         let env = environment(times.tz);
-        let ctx = context! {
-            schedule => context! { name => schedule, time => stamp(times.time, times.tz) },
-            interval => context! {
-                start => stamp(times.start, times.tz),
-                end => stamp(times.end, times.tz),
-            },
-        };
+        let ctx = fire_context(schedule, times);
         self.sources
             .iter()
             .map(|(name, source)| {
@@ -98,6 +93,75 @@ impl ParamTemplates {
                     .map_err(|e| format!("spec.params.{name}: {}", describe(&e)))
             })
             .collect()
+    }
+}
+
+/// A schedule's `args` (the arguments of a task definition target's essential container),
+/// each a template like a param, checked to compile.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ArgTemplates {
+    sources: Vec<String>,
+}
+
+impl ArgTemplates {
+    /// Compiles every template; the errors come back by position.
+    pub fn compile(args: &[String]) -> Result<ArgTemplates, Vec<(usize, String)>> {
+        let env = environment(Tz::UTC);
+        let errors: Vec<(usize, String)> = args
+            .iter()
+            .enumerate()
+            .filter_map(|(i, source)| {
+                env.template_from_str(source)
+                    .err()
+                    .map(|e| (i, format!("invalid template: {}", describe(&e))))
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(ArgTemplates {
+                sources: args.to_vec(),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether any argument is a template, which only a scheduler can fill.
+    pub fn templated(&self) -> bool {
+        self.sources.iter().any(|s| is_template(s))
+    }
+
+    /// The arguments as written, for targets that cannot be templated per fire.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+
+    /// Renders every argument for one fire, in order.
+    pub fn render(&self, schedule: &str, times: &FireTimes) -> Result<Vec<String>, String> {
+        let env = environment(times.tz);
+        let ctx = fire_context(schedule, times);
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| {
+                env.render_str(source, &ctx)
+                    .map_err(|e| format!("spec.args[{i}]: {}", describe(&e)))
+            })
+            .collect()
+    }
+}
+
+fn is_template(source: &str) -> bool {
+    source.contains("{{") || source.contains("{%")
+}
+
+/// What a template can refer to: `schedule.name`, `schedule.time`, `interval.start`, `interval.end`.
+fn fire_context(schedule: &str, times: &FireTimes) -> minijinja::Value {
+    context! {
+        schedule => context! { name => schedule, time => stamp(times.time, times.tz) },
+        interval => context! {
+            start => stamp(times.start, times.tz),
+            end => stamp(times.end, times.tz),
+        },
     }
 }
 
@@ -295,6 +359,34 @@ mod tests {
             )
             .unwrap(),
             "30 12:00"
+        );
+    }
+
+    #[test]
+    fn args_render_in_order_and_name_their_position() {
+        let t = berlin_day();
+        let args = ArgTemplates::compile(&[
+            "{{ interval.start | format('%Y-%m-%d') }}".to_string(),
+            "{{ interval.end | format('%Y-%m-%d') }}".to_string(),
+            "--full".to_string(),
+        ])
+        .unwrap();
+        assert!(args.templated());
+        assert_eq!(
+            args.render("nightly", &t).unwrap(),
+            ["2026-03-29", "2026-03-30", "--full"]
+        );
+        let bad = ArgTemplates::compile(&["ok".to_string(), "{{ x ".to_string()]).unwrap_err();
+        assert_eq!(bad[0].0, 1);
+        let unknown = ArgTemplates::compile(&["{{ interval.begin }}".to_string()])
+            .unwrap()
+            .render("nightly", &t)
+            .unwrap_err();
+        assert!(unknown.starts_with("spec.args[0]: "), "{unknown}");
+        assert!(
+            !ArgTemplates::compile(&["a".to_string()])
+                .unwrap()
+                .templated()
         );
     }
 

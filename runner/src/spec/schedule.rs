@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use crate::schedule::cron::CronSchedule;
-use crate::schedule::params::ParamTemplates;
+use crate::schedule::params::{ArgTemplates, ParamTemplates};
 use crate::spec::error::{Problem, SpecError, SpecErrors};
 use crate::spec::file::{API_VERSION, Metadata, scalar_string_map};
+use crate::spec::kubernetes::is_credential_name;
 use crate::spec::span::{FieldPath, SpanIndex};
+use crate::storage::uri::S3Uri;
 
 /// The `kind` of a schedule file.
 pub const KIND: &str = "Schedule";
@@ -51,6 +53,15 @@ pub struct ScheduleSpecConfig {
     /// `schedule.time`, `interval.start` and `interval.end` (see docs/scheduling.md).
     #[serde(default, deserialize_with = "scalar_string_map")]
     pub params: BTreeMap<String, String>,
+    /// For a TaskDefinition target: the arguments of its essential container for each fire
+    /// (they replace the container's `command`, as `sluice task run FILE -- ARGS` does), each
+    /// a template like `params`. A job target takes `params` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Where the schedule's run history is kept (`s3://bucket/prefix/`). Default: the job
+    /// target's `state`. Required for a TaskDefinition target, which has no bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
     /// What to do when a run is due while an earlier run of this schedule is still running:
     /// `Allow` (run both), `Forbid` (the new run waits), `Replace` (stop the running one).
     #[serde(default)]
@@ -72,6 +83,8 @@ impl ScheduleSpecConfig {
         "timeZone",
         "target",
         "params",
+        "args",
+        "state",
         "concurrencyPolicy",
         "catchUp",
         "startingDeadline",
@@ -151,6 +164,10 @@ pub struct Schedule {
     pub time_zone: Tz,
     pub target: ScheduleTarget,
     pub params: ParamTemplates,
+    /// The arguments of a TaskDefinition target's essential container, when given.
+    pub args: Option<ArgTemplates>,
+    /// Where the history is kept, when the schedule names it.
+    pub state: Option<S3Uri>,
     pub concurrency: ConcurrencyPolicy,
     pub max_catch_up_runs: u32,
     pub starting_deadline: Option<Duration>,
@@ -282,6 +299,44 @@ fn validate(
     let target = read_target(&s.target, base).map_err(|why| {
         problems.push(Problem::new(spec.key("target"), why));
     });
+    let args = match &s.args {
+        None => None,
+        Some(list) => ArgTemplates::compile(list)
+            .map_err(|errs| {
+                for (i, why) in errs {
+                    problems.push(Problem::new(spec.key("args").index(i), why));
+                }
+            })
+            .ok(),
+    };
+    let state = match &s.state {
+        None => None,
+        Some(text) => text
+            .parse::<S3Uri>()
+            .map_err(|e| problems.push(Problem::new(spec.key("state"), e.to_string())))
+            .ok(),
+    };
+    match &target {
+        Ok(ScheduleTarget::Job(_)) if s.args.is_some() => problems.push(Problem::at_key(
+            spec.key("args"),
+            "only a TaskDefinition target takes args; give a job its values as `params`",
+        )),
+        Ok(ScheduleTarget::TaskDefinition(_)) => {
+            if s.state.is_none() {
+                problems.push(Problem::new(
+                    spec.key("target"),
+                    "a TaskDefinition target has no bucket of its own: name where the schedule's run history is kept in `spec.state` (s3://bucket/prefix/)",
+                ));
+            }
+            for name in s.params.keys().filter(|n| is_credential_name(n)) {
+                problems.push(Problem::at_key(
+                    spec.key("params").key(name),
+                    "looks like a credential; a task's params are environment variables in plain text in the Job's pod spec: put it in the container's `secrets`",
+                ));
+            }
+        }
+        _ => {}
+    }
     if problems.len() > before {
         return None;
     }
@@ -292,6 +347,8 @@ fn validate(
         time_zone: time_zone?,
         target: target.ok()?,
         params: params?,
+        args,
+        state,
         concurrency: s.concurrency_policy,
         max_catch_up_runs: s.catch_up.max_runs,
         starting_deadline,

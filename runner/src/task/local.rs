@@ -28,6 +28,7 @@ pub async fn run(
     job: &KubeJob,
     program: PathBuf,
     env: Vec<(String, String)>,
+    output: PodOutput,
 ) -> Result<TaskOutcome, TaskError> {
     let runner = LocalPodRunner {
         // A container of the sluice image runs this executable.
@@ -37,7 +38,7 @@ pub async fn run(
         env,
         bar: false,
         cpus: None,
-        output: PodOutput::Passthrough,
+        output,
     };
     let outcomes = runner.run(job, None).await.map_err(TaskError::Local)?;
     let outcome = outcomes.into_iter().next();

@@ -15,6 +15,7 @@ use k8s_openapi::api::batch::v1::Job as KubeJob;
 use serde::Serialize;
 
 use crate::exec::cluster::Cluster;
+use crate::exec::local::PodOutput;
 use crate::spec::task::TaskDefinition;
 
 pub use error::TaskError;
@@ -26,10 +27,13 @@ pub use render::task_job;
 pub enum Where {
     /// On this machine: each container's `local.command` stands in for its image.
     /// `program` is the sluice executable (for containers of the sluice image); `env` is
-    /// added to every process's environment (which is this process's otherwise).
+    /// added to every process's environment (which is this process's otherwise); `output`
+    /// says where the containers' output goes (`Passthrough` for `sluice task run`,
+    /// `Prefixed` on stderr for the scheduler).
     Local {
         program: PathBuf,
         env: Vec<(String, String)>,
+        output: PodOutput,
     },
     /// On a cluster, in the cluster's namespace; the Job is read every `poll`.
     Cluster { cluster: Cluster, poll: Duration },
@@ -59,7 +63,7 @@ impl TaskOutcome {
 /// Where a run's log is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Logs {
-    /// Written to this process's stdout and stderr as the task ran.
+    /// Written to this process's output as the task ran.
     Streamed,
     /// In the pod (and printed to stdout when the run ended).
     Pod {
@@ -88,9 +92,13 @@ pub async fn run_task(
     let run = overrides.apply(def)?;
     let run_id = run_id(def, overrides);
     let outcome = match how {
-        Where::Local { program, env } => {
+        Where::Local {
+            program,
+            env,
+            output,
+        } => {
             let job = task_job(&run, &overrides.namespace(def), &run_id);
-            local::run(&run, &job, program, env).await?
+            local::run(&run, &job, program, env, output).await?
         }
         Where::Cluster { cluster, poll } => {
             let job = task_job(&run, &cluster.namespace, &run_id);
