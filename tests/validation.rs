@@ -43,6 +43,13 @@ fn example_job(dir: &Path, bucket: &str, edit: impl Fn(String) -> String) -> Pat
     path
 }
 
+/// The example job's text with its `rules:` list replaced by `rules` (the list items).
+fn with_rules(text: &str, rules: &str) -> String {
+    let start = text.find("    rules:").unwrap();
+    let end = text.find("  sink:").unwrap();
+    format!("{}    rules:\n{rules}{}", &text[..start], &text[end..])
+}
+
 async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
     let bytes = storage.get_bytes(uri).await.unwrap()?;
     Some(serde_json::from_slice(&bytes).unwrap())
@@ -202,10 +209,10 @@ async fn rejected_rows_keep_the_accounting() {
     let dir = tempfile::tempdir().unwrap();
     // Only the reject rule and the count relation: the dirty batch's a.csv publishes.
     let job = example_job(dir.path(), &bucket, |t| {
-        let start = t.find("    rules:").unwrap();
-        let end = t.find("  sink:").unwrap();
-        let rules = "    rules:\n      - name: counts-balance\n        record_count: equal\n      - name: known-status\n        allowed:\n          status: [paid, refunded, pending]\n        on_fail: reject\n";
-        format!("{}{rules}{}", &t[..start], &t[end..])
+        with_rules(
+            &t,
+            "      - name: counts-balance\n        record_count: equal\n      - name: known-status\n        allowed:\n          status: [paid, refunded, pending]\n        on_fail: reject\n",
+        )
     });
     let out = sluice(
         &[
@@ -239,12 +246,12 @@ async fn warn_reports_and_publishes_while_error_fails() {
     for (severity, code) in [("warn", 0), ("error", 3)] {
         let dir = tempfile::tempdir().unwrap();
         let job = example_job(dir.path(), &bucket, |t| {
-            let start = t.find("    rules:").unwrap();
-            let end = t.find("  sink:").unwrap();
-            let rules = format!(
-                "    rules:\n      - name: amounts\n        severity: {severity}\n        range:\n          amount: {{ min: 0 }}\n"
-            );
-            format!("{}{rules}{}", &t[..start], &t[end..])
+            with_rules(
+                &t,
+                &format!(
+                    "      - name: amounts\n        severity: {severity}\n        range:\n          amount: {{ min: 0 }}\n"
+                ),
+            )
         });
         let run_id = format!("sev-{severity}");
         let out = sluice(
@@ -280,10 +287,10 @@ async fn shard_scope_judges_each_shard() {
     for (batch, code) in [("clean", 0), ("dirty", 3)] {
         let dir = tempfile::tempdir().unwrap();
         let job = example_job(dir.path(), &bucket, |t| {
-            let start = t.find("    rules:").unwrap();
-            let end = t.find("  sink:").unwrap();
-            let rules = "    rules:\n      - name: status-routed\n        allowed:\n          status: [paid, refunded, pending]\n        on_fail: reject\n      - name: shard-keeps-records\n        scope: shard\n        record_count: { min_ratio: 0.99 }\n      - name: shard-has-records\n        scope: shard\n        non_empty: true\n";
-            format!("{}{rules}{}", &t[..start], &t[end..])
+            with_rules(
+                &t,
+                "      - name: status-routed\n        allowed:\n          status: [paid, refunded, pending]\n        on_fail: reject\n      - name: shard-keeps-records\n        scope: shard\n        record_count: { min_ratio: 0.99 }\n      - name: shard-has-records\n        scope: shard\n        non_empty: true\n",
+            )
         });
         let run_id = format!("shard-{batch}");
         let out = sluice(
@@ -340,11 +347,7 @@ fn check_refuses_bad_rules_with_file_and_line() {
         ),
     ];
     for (rule, message) in cases {
-        let job = example_job(dir.path(), "bucket", |t| {
-            let start = t.find("    rules:").unwrap();
-            let end = t.find("  sink:").unwrap();
-            format!("{}    rules:\n{rule}{}", &t[..start], &t[end..])
-        });
+        let job = example_job(dir.path(), "bucket", |t| with_rules(&t, rule));
         let out = sluice(&["check", job.to_str().unwrap()], server, dir.path());
         assert_eq!(out.status.code(), Some(2), "{rule}");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -417,15 +420,9 @@ async fn every_kind_fails_on_data_seeded_for_it() {
     for (rule, step, rules, detail) in cases {
         let dir = tempfile::tempdir().unwrap();
         let job = example_job(dir.path(), &bucket, |t| {
+            // The step goes before `validate:`, the rules replace the example's.
             let start = t.find("  validate:").unwrap();
-            let rules_at = t.find("    rules:").unwrap();
-            let end = t.find("  sink:").unwrap();
-            format!(
-                "{}{step}{}    rules:\n{rules}{}",
-                &t[..start],
-                &t[start..rules_at],
-                &t[end..]
-            )
+            with_rules(&format!("{}{step}{}", &t[..start], &t[start..]), rules)
         });
         let run_id = format!("kind-{rule}");
         let out = sluice(

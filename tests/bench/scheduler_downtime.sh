@@ -7,11 +7,12 @@
 #   bash tests/bench/scheduler_downtime.sh [path/to/sluice]     (about 7 minutes)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-sluice=${1:-$root/target/release/sluice}
+sluice=$(realpath "${1:-$root/target/release/sluice}")
 [ -x "$sluice" ] || { echo "no sluice binary at $sluice (cargo build --release)" >&2; exit 2; }
 
 work=$(mktemp -d)
-trap 'kill -INT "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+pid=
+trap '[ -z "$pid" ] || kill -INT "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cd "$work"
 mkdir -p jobs schedules
 cp "$root/jobs/taxi-csv-to-parquet.yaml" jobs/
