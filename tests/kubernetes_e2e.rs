@@ -101,3 +101,78 @@ spec:
         .unwrap();
     assert_eq!(outputs.len(), 4, "{outputs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_and_a_schedule_of_it_run_on_a_real_cluster_with_their_exit_codes_and_logs() {
+    let Some(cluster) = cluster() else { return };
+    let storage =
+        Storage::with_endpoint(&cluster.endpoint, &cluster.access_key, &cluster.secret_key).await;
+    let bucket = crate::support::fresh_bucket(&storage).await;
+    let dir = tempfile::tempdir().unwrap();
+    // busybox: prints its arguments and exits with the last one.
+    std::fs::write(
+        dir.path().join("echo-exit.yaml"),
+        "apiVersion: sluice.dev/v1alpha1
+kind: TaskDefinition
+metadata: {name: e2e-echo-exit}
+spec:
+  cpu: 128
+  memory: 64
+  containerDefinitions:
+    - name: main
+      image: busybox:1.36
+      entryPoint: [sh, -c, 'echo \"args: $*\"; for a; do last=$a; done; exit $last', echo-exit]
+      command: ['0']
+",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("echo-hourly.yaml"),
+        format!(
+            "apiVersion: sluice.dev/v1alpha1
+kind: Schedule
+metadata: {{name: e2e-echo-hourly}}
+spec:
+  cron: '@hourly'
+  target: echo-exit.yaml
+  args: [\"{{{{ interval.start | format('%H') }}}}\", '5']
+  state: s3://{bucket}/schedules/
+"
+        ),
+    )
+    .unwrap();
+    let sluice = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("AWS_ENDPOINT_URL", &cluster.endpoint)
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let run = sluice(&[
+        "task",
+        "run",
+        "echo-exit.yaml",
+        "--kube",
+        "--",
+        "a",
+        "b",
+        "3",
+    ]);
+    assert_eq!(run.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("args: a b 3"));
+    let once = sluice(&["scheduler", "--schedules", ".", "--once", "--kube"]);
+    assert_eq!(once.status.code(), Some(5));
+    let history = storage
+        .list(
+            &format!("s3://{bucket}/schedules/schedules/e2e-echo-hourly/history/")
+                .parse()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+}

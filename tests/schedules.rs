@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sluice::schedule::daemon::{FiredRun, Scheduler};
+use sluice::schedule::daemon::{Clock, FiredRun, Scheduler};
 use sluice::schedule::fire::Executor;
 use sluice::schedule::history::{History, HistoryRecord, RunStatus, Trigger};
 use sluice::schedule::leader::LeaseLock;
@@ -569,4 +569,87 @@ async fn schedulers_racing_for_the_lease_fire_each_run_exactly_once() {
         .collect();
     assert_eq!(history, expected);
     assert_eq!(runs(&storage, &bucket).await, expected);
+}
+
+/// A clock the test moves: `sleep_until` returns once the test set it at or past the time.
+struct ManualClock(tokio::sync::watch::Sender<DateTime<Utc>>);
+
+#[async_trait::async_trait]
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.borrow()
+    }
+    async fn sleep_until(&self, t: DateTime<Utc>) {
+        let mut now = self.0.subscribe();
+        let _ = now.wait_for(|now| *now >= t).await;
+    }
+}
+
+/// Waits (up to a minute) until the history holds `n` succeeded runs.
+async fn until_succeeded(storage: &Storage, bucket: &str, n: usize) -> Vec<HistoryRecord> {
+    for _ in 0..300 {
+        let records = history(storage, bucket).await;
+        if records
+            .iter()
+            .filter(|r| r.status == RunStatus::Succeeded)
+            .count()
+            >= n
+        {
+            return records;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!(
+        "{n} runs did not succeed: {:?}",
+        history(storage, bucket).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_starts_a_waiting_fire_when_a_run_ends_and_the_next_on_time() {
+    let server = support::embedded();
+    let (storage, bucket, _dir, schedule) =
+        setup(server, "Forbid", "  catchUp:\n    maxRuns: 5\n").await;
+    ids(scheduler(server, &storage, &schedule)
+        .run_once(utc("2026-11-22T08:00:10Z"))
+        .await
+        .unwrap());
+    // Restarted at 10:00:10: 09:00 runs, 10:00 waits for it (Forbid). The clock stands
+    // still, so only the end of the 09:00 run can start the 10:00 one.
+    let (clock, _) = tokio::sync::watch::channel(utc("2026-11-22T10:00:10Z"));
+    let clock = Arc::new(ManualClock(clock));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut daemon = scheduler(server, &storage, &schedule);
+    let daemon = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            daemon
+                .run(clock, async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    let records = until_succeeded(&storage, &bucket, 3).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(records[2].started_at >= records[1].finished_at.unwrap());
+    // 11:00:02: the daemon wakes for the 11:00 fire.
+    clock.0.send_replace(utc("2026-11-22T11:00:02Z"));
+    let records = until_succeeded(&storage, &bucket, 4).await;
+    stop.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    let fired: Vec<(&str, Trigger)> = records
+        .iter()
+        .map(|r| (r.run_id.as_str(), r.trigger))
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("fares-20261122T0800Z", Trigger::Schedule),
+            ("fares-20261122T0900Z", Trigger::CatchUp),
+            ("fares-20261122T1000Z", Trigger::Schedule),
+            ("fares-20261122T1100Z", Trigger::Schedule),
+        ]
+    );
+    assert_eq!(records[3].lag_seconds, 2.0);
 }

@@ -2,11 +2,11 @@
 //! under its concurrency policy; runs are recorded in the history as they start and end.
 //! Time comes from a `Clock`, so tests can move it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::schedule::catchup::{Due, due_at};
@@ -74,8 +74,12 @@ pub struct Scheduler {
     /// Per schedule: the newest fire handled (started, skipped or dropped).
     last: HashMap<String, Option<DateTime<Utc>>>,
     active: HashMap<String, Vec<ActiveRun>>,
-    /// Signalled whenever a run ends, so a waiting fire is looked at again.
-    ended: Arc<Notify>,
+    /// Each run sends its id as its last act, so the daemon wakes, forgets it and looks at
+    /// a waiting fire again (a finished check on the task could still see it running).
+    ended_tx: mpsc::UnboundedSender<String>,
+    ended_rx: mpsc::UnboundedReceiver<String>,
+    /// Runs that said they ended and are not forgotten yet.
+    ended: HashSet<String>,
 }
 
 impl Scheduler {
@@ -85,6 +89,7 @@ impl Scheduler {
         executor: Executor,
         metrics: Arc<Metrics>,
     ) -> Scheduler {
+        let (ended_tx, ended_rx) = mpsc::unbounded_channel();
         Scheduler {
             schedules: schedules.into_iter().map(Arc::new).collect(),
             storage,
@@ -93,7 +98,9 @@ impl Scheduler {
             lease: None,
             last: HashMap::new(),
             active: HashMap::new(),
-            ended: Arc::new(Notify::new()),
+            ended_tx,
+            ended_rx,
+            ended: HashSet::new(),
         }
     }
 
@@ -229,7 +236,7 @@ impl Scheduler {
                 self.storage.clone(),
                 self.executor.clone(),
                 self.metrics.clone(),
-                self.ended.clone(),
+                self.ended_tx.clone(),
             );
             let (fire, mut record) = (fire.clone(), record.clone());
             let name = schedule.name.clone();
@@ -243,7 +250,7 @@ impl Scheduler {
                         c.failed += 1;
                     }
                 });
-                ended.notify_one();
+                let _ = ended.send(fire.run_id.clone());
                 exit
             })
         };
@@ -279,8 +286,12 @@ impl Scheduler {
 
     /// Forgets the runs that ended.
     async fn reap(&mut self) {
+        while let Ok(run_id) = self.ended_rx.try_recv() {
+            self.ended.insert(run_id);
+        }
+        let ended = std::mem::take(&mut self.ended);
         for runs in self.active.values_mut() {
-            runs.retain(|r| !r.task.is_finished());
+            runs.retain(|r| !r.task.is_finished() && !ended.contains(&r.fire.run_id));
         }
     }
 
@@ -337,10 +348,11 @@ impl Scheduler {
                 // Renew the Lease well within its duration.
                 wake = wake.min(now + chrono::Duration::seconds(5));
             }
-            let ended = self.ended.clone();
             tokio::select! {
                 _ = clock.sleep_until(wake) => {}
-                _ = ended.notified() => {}
+                Some(run_id) = self.ended_rx.recv() => {
+                    self.ended.insert(run_id);
+                }
                 _ = &mut stop => {
                     tracing::info!("stopping; running runs are left to finish on their own or be resumed");
                     return Ok(());
