@@ -153,6 +153,9 @@ pub struct SecretSource {
 }
 
 /// `spec.kubernetes` of a task definition: the pod settings of jobs that apply to a task.
+/// The fields repeat those of the job's `KubernetesConfig` rather than share a flattened
+/// struct: serde's `flatten` does not combine with `deny_unknown_fields`, and a misspelt
+/// field must stay an error with its line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskKubernetesConfig {
