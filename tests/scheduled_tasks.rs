@@ -214,8 +214,8 @@ async fn the_container_exit_code_comes_back_through_once_and_backfill() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].status, RunStatus::Failed);
     assert_eq!(records[0].exit_code, Some(5));
-    // The scheduler's log carries the task's output.
-    assert!(String::from_utf8_lossy(&out.stderr).contains("stamped "));
+    // The scheduler's log carries the task's output, labelled with its container.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[stamp] stamped "));
 
     // Backfill of two past hours: both fail with 5; once the task succeeds they run again,
     // and a third backfill skips both as succeeded.

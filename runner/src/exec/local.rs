@@ -94,6 +94,8 @@ const PROBE_PERIOD: Duration = Duration::from_millis(200);
 
 /// What the Job asks of the runner, read once from the manifest.
 struct JobShape {
+    /// An Indexed Job (the workers' shards) rather than a single pod (a task).
+    indexed: bool,
     completions: u32,
     parallelism: usize,
     /// Failed pods retried per index (`backoffLimitPerIndex`, or `backoffLimit` for a
@@ -134,6 +136,7 @@ impl LocalPodRunner {
         let pod = Arc::new(PodTemplate {
             program: self.program.clone(),
             output: self.output,
+            indexed: shape.indexed,
             main,
             sidecars,
             env: self.env.clone(),
@@ -378,6 +381,7 @@ fn shape(job: &KubeJob) -> Result<JobShape, PodRunError> {
         }
     };
     Ok(JobShape {
+        indexed: spec.completion_mode.as_deref() == Some("Indexed"),
         completions,
         parallelism: spec.parallelism.unwrap_or(1).max(1) as usize,
         backoff_limit: backoff_limit.max(0) as u32,
@@ -453,6 +457,8 @@ struct PodTemplate {
     /// This sluice executable (probes that run the sluice binary run it).
     program: PathBuf,
     output: PodOutput,
+    /// Output lines are labelled `[shard N]` in an Indexed Job, else `[container]`.
+    indexed: bool,
     main: Process,
     sidecars: Vec<(Container, Process)>,
     env: Vec<(String, String)>,
@@ -479,7 +485,11 @@ impl PodTemplate {
                 return (None, vec![format!("starting {}: {e}", self.main.argv[0])]);
             }
         };
-        let label = format!("[shard {index}]");
+        let label = if self.indexed {
+            format!("[shard {index}]")
+        } else {
+            format!("[{}]", self.main.name)
+        };
         let stdout = match self.output {
             PodOutput::Prefixed => {
                 forward(child.stdout.take(), label.clone(), bar.cloned());
