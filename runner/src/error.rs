@@ -63,6 +63,22 @@ impl fmt::Display for ExitCode {
     }
 }
 
+/// An exit code of a run with sluice's meaning of it, where it has one (`3 (validation
+/// failed)`); a task's own code as it is.
+pub fn describe_exit(exit: i32) -> String {
+    match ExitCode::from_code(exit) {
+        Some(code) => code.to_string(),
+        None => exit.to_string(),
+    }
+}
+
+/// The exit status for several runs: the highest exit code (0 when every run succeeded).
+/// sluice's codes rank by number too, so a transient failure (1) ranks below bad data (4).
+pub fn worst_exit(exits: impl IntoIterator<Item = i32>) -> u8 {
+    let worst = exits.into_iter().max().unwrap_or(0);
+    u8::try_from(worst).unwrap_or(1)
+}
+
 /// Who is at fault for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
+use crate::error::{describe_exit, worst_exit};
 use crate::schedule::backfill::backfill;
 use crate::schedule::fire::Executor;
 use crate::spec::schedule::load_schedule_file;
@@ -62,19 +62,4 @@ pub fn run(args: BackfillArgs) -> anyhow::Result<u8> {
         }
         Ok(worst_exit(runs.iter().filter_map(|r| r.exit)))
     })
-}
-
-/// An exit code with sluice's meaning of it, where it has one: `3 (validation failed)`.
-pub fn describe_exit(exit: i32) -> String {
-    match ExitCode::from_code(exit) {
-        Some(code) => code.to_string(),
-        None => exit.to_string(),
-    }
-}
-
-/// The exit status for several runs: the highest exit code (0 when every run succeeded).
-/// sluice's codes rank by number too, so a transient failure (1) ranks below bad data (4).
-pub fn worst_exit(exits: impl IntoIterator<Item = i32>) -> u8 {
-    let worst = exits.into_iter().max().unwrap_or(0);
-    u8::try_from(worst).unwrap_or(1)
 }

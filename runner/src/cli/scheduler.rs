@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::backfill::worst_exit;
 use crate::cli::connect::ConnectArgs;
+use crate::error::worst_exit;
 use crate::schedule::daemon::{Scheduler, SystemClock};
 use crate::schedule::fire::{self, Executor};
 use crate::schedule::leader::LeaseLock;

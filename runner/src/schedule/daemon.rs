@@ -2,7 +2,7 @@
 //! under its concurrency policy; runs are recorded in the history as they start and end.
 //! Time comes from a `Clock`, so tests can move it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -78,8 +78,6 @@ pub struct Scheduler {
     /// a waiting fire again (a finished check on the task could still see it running).
     ended_tx: mpsc::UnboundedSender<String>,
     ended_rx: mpsc::UnboundedReceiver<String>,
-    /// Runs that said they ended and are not forgotten yet.
-    ended: HashSet<String>,
 }
 
 impl Scheduler {
@@ -100,7 +98,6 @@ impl Scheduler {
             active: HashMap::new(),
             ended_tx,
             ended_rx,
-            ended: HashSet::new(),
         }
     }
 
@@ -284,14 +281,19 @@ impl Scheduler {
         }
     }
 
-    /// Forgets the runs that ended.
+    /// Forgets the runs that ended: those that said so, and those whose task is gone.
     async fn reap(&mut self) {
         while let Ok(run_id) = self.ended_rx.try_recv() {
-            self.ended.insert(run_id);
+            self.forget(&run_id);
         }
-        let ended = std::mem::take(&mut self.ended);
         for runs in self.active.values_mut() {
-            runs.retain(|r| !r.task.is_finished() && !ended.contains(&r.fire.run_id));
+            runs.retain(|r| !r.task.is_finished());
+        }
+    }
+
+    fn forget(&mut self, run_id: &str) {
+        for runs in self.active.values_mut() {
+            runs.retain(|r| r.fire.run_id != run_id);
         }
     }
 
@@ -350,9 +352,7 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = clock.sleep_until(wake) => {}
-                Some(run_id) = self.ended_rx.recv() => {
-                    self.ended.insert(run_id);
-                }
+                Some(run_id) = self.ended_rx.recv() => self.forget(&run_id),
                 _ = &mut stop => {
                     tracing::info!("stopping; running runs are left to finish on their own or be resumed");
                     return Ok(());

@@ -164,12 +164,18 @@ fn task_target(
         env: params.to_vec(),
         ..Default::default()
     };
-    overrides.apply(&def).map_err(|source| FireError::Task {
-        origin: schedule.origin.clone(),
-        path: path.display().to_string(),
-        source: Box::new(source),
-    })?;
+    overrides.apply(&def).map_err(task_error(schedule, path))?;
     Ok((def, overrides))
+}
+
+/// A task definition target's error, named by the schedule and the target's path.
+fn task_error(schedule: &Schedule, path: &Path) -> impl FnOnce(TaskError) -> FireError {
+    let (origin, path) = (schedule.origin.clone(), path.display().to_string());
+    move |source| FireError::Task {
+        origin,
+        path,
+        source: Box::new(source),
+    }
 }
 
 /// Where the runs of a scheduler go.
@@ -351,6 +357,7 @@ pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> 
         buckets.push(loaded.job.sink.uri.bucket.clone());
         buckets.push(loaded.job.state.bucket.clone());
     }
+    buckets.sort();
     buckets.dedup();
     for bucket in buckets {
         storage.create_bucket(&bucket).await?;
@@ -440,11 +447,7 @@ pub fn render_cron_job(
             let args = schedule.args.as_ref().map(|a| a.sources().to_vec());
             let (def, mut overrides) = task_target(schedule, path, args, &params)?;
             overrides.namespace = namespace.map(str::to_string);
-            let job = crate::task::render(&def, &overrides).map_err(|source| FireError::Task {
-                origin: schedule.origin.clone(),
-                path: path.display().to_string(),
-                source: Box::new(source),
-            })?;
+            let job = crate::task::render(&def, &overrides).map_err(task_error(schedule, path))?;
             let cron = crate::exec::cronjob::task_cron_job(schedule, job);
             vec![serde_json::to_value(cron).expect("objects serialize")]
         }
