@@ -4,31 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::{self, TestServer};
-
-fn sluice(args: &[&str], server: &TestServer) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .envs(server.env())
-        .env("RUST_LOG", "sluice=info,warn")
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "sluice {args:?} on {} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        server.name,
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
+use crate::support::{self, TestServer, sluice};
 
 fn job_file(dir: &Path, bucket: &str) -> std::path::PathBuf {
     let path = dir.join("job.yaml");
@@ -86,7 +68,7 @@ async fn run(
 ) -> (BTreeSet<String>, Value) {
     let mut args = vec!["run", job.to_str().unwrap(), "--run-id", run_id];
     args.extend_from_slice(extra);
-    let out = sluice(&args, server);
+    let out = sluice(&args, server, job.parent().unwrap());
     assert_eq!(out.status.code(), Some(0), "{run_id}");
     let manifest = json(
         storage,
@@ -278,6 +260,7 @@ async fn gc_removes_the_state_of_abandoned_runs_only() {
             "--dry-run",
         ],
         server,
+        job.parent().unwrap(),
     );
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -292,6 +275,7 @@ async fn gc_removes_the_state_of_abandoned_runs_only() {
     let out = sluice(
         &["gc", job.to_str().unwrap(), "--state-retention", "3s"],
         server,
+        job.parent().unwrap(),
     );
     assert_eq!(out.status.code(), Some(0));
     let after = state_keys().await;

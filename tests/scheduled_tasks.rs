@@ -4,23 +4,14 @@
 //! of schedule files.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use sluice::schedule::daemon::Scheduler;
-use sluice::schedule::fire::Executor;
-use sluice::schedule::history::{History, HistoryRecord, RunStatus, Trigger};
-use sluice::schedule::metrics::Metrics;
+use sluice::schedule::history::{HistoryRecord, RunStatus, Trigger};
 use sluice::spec::schedule::load_schedule_file;
 use sluice::storage::Storage;
-use sluice::storage::uri::S3Uri;
 
 use crate::support::kubeval::check_manifests;
-use crate::support::{self, TestServer, sluice};
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
+use crate::support::scheduling::{self, scheduler, utc};
+use crate::support::{self, sluice};
 
 /// A directory with a task definition `stamp` (a shell script that writes its arguments
 /// and `$MODE` to `$out/<first argument>.txt` and exits with `$code`) and an hourly
@@ -93,28 +84,8 @@ spec:
     TaskSchedule { dir, schedule, out }
 }
 
-fn scheduler(server: &TestServer, storage: &Storage, schedule: &Path) -> Scheduler {
-    Scheduler::new(
-        vec![load_schedule_file(schedule).unwrap()],
-        storage.clone(),
-        local(server),
-        Arc::new(Metrics::default()),
-    )
-}
-
-fn local(server: &TestServer) -> Executor {
-    Executor::Local {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
-        env: server.env(),
-    }
-}
-
 async fn history(storage: &Storage, bucket: &str) -> Vec<HistoryRecord> {
-    let state: S3Uri = format!("s3://{bucket}/tasks/").parse().unwrap();
-    History::new(storage.clone(), &state, "stamp-hourly")
-        .all()
-        .await
-        .unwrap()
+    scheduling::history(storage, &format!("s3://{bucket}/tasks/"), "stamp-hourly").await
 }
 
 /// The files the task wrote, by name, with their lines.

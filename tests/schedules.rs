@@ -7,25 +7,20 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use sluice::schedule::daemon::{Clock, FiredRun, Scheduler};
-use sluice::schedule::fire::Executor;
-use sluice::schedule::history::{History, HistoryRecord, RunStatus, Trigger};
+use sluice::schedule::history::{HistoryRecord, RunStatus, Trigger};
 use sluice::schedule::leader::LeaseLock;
-use sluice::schedule::metrics::Metrics;
 use sluice::spec::schedule::load_schedule_file;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
 use crate::support::kubeval::check_manifests;
+use crate::support::scheduling::{self, local, scheduler, utc};
 use crate::support::sluice;
 use crate::support::{self, TestServer};
 
 /// The run ids of what `run_once` started.
 fn ids(runs: Vec<FiredRun>) -> Vec<String> {
     runs.into_iter().map(|r| r.run_id).collect()
-}
-
-fn utc(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 /// A job over two small CSV objects whose sink is one prefix per `hour` param, and a
@@ -97,28 +92,8 @@ spec:
     (storage, bucket, dir, schedule)
 }
 
-fn local(server: &TestServer) -> Executor {
-    Executor::Local {
-        program: PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
-        env: server.env(),
-    }
-}
-
-fn scheduler(server: &TestServer, storage: &Storage, schedule: &Path) -> Scheduler {
-    Scheduler::new(
-        vec![load_schedule_file(schedule).unwrap()],
-        storage.clone(),
-        local(server),
-        Arc::new(Metrics::default()),
-    )
-}
-
 async fn history(storage: &Storage, bucket: &str) -> Vec<HistoryRecord> {
-    let state: S3Uri = format!("s3://{bucket}/_sluice/").parse().unwrap();
-    History::new(storage.clone(), &state, "fares-hourly")
-        .all()
-        .await
-        .unwrap()
+    scheduling::history(storage, &format!("s3://{bucket}/_sluice/"), "fares-hourly").await
 }
 
 async fn published(storage: &Storage, bucket: &str, run_id: &str) -> bool {
