@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::api::Api;
-use sluice::error::ExitCode;
-use sluice::exec::cluster::{COMPLETION_INDEX_LABEL, Cluster};
-use sluice::exec::render::Target;
-use sluice::exec::submit;
+use sluice::exit::ExitCode;
+use sluice::kubernetes::cluster::{COMPLETION_INDEX_LABEL, Cluster};
+use sluice::kubernetes::render::Target;
+use sluice::run::submit;
 use sluice::spec;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
@@ -255,7 +255,7 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
         "{error}"
     );
     assert_eq!(
-        sluice::error::exit_code_of(&anyhow::Error::new(error)),
+        sluice::cli::exit_code_of(&anyhow::Error::new(error)),
         ExitCode::Config
     );
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sluice::exec::render::{Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job};
+use sluice::kubernetes::render::{
+    Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job,
+};
 use sluice::spec;
 
 use crate::support::kubeval::check_manifests;

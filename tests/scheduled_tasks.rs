@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice::schedule::history::{HistoryRecord, RunStatus, Trigger};
 use sluice::spec::schedule::load_schedule_file;
+use sluice::state::history::{FireStatus, HistoryRecord, Trigger};
 use sluice::storage::Storage;
 
 use crate::support::kubeval::check_manifests;
@@ -159,7 +159,7 @@ async fn a_schedule_runs_its_task_with_the_interval_as_arguments_and_catches_up_
     assert!(
         records
             .iter()
-            .all(|r| r.status == RunStatus::Succeeded && r.exit_code == Some(0)),
+            .all(|r| r.status == FireStatus::Succeeded && r.exit_code == Some(0)),
         "{records:?}"
     );
     assert_eq!(records[1].trigger, Trigger::CatchUp);
@@ -183,7 +183,7 @@ async fn the_container_exit_code_comes_back_through_once_and_backfill() {
     assert!(run_id.starts_with("stamp-"), "{run_id}");
     let records = history(&storage, &bucket).await;
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].status, RunStatus::Failed);
+    assert_eq!(records[0].status, FireStatus::Failed);
     assert_eq!(records[0].exit_code, Some(5));
     // The scheduler's log carries the task's output, labelled with its container.
     assert!(String::from_utf8_lossy(&out.stderr).contains("[stamp] stamped "));
@@ -222,7 +222,7 @@ async fn the_container_exit_code_comes_back_through_once_and_backfill() {
         .filter(|r| r.trigger == Trigger::Backfill)
         .collect();
     assert_eq!(backfilled.len(), 2);
-    assert!(backfilled.iter().all(|r| r.status == RunStatus::Succeeded));
+    assert!(backfilled.iter().all(|r| r.status == FireStatus::Succeeded));
 }
 
 #[test]

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use sluice::schedule::daemon::{Clock, FiredRun, Scheduler};
-use sluice::schedule::history::{HistoryRecord, RunStatus, Trigger};
 use sluice::schedule::leader::LeaseLock;
 use sluice::spec::schedule::load_schedule_file;
+use sluice::state::history::{FireStatus, HistoryRecord, Trigger};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
@@ -166,7 +166,7 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
         ]
     );
     assert!(
-        records.iter().all(|r| r.status == RunStatus::Succeeded),
+        records.iter().all(|r| r.status == FireStatus::Succeeded),
         "{records:?}"
     );
     assert_eq!(records[0].trigger, Trigger::Schedule);
@@ -250,7 +250,7 @@ async fn allow_runs_due_fires_side_by_side() {
         b.started_at < a.finished_at.unwrap(),
         "not concurrent: {a:?} {b:?}"
     );
-    assert!(records.iter().all(|r| r.status == RunStatus::Succeeded));
+    assert!(records.iter().all(|r| r.status == FireStatus::Succeeded));
     assert!(published(&storage, &bucket, "fares-20261122T1000Z").await);
 }
 
@@ -263,15 +263,15 @@ async fn forbid_starts_a_due_fire_only_after_the_running_one_ended() {
         b.started_at >= a.finished_at.unwrap(),
         "overlap: {a:?} {b:?}"
     );
-    assert!(records.iter().all(|r| r.status == RunStatus::Succeeded));
+    assert!(records.iter().all(|r| r.status == FireStatus::Succeeded));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replace_stops_the_running_run_for_the_new_one() {
     let (records, started, storage, bucket) = two_due("Replace").await;
     assert_eq!(started, ["fares-20261122T0900Z", "fares-20261122T1000Z"]);
-    assert_eq!(records[1].status, RunStatus::Replaced, "{records:?}");
-    assert_eq!(records[2].status, RunStatus::Succeeded, "{records:?}");
+    assert_eq!(records[1].status, FireStatus::Replaced, "{records:?}");
+    assert_eq!(records[2].status, FireStatus::Succeeded, "{records:?}");
     assert!(!published(&storage, &bucket, "fares-20261122T0900Z").await);
     assert!(published(&storage, &bucket, "fares-20261122T1000Z").await);
 }
@@ -329,7 +329,7 @@ async fn scheduler_once_runs_what_is_due_now_and_a_second_trigger_is_a_no_op() {
     assert!(published(&storage, &bucket, &run_id).await);
     let records = history(&storage, &bucket).await;
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].status, RunStatus::Succeeded);
+    assert_eq!(records[0].status, FireStatus::Succeeded);
     // The same fire again: nothing starts.
     let again = sluice(
         &["scheduler", "--schedules", "schedules", "--once"],
@@ -566,7 +566,7 @@ async fn until_succeeded(storage: &Storage, bucket: &str, n: usize) -> Vec<Histo
         let records = history(storage, bucket).await;
         if records
             .iter()
-            .filter(|r| r.status == RunStatus::Succeeded)
+            .filter(|r| r.status == FireStatus::Succeeded)
             .count()
             >= n
         {

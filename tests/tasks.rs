@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use kube::api::Api;
-use sluice::exec::cluster::Cluster;
-use sluice::exec::render::to_yaml;
+use sluice::kubernetes::cluster::Cluster;
+use sluice::kubernetes::render::to_yaml;
 use sluice::spec;
 use sluice::spec::kubernetes::DEFAULT_IMAGE;
 use sluice::task::{self, Logs, Overrides, Where};

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use md5::Md5;
 use sha2::{Digest, Sha256};
-use sluice::transformer::{ListenError, Op, parse_listen, serve_with_shutdown};
+use sluice::transformer_server::{ListenError, Op, parse_listen, serve_with_shutdown};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
-use sluice::exec::cluster::{COMPLETION_INDEX_LABEL, format_indexes};
-use sluice::exec::local::{LocalPodRunner, PodOutput};
+use sluice::kubernetes::cluster::{COMPLETION_INDEX_LABEL, format_indexes};
+use sluice::pod::{LocalPodRunner, PodOutput};
 
 /// What the controller does with a Job.
 #[derive(Debug, Clone)]

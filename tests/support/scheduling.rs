@@ -7,9 +7,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sluice::schedule::daemon::Scheduler;
 use sluice::schedule::fire::Executor;
-use sluice::schedule::history::{History, HistoryRecord};
 use sluice::schedule::metrics::Metrics;
 use sluice::spec::schedule::load_schedule_file;
+use sluice::state::history::{History, HistoryRecord};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::{describe_exit, worst_exit};
+use crate::exit::{describe_exit, worst_exit};
 use crate::schedule::backfill::backfill;
 use crate::schedule::fire::Executor;
 use crate::spec::schedule::load_schedule_file;

@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 
 use crate::bench::{TIMESTAMP_FORMAT, decode_encode, duckdb_command, taxi_schema, write_dataset};
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::summary::human_bytes;
-use crate::exec::{LocalRunOptions, run_locally};
+use crate::exit::ExitCode;
+use crate::run::summary::human_bytes;
+use crate::run::{LocalRunOptions, run_locally};
 use crate::spec;
+use crate::state::progress::ShardProgress;
 use crate::storage::UploadOptions;
-use crate::worker::marker::ShardProgress;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {

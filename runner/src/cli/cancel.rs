@@ -2,7 +2,7 @@
 //! `sluice resume RUN` can finish it later.
 
 use crate::cli::cluster_args::RunArgs;
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::schedule::fire::FireTarget;
 use crate::spec::{self, Job};
 

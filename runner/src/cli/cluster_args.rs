@@ -1,8 +1,8 @@
 //! Flags shared by the commands that operate a run on a cluster.
 
 use crate::cli::connect::ConnectArgs;
-use crate::exec::cluster::Cluster;
-use crate::exec::render::DEFAULT_NAMESPACE;
+use crate::kubernetes::cluster::Cluster;
+use crate::kubernetes::render::DEFAULT_NAMESPACE;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {

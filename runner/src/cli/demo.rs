@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 
 use crate::cli::connect::ConnectArgs;
 use crate::demo::{DatasetShape, generate_object};
-use crate::error::ExitCode;
-use crate::exec::{LocalRunOptions, run_locally, summary};
+use crate::exit::ExitCode;
+use crate::run::{LocalRunOptions, run_locally, summary};
 use crate::spec;
 use crate::storage::uri::S3Uri;
 

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::gc::{abort_stale_uploads, remove_abandoned_runs};
+use crate::exit::ExitCode;
+use crate::run::gc::{abort_stale_uploads, remove_abandoned_runs};
 use crate::spec;
 
 #[derive(Debug, clap::Args)]

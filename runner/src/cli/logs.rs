@@ -4,7 +4,7 @@
 use futures::{AsyncBufReadExt, StreamExt};
 
 use crate::cli::cluster_args::RunArgs;
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {

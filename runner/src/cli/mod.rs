@@ -2,8 +2,6 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::error::ExitCode;
-
 pub mod backfill;
 pub mod bench;
 pub mod cancel;
@@ -11,6 +9,7 @@ pub mod check;
 pub mod cluster_args;
 pub mod connect;
 pub mod demo;
+mod exit;
 pub mod gc;
 pub mod logs;
 pub mod plan;
@@ -29,6 +28,8 @@ pub mod transform;
 pub mod transformer;
 pub mod verify;
 pub mod worker;
+
+pub use exit::exit_code_of;
 
 /// sluice runs batch ETL jobs: it lists a bucket, splits the objects into shards, and
 /// transforms every object into validated output objects, locally or on Kubernetes.
@@ -138,11 +139,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Transformer(cmd) => transformer::run(cmd),
     }?;
     Ok(code.code() as u8)
-}
-
-/// The exit code for an error that reached main.
-pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
-    crate::error::exit_code_of(error)
 }
 
 /// Logs go to stderr; stdout is kept for what a command prints.

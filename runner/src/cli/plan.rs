@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::start::make_plan;
-use crate::exec::summary::human_bytes;
+use crate::exit::ExitCode;
+use crate::run::start::make_plan;
+use crate::run::summary::human_bytes;
 use crate::spec;
 
 #[derive(Debug, clap::Args)]

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
 use crate::cli::task::OverrideArgs;
-use crate::error::ExitCode;
-use crate::exec::render::{Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job};
-use crate::exec::start::{make_plan, write_run};
+use crate::exit::ExitCode;
+use crate::kubernetes::render::{
+    Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job,
+};
+use crate::run::start::{make_plan, write_run};
 use crate::spec;
 use crate::state::RunLayout;
 

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::cli::cluster_args::RunArgs;
-use crate::error::ExitCode;
-use crate::exec::submit;
+use crate::exit::ExitCode;
+use crate::run::submit;
 
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
@@ -87,7 +87,7 @@ fn resume_locally(args: &ResumeArgs, job: &std::path::Path) -> anyhow::Result<Ex
             );
             return Ok(ExitCode::Done);
         }
-        let options = crate::exec::LocalRunOptions {
+        let options = crate::run::LocalRunOptions {
             program: std::env::current_exe()?,
             env: conn.endpoint.env.clone(),
             parallelism: None,
@@ -97,10 +97,10 @@ fn resume_locally(args: &ResumeArgs, job: &std::path::Path) -> anyhow::Result<Ex
             resume: true,
             full: false,
         };
-        let run = crate::exec::run_locally(&conn.storage, &loaded, options).await?;
+        let run = crate::run::run_locally(&conn.storage, &loaded, options).await?;
         print!(
             "{}",
-            crate::exec::summary::render(&run.report, &run.layout, &loaded.job.sink.uri)
+            crate::run::summary::render(&run.report, &run.layout, &loaded.job.sink.uri)
         );
         Ok(run.exit)
     })

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::{LocalRunOptions, run_locally, summary};
+use crate::exit::ExitCode;
+use crate::run::{LocalRunOptions, run_locally, summary};
 use crate::spec;
 
 #[derive(Debug, clap::Args)]

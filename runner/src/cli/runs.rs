@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::publish::RunReport;
-use crate::exec::summary::human_bytes;
-use crate::plan::Plan;
+use crate::exit::ExitCode;
+use crate::run::summary::human_bytes;
 use crate::spec;
 use crate::state::RunLayout;
+use crate::state::manifest::is_published;
+use crate::state::plan::read_plan;
+use crate::state::report::read_report;
 
 #[derive(Debug, clap::Args)]
 pub struct RunsArgs {
@@ -27,7 +28,7 @@ pub fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
     let job = &loaded.job;
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(job.endpoint.as_deref()).await?;
-        let runs = job.state.join(&format!("runs/{}/", job.name));
+        let runs = RunLayout::runs_of(&job.state, &job.name);
         let dirs = conn.storage.list_dirs(&runs).await?;
         println!(
             "{:<40}  {:<10}  {:>8}  {:>10}  {:>12}",
@@ -36,17 +37,9 @@ pub fn run(args: RunsArgs) -> anyhow::Result<ExitCode> {
         for dir in dirs {
             let run_id = dir.trim_end_matches('/').rsplit('/').next().unwrap_or("");
             let layout = RunLayout::new(&job.state, &job.name, run_id);
-            let plan: Option<Plan> = conn
-                .storage
-                .get_bytes(&layout.plan())
-                .await?
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let report: Option<RunReport> = conn
-                .storage
-                .get_bytes(&layout.report())
-                .await?
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let published = conn.storage.head(&layout.success()).await?.is_some();
+            let plan = read_plan(&conn.storage, &layout).await.ok().flatten();
+            let report = read_report(&conn.storage, &layout).await.ok().flatten();
+            let published = is_published(&conn.storage, &layout).await?;
             let status = match (&report, published) {
                 (_, true) => "published",
                 (Some(_), false) => "failed",

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::storage::{DEFAULT_EMBEDDED_DIR, EmbeddedServer};
 
 #[derive(Debug, clap::Subcommand)]

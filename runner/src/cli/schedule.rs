@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::schedule::cron::{describe, run_id};
 use crate::schedule::fire;
 use crate::spec::schedule::load_schedule_file;

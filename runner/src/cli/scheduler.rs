@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::worst_exit;
+use crate::exit::worst_exit;
 use crate::schedule::daemon::{Scheduler, SystemClock};
 use crate::schedule::fire::{self, Executor};
 use crate::schedule::leader::LeaseLock;
@@ -85,7 +85,7 @@ pub fn run(args: SchedulerArgs) -> anyhow::Result<u8> {
             let namespace = args
                 .namespace
                 .as_deref()
-                .unwrap_or(crate::exec::render::DEFAULT_NAMESPACE);
+                .unwrap_or(crate::kubernetes::render::DEFAULT_NAMESPACE);
             scheduler = scheduler.with_lease(LeaseLock::new(
                 client,
                 namespace,

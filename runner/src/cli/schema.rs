@@ -1,7 +1,7 @@
 //! `sluice schema`: the JSON Schema of job files, task definitions or schedules, for
 //! editors and linters.
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 
 /// Prints the JSON Schema of job files (or of task definitions, or schedules) to stdout. Point an
 /// editor's YAML support at it, for example with a

@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 
 use crate::cli::cluster_args::RunArgs;
-use crate::error::ExitCode;
-use crate::exec::cluster::format_indexes;
-use crate::exec::submit::{self, RunStatus};
-use crate::exec::summary::human_bytes;
+use crate::exit::ExitCode;
+use crate::kubernetes::cluster::format_indexes;
+use crate::run::submit::{self, ClusterRunStatus};
+use crate::run::summary::human_bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -26,7 +26,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The status as a short table.
-pub fn render(status: &RunStatus) -> String {
+pub fn render(status: &ClusterRunStatus) -> String {
     let mut out = String::new();
     let total = status.plan.shards.len();
     let _ = writeln!(

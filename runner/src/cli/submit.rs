@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::cluster::Cluster;
-use crate::exec::render::Target;
-use crate::exec::{submit, summary};
+use crate::exit::ExitCode;
+use crate::kubernetes::cluster::Cluster;
+use crate::kubernetes::render::Target;
+use crate::run::{submit, summary};
 use crate::spec;
 
 #[derive(Debug, clap::Args)]

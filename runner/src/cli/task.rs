@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::exec::cluster::Cluster;
-use crate::exec::local::PodOutput;
+use crate::kubernetes::cluster::Cluster;
+use crate::pod::PodOutput;
 use crate::spec;
 use crate::task::{self, Overrides, Where};
 

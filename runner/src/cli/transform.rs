@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::format::options::SourceFormat;
 use crate::plan::PlannedObject;
 use crate::spec::{self, job::StepKind};
@@ -50,7 +50,7 @@ pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
         let schema = match (&job.source.schema, job.source.format) {
             (Some(schema), _) => Some(schema.clone()),
             (None, SourceFormat::Csv | SourceFormat::Jsonl) => Some(
-                crate::exec::start::infer_object(&conn.storage, &job, &object.key, &object.etag)
+                crate::run::start::infer_object(&conn.storage, &job, &object.key, &object.etag)
                     .await?,
             ),
             _ => None,

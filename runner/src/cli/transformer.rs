@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::error::ExitCode;
-use crate::transformer::{Op, parse_listen};
+use crate::exit::ExitCode;
+use crate::transformer_server::{Op, parse_listen};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TransformerCommand {
@@ -97,7 +97,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         match args.op {
             Some(op) => {
                 eprintln!("serving {op} on http://{addr}");
-                crate::transformer::serve(listener, op)
+                crate::transformer_server::serve(listener, op)
                     .await
                     .with_context(|| format!("serving {op} on http://{addr}"))?;
             }
@@ -120,7 +120,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                         _ = tokio::signal::ctrl_c() => {}
                     }
                 };
-                crate::transformer::bridge::serve_exec(listener, command, shutdown)
+                crate::transformer_server::bridge::serve_exec(listener, command, shutdown)
                     .await
                     .with_context(|| format!("serving on http://{addr}"))?;
             }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
-use crate::exec::verify::{DEFAULT_CONCURRENCY, locate, verify_run};
+use crate::exit::ExitCode;
+use crate::run::verify::{DEFAULT_CONCURRENCY, locate, verify_run};
 use crate::spec;
 
 #[derive(Debug, clap::Args)]

@@ -1,7 +1,7 @@
 //! `sluice worker`: run one shard of a planned run (what each pod, or local process, runs).
 
 use crate::cli::connect::ConnectArgs;
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::storage::uri::S3Uri;
 use crate::worker::{WorkerOptions, run_shard};
 

@@ -11,6 +11,7 @@ use super::csv_decode::CsvDecoder;
 use super::csv_parallel::ParallelCsvDecoder;
 use super::jsonl_decode::JsonlDecoder;
 use super::options::{CsvReadOptions, SourceFormat};
+use crate::exit::ExitCode;
 
 /// A record that could not be decoded; it is reported, not loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +92,24 @@ pub enum DecodeError {
     /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,
+}
+
+impl DecodeError {
+    pub fn exit_code(&self) -> ExitCode {
+        use DecodeError as E;
+        match self {
+            // The reader below (S3, the network, a decompressor) failed: a retry can help.
+            E::Read { .. } | E::Batch { .. } => ExitCode::Transient,
+            E::HeaderMismatch { .. }
+            | E::Json { .. }
+            | E::RecordTooLong { .. }
+            | E::QuotedNewline { .. }
+            | E::EmptySample => ExitCode::BadData,
+            E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
+                ExitCode::Config
+            }
+        }
+    }
 }
 
 /// A header name that differs from the schema's name at the same position (boxed in

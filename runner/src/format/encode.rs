@@ -11,6 +11,7 @@ use super::csv_encode::CsvEncoder;
 use super::jsonl_encode::JsonlEncoder;
 use super::options::{Compression, CsvWriteOptions, ParquetWriteOptions, SinkFormat};
 use super::parquet_encode::ParquetEncoder;
+use crate::exit::ExitCode;
 
 /// A streaming encoder of one output object.
 pub trait Encoder: Send {
@@ -39,6 +40,14 @@ pub enum EncodeError {
         #[source]
         source: ParquetError,
     },
+}
+
+impl EncodeError {
+    /// A destination that refused bytes may take them on a retry; an encoding failure is a
+    /// bug, and exit 1 is the catch-all for those too.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::Transient
+    }
 }
 
 impl EncodeError {

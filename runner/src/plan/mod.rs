@@ -9,6 +9,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use crate::exit::ExitCode;
 pub use crate::format::FORMAT_METADATA_KEY;
 use crate::spec::job::{Job, Shards, Source};
 use crate::storage::ObjectInfo;
@@ -84,6 +85,13 @@ pub enum PlanError {
     },
     #[error("plan.json: column {column} has a type sluice cannot decode: {data_type}")]
     ColumnType { column: String, data_type: String },
+}
+
+impl PlanError {
+    /// A selection or split setting that cannot be planned: 2.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
 }
 
 impl Plan {

@@ -7,8 +7,8 @@ use futures::StreamExt;
 
 use crate::schedule::daemon::execute_and_record;
 use crate::schedule::fire::{self, Executor};
-use crate::schedule::history::{HistoryRecord, RunStatus, Trigger};
 use crate::spec::schedule::{ConcurrencyPolicy, Schedule};
+use crate::state::history::{FireStatus, HistoryRecord, Trigger};
 use crate::storage::Storage;
 
 /// What happened to one interval.
@@ -70,7 +70,7 @@ pub async fn backfill(
             interval_end: fire.interval.1,
             params: fire.params.clone(),
             trigger: Trigger::Backfill,
-            status: RunStatus::Started,
+            status: FireStatus::Started,
             started_at: Utc::now(),
             finished_at: None,
             exit_code: None,

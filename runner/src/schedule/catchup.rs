@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::schedule::history::Trigger;
 use crate::spec::schedule::Schedule;
+use crate::state::history::Trigger;
 
 /// One fire that should start now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 
 use crate::schedule::catchup::{Due, due_at};
 use crate::schedule::fire::{self, Executor, PreparedFire};
-use crate::schedule::history::{History, HistoryRecord, RunStatus};
 use crate::schedule::leader::LeaseLock;
 use crate::schedule::metrics::Metrics;
 use crate::spec::schedule::{ConcurrencyPolicy, Schedule};
+use crate::state::history::{FireStatus, History, HistoryRecord};
 use crate::storage::Storage;
 
 /// Where the scheduler gets the time from.
@@ -216,7 +216,7 @@ impl Scheduler {
             interval_end: fire.interval.1,
             params: fire.params.clone(),
             trigger: due.trigger,
-            status: RunStatus::Started,
+            status: FireStatus::Started,
             started_at: Utc::now(),
             finished_at: None,
             exit_code: None,
@@ -271,7 +271,7 @@ impl Scheduler {
                 tracing::error!(run = %run.fire.run_id, error = %format!("{error:#}"), "stopping the replaced run");
             }
             let mut record = run.record;
-            record.status = RunStatus::Replaced;
+            record.status = FireStatus::Replaced;
             record.finished_at = Some(Utc::now());
             let history = run.fire.history(&self.storage);
             if let Err(error) = history.write(&record).await {
@@ -374,16 +374,16 @@ pub async fn execute_and_record(
     let exit = match fire::execute(executor, storage, fire, resume).await {
         Ok(exit) => exit,
         Err(error) => {
-            tracing::error!(schedule = %fire.schedule, run = %fire.run_id, error = %format!("{error:#}"), "run failed");
-            crate::error::exit_code_of(&error).code()
+            tracing::error!(schedule = %fire.schedule, run = %fire.run_id, error = %crate::exit::error_chain(&error), "run failed");
+            error.exit_code().code()
         }
     };
     record.finished_at = Some(Utc::now());
     record.exit_code = Some(exit);
     record.status = if exit == 0 {
-        RunStatus::Succeeded
+        FireStatus::Succeeded
     } else {
-        RunStatus::Failed
+        FireStatus::Failed
     };
     if let Err(error) = fire.history(storage).write(record).await {
         tracing::error!(run = %fire.run_id, %error, "recording the run's end");

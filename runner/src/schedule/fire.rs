@@ -8,18 +8,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::error::{Classify, ErrorKind, ExitCode};
-use crate::exec::cluster::Cluster;
-use crate::exec::local::PodOutput;
-use crate::exec::render::Target;
-use crate::exec::{LocalRunOptions, run_locally, submit};
+use crate::exit::ExitCode;
+use crate::kubernetes::cluster::Cluster;
+use crate::kubernetes::render::Target;
+use crate::pod::PodOutput;
+use crate::run::local::LocalRunError;
+use crate::run::submit::{self, SubmitError};
+use crate::run::{LocalRunOptions, run_locally};
 use crate::schedule::cron::run_id;
-use crate::schedule::history::{History, RunStatus};
 use crate::schedule::params::FireTimes;
 use crate::spec::schedule::{Schedule, ScheduleTarget};
 use crate::spec::task::TaskDefinition;
 use crate::spec::{self, Loaded};
 use crate::state::RunLayout;
+use crate::state::history::{FireStatus, History};
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::task::{Overrides, TaskError, Where, run_task};
@@ -37,14 +39,25 @@ pub enum FireError {
         #[source]
         source: Box<TaskError>,
     },
+    /// The fire's run could not be carried out (a run that ran and failed has an exit code).
+    #[error(transparent)]
+    Local(#[from] LocalRunError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error(transparent)]
+    TaskRun(#[from] TaskError),
 }
 
-impl Classify for FireError {
-    fn kind(&self) -> ErrorKind {
-        ErrorKind::User
-    }
-    fn exit_code(&self) -> ExitCode {
-        ExitCode::Config
+impl FireError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            FireError::Local(e) => e.exit_code(),
+            FireError::Submit(e) => e.exit_code(),
+            FireError::TaskRun(e) => e.exit_code(),
+            FireError::Params { .. } | FireError::Target(_) | FireError::Task { .. } => {
+                ExitCode::Config
+            }
+        }
     }
 }
 
@@ -219,7 +232,7 @@ pub async fn already_started(storage: &Storage, fire: &PreparedFire) -> anyhow::
 /// resumes it with its own plan.
 pub async fn resumable(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
     match fire.layout() {
-        Some(layout) => Ok(storage.head(&layout.plan()).await?.is_some()),
+        Some(layout) => Ok(crate::state::plan::is_planned(storage, &layout).await?),
         None => Ok(false),
     }
 }
@@ -228,12 +241,12 @@ pub async fn resumable(storage: &Storage, fire: &PreparedFire) -> anyhow::Result
 /// run succeeded.
 pub async fn published(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
     match fire.layout() {
-        Some(layout) => Ok(storage.head(&layout.success()).await?.is_some()),
+        Some(layout) => Ok(crate::state::manifest::is_published(storage, &layout).await?),
         None => Ok(fire
             .history(storage)
             .get(&fire.run_id)
             .await?
-            .is_some_and(|r| r.status == RunStatus::Succeeded)),
+            .is_some_and(|r| r.status == FireStatus::Succeeded)),
     }
 }
 
@@ -245,7 +258,7 @@ pub async fn execute(
     storage: &Storage,
     fire: &PreparedFire,
     resume: bool,
-) -> anyhow::Result<i32> {
+) -> Result<i32, FireError> {
     match &fire.target {
         FireTarget::Job(loaded) => Ok(execute_job(executor, storage, fire, loaded, resume)
             .await?
@@ -281,7 +294,7 @@ async fn execute_job(
     fire: &PreparedFire,
     loaded: &Loaded,
     resume: bool,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, FireError> {
     match executor {
         Executor::Local { program, env } => {
             let options = LocalRunOptions {
@@ -431,7 +444,7 @@ pub fn render_cron_job(
     let objects = match &schedule.target {
         ScheduleTarget::Job(path) => {
             let loaded = spec::load_file(path, &params)?;
-            let (map, cron) = crate::exec::cronjob::cron_job(
+            let (map, cron) = crate::kubernetes::cronjob::cron_job(
                 schedule,
                 &loaded.job,
                 &loaded.resolved_yaml,
@@ -448,9 +461,9 @@ pub fn render_cron_job(
             let (def, mut overrides) = task_target(schedule, path, args, &params)?;
             overrides.namespace = namespace.map(str::to_string);
             let job = crate::task::render(&def, &overrides).map_err(task_error(schedule, path))?;
-            let cron = crate::exec::cronjob::task_cron_job(schedule, job);
+            let cron = crate::kubernetes::cronjob::task_cron_job(schedule, job);
             vec![serde_json::to_value(cron).expect("objects serialize")]
         }
     };
-    Ok(crate::exec::render::to_yaml(&objects))
+    Ok(crate::kubernetes::render::to_yaml(&objects))
 }

@@ -7,7 +7,6 @@ pub mod catchup;
 pub mod cron;
 pub mod daemon;
 pub mod fire;
-pub mod history;
 pub mod leader;
 pub mod metrics;
 pub mod params;

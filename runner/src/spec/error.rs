@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::exit::ExitCode;
 use crate::spec::span::{At, FieldPath, SpanIndex};
 
 /// One problem in a job file.
@@ -36,6 +37,13 @@ impl fmt::Display for SpecError {
 #[error("{}", lines(.errors))]
 pub struct SpecErrors {
     pub errors: Vec<SpecError>,
+}
+
+impl SpecErrors {
+    /// A file that does not load or validate: 2.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
 }
 
 fn lines(errors: &[SpecError]) -> String {

@@ -17,6 +17,8 @@ use crate::spec::span::FieldPath;
 
 /// The image that runs workers and the launcher unless the job or `--image` names another.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/sluice-dev/sluice:", env!("CARGO_PKG_VERSION"));
+/// A step image that stands for the run's sluice image (the built-in transformer server).
+pub const SLUICE_IMAGE_ALIAS: &str = "sluice";
 /// How long a finished Job and its pods stay for inspection: one day.
 pub const DEFAULT_TTL_SECONDS: i32 = 86_400;
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::io::StreamReader;
 
+use crate::exit::ExitCode;
 use crate::plan::Plan;
 use crate::state::RunLayout;
 use crate::storage::uri::S3Uri;
@@ -61,12 +62,20 @@ pub enum LedgerError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{uri} is not a valid plan")]
-    BadPlan {
-        uri: S3Uri,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+impl LedgerError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            LedgerError::Storage(e) => e.exit_code(),
+            LedgerError::Read { .. } => ExitCode::Transient,
+            // A ledger or plan that does not parse will not parse on a retry either.
+            LedgerError::Malformed { .. } => ExitCode::Config,
+            LedgerError::State(e) => e.exit_code(),
+        }
+    }
 }
 
 /// Where one job's ledger lives.
@@ -169,7 +178,7 @@ impl Ledger {
     /// its `_SUCCESS.json`). Returns the runs repaired.
     pub async fn repair(&self, storage: &Storage) -> Result<Vec<String>, LedgerError> {
         let (merged, runs) = self.index(storage).await?;
-        let runs_root = self.state.join(&format!("runs/{}/", self.job));
+        let runs_root = RunLayout::runs_of(&self.state, &self.job);
         let mut repaired = Vec::new();
         for dir in storage.list_dirs(&runs_root).await? {
             let run_id = dir.trim_end_matches('/').rsplit('/').next().unwrap_or("");
@@ -177,17 +186,12 @@ impl Ledger {
                 continue;
             }
             let layout = RunLayout::new(&self.state, &self.job, run_id);
-            if storage.head(&layout.success()).await?.is_none() {
+            if !crate::state::manifest::is_published(storage, &layout).await? {
                 continue;
             }
-            let Some(bytes) = storage.get_bytes(&layout.plan()).await? else {
+            let Some(plan) = crate::state::plan::read_plan(storage, &layout).await? else {
                 continue;
             };
-            let plan: Plan =
-                serde_json::from_slice(&bytes).map_err(|source| LedgerError::BadPlan {
-                    uri: layout.plan(),
-                    source,
-                })?;
             tracing::warn!(run = run_id, "a published run had no ledger; writing it");
             self.record(storage, &plan).await?;
             repaired.push(run_id.to_string());

@@ -9,13 +9,123 @@
 //! <state>/runs/<job>/<run-id>/report.json       the run report
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
 //! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
+//! <state>/history/<schedule>/...                 schedules: one record per fire
 //! ```
+//!
+//! Each document has one module here that reads and writes it; nothing else spells a path
+//! of the layout or parses a document.
 
+pub mod checks;
+pub mod history;
 pub mod ledger;
+pub mod manifest;
+pub mod marker;
+pub mod plan;
+pub mod progress;
+pub mod report;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use crate::exit::ExitCode;
 use crate::storage::uri::S3Uri;
+use crate::storage::{Storage, StorageError};
+
+/// Reading or writing a document of run state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("reading {uri}")]
+    Read {
+        uri: S3Uri,
+        #[source]
+        source: StorageError,
+    },
+    #[error("{uri} does not exist; was the run planned?")]
+    Missing { uri: S3Uri },
+    #[error("{uri} is not a valid {what}")]
+    Malformed {
+        uri: S3Uri,
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing {uri}")]
+    Write {
+        uri: S3Uri,
+        #[source]
+        source: StorageError,
+    },
+}
+
+impl StateError {
+    /// The store's own code when it failed (1 when a retry may help); 2 for state that is
+    /// missing or does not parse, which a retry finds the same.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            StateError::Read { source, .. } | StateError::Write { source, .. } => {
+                source.exit_code()
+            }
+            StateError::Missing { .. } | StateError::Malformed { .. } => ExitCode::Config,
+        }
+    }
+}
+
+/// The document at `uri`, `None` when there is none; one that does not parse is an error
+/// that names it as `what`.
+async fn read_json<T: DeserializeOwned>(
+    storage: &Storage,
+    uri: &S3Uri,
+    what: &'static str,
+) -> Result<Option<T>, StateError> {
+    let Some(bytes) = read_bytes(storage, uri).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StateError::Malformed {
+            uri: uri.clone(),
+            what,
+            source,
+        })
+}
+
+/// The document at `uri`, `None` when there is none or it does not parse (a marker or a
+/// progress file cut short by a crash is as good as none).
+async fn read_json_lenient<T: DeserializeOwned>(
+    storage: &Storage,
+    uri: &S3Uri,
+) -> Result<Option<T>, StateError> {
+    Ok(read_bytes(storage, uri)
+        .await?
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+async fn read_bytes(storage: &Storage, uri: &S3Uri) -> Result<Option<bytes::Bytes>, StateError> {
+    storage
+        .get_bytes(uri)
+        .await
+        .map_err(|source| StateError::Read {
+            uri: uri.clone(),
+            source,
+        })
+}
+
+/// Writes `document` as pretty JSON, so a person can read the state with any S3 tool.
+async fn write_json<T: Serialize>(
+    storage: &Storage,
+    uri: &S3Uri,
+    document: &T,
+) -> Result<(), StateError> {
+    let body = serde_json::to_vec_pretty(document).expect("state documents serialize");
+    storage
+        .put_bytes(uri, body.into())
+        .await
+        .map_err(|source| StateError::Write {
+            uri: uri.clone(),
+            source,
+        })
+}
 
 /// Where one run's state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +136,13 @@ pub struct RunLayout {
 impl RunLayout {
     pub fn new(state: &S3Uri, job: &str, run_id: &str) -> RunLayout {
         RunLayout {
-            root: state.join(&format!("runs/{job}/{run_id}/")),
+            root: RunLayout::runs_of(state, job).join(&format!("{run_id}/")),
         }
+    }
+
+    /// The prefix under which every run of `job` keeps its state (`<state>/runs/<job>/`).
+    pub fn runs_of(state: &S3Uri, job: &str) -> S3Uri {
+        state.join(&format!("runs/{job}/"))
     }
 
     /// The layout of the run whose plan sits at `plan` (`.../runs/<job>/<run>/plan.json`).
@@ -71,10 +186,6 @@ impl RunLayout {
     pub fn done_marker(&self, source_key: &str) -> S3Uri {
         self.root
             .join(&format!("done/{}.json", key_hash(source_key)))
-    }
-
-    pub fn done_prefix(&self) -> S3Uri {
-        self.root.join("done/")
     }
 
     /// Where `unique` rules spill the sorted keys of each object, per rule.

@@ -4,6 +4,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use super::S3Uri;
+use crate::exit::ExitCode;
 
 /// An S3 operation that failed. Every variant names the object or bucket it was about.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,18 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StorageError {
+    /// 1 for what a retry may fix (5xx, throttling, the network); 2 otherwise (a missing
+    /// bucket or key, denied access, an invalid request: the job's settings).
+    pub fn exit_code(&self) -> ExitCode {
+        if self.is_transient() {
+            ExitCode::Transient
+        } else {
+            ExitCode::Config
+        }
+    }
 }
 
 impl StorageError {

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::exit::ExitCode;
 use serde::{Deserialize, Serialize};
 
 /// A bucket and a key or key prefix. A prefix never starts with `/`.
@@ -21,6 +22,13 @@ pub enum S3UriError {
     NoBucket(String),
     #[error("bucket name {0:?} is not valid: 3 to 63 characters of a-z, 0-9, '.', '-'")]
     Bucket(String),
+}
+
+impl S3UriError {
+    /// A malformed `s3://` address is the user's: 2.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
 }
 
 impl S3Uri {

@@ -8,7 +8,7 @@ use futures::AsyncReadExt;
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::exec::cluster::{Cluster, state_of};
+use crate::kubernetes::cluster::{Cluster, state_of};
 use crate::spec::task::TaskDefinition;
 use crate::task::error::TaskError;
 use crate::task::{Logs, TaskOutcome};
@@ -26,7 +26,7 @@ pub async fn run(
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(crate::exec::render::ANNOTATION_RUN_ID))
+        .and_then(|a| a.get(crate::kubernetes::render::ANNOTATION_RUN_ID))
         .cloned()
         .unwrap_or_default();
     tracing::info!(run = %run_id, job = %name, namespace = %cluster.namespace, "task submitted");
@@ -36,7 +36,7 @@ pub async fn run(
             .await
             .map_err(TaskError::Cluster)?
             .ok_or_else(|| {
-                TaskError::Cluster(crate::exec::cluster::ClusterError::Malformed {
+                TaskError::Cluster(crate::kubernetes::cluster::ClusterError::Malformed {
                     job: name.clone(),
                     why: "the Job was deleted while the task ran".into(),
                 })

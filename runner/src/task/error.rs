@@ -1,7 +1,8 @@
 //! What can go wrong when running a task, apart from the task itself failing.
 
-use crate::exec::cluster::ClusterError;
-use crate::exec::local::PodRunError;
+use crate::exit::ExitCode;
+use crate::kubernetes::cluster::ClusterError;
+use crate::pod::PodRunError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -25,4 +26,15 @@ pub enum TaskError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl TaskError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            TaskError::Cluster(e) => e.exit_code(),
+            TaskError::Local(e) => e.exit_code(),
+            TaskError::Logs { .. } => ExitCode::Transient,
+            _ => ExitCode::Config,
+        }
+    }
 }

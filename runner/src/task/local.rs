@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 
-use crate::exec::local::{LocalPodRunner, PodOutput, ShardOutcome};
+use crate::pod::{LocalPodRunner, PodOutput, ShardOutcome};
 use crate::spec::kubernetes::DEFAULT_IMAGE;
 use crate::spec::task::TaskDefinition;
 use crate::task::error::TaskError;
@@ -67,7 +67,7 @@ fn run_id_of(job: &KubeJob) -> String {
     job.metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(crate::exec::render::ANNOTATION_RUN_ID))
+        .and_then(|a| a.get(crate::kubernetes::render::ANNOTATION_RUN_ID))
         .cloned()
         .unwrap_or_default()
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use serde::Serialize;
 
-use crate::exec::cluster::Cluster;
-use crate::exec::local::PodOutput;
+use crate::kubernetes::cluster::Cluster;
+use crate::pod::PodOutput;
 use crate::spec::task::TaskDefinition;
 
 pub use error::TaskError;
@@ -88,7 +88,7 @@ pub async fn run_task(
     def: &TaskDefinition,
     overrides: &Overrides,
     how: Where,
-) -> anyhow::Result<TaskOutcome> {
+) -> Result<TaskOutcome, TaskError> {
     let run = overrides.apply(def)?;
     let run_id = run_id(def, overrides);
     let outcome = match how {

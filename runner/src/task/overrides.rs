@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::EnvVar;
 
-use crate::exec::render::DEFAULT_NAMESPACE;
+use crate::kubernetes::render::DEFAULT_NAMESPACE;
 use crate::spec::kubernetes::is_credential_name;
 use crate::spec::task::TaskDefinition;
 use crate::task::error::TaskError;

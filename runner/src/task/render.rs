@@ -13,7 +13,7 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::exec::render::{
+use crate::kubernetes::render::{
     ANNOTATION_RUN_ID, LABEL_COMPONENT, LABEL_RUN, SCRATCH_DIR, container_security, object_name,
     pod_security, run_label, scratch_mount, scratch_volume,
 };

@@ -10,6 +10,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
+use crate::exit::ExitCode;
 use crate::spec::job::{Step, StepKind};
 
 /// Records into and out of one step, counted as batches pass.
@@ -38,6 +39,16 @@ pub enum TransformError {
     },
     #[error(transparent)]
     Container(Box<container::ContainerError>),
+}
+
+impl TransformError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            TransformError::Container(e) => e.exit_code(),
+            // A query that does not plan (unknown column, bad function) fails again on retry.
+            _ => ExitCode::Config,
+        }
+    }
 }
 
 /// Chains the steps over `input` (the records of the source object `key`); returns the

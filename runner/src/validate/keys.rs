@@ -20,7 +20,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Classify, ErrorKind, ExitCode};
+use crate::exit::ExitCode;
 use crate::storage::{S3Uri, StorageError};
 
 pub use codec::VERSION as SPILL_FORMAT_VERSION;
@@ -168,22 +168,8 @@ impl From<merge::SourceError> for KeysError {
     }
 }
 
-impl Classify for KeysError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            KeysError::UnknownColumn { .. }
-            | KeysError::ColumnIndex { .. }
-            | KeysError::NoColumns => ErrorKind::User,
-            KeysError::Storage(e) => e.kind(),
-            KeysError::ReadSpill { .. } | KeysError::TempFile { .. } => ErrorKind::External,
-            KeysError::Arrow(_)
-            | KeysError::BadSpill { .. }
-            | KeysError::WriteSpill { .. }
-            | KeysError::Task(_) => ErrorKind::Internal,
-        }
-    }
-
-    fn exit_code(&self) -> ExitCode {
+impl KeysError {
+    pub fn exit_code(&self) -> ExitCode {
         match self {
             KeysError::UnknownColumn { .. }
             | KeysError::ColumnIndex { .. }

@@ -3,7 +3,6 @@
 
 pub mod keys;
 pub mod object;
-pub mod outcome;
 pub mod rows;
 pub mod run;
 pub mod schema;

@@ -17,15 +17,15 @@ use tokio::task::JoinHandle;
 use crate::format::BadRecord;
 use crate::spec::file::ColumnType;
 use crate::spec::rules::{Check, MinRatio, RecordCountConfig, Relation, Rule, Scope};
+use crate::state::checks::{Location, Offending, RuleOutcome};
+use crate::state::marker::RecordCounts;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::validate::keys::{
     DuplicateExample, KeyColumns, KeySpillWriter, KeysError, SpillOptions,
 };
-use crate::validate::outcome::{Location, Offending, RuleOutcome};
 use crate::validate::rows::{RowRules, whole_row};
 use crate::validate::sql::{Answer, answer};
-use crate::worker::marker::RecordCounts;
 
 /// Batches buffered towards each SQL assertion.
 const SQL_IN_FLIGHT: usize = 2;

@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Schema};
 use arrow::record_batch::RecordBatch;
 
 use crate::spec::rules::{Check, OnFail, Pattern, Rule};
-use crate::validate::outcome::{Offending, RuleOutcome};
+use crate::state::checks::{Offending, RuleOutcome};
 
 /// A row rule made ready for one output schema.
 struct Prepared {

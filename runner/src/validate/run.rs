@@ -12,13 +12,14 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use crate::format::options::SinkFormat;
 use crate::plan::Plan;
 use crate::spec::rules::{Check, Rule, Scope};
+use crate::state::checks::{CheckReport, RuleOutcome, aggregate};
+use crate::state::marker::{OutputObject, RecordCounts};
+use crate::state::progress::ObjectFailure;
 use crate::storage::S3ParquetReader;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::validate::keys::{MergeOptions, find_duplicates};
 use crate::validate::object::{duplicate_example, relation_fails, spill_uri};
-use crate::validate::outcome::{CheckReport, RuleOutcome, aggregate};
-use crate::worker::marker::{ObjectFailure, OutputObject, RecordCounts};
 
 /// What the run produced, as publish gathered it.
 pub struct RunFacts<'a> {

@@ -2,6 +2,7 @@
 
 use datafusion::error::DataFusionError;
 
+use crate::exit::ExitCode;
 use crate::format::{DecodeError, EncodeError};
 use crate::storage::StorageError;
 use crate::storage::uri::S3Uri;
@@ -71,7 +72,7 @@ pub enum ObjectError {
     Validation {
         uri: S3Uri,
         failed: String,
-        outcomes: Vec<crate::validate::outcome::RuleOutcome>,
+        outcomes: Vec<crate::state::checks::RuleOutcome>,
     },
     #[error("{uri}: a validation rule cannot be applied: {message}")]
     Rule { uri: S3Uri, message: String },
@@ -79,6 +80,28 @@ pub enum ObjectError {
     Internal(String),
     #[error("stopped because another part of the pipeline failed")]
     Cancelled,
+}
+
+impl ObjectError {
+    pub fn exit_code(&self) -> ExitCode {
+        use ObjectError as E;
+        match self {
+            E::Storage(e) => e.exit_code(),
+            E::Decode { source, .. } => source.exit_code(),
+            // A Parquet object that cannot be read is bad source data.
+            E::Parquet { .. } => ExitCode::BadData,
+            E::BadRecord { .. } | E::TooManyBadRecords { .. } => ExitCode::BadData,
+            E::TransformPlan(e) => e.exit_code(),
+            // A query failing on the data (a cast of a bad value) fails again on retry.
+            E::Transform(_) => ExitCode::BadData,
+            E::StepCount { .. } | E::Lost { .. } | E::ReadBack { .. } | E::Validation { .. } => {
+                ExitCode::Validation
+            }
+            E::Rule { .. } => ExitCode::Config,
+            E::Encode { .. } | E::Internal(_) | E::Cancelled => ExitCode::Transient,
+            E::Transformer(e) => e.exit_code(),
+        }
+    }
 }
 
 impl From<ContainerError> for ObjectError {

@@ -5,12 +5,11 @@ pub mod decode;
 pub mod error;
 pub mod inline;
 pub mod leftovers;
-pub mod marker;
 pub mod object;
 pub mod output;
 pub mod raw;
+pub mod read_back;
 pub mod rejects;
-pub mod verify;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,14 +17,16 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::StreamExt;
 
-use crate::error::{Classify, ExitCode};
-use crate::plan::{Plan, PlannedObject};
+use crate::exit::{ExitCode, error_chain};
+use crate::plan::PlannedObject;
 use crate::spec;
-use crate::state::RunLayout;
+use crate::state::checks::RuleOutcome;
+use crate::state::marker::{DoneMarker, read_marker, write_marker};
+use crate::state::plan::{load_job_text, load_plan};
+use crate::state::progress::{ObjectFailure, ShardProgress, write_progress};
+use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
-use crate::validate::outcome::RuleOutcome;
-use crate::worker::marker::{DoneMarker, ObjectFailure, ShardProgress};
 use crate::worker::object::{ObjectContext, ObjectError};
 
 /// How often progress.json is rewritten while a shard runs.
@@ -33,20 +34,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("reading {uri}")]
-    ReadState {
-        uri: S3Uri,
-        #[source]
-        source: crate::storage::StorageError,
-    },
-    #[error("{uri} does not exist; was the run planned?")]
-    MissingState { uri: S3Uri },
-    #[error("{uri} is not a valid plan")]
-    BadPlan {
-        uri: S3Uri,
-        #[source]
-        source: serde_json::Error,
-    },
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("the run's job file is not valid")]
     BadJob(#[source] spec::SpecErrors),
     #[error("shard {index} is not in the plan ({shards} shards)")]
@@ -59,12 +48,18 @@ pub enum WorkerError {
         #[source]
         source: crate::storage::StorageError,
     },
-    #[error("writing {uri}")]
-    WriteState {
-        uri: S3Uri,
-        #[source]
-        source: crate::storage::StorageError,
-    },
+}
+
+impl WorkerError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            WorkerError::State(e) => e.exit_code(),
+            WorkerError::CleanUploads { source, .. } => source.exit_code(),
+            WorkerError::BadJob(_) | WorkerError::NoSuchShard { .. } | WorkerError::Plan(_) => {
+                ExitCode::Config
+            }
+        }
+    }
 }
 
 /// Tuning of one worker process.
@@ -82,22 +77,6 @@ impl Default for WorkerOptions {
     }
 }
 
-/// Reads and parses plan.json.
-pub async fn load_plan(storage: &Storage, uri: &S3Uri) -> Result<Plan, WorkerError> {
-    let bytes = storage
-        .get_bytes(uri)
-        .await
-        .map_err(|source| WorkerError::ReadState {
-            uri: uri.clone(),
-            source,
-        })?
-        .ok_or_else(|| WorkerError::MissingState { uri: uri.clone() })?;
-    serde_json::from_slice(&bytes).map_err(|source| WorkerError::BadPlan {
-        uri: uri.clone(),
-        source,
-    })
-}
-
 /// Runs shard `index` of the plan at `plan_uri` and returns the worker exit code.
 pub async fn run_shard(
     storage: Storage,
@@ -106,26 +85,12 @@ pub async fn run_shard(
     options: WorkerOptions,
 ) -> Result<ExitCode, WorkerError> {
     let layout = RunLayout::from_plan_uri(plan_uri);
-    let plan = load_plan(&storage, plan_uri).await?;
-    let job_uri = layout.job();
-    let job_text = storage
-        .get_bytes(&job_uri)
-        .await
-        .map_err(|source| WorkerError::ReadState {
-            uri: job_uri.clone(),
-            source,
-        })?
-        .ok_or_else(|| WorkerError::MissingState {
-            uri: job_uri.clone(),
-        })?;
-    let fingerprint = spec::fingerprint(&String::from_utf8_lossy(&job_text));
-    let job = spec::load_str(
-        &String::from_utf8_lossy(&job_text),
-        &job_uri.to_string(),
-        &[],
-    )
-    .map_err(WorkerError::BadJob)?
-    .job;
+    let plan = load_plan(&storage, &layout).await?;
+    let job_text = load_job_text(&storage, &layout).await?;
+    let fingerprint = spec::fingerprint(&job_text);
+    let job = spec::load_str(&job_text, &layout.job().to_string(), &[])
+        .map_err(WorkerError::BadJob)?
+        .job;
     let shard = plan.shard(index).ok_or(WorkerError::NoSuchShard {
         index,
         shards: plan.shards.len(),
@@ -170,12 +135,8 @@ pub async fn run_shard(
         ..ShardProgress::default()
     }));
     let started = Instant::now();
-    let reporter = spawn_progress_writer(
-        storage.clone(),
-        layout.progress(index),
-        progress.clone(),
-        started,
-    );
+    let reporter =
+        spawn_progress_writer(storage.clone(), layout.clone(), progress.clone(), started);
 
     let results: Vec<(PlannedObject, ObjectOutcome)> =
         futures::stream::iter(shard.objects.iter().cloned())
@@ -197,7 +158,7 @@ pub async fn run_shard(
     for (object, outcome) in &results {
         if let Err((exit, error, _)) = outcome {
             tracing::error!(key = %object.key, exit = exit.code(), "{error}");
-            code = worse(code, *exit);
+            code = code.worse(*exit);
         }
     }
     let final_progress = {
@@ -205,15 +166,10 @@ pub async fn run_shard(
         p.finished = true;
         p.updated = Some(Utc::now());
         p.rate = rate(p.bytes_done, started);
-        p.peak_rss_bytes = marker::peak_rss_bytes();
+        p.peak_rss_bytes = peak_rss_bytes();
         p.clone()
     };
-    write_progress(&storage, &layout.progress(index), &final_progress)
-        .await
-        .map_err(|source| WorkerError::WriteState {
-            uri: layout.progress(index),
-            source,
-        })?;
+    write_progress(&storage, &layout, &final_progress).await?;
     tracing::info!(
         shard = index,
         objects = final_progress.objects_done,
@@ -230,29 +186,15 @@ pub async fn run_shard(
 /// How one object ended: its marker, or the exit code and the error.
 type ObjectOutcome = Result<DoneMarker, (ExitCode, String, Vec<RuleOutcome>)>;
 
-/// Which of two failing exit codes a worker reports: one that a retry cannot fix wins over
-/// a transient one, so the index is not retried in vain.
-fn worse(a: ExitCode, b: ExitCode) -> ExitCode {
-    let rank = |c: ExitCode| match c {
-        ExitCode::Done => 0,
-        ExitCode::Transient => 1,
-        ExitCode::BadData => 2,
-        ExitCode::Validation => 3,
-        ExitCode::Config => 4,
-    };
-    if rank(b) > rank(a) { b } else { a }
-}
-
 async fn one_object(
     ctx: &ObjectContext,
     layout: &RunLayout,
     object: &PlannedObject,
     progress: &Mutex<ShardProgress>,
 ) -> ObjectOutcome {
-    let marker_uri = layout.done_marker(&object.task_key());
+    let task_key = object.task_key();
     // Resume: an object whose marker matches its ETag and the job's fingerprint is done.
-    if let Ok(Some(bytes)) = ctx.storage.get_bytes(&marker_uri).await
-        && let Ok(marker) = serde_json::from_slice::<DoneMarker>(&bytes)
+    if let Ok(Some(marker)) = read_marker(&ctx.storage, layout, &task_key).await
         && marker.etag == object.etag
         && marker.fingerprint == ctx.fingerprint
     {
@@ -264,17 +206,10 @@ async fn one_object(
         return Ok(marker);
     }
     let result = match process_with_retries(ctx, object).await {
-        Ok(marker) => {
-            let body = serde_json::to_vec_pretty(&marker).expect("marker serializes");
-            match ctx.storage.put_bytes(&marker_uri, body.into()).await {
-                Ok(()) => Ok(marker),
-                Err(e) => Err((
-                    e.exit_code(),
-                    format!("writing {marker_uri}: {e}"),
-                    Vec::new(),
-                )),
-            }
-        }
+        Ok(marker) => match write_marker(&ctx.storage, layout, &task_key, &marker).await {
+            Ok(()) => Ok(marker),
+            Err(e) => Err((e.exit_code(), error_chain(&e), Vec::new())),
+        },
         Err(e) => {
             let checks = match &e {
                 ObjectError::Validation { outcomes, .. } => outcomes.clone(),
@@ -291,7 +226,7 @@ async fn one_object(
             p.records.add(&marker.records);
         }
         Err((exit, error, checks)) => p.failures.push(ObjectFailure {
-            key: object.task_key(),
+            key: task_key,
             exit_code: exit.code(),
             error: error.clone(),
             checks: checks.clone(),
@@ -348,25 +283,13 @@ async fn process_with_retries(
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 fn rate(bytes: u64, started: Instant) -> f64 {
     bytes as f64 / started.elapsed().as_secs_f64().max(1e-3)
 }
 
 fn spawn_progress_writer(
     storage: Storage,
-    uri: S3Uri,
+    layout: RunLayout,
     progress: Arc<Mutex<ShardProgress>>,
     started: Instant,
 ) -> tokio::task::JoinHandle<()> {
@@ -376,22 +299,26 @@ fn spawn_progress_writer(
                 let mut p = progress.lock().expect("not poisoned");
                 p.updated = Some(Utc::now());
                 p.rate = rate(p.bytes_done, started);
-                p.peak_rss_bytes = marker::peak_rss_bytes();
+                p.peak_rss_bytes = peak_rss_bytes();
                 p.clone()
             };
-            if let Err(error) = write_progress(&storage, &uri, &snapshot).await {
-                tracing::warn!(%error, %uri, "writing progress failed");
+            if let Err(error) = write_progress(&storage, &layout, &snapshot).await {
+                tracing::warn!(error = %error_chain(&error), "writing progress failed");
             }
             tokio::time::sleep(PROGRESS_EVERY).await;
         }
     })
 }
 
-async fn write_progress(
-    storage: &Storage,
-    uri: &S3Uri,
-    progress: &ShardProgress,
-) -> Result<(), crate::storage::StorageError> {
-    let body = serde_json::to_vec_pretty(progress).expect("progress serializes");
-    storage.put_bytes(uri, body.into()).await
+/// This process's peak resident set size in bytes (0 where /proc is not available).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
 }

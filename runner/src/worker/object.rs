@@ -13,19 +13,19 @@ use crate::plan::split::PlannedRange;
 use crate::spec::container::{OutputFormat, StepInput};
 use crate::spec::job::Job;
 use crate::spec::job::StepKind;
+use crate::state::checks::RuleOutcome;
+use crate::state::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::transform::{self, StepCounter};
 use crate::validate::keys::KeysError;
 use crate::validate::object::{KeySpills, ObjectChecks, judge_output_sizes};
-use crate::validate::outcome::RuleOutcome;
 use crate::worker::decode::{DecodeStats, Decoding};
 pub use crate::worker::error::ObjectError;
-use crate::worker::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
 use crate::worker::output::{OutputPart, encode_outputs};
 use crate::worker::raw::{self, raw_step};
+use crate::worker::read_back::{stored_rejects, stored_rows};
 use crate::worker::rejects::{RejectsWriter, StagedRejects};
-use crate::worker::verify::{stored_rejects, stored_rows};
 
 /// What every object of a shard shares.
 pub struct ObjectContext {

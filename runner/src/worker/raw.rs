@@ -16,12 +16,12 @@ use crate::plan::PlannedObject;
 use crate::plan::keys::output_key_with_extension;
 use crate::spec::container::{ContainerStep, OutputFormat, StepInput};
 use crate::spec::job::{Job, Step, StepKind};
+use crate::state::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
 use crate::storage::UploadOptions;
 use crate::storage::uri::S3Uri;
 use crate::transform::container::wire::ByteStream;
 use crate::transform::container::{ContainerError, content_type, transport};
 use crate::worker::error::ObjectError;
-use crate::worker::marker::{DoneMarker, OutputObject, RecordCounts, StepCounts};
 use crate::worker::object::ObjectContext;
 
 /// The job's first step when it takes the raw object.

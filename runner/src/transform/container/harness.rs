@@ -60,7 +60,7 @@ pub fn local_argv(
     if let Some(local) = &step.local_command {
         return Ok(local.clone());
     }
-    if step.image == crate::exec::render::SLUICE_IMAGE_ALIAS {
+    if step.image == crate::spec::kubernetes::SLUICE_IMAGE_ALIAS {
         let mut argv = vec![program.display().to_string()];
         let command = step.command.clone().unwrap_or_default();
         let rest = match command.first().map(String::as_str) {

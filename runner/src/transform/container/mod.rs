@@ -11,7 +11,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::spec::container::{ContainerStep, StepInput};
 use crate::transform::container::transport::TransportError;
 use crate::transform::container::wire::{ByteStream, OutputDecodeError, decode_output};

@@ -175,7 +175,7 @@ async fn send(port: u16, request: Request<Body>) -> Result<Reply, TransportError
                 detail: e.to_string(),
             }
         } else {
-            TransportError::Broken(format!("{e}: {}", source_chain(&e)))
+            TransportError::Broken(crate::exit::error_chain(&e))
         }
     })?;
     let status = reply.status();
@@ -198,16 +198,6 @@ async fn send(port: u16, request: Request<Body>) -> Result<Reply, TransportError
         .into_data_stream()
         .map_err(std::io::Error::other);
     Ok(Box::pin(StreamReader::new(stream)))
-}
-
-fn source_chain(error: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        out.push(e.to_string());
-        cause = e.source();
-    }
-    out.join(": ")
 }
 
 /// hpull: the object is staged in a temporary file and served on a loopback port of the

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 
 use super::ops::{Op, OpError, Transform};
 use super::{KEY_HEADER, URL_HEADER};
-use crate::worker::error_chain;
+use crate::exit::error_chain;
 
 /// Output held back before the status line is sent, so that an object whose whole output
 /// fits gets a clean 4xx when the operation fails on it. Past this, a failure can only

@@ -13,7 +13,7 @@ use crate::storage::{Storage, StorageError};
 /// Where a run stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RunStatus {
+pub enum FireStatus {
     Started,
     Succeeded,
     Failed,
@@ -43,7 +43,7 @@ pub struct HistoryRecord {
     pub interval_end: DateTime<Utc>,
     pub params: BTreeMap<String, String>,
     pub trigger: Trigger,
-    pub status: RunStatus,
+    pub status: FireStatus,
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,

@@ -4,6 +4,7 @@
 use arrow::datatypes::SchemaRef;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use crate::exit::ExitCode;
 use crate::format;
 use crate::format::options::{Compression, SourceFormat};
 use crate::plan::{Plan, PlanError, PlannedObject, columns_of, select_objects, split};
@@ -32,6 +33,21 @@ pub enum StartError {
     RunExists { run_id: String, uri: S3Uri },
     #[error("schema inference stopped abnormally: {0}")]
     Join(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            StartError::Storage(e) => e.exit_code(),
+            StartError::Infer { source, .. } => source.exit_code(),
+            StartError::Plan(_) | StartError::RunExists { .. } => ExitCode::Config,
+            StartError::Ledger(e) => e.exit_code(),
+            StartError::Join(_) => ExitCode::Transient,
+            StartError::State(e) => e.exit_code(),
+        }
+    }
 }
 
 /// Lists the source and builds the plan (nothing is written). An incremental job plans only
@@ -170,16 +186,11 @@ pub async fn write_run(
     plan: &Plan,
     resolved_yaml: &str,
 ) -> Result<(), StartError> {
-    if storage.head(&layout.plan()).await?.is_some() {
+    if crate::state::plan::is_planned(storage, layout).await? {
         return Err(StartError::RunExists {
             run_id: plan.run_id.clone(),
             uri: layout.plan(),
         });
     }
-    storage
-        .put_bytes(&layout.job(), resolved_yaml.to_string().into())
-        .await?;
-    let body = serde_json::to_vec_pretty(plan).expect("plan serializes");
-    storage.put_bytes(&layout.plan(), body.into()).await?;
-    Ok(())
+    Ok(crate::state::plan::write_run(storage, layout, plan, resolved_yaml).await?)
 }

@@ -3,83 +3,22 @@
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
-use crate::error::ExitCode;
-use crate::exec::local::ShardOutcome;
+use crate::exit::ExitCode;
 use crate::plan::Plan;
-use crate::state::RunLayout;
-use crate::storage::{Storage, StorageError};
-use crate::validate::outcome::CheckReport;
+use crate::pod::ShardOutcome;
+use crate::state::checks::CheckReport;
+use crate::state::manifest::{PublishedOutput, SuccessManifest, write_manifest};
+use crate::state::marker::{DoneMarker, RecordCounts, read_marker};
+use crate::state::plan::load_job_text;
+use crate::state::progress::{ObjectFailure, read_progress};
+use crate::state::report::{ReportStatus, RunReport, ShardReport, write_report};
+use crate::state::{RunLayout, StateError};
+use crate::storage::Storage;
 use crate::validate::run::RunFacts;
-use crate::worker::marker::{DoneMarker, ObjectFailure, OutputObject, RecordCounts, ShardProgress};
 
 /// Markers read at the same time while publishing.
 const MARKERS_IN_FLIGHT: usize = 32;
-
-/// The run report: written for every run, failed or not.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunReport {
-    pub job: String,
-    pub run_id: String,
-    pub status: RunStatus,
-    pub started: DateTime<Utc>,
-    pub finished: DateTime<Utc>,
-    pub seconds: f64,
-    pub objects: u64,
-    pub objects_done: u64,
-    pub bytes: u64,
-    /// Source bytes per second over the whole run.
-    pub throughput: f64,
-    pub records: RecordCounts,
-    pub outputs: u64,
-    pub output_bytes: u64,
-    pub rejects: u64,
-    pub shards: Vec<ShardReport>,
-    pub failures: Vec<ObjectFailure>,
-    /// Every validation rule's outcome, per scope (see docs/validation.md).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<CheckReport>,
-    /// The exit code of the run (0 when it succeeded).
-    pub exit_code: i32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Succeeded,
-    Failed,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardReport {
-    pub index: u32,
-    pub exit_code: i32,
-    pub attempts: u32,
-    pub objects: u64,
-    pub bytes: u64,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub last_lines: Vec<String>,
-}
-
-/// The publish manifest. Consumers read this, never a prefix listing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SuccessManifest {
-    pub job: String,
-    pub run_id: String,
-    pub published: DateTime<Utc>,
-    pub records: RecordCounts,
-    pub outputs: Vec<PublishedOutput>,
-    pub rejects: Vec<PublishedOutput>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PublishedOutput {
-    /// The source object it came from.
-    pub source: String,
-    #[serde(flatten)]
-    pub object: OutputObject,
-}
 
 /// Collects the run's outcome, writes report.json and, if everything passed,
 /// `_SUCCESS.json`. Returns the report.
@@ -89,7 +28,7 @@ pub async fn publish(
     plan: &Plan,
     outcomes: &[ShardOutcome],
     started: DateTime<Utc>,
-) -> Result<RunReport, StorageError> {
+) -> Result<RunReport, StateError> {
     let keys: Vec<String> = plan
         .shards
         .iter()
@@ -97,10 +36,7 @@ pub async fn publish(
         .collect();
     let markers: Vec<(String, Option<DoneMarker>)> = futures::stream::iter(keys)
         .map(|key| async move {
-            let marker = storage
-                .get_bytes(&layout.done_marker(&key))
-                .await
-                .map(|b| b.and_then(|b| serde_json::from_slice::<DoneMarker>(&b).ok()));
+            let marker = read_marker(storage, layout, &key).await;
             (key, marker)
         })
         .buffered(MARKERS_IN_FLIGHT)
@@ -112,9 +48,7 @@ pub async fn publish(
 
     let mut failures = Vec::new();
     for index in 0..plan.shards.len() as u32 {
-        if let Some(bytes) = storage.get_bytes(&layout.progress(index)).await?
-            && let Ok(progress) = serde_json::from_slice::<ShardProgress>(&bytes)
-        {
+        if let Some(progress) = read_progress(storage, layout, index).await? {
             failures.extend(progress.failures);
         }
     }
@@ -179,14 +113,18 @@ pub async fn publish(
             Vec::new()
         }
     };
+    // The most severe code of a failed shard (see `ExitCode::severity`), else of a failure.
     let exit = outcomes
         .iter()
         .map(|o| o.exit)
-        .find(|e| *e != ExitCode::Done)
+        .filter(|e| *e != ExitCode::Done)
+        .max()
         .or_else(|| {
             failures
                 .iter()
-                .find_map(|f| ExitCode::from_code(f.exit_code).filter(|e| *e != ExitCode::Done))
+                .filter_map(|f| ExitCode::from_code(f.exit_code))
+                .filter(|e| *e != ExitCode::Done)
+                .max()
         })
         .or_else(|| (!failures.is_empty()).then_some(ExitCode::Transient))
         .or_else(|| {
@@ -202,9 +140,9 @@ pub async fn publish(
         job: plan.job.clone(),
         run_id: plan.run_id.clone(),
         status: if exit == ExitCode::Done {
-            RunStatus::Succeeded
+            ReportStatus::Succeeded
         } else {
-            RunStatus::Failed
+            ReportStatus::Failed
         },
         started,
         finished,
@@ -239,9 +177,8 @@ pub async fn publish(
         checks,
         exit_code: exit.code(),
     };
-    let body = serde_json::to_vec_pretty(&report).expect("report serializes");
-    storage.put_bytes(&layout.report(), body.into()).await?;
-    if report.status == RunStatus::Succeeded {
+    write_report(storage, layout, &report).await?;
+    if report.status == ReportStatus::Succeeded {
         let manifest = SuccessManifest {
             job: plan.job.clone(),
             run_id: plan.run_id.clone(),
@@ -250,8 +187,7 @@ pub async fn publish(
             outputs,
             rejects,
         };
-        let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-        storage.put_bytes(&layout.success(), body.into()).await?;
+        write_manifest(storage, layout, &manifest).await?;
     }
     Ok(report)
 }
@@ -261,16 +197,18 @@ pub async fn publish(
 async fn rules_of_run(
     storage: &Storage,
     layout: &RunLayout,
-) -> Result<Result<crate::spec::Job, String>, StorageError> {
+) -> Result<Result<crate::spec::Job, String>, StateError> {
     let uri = layout.job();
-    let Some(text) = storage.get_bytes(&uri).await? else {
-        return Ok(Err(format!(
-            "{uri} is missing: the run's rules cannot be judged"
-        )));
+    let text = match load_job_text(storage, layout).await {
+        Ok(text) => text,
+        Err(StateError::Missing { .. }) => {
+            return Ok(Err(format!(
+                "{uri} is missing: the run's rules cannot be judged"
+            )));
+        }
+        Err(e) => return Err(e),
     };
-    Ok(
-        crate::spec::load_str(&String::from_utf8_lossy(&text), &uri.to_string(), &[])
-            .map(|loaded| loaded.job)
-            .map_err(|e| format!("{uri} is not a valid job: {e}")),
-    )
+    Ok(crate::spec::load_str(&text, &uri.to_string(), &[])
+        .map(|loaded| loaded.job)
+        .map_err(|e| format!("{uri} is not a valid job: {e}")))
 }

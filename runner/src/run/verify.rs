@@ -8,13 +8,15 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::exec::publish::{PublishedOutput, RunReport, RunStatus, SuccessManifest};
+use crate::exit::ExitCode;
 use crate::spec::Job;
 use crate::spec::container::OutputFormat;
 use crate::state::RunLayout;
+use crate::state::manifest::{PublishedOutput, SuccessManifest};
+use crate::state::report::{ReportStatus, RunReport};
 use crate::storage::uri::{S3Uri, S3UriError};
 use crate::storage::{Storage, StorageError};
-use crate::worker::verify::{RowCount, read_back};
+use crate::worker::read_back::{RowCount, read_back};
 
 /// Objects read back at the same time, unless the caller says otherwise.
 pub const DEFAULT_CONCURRENCY: u16 = 8;
@@ -63,6 +65,23 @@ pub enum VerifyError {
     },
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl VerifyError {
+    pub fn exit_code(&self) -> ExitCode {
+        use VerifyError as E;
+        match self {
+            E::Storage(e) => e.exit_code(),
+            // A manifest that no longer parses was changed after publish.
+            E::BadManifest { .. } | E::BadListedUri { .. } => ExitCode::Validation,
+            E::NotPublished { .. }
+            | E::NeedsJob { .. }
+            | E::NotAManifest { .. }
+            | E::BadUri { .. }
+            | E::NoJob { .. }
+            | E::BadJob { .. } => ExitCode::Config,
+        }
+    }
 }
 
 /// What is wrong with one object.
@@ -228,7 +247,7 @@ impl Verification {
             self.rejects,
             self.objects_under_sink,
             self.sink,
-            crate::exec::summary::human_bytes(self.bytes_read),
+            crate::run::summary::human_bytes(self.bytes_read),
         ));
         out
     }
@@ -428,7 +447,7 @@ async fn not_published(storage: &Storage, layout: &RunLayout) -> Result<VerifyEr
         .await?
         .and_then(|b| serde_json::from_slice(&b).ok());
     let why = match report {
-        Some(r) if r.status == RunStatus::Failed => {
+        Some(r) if r.status == ReportStatus::Failed => {
             format!("the run failed; see {}", layout.report())
         }
         Some(_) => format!(

@@ -1,7 +1,12 @@
-//! What a worker records in the bucket: a done marker per source object, progress per shard.
+//! done/<hash>.json: a worker's done marker per source object, with what it stored and
+//! counted; its one reader and writer.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::state::checks::RuleOutcome;
+use crate::state::{RunLayout, StateError, read_json_lenient, write_json};
+use crate::storage::Storage;
 
 /// Written after every output of a source object is stored and verified. Its presence with
 /// a matching ETag means the object is done.
@@ -23,7 +28,7 @@ pub struct DoneMarker {
     pub records: RecordCounts,
     /// Every rule's outcome on this object.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<crate::validate::outcome::RuleOutcome>,
+    pub checks: Vec<RuleOutcome>,
     pub steps: Vec<StepCounts>,
     pub seconds: f64,
     pub finished: DateTime<Utc>,
@@ -74,47 +79,22 @@ pub struct StepCounts {
     pub output: u64,
 }
 
-/// One shard's progress, rewritten while it runs and once at the end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShardProgress {
-    pub shard: u32,
-    pub objects_total: u64,
-    pub objects_done: u64,
-    /// Objects skipped because a matching done marker existed (resumed work).
-    pub objects_skipped: u64,
-    pub bytes_total: u64,
-    pub bytes_done: u64,
-    pub records: RecordCounts,
-    /// Source bytes per second since the shard started.
-    pub rate: f64,
-    pub failures: Vec<ObjectFailure>,
-    /// The worker process's peak resident memory so far (Linux VmHWM), in bytes.
-    #[serde(default)]
-    pub peak_rss_bytes: u64,
-    pub finished: bool,
-    pub updated: Option<DateTime<Utc>>,
+/// The done marker of `source_key` (a task key), if one exists and parses; a marker that
+/// does not parse is as good as none: the object is done again.
+pub async fn read_marker(
+    storage: &Storage,
+    layout: &RunLayout,
+    source_key: &str,
+) -> Result<Option<DoneMarker>, StateError> {
+    read_json_lenient(storage, &layout.done_marker(source_key)).await
 }
 
-/// Why one source object failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ObjectFailure {
-    pub key: String,
-    pub exit_code: i32,
-    pub error: String,
-    /// The rules' outcomes when the object failed validation.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<crate::validate::outcome::RuleOutcome>,
-}
-
-/// This process's peak resident set size in bytes (0 where /proc is not available).
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
+/// Writes the done marker of `source_key`; the last act of finishing an object.
+pub async fn write_marker(
+    storage: &Storage,
+    layout: &RunLayout,
+    source_key: &str,
+    marker: &DoneMarker,
+) -> Result<(), StateError> {
+    write_json(storage, &layout.done_marker(source_key), marker).await
 }

@@ -11,7 +11,8 @@ use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::exec::render::{ANNOTATION_PLAN, LABEL_COMPONENT, WORKER_CONTAINER, run_selector};
+use crate::exit::ExitCode;
+use crate::kubernetes::render::{ANNOTATION_PLAN, LABEL_COMPONENT, WORKER_CONTAINER, run_selector};
 use crate::storage::uri::S3Uri;
 
 /// The completion-index label Kubernetes puts on the pods of an Indexed Job.
@@ -29,6 +30,25 @@ pub enum ClusterError {
     NoPlan { job: String },
     #[error("worker Job {job}: {why}")]
     Malformed { job: String, why: String },
+}
+
+impl ClusterError {
+    /// 2 for what is the setup's (denied, invalid or missing objects, no such run); 1 for
+    /// the cluster's own trouble (5xx, throttling, the network).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ClusterError::Api(kube::Error::Api(status))
+                if status.code < 500 && status.code != 429 =>
+            {
+                ExitCode::Config
+            }
+            ClusterError::Api(_) => ExitCode::Transient,
+            ClusterError::Config(_)
+            | ClusterError::NoRun { .. }
+            | ClusterError::NoPlan { .. }
+            | ClusterError::Malformed { .. } => ExitCode::Config,
+        }
+    }
 }
 
 /// The API of one namespace.

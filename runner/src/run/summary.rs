@@ -2,16 +2,16 @@
 
 use std::fmt::Write;
 
-use crate::exec::publish::{RunReport, RunStatus};
 use crate::state::RunLayout;
+use crate::state::report::{ReportStatus, RunReport};
 use crate::storage::uri::S3Uri;
 
 /// Renders the summary of a finished run.
 pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
     let mut out = String::new();
     let verdict = match report.status {
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "FAILED",
+        ReportStatus::Succeeded => "succeeded",
+        ReportStatus::Failed => "FAILED",
     };
     let r = &report.records;
     let _ = writeln!(
@@ -43,7 +43,7 @@ pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
         let _ = writeln!(out, "  rejects   {}", sink.join("_rejected/"));
     }
     let _ = writeln!(out, "  report    {}", layout.report());
-    let checks = crate::validate::outcome::table(&report.checks);
+    let checks = crate::state::checks::table(&report.checks);
     if !checks.is_empty() {
         let _ = writeln!(
             out,
@@ -53,10 +53,10 @@ pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
         out.push_str(&checks);
     }
     match report.status {
-        RunStatus::Succeeded => {
+        ReportStatus::Succeeded => {
             let _ = writeln!(out, "  manifest  {}", layout.success());
         }
-        RunStatus::Failed => {
+        ReportStatus::Failed => {
             let _ = writeln!(out, "  nothing was published (no _SUCCESS.json)");
             for failure in report.failures.iter().take(20) {
                 let _ = writeln!(

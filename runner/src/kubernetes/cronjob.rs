@@ -7,7 +7,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job as KubeJob, JobSpec,
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::exec::render::{
+use crate::kubernetes::render::{
     ANNOTATION_RUN_ID, LABEL_RUN, Target, config_map, launcher_job, object_name,
 };
 use crate::spec::Job;

@@ -91,7 +91,7 @@ async fn handle(
     }
     let key = request
         .headers()
-        .get(crate::transformer::KEY_HEADER)
+        .get(crate::transformer_server::KEY_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|k| {
             percent_encoding::percent_decode_str(k)

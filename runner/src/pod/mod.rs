@@ -26,10 +26,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::state::RunLayout;
+use crate::state::progress::ShardProgress;
 use crate::storage::Storage;
-use crate::worker::marker::ShardProgress;
 
 /// How one completion index ended.
 #[derive(Debug, Clone)]
@@ -56,6 +56,13 @@ pub enum PodRunError {
         "container {container:?} uses image {image:?}, which has no local command: give it a `local.command` in its file, or run on a cluster"
     )]
     NoLocalCommand { container: String, image: String },
+}
+
+impl PodRunError {
+    /// A manifest the local pod runner cannot carry out is a wiring mistake: 2.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
 }
 
 pub struct LocalPodRunner {
@@ -884,7 +891,7 @@ fn pin_to_cpus(command: &mut Command, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exec::render::pod_failure_policy;
+    use crate::kubernetes::render::pod_failure_policy;
 
     #[test]
     fn the_rendered_policy_retries_only_transient_exits() {

@@ -19,10 +19,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::ExitCode;
+use crate::exit::ExitCode;
 use crate::spec::Job;
 use crate::spec::job::StepKind;
-use crate::spec::kubernetes::DEFAULT_IMAGE;
+use crate::spec::kubernetes::{DEFAULT_IMAGE, SLUICE_IMAGE_ALIAS};
 use crate::storage::uri::S3Uri;
 
 /// The namespace of a job's objects unless the job or `--namespace` names another.
@@ -279,8 +279,6 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
     }
 }
 
-/// A step image that stands for the run's sluice image (the built-in transformer server).
-pub const SLUICE_IMAGE_ALIAS: &str = "sluice";
 /// Seconds between two readiness probes of a transformer.
 const PROBE_PERIOD_SECONDS: i32 = 2;
 /// Where the sluice binary is shared with transformer containers of other images.

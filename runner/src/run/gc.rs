@@ -85,7 +85,7 @@ pub async fn remove_abandoned_runs(
     dry_run: bool,
 ) -> Result<StateGcReport, StorageError> {
     let mut report = StateGcReport::default();
-    let runs = state.join(&format!("runs/{job}/"));
+    let runs = crate::state::RunLayout::runs_of(state, job);
     for dir in storage.list_dirs(&runs).await? {
         let root = S3Uri::new(state.bucket.clone(), dir.clone());
         let objects = storage.list(&root).await?;

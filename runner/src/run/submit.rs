@@ -9,19 +9,22 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 
-use crate::error::ExitCode;
-use crate::exec::cluster::{Cluster, ClusterError, JobState, plan_of, state_of};
-use crate::exec::local::ShardOutcome;
-use crate::exec::publish::{self, RunReport};
-use crate::exec::render::{
+use crate::exit::ExitCode;
+use crate::kubernetes::cluster::{Cluster, ClusterError, JobState, plan_of, state_of};
+use crate::kubernetes::render::{
     Target, WORKER_CONTAINER, WorkerPlan, config_map, worker_job, worker_job_name,
 };
-use crate::exec::start::{self, StartError};
 use crate::plan::Plan;
+use crate::pod::ShardOutcome;
+use crate::run::publish;
+use crate::run::start::{self, StartError};
 use crate::spec::{self, Loaded};
 use crate::state::RunLayout;
+use crate::state::StateError;
+use crate::state::plan::{load_job_text, load_plan, read_plan};
+use crate::state::progress::{ShardProgress, read_progress};
+use crate::state::report::RunReport;
 use crate::storage::{Storage, StorageError};
-use crate::worker::marker::ShardProgress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -31,10 +34,24 @@ pub enum SubmitError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Start(#[from] StartError),
-    #[error("the run's state is unreadable: {uri}: {why}")]
-    State { uri: String, why: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("the run's job file is not valid: {uri}: {why}")]
+    BadJob { uri: String, why: String },
     #[error("run {run_id} is still running (Job {job}); wait for it or `sluice cancel` it first")]
     StillRunning { run_id: String, job: String },
+}
+
+impl SubmitError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            SubmitError::Cluster(e) => e.exit_code(),
+            SubmitError::Storage(e) => e.exit_code(),
+            SubmitError::Start(e) => e.exit_code(),
+            SubmitError::State(e) => e.exit_code(),
+            SubmitError::BadJob { .. } | SubmitError::StillRunning { .. } => ExitCode::Config,
+        }
+    }
 }
 
 /// A submitted run.
@@ -93,22 +110,9 @@ pub async fn submit(
     })
 }
 
-async fn read_plan(storage: &Storage, layout: &RunLayout) -> Result<Option<Plan>, SubmitError> {
-    let uri = layout.plan();
-    match storage.get_bytes(&uri).await? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SubmitError::State {
-                uri: uri.to_string(),
-                why: e.to_string(),
-            }),
-    }
-}
-
 /// The status of a run on the cluster: its worker Jobs and the shards' progress.
 #[derive(Debug, Clone)]
-pub struct RunStatus {
+pub struct ClusterRunStatus {
     pub run_id: String,
     pub layout: RunLayout,
     pub plan: Plan,
@@ -116,7 +120,7 @@ pub struct RunStatus {
     pub progress: Vec<Option<ShardProgress>>,
 }
 
-impl RunStatus {
+impl ClusterRunStatus {
     /// Shards completed by any of the run's Jobs.
     pub fn completed(&self) -> BTreeSet<u32> {
         self.jobs.iter().flat_map(|j| j.completed.clone()).collect()
@@ -164,30 +168,20 @@ pub async fn status(
     storage: &Storage,
     cluster: &Cluster,
     run_id: &str,
-) -> Result<RunStatus, SubmitError> {
+) -> Result<ClusterRunStatus, SubmitError> {
     let jobs = cluster.worker_jobs(run_id).await?;
     let first = jobs.first().ok_or_else(|| ClusterError::NoRun {
         run_id: run_id.to_string(),
         namespace: cluster.namespace.clone(),
     })?;
     let layout = RunLayout::from_plan_uri(&plan_of(first)?);
-    let plan = read_plan(storage, &layout)
-        .await?
-        .ok_or_else(|| SubmitError::State {
-            uri: layout.plan().to_string(),
-            why: "no plan.json".into(),
-        })?;
+    let plan = load_plan(storage, &layout).await?;
     let states = jobs.iter().map(state_of).collect::<Result<Vec<_>, _>>()?;
     let mut progress = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
-        progress.push(
-            storage
-                .get_bytes(&layout.progress(shard.index))
-                .await?
-                .and_then(|b| serde_json::from_slice::<ShardProgress>(&b).ok()),
-        );
+        progress.push(read_progress(storage, &layout, shard.index).await?);
     }
-    Ok(RunStatus {
+    Ok(ClusterRunStatus {
         run_id: run_id.to_string(),
         layout,
         plan,
@@ -234,13 +228,16 @@ pub async fn watch_and_publish(
     let outcomes = outcomes(cluster, &status).await?;
     let report =
         publish::publish(storage, &status.layout, &status.plan, &outcomes, started).await?;
-    crate::exec::record_in_ledger(storage, &status.plan, &report).await;
+    crate::run::local::record_in_ledger(storage, &status.plan, &report).await;
     Ok(report)
 }
 
 /// Every shard's outcome across the run's Jobs; a failed shard's exit code is read from
 /// its last pod.
-async fn outcomes(cluster: &Cluster, status: &RunStatus) -> Result<Vec<ShardOutcome>, SubmitError> {
+async fn outcomes(
+    cluster: &Cluster,
+    status: &ClusterRunStatus,
+) -> Result<Vec<ShardOutcome>, SubmitError> {
     let completed = status.completed();
     let mut outcomes = Vec::new();
     for shard in &status.plan.shards {
@@ -361,16 +358,9 @@ pub async fn resume(
         return Ok(None);
     }
     let job_uri = status.layout.job();
-    let text = storage
-        .get_bytes(&job_uri)
-        .await?
-        .ok_or_else(|| SubmitError::State {
-            uri: job_uri.to_string(),
-            why: "no job.yaml".into(),
-        })?;
-    let text = String::from_utf8_lossy(&text);
+    let text = load_job_text(storage, &status.layout).await?;
     let loaded =
-        spec::load_str(&text, &job_uri.to_string(), &[]).map_err(|e| SubmitError::State {
+        spec::load_str(&text, &job_uri.to_string(), &[]).map_err(|e| SubmitError::BadJob {
             uri: job_uri.to_string(),
             why: e.to_string(),
         })?;

@@ -157,7 +157,7 @@ pub async fn read_back(
             .map(Some),
         (_, Some(counter)) => match counter.await {
             Ok(Ok(rows)) => Ok(Some(rows)),
-            Ok(Err(e)) => Err(crate::worker::error_chain(&e)),
+            Ok(Err(e)) => Err(crate::exit::error_chain(&e)),
             Err(e) => Err(format!("the record counter stopped: {e}")),
         },
         _ => Ok(None),
@@ -207,7 +207,7 @@ async fn parquet_footer_rows(
         Err(ParquetError::NeedMoreData(_)) => parquet_metadata(storage, uri, size)
             .await
             .map(|m| format::parquet_rows(&m))
-            .map_err(|e| crate::worker::error_chain(&e)),
+            .map_err(|e| crate::exit::error_chain(&e)),
         Err(e) => Err(format!("not a readable Parquet object: {e}")),
     }
 }

@@ -1,28 +1,47 @@
-//! Executing a planned run: start it (plan + state), run its shards (locally as processes
-//! of `sluice worker`), then publish it (`report.json`, and `_SUCCESS.json` last).
-
-pub mod cluster;
-pub mod cronjob;
-pub mod gc;
-pub mod local;
-pub mod publish;
-pub mod render;
-pub mod start;
-pub mod submit;
-pub mod summary;
-pub mod verify;
+//! `sluice run`: plan a run, write its state, execute its worker Job with the local pod
+//! runner, publish it.
 
 use std::path::PathBuf;
 
 use chrono::Utc;
 
-use crate::error::ExitCode;
-use crate::exec::local::{LocalPodRunner, PodOutput};
-use crate::exec::publish::RunReport;
-use crate::exec::render::{Target, WorkerPlan, worker_job};
-use crate::spec::Loaded;
-use crate::state::RunLayout;
+use crate::exit::ExitCode;
+use crate::kubernetes::render::{Target, WorkerPlan, worker_job};
+use crate::plan::PlanError;
+use crate::pod::{LocalPodRunner, PodOutput, PodRunError};
+use crate::run::publish;
+use crate::run::start::{self, StartError};
+use crate::spec::{Loaded, SpecErrors};
+use crate::state::report::{ReportStatus, RunReport};
+use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
+
+/// Why a local run could not be carried out (a run that ran and failed is a report).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Rules(#[from] SpecErrors),
+    #[error(transparent)]
+    Pods(#[from] PodRunError),
+}
+
+impl LocalRunError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            LocalRunError::Start(e) => e.exit_code(),
+            LocalRunError::State(e) => e.exit_code(),
+            LocalRunError::Plan(e) => e.exit_code(),
+            LocalRunError::Rules(e) => e.exit_code(),
+            LocalRunError::Pods(e) => e.exit_code(),
+        }
+    }
+}
 
 /// How a local run is carried out.
 #[derive(Debug, Clone)]
@@ -54,7 +73,9 @@ pub fn local_commands(
     job.steps
         .iter()
         .filter_map(|step| match &step.kind {
-            crate::spec::job::StepKind::Container(c) if c.image != render::SLUICE_IMAGE_ALIAS => {
+            crate::spec::job::StepKind::Container(c)
+                if c.image != crate::spec::kubernetes::SLUICE_IMAGE_ALIAS =>
+            {
                 crate::transform::container::harness::local_argv(c, &step.name, program)
                     .ok()
                     .map(|argv| (step.name.clone(), argv))
@@ -68,7 +89,7 @@ pub fn local_commands(
 /// failure here is logged, not fatal: the run is published, and the next incremental plan
 /// writes the missing ledger from the run's plan (see `state::ledger`).
 pub async fn record_in_ledger(storage: &Storage, plan: &crate::plan::Plan, report: &RunReport) {
-    if !plan.incremental || report.status != publish::RunStatus::Succeeded {
+    if !plan.incremental || report.status != ReportStatus::Succeeded {
         return;
     }
     let ledger = crate::state::ledger::Ledger::new(&plan.state, &plan.job);
@@ -76,7 +97,7 @@ pub async fn record_in_ledger(storage: &Storage, plan: &crate::plan::Plan, repor
         tracing::warn!(
             run = %plan.run_id,
             "updating the ledger failed; the next incremental run repairs it: {}",
-            crate::worker::error_chain(&error)
+            crate::exit::error_chain(&error)
         );
     }
 }
@@ -94,7 +115,7 @@ pub async fn run_locally(
     storage: &Storage,
     loaded: &Loaded,
     options: LocalRunOptions,
-) -> anyhow::Result<LocalRun> {
+) -> Result<LocalRun, LocalRunError> {
     let job = &loaded.job;
     let started = Utc::now();
     let run_id = options
@@ -103,7 +124,7 @@ pub async fn run_locally(
         .unwrap_or_else(|| crate::plan::new_run_id(&job.name, started));
     let layout = RunLayout::new(&job.state, &job.name, &run_id);
     let plan = if options.resume {
-        let plan = crate::worker::load_plan(storage, &layout.plan()).await?;
+        let plan = crate::state::plan::load_plan(storage, &layout).await?;
         tracing::info!(run = %run_id, shards = plan.shards.len(), "resuming");
         plan
     } else {

@@ -1,0 +1,72 @@
+//! report.json: the run report, written by publish for every run, failed or not; its one
+//! reader and writer.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::state::checks::CheckReport;
+use crate::state::marker::RecordCounts;
+use crate::state::progress::ObjectFailure;
+use crate::state::{RunLayout, StateError, read_json, write_json};
+use crate::storage::Storage;
+
+/// The run report: written for every run, failed or not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub job: String,
+    pub run_id: String,
+    pub status: ReportStatus,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub seconds: f64,
+    pub objects: u64,
+    pub objects_done: u64,
+    pub bytes: u64,
+    /// Source bytes per second over the whole run.
+    pub throughput: f64,
+    pub records: RecordCounts,
+    pub outputs: u64,
+    pub output_bytes: u64,
+    pub rejects: u64,
+    pub shards: Vec<ShardReport>,
+    pub failures: Vec<ObjectFailure>,
+    /// Every validation rule's outcome, per scope (see docs/validation.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckReport>,
+    /// The exit code of the run (0 when it succeeded).
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub index: u32,
+    pub exit_code: i32,
+    pub attempts: u32,
+    pub objects: u64,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_lines: Vec<String>,
+}
+
+/// The run's report, `None` before publish wrote one.
+pub async fn read_report(
+    storage: &Storage,
+    layout: &RunLayout,
+) -> Result<Option<RunReport>, StateError> {
+    read_json(storage, &layout.report(), "run report").await
+}
+
+pub async fn write_report(
+    storage: &Storage,
+    layout: &RunLayout,
+    report: &RunReport,
+) -> Result<(), StateError> {
+    write_json(storage, &layout.report(), report).await
+}
