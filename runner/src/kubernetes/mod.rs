@@ -4,4 +4,6 @@
 
 pub mod cluster;
 pub mod cronjob;
+pub mod pod;
 pub mod render;
+pub mod sidecars;

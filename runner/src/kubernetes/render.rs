@@ -10,9 +10,7 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, ExecAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, ResourceRequirements, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,9 +18,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::exit::ExitCode;
+use crate::kubernetes::pod::{Identity, environment, hardened, job_of, pod_spec};
+use crate::kubernetes::sidecars::{sidecar_volumes, transformer_sidecars};
 use crate::spec::Job;
-use crate::spec::job::StepKind;
-use crate::spec::kubernetes::{DEFAULT_IMAGE, SLUICE_IMAGE_ALIAS};
+use crate::spec::kubernetes::DEFAULT_IMAGE;
 use crate::storage::uri::S3Uri;
 
 /// The namespace of a job's objects unless the job or `--namespace` names another.
@@ -46,10 +45,6 @@ pub const ANNOTATION_PLAN: &str = "sluice.dev/plan";
 /// Where the launcher finds the job file (the ConfigMap mounted as a directory).
 pub const JOB_FILE_DIR: &str = "/etc/sluice";
 pub const JOB_FILE_KEY: &str = "job.yaml";
-/// The writable scratch directory of every pod (the root filesystem is read-only).
-pub const SCRATCH_DIR: &str = "/tmp";
-/// The non-root user of the sluice image (distroless `nonroot`).
-pub const NON_ROOT_UID: i64 = 65532;
 
 /// Where and as what a run's objects are rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,7 +202,7 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
         args.push("--shard-map".into());
         args.push(shards.join(","));
     }
-    let container = Container {
+    let container = hardened(Container {
         name: WORKER_CONTAINER.into(),
         image: Some(target.image.clone()),
         command: Some(vec!["sluice".into()]),
@@ -215,10 +210,8 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
         env: Some(pod_env(job)),
         env_from: (!settings.env_from.is_empty()).then(|| settings.env_from.clone()),
         resources: settings.resources.clone(),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![scratch_mount()]),
         ..Default::default()
-    };
+    });
     let count = work.shards.len() as i32;
     let mut meta = metadata(
         job,
@@ -230,174 +223,31 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
         .get_or_insert_default()
         .insert(ANNOTATION_PLAN.into(), work.plan.to_string());
     let sidecars = transformer_sidecars(job, &target.image);
-    let volumes = worker_volumes(&sidecars);
-    let pod = PodSpec {
-        containers: vec![container],
-        init_containers: (!sidecars.is_empty()).then_some(sidecars),
-        restart_policy: Some("Never".into()),
-        service_account_name: Some(
+    let volumes = sidecar_volumes(&sidecars);
+    let identity = Identity {
+        service_account: Some(
             settings
                 .service_account_name
                 .clone()
                 .unwrap_or_else(|| WORKER_SERVICE_ACCOUNT.into()),
         ),
         // Workers never call the Kubernetes API.
-        automount_service_account_token: Some(false),
-        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
-        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
-        affinity: settings.affinity.clone(),
-        priority_class_name: settings.priority_class_name.clone(),
-        image_pull_secrets: (!settings.image_pull_secrets.is_empty())
-            .then(|| settings.image_pull_secrets.clone()),
-        security_context: Some(pod_security()),
-        volumes: Some(volumes),
+        api_token: false,
+    };
+    let pod = pod_spec(settings, identity, vec![container], sidecars, volumes);
+    let spec = JobSpec {
+        completion_mode: Some("Indexed".into()),
+        completions: Some(count),
+        parallelism: Some((job.parallelism as i32).min(count.max(1))),
+        backoff_limit_per_index: Some(job.retries as i32),
+        max_failed_indexes: settings.max_failed_indexes,
+        pod_failure_policy: Some(pod_failure_policy()),
+        pod_replacement_policy: Some("Failed".into()),
+        ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+        active_deadline_seconds: settings.active_deadline_seconds,
         ..Default::default()
     };
-    KubeJob {
-        metadata: meta.clone(),
-        spec: Some(JobSpec {
-            completion_mode: Some("Indexed".into()),
-            completions: Some(count),
-            parallelism: Some((job.parallelism as i32).min(count.max(1))),
-            backoff_limit_per_index: Some(job.retries as i32),
-            max_failed_indexes: settings.max_failed_indexes,
-            pod_failure_policy: Some(pod_failure_policy()),
-            pod_replacement_policy: Some("Failed".into()),
-            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
-            active_deadline_seconds: settings.active_deadline_seconds,
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: meta.labels,
-                    annotations: meta.annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    }
-}
-
-/// Seconds between two readiness probes of a transformer.
-const PROBE_PERIOD_SECONDS: i32 = 2;
-/// Where the sluice binary is shared with transformer containers of other images.
-pub const SLUICE_BIN_DIR: &str = "/sluice-bin";
-/// The init container that fills it.
-pub const SLUICE_BIN_CONTAINER: &str = "sluice-bin";
-
-/// The transformers of the job as native sidecars (init containers with
-/// `restartPolicy: Always`): started before the worker, ready once `GET /health` on their
-/// loopback port answers 200 within the step's `init_timeout`, stopped after the worker,
-/// never keeping the Job alive. Each is named after its step; the image `sluice` is the
-/// run's sluice image.
-///
-/// A transformer listens on 127.0.0.1 only, which the kubelet's own HTTP probes cannot
-/// reach, so readiness is an exec probe: `sluice transformer probe` inside the container.
-/// Containers of other images get the binary from a shared volume that a first init
-/// container fills (`sluice transformer install`); an io step's container runs its command
-/// behind the bridge (`sluice transformer serve --exec`).
-pub fn transformer_sidecars(job: &Job, sluice_image: &str) -> Vec<Container> {
-    let steps: Vec<_> = job
-        .steps
-        .iter()
-        .filter_map(|step| match &step.kind {
-            StepKind::Container(c) => Some((step, c)),
-            _ => None,
-        })
-        .collect();
-    let mut containers = Vec::new();
-    if steps.iter().any(|(_, c)| c.image != SLUICE_IMAGE_ALIAS) {
-        containers.push(Container {
-            name: SLUICE_BIN_CONTAINER.into(),
-            image: Some(sluice_image.to_string()),
-            command: Some(vec!["sluice".into()]),
-            args: Some(vec![
-                "transformer".into(),
-                "install".into(),
-                SLUICE_BIN_DIR.into(),
-            ]),
-            security_context: Some(container_security()),
-            volume_mounts: Some(vec![sluice_bin_mount()]),
-            ..Default::default()
-        });
-    }
-    for (step, c) in steps {
-        let own = c.image == SLUICE_IMAGE_ALIAS;
-        let sluice = if own {
-            "sluice".to_string()
-        } else {
-            format!("{SLUICE_BIN_DIR}/sluice")
-        };
-        let port = c.listen_port();
-        let (command, args) = match c.comm {
-            crate::spec::container::Comm::Io => {
-                let mut argv = crate::transform::container::harness::bridge_argv(&sluice, port);
-                argv.extend(c.command.iter().flatten().cloned());
-                argv.extend(c.args.iter().flatten().cloned());
-                (Some(argv), None)
-            }
-            _ => (c.command.clone(), c.args.clone()),
-        };
-        let probes = (c.init_timeout.as_secs() as u32).div_ceil(PROBE_PERIOD_SECONDS as u32) as i32;
-        let mut mounts = vec![scratch_mount()];
-        if !own {
-            mounts.push(sluice_bin_mount());
-        }
-        containers.push(Container {
-            name: step.name.clone(),
-            image: Some(if own {
-                sluice_image.to_string()
-            } else {
-                c.image.clone()
-            }),
-            command,
-            args,
-            env: Some(
-                std::iter::once(EnvVar {
-                    name: "TMPDIR".into(),
-                    value: Some(SCRATCH_DIR.into()),
-                    ..Default::default()
-                })
-                .chain(c.env.iter().cloned())
-                .collect(),
-            ),
-            ports: Some(vec![ContainerPort {
-                name: Some("transformer".into()),
-                container_port: port as i32,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            readiness_probe: Some(Probe {
-                exec: Some(ExecAction {
-                    command: Some(vec![
-                        sluice,
-                        "transformer".into(),
-                        "probe".into(),
-                        "--port".into(),
-                        port.to_string(),
-                    ]),
-                }),
-                period_seconds: Some(PROBE_PERIOD_SECONDS),
-                failure_threshold: Some(probes.max(1)),
-                ..Default::default()
-            }),
-            resources: c.resources.clone(),
-            restart_policy: Some("Always".into()),
-            security_context: Some(container_security()),
-            volume_mounts: Some(mounts),
-            ..Default::default()
-        });
-    }
-    containers
-}
-
-fn sluice_bin_mount() -> VolumeMount {
-    VolumeMount {
-        name: SLUICE_BIN_CONTAINER.into(),
-        mount_path: SLUICE_BIN_DIR.into(),
-        ..Default::default()
-    }
+    job_of(meta, spec, pod)
 }
 
 /// Exit codes that mean "this fails again" fail the index at once; a disruption (eviction,
@@ -436,7 +286,7 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
 pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
     let settings = &job.kubernetes;
     let meta = metadata(job, target, launcher_job_name(&target.run_id), "launcher");
-    let container = Container {
+    let container = hardened(Container {
         name: LAUNCHER_CONTAINER.into(),
         image: Some(target.image.clone()),
         command: Some(vec!["sluice".into()]),
@@ -464,142 +314,56 @@ pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
             )])),
             ..Default::default()
         }),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![
-            scratch_mount(),
-            VolumeMount {
-                name: "job".into(),
-                mount_path: JOB_FILE_DIR.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "job".into(),
+            mount_path: JOB_FILE_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
         ..Default::default()
+    });
+    let identity = Identity {
+        service_account: Some(LAUNCHER_SERVICE_ACCOUNT.into()),
+        api_token: true,
     };
-    let pod = PodSpec {
-        containers: vec![container],
-        restart_policy: Some("Never".into()),
-        service_account_name: Some(LAUNCHER_SERVICE_ACCOUNT.into()),
-        automount_service_account_token: Some(true),
-        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
-        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
-        priority_class_name: settings.priority_class_name.clone(),
-        image_pull_secrets: (!settings.image_pull_secrets.is_empty())
-            .then(|| settings.image_pull_secrets.clone()),
-        security_context: Some(pod_security()),
-        volumes: Some(vec![
-            scratch_volume(),
-            Volume {
-                name: "job".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: config_map_name(&target.run_id),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ]),
-        ..Default::default()
-    };
-    KubeJob {
-        metadata: meta.clone(),
-        spec: Some(JobSpec {
-            completions: Some(1),
-            parallelism: Some(1),
-            // A retried launcher picks the run up where it was (plan and Job are reused).
-            backoff_limit: Some(3),
-            pod_replacement_policy: Some("Failed".into()),
-            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: meta.labels,
-                    annotations: meta.annotations,
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
+    let job_file = Volume {
+        name: "job".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(&target.run_id),
             ..Default::default()
         }),
-        status: None,
-    }
+        ..Default::default()
+    };
+    let mut pod = pod_spec(
+        settings,
+        identity,
+        vec![container],
+        Vec::new(),
+        vec![job_file],
+    );
+    // The launcher only plans and waits: the workers' affinity is theirs, not its.
+    pod.affinity = None;
+    let spec = JobSpec {
+        completions: Some(1),
+        parallelism: Some(1),
+        // A retried launcher picks the run up where it was (plan and Job are reused).
+        backoff_limit: Some(3),
+        pod_replacement_policy: Some("Failed".into()),
+        ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+        ..Default::default()
+    };
+    job_of(meta, spec, pod)
 }
 
 /// The environment of worker and launcher containers: the job's endpoint, the scratch
 /// directory, then the job's own variables (which may override both).
 fn pod_env(job: &Job) -> Vec<EnvVar> {
-    let mut env = vec![EnvVar {
-        name: "TMPDIR".into(),
-        value: Some(SCRATCH_DIR.into()),
+    let endpoint = job.endpoint.iter().map(|endpoint| EnvVar {
+        name: "AWS_ENDPOINT_URL".into(),
+        value: Some(endpoint.clone()),
         ..Default::default()
-    }];
-    if let Some(endpoint) = &job.endpoint {
-        env.push(EnvVar {
-            name: "AWS_ENDPOINT_URL".into(),
-            value: Some(endpoint.clone()),
-            ..Default::default()
-        });
-    }
-    env.retain(|e| !job.kubernetes.env.iter().any(|j| j.name == e.name));
-    env.extend(job.kubernetes.env.iter().cloned());
-    env
-}
-
-pub(crate) fn pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(NON_ROOT_UID),
-        run_as_group: Some(NON_ROOT_UID),
-        fs_group: Some(NON_ROOT_UID),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        run_as_non_root: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn worker_volumes(sidecars: &[Container]) -> Vec<Volume> {
-    let mut volumes = vec![scratch_volume()];
-    if sidecars.iter().any(|c| c.name == SLUICE_BIN_CONTAINER) {
-        volumes.push(Volume {
-            name: SLUICE_BIN_CONTAINER.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        });
-    }
-    volumes
-}
-
-pub(crate) fn scratch_volume() -> Volume {
-    Volume {
-        name: "scratch".into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn scratch_mount() -> VolumeMount {
-    VolumeMount {
-        name: "scratch".into(),
-        mount_path: SCRATCH_DIR.into(),
-        ..Default::default()
-    }
+    });
+    environment(endpoint.collect(), &job.kubernetes.env)
 }
 
 /// Objects as one multi-document YAML stream (`kubectl apply -f -` reads it).

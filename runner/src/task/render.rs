@@ -10,12 +10,12 @@ use k8s_openapi::api::batch::v1::{
     Job as KubeJob, JobSpec, PodFailurePolicy, PodFailurePolicyOnPodConditionsPattern,
     PodFailurePolicyRule,
 };
-use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::kubernetes::pod::{Identity, environment, hardened, job_of, pod_spec};
 use crate::kubernetes::render::{
-    ANNOTATION_RUN_ID, LABEL_COMPONENT, LABEL_RUN, SCRATCH_DIR, container_security, object_name,
-    pod_security, run_label, scratch_mount, scratch_volume,
+    ANNOTATION_RUN_ID, LABEL_COMPONENT, LABEL_RUN, object_name, run_label,
 };
 use crate::spec::task::{TaskContainer, TaskDefinition};
 
@@ -45,88 +45,63 @@ pub fn task_job(def: &TaskDefinition, namespace: &str, run_id: &str) -> KubeJob 
     let labels = task_labels(def, run_id);
     let annotations = BTreeMap::from([(ANNOTATION_RUN_ID.to_string(), run_id.to_string())]);
     let sidecars: Vec<Container> = def.sidecars().map(container).collect();
-    let pod = PodSpec {
-        containers: vec![container(def.essential())],
-        init_containers: (!sidecars.is_empty()).then_some(sidecars),
-        restart_policy: Some("Never".into()),
-        service_account_name: def.task_role.clone(),
-        // A task role reaches cloud APIs through its own projected token (IRSA, Pod
-        // Identity); the Kubernetes API token is not mounted.
-        automount_service_account_token: Some(false),
-        node_selector: (!settings.node_selector.is_empty()).then(|| settings.node_selector.clone()),
-        tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
-        affinity: settings.affinity.clone(),
-        priority_class_name: settings.priority_class_name.clone(),
-        image_pull_secrets: (!settings.image_pull_secrets.is_empty())
-            .then(|| settings.image_pull_secrets.clone()),
-        security_context: Some(pod_security()),
-        volumes: Some(vec![scratch_volume()]),
+    // A task role reaches cloud APIs through its own projected token (IRSA, Pod Identity);
+    // the Kubernetes API token is not mounted.
+    let identity = Identity {
+        service_account: def.task_role.clone(),
+        api_token: false,
+    };
+    let pod = pod_spec(
+        settings,
+        identity,
+        vec![container(def.essential())],
+        sidecars,
+        Vec::new(),
+    );
+    let meta = ObjectMeta {
+        name: Some(task_job_name(run_id)),
+        namespace: Some(namespace.to_string()),
+        labels: Some(labels),
+        annotations: Some(annotations),
         ..Default::default()
     };
-    KubeJob {
-        metadata: ObjectMeta {
-            name: Some(task_job_name(run_id)),
-            namespace: Some(namespace.to_string()),
-            labels: Some(labels.clone()),
-            annotations: Some(annotations.clone()),
-            ..Default::default()
-        },
-        spec: Some(JobSpec {
-            completions: Some(1),
-            parallelism: Some(1),
-            backoff_limit: Some(def.retries as i32),
-            // An eviction or preemption does not use up a retry.
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "Ignore".into(),
-                    on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
-                        type_: "DisruptionTarget".into(),
-                        status: "True".into(),
-                    }]),
-                    on_exit_codes: None,
-                }],
-            }),
-            pod_replacement_policy: Some("Failed".into()),
-            active_deadline_seconds: def.timeout.map(|t| t.as_secs_f64().ceil() as i64),
-            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: Some(annotations),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
+    let spec = JobSpec {
+        completions: Some(1),
+        parallelism: Some(1),
+        backoff_limit: Some(def.retries as i32),
+        // An eviction or preemption does not use up a retry.
+        pod_failure_policy: Some(PodFailurePolicy {
+            rules: vec![PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+                on_exit_codes: None,
+            }],
         }),
-        status: None,
-    }
+        pod_replacement_policy: Some("Failed".into()),
+        active_deadline_seconds: def.timeout.map(|t| t.as_secs_f64().ceil() as i64),
+        ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+        ..Default::default()
+    };
+    job_of(meta, spec, pod)
 }
 
 /// One container definition; a non-essential one becomes a native sidecar.
 fn container(c: &TaskContainer) -> Container {
-    // The root filesystem is read-only; /tmp is the pod's scratch directory.
-    let mut env = vec![EnvVar {
-        name: "TMPDIR".into(),
-        value: Some(SCRATCH_DIR.into()),
-        ..Default::default()
-    }];
-    env.retain(|e| !c.env.iter().any(|own| own.name == e.name));
-    env.extend(c.env.iter().cloned());
-    Container {
+    hardened(Container {
         name: c.name.clone(),
         image: Some(c.image.clone()),
         command: c.entry_point.clone(),
         args: c.command.clone(),
-        env: Some(env),
+        env: Some(environment(Vec::new(), &c.env)),
         resources: c.resources.clone(),
         restart_policy: (!c.essential).then(|| "Always".into()),
         // A failed run shows the end of its log in the pod's status.
         termination_message_policy: c.essential.then(|| "FallbackToLogsOnError".into()),
-        security_context: Some(container_security()),
-        volume_mounts: Some(vec![scratch_mount()]),
         ..Default::default()
-    }
+    })
 }
 
 #[cfg(test)]
