@@ -1,13 +1,13 @@
 //! `sluice cancel RUN`: delete a run's Jobs and pods. Its state stays in the bucket, so
 //! `sluice resume RUN` can finish it later.
 
-use crate::cli::cluster_args::RunArgs;
+use crate::cli::cluster_args::ClusterRunArgs;
 use crate::exit::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: ClusterRunArgs,
 }
 
 pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {

@@ -5,7 +5,7 @@ use crate::kubernetes::cluster::Cluster;
 use crate::kubernetes::render::DEFAULT_NAMESPACE;
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
+pub struct ClusterRunArgs {
     /// The run id (`sluice submit` prints it).
     pub run: String,
     /// The namespace of the run.
@@ -15,7 +15,7 @@ pub struct RunArgs {
     pub connect: ConnectArgs,
 }
 
-impl RunArgs {
+impl ClusterRunArgs {
     pub async fn cluster(&self) -> anyhow::Result<Cluster> {
         Ok(Cluster::connect(&self.namespace).await?)
     }

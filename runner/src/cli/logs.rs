@@ -3,13 +3,13 @@
 
 use futures::{AsyncBufReadExt, StreamExt};
 
-use crate::cli::cluster_args::RunArgs;
+use crate::cli::cluster_args::ClusterRunArgs;
 use crate::exit::ExitCode;
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: ClusterRunArgs,
     /// Only the pods of this completion index.
     #[arg(long)]
     pub shard: Option<u32>,

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use crate::cli::cluster_args::RunArgs;
+use crate::cli::cluster_args::ClusterRunArgs;
 use crate::exit::ExitCode;
 use crate::run::submit;
 
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: ClusterRunArgs,
     /// Print the new Job's name and return without waiting.
     #[arg(long)]
     pub detach: bool,

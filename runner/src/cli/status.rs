@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::cluster_args::RunArgs;
+use crate::cli::cluster_args::ClusterRunArgs;
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::format_indexes;
 use crate::run::submit::{self, ClusterRunStatus};
@@ -12,7 +12,7 @@ use crate::run::summary::human_bytes;
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: ClusterRunArgs,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {

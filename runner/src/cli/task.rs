@@ -18,11 +18,11 @@ pub enum TaskCommand {
     ///
     /// `sluice task run jobs/backfill-range.yaml -- 2018-01-01 2019-01-01` runs the
     /// essential container with those arguments in place of its `command`.
-    Run(RunArgs),
+    Run(TaskRunArgs),
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct TaskRunArgs {
     /// The task definition (`kind: TaskDefinition`).
     pub file: PathBuf,
     #[command(flatten)]

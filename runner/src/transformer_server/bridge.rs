@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 use crate::spec::container::{Comm, ContainerStep, OutputFormat, StepInput};
+use crate::transform::container::protocol::{KEY_HEADER, decode_key};
 use crate::transform::container::transport::{self, TransportError};
 
 /// Output held back before answering, so that a command failing early gets a clean 4xx.
@@ -91,13 +92,9 @@ async fn handle(
     }
     let key = request
         .headers()
-        .get(crate::transformer_server::KEY_HEADER)
+        .get(KEY_HEADER)
         .and_then(|v| v.to_str().ok())
-        .map(|k| {
-            percent_encoding::percent_decode_str(k)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
+        .map(decode_key)
         .unwrap_or_default();
     let body = request
         .into_body()

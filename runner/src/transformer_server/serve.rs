@@ -23,8 +23,8 @@ use percent_encoding::percent_decode;
 use tokio::net::TcpListener;
 
 use super::ops::{Op, OpError, Transform};
-use super::{KEY_HEADER, URL_HEADER};
 use crate::exit::error_chain;
+use crate::transform::container::protocol::{KEY_HEADER, URL_HEADER, decode_key};
 
 /// Output held back before the status line is sent, so that an object whose whole output
 /// fits gets a clean 4xx when the operation fails on it. Past this, a failure can only
@@ -404,11 +404,7 @@ impl Pipeline {
 /// The decoded `X-Sluice-Key`.
 fn object_key(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(KEY_HEADER)?;
-    Some(
-        percent_decode(value.as_bytes())
-            .decode_utf8_lossy()
-            .into_owned(),
-    )
+    Some(decode_key(&String::from_utf8_lossy(value.as_bytes())))
 }
 
 /// The object URL of an hpull request: the `url` query parameter (percent-encoded), else

@@ -3,6 +3,7 @@
 //! object by the worker).
 
 pub mod harness;
+pub mod protocol;
 pub mod transport;
 pub mod wire;
 

@@ -20,6 +20,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, ReadBuf};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::spec::container::{Comm, ContainerStep};
+use crate::transform::container::protocol::{
+    KEY_ENV, KEY_HEADER, OBJECT_SIZE_HEADER, URL_HEADER, encode_key,
+};
 use crate::transform::container::wire::ByteStream;
 
 /// How often readiness is polled.
@@ -128,24 +131,6 @@ pub async fn exchange(
     }))
 }
 
-fn encode_key(key: &str) -> String {
-    url_escape(key)
-}
-
-/// Percent-encodes everything but unreserved characters and `/`.
-fn url_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 async fn hpush(
     step: &ContainerStep,
     key: &str,
@@ -156,10 +141,10 @@ async fn hpush(
     let port = step.listen_port();
     let frames = body.map_ok(Frame::data);
     let mut request = Request::post(format!("http://127.0.0.1:{port}{}", step.path))
-        .header("x-sluice-key", encode_key(key))
+        .header(KEY_HEADER, encode_key(key))
         .header("content-type", content_type);
     if let Some(size) = size {
-        request = request.header("x-sluice-object-size", size.to_string());
+        request = request.header(OBJECT_SIZE_HEADER, size.to_string());
     }
     let request = request
         .body(BodyExt::boxed_unsync(StreamBody::new(frames)))
@@ -214,10 +199,10 @@ async fn hpull(step: &ContainerStep, key: &str, body: ByteStream) -> Result<Repl
     let request = Request::get(format!(
         "http://127.0.0.1:{port}{}?url={}",
         step.path,
-        url_escape(&url).replace('/', "%2F")
+        encode_key(&url).replace('/', "%2F")
     ))
-    .header("x-sluice-key", encode_key(key))
-    .header("x-sluice-url", &url)
+    .header(KEY_HEADER, encode_key(key))
+    .header(URL_HEADER, &url)
     .body(empty())
     .expect("valid request");
     let reply = send(port, request).await;
@@ -376,7 +361,7 @@ pub async fn io(
                 .iter()
                 .filter_map(|e| Some((e.name.clone(), e.value.clone()?))),
         )
-        .env("SLUICE_KEY", key)
+        .env(KEY_ENV, key)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -546,10 +531,5 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), None);
         assert_eq!(parse_range("bytes=5-1", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
-    }
-
-    #[test]
-    fn keys_are_escaped() {
-        assert_eq!(url_escape("a b/ü?.csv"), "a%20b/%C3%BC%3F.csv");
     }
 }
