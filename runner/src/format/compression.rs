@@ -1,6 +1,10 @@
 //! Stream compression: decompressing source objects and compressing text outputs.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::pin::Pin;
+
+use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
+use tokio::io::{AsyncBufRead, AsyncRead};
 
 use super::options::Compression;
 
@@ -29,6 +33,27 @@ pub fn decompress(
             Ok(decoder) => Box::new(BufReader::with_capacity(BUFFER_BYTES, decoder)),
             Err(error) => Box::new(BufReader::new(FailedReader(Some(error)))),
         },
+    }
+}
+
+/// The same decompression for an async reader (raw objects streamed to a transformer): the
+/// same formats, concatenated gzip members and zstd frames read through as in `decompress`.
+pub fn decompress_async(
+    reader: impl AsyncBufRead + Send + 'static,
+    compression: Compression,
+) -> Pin<Box<dyn AsyncRead + Send>> {
+    match compression {
+        Compression::None => Box::pin(reader),
+        Compression::Gzip => {
+            let mut decoder = GzipDecoder::new(reader);
+            decoder.multiple_members(true);
+            Box::pin(decoder)
+        }
+        Compression::Zstd => {
+            let mut decoder = ZstdDecoder::new(reader);
+            decoder.multiple_members(true);
+            Box::pin(decoder)
+        }
     }
 }
 

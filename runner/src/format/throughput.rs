@@ -35,10 +35,6 @@ impl Throughput {
     pub fn mb_per_second(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
     }
-
-    pub fn decode_mb_per_second(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.decode.as_secs_f64().max(1e-9)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

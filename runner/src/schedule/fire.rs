@@ -41,9 +41,9 @@ pub enum FireError {
     },
     /// The fire's run could not be carried out (a run that ran and failed has an exit code).
     #[error(transparent)]
-    Local(#[from] LocalRunError),
+    Local(Box<LocalRunError>),
     #[error(transparent)]
-    Submit(#[from] SubmitError),
+    Submit(Box<SubmitError>),
     #[error(transparent)]
     TaskRun(#[from] TaskError),
 }
@@ -58,6 +58,18 @@ impl FireError {
                 ExitCode::Config
             }
         }
+    }
+}
+
+impl From<LocalRunError> for FireError {
+    fn from(error: LocalRunError) -> Self {
+        FireError::Local(Box::new(error))
+    }
+}
+
+impl From<SubmitError> for FireError {
+    fn from(error: SubmitError) -> Self {
+        FireError::Submit(Box::new(error))
     }
 }
 

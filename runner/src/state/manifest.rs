@@ -42,7 +42,10 @@ pub async fn is_published(storage: &Storage, layout: &RunLayout) -> Result<bool,
         .head(&uri)
         .await
         .map(|head| head.is_some())
-        .map_err(|source| StateError::Read { uri, source })
+        .map_err(|source| StateError::Read {
+            uri,
+            source: Box::new(source),
+        })
 }
 
 /// Publishes the run: the last write of a successful run.

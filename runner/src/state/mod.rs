@@ -39,7 +39,7 @@ pub enum StateError {
     Read {
         uri: S3Uri,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
     #[error("{uri} does not exist; was the run planned?")]
     Missing { uri: S3Uri },
@@ -54,7 +54,7 @@ pub enum StateError {
     Write {
         uri: S3Uri,
         #[source]
-        source: StorageError,
+        source: Box<StorageError>,
     },
 }
 
@@ -107,7 +107,7 @@ async fn read_bytes(storage: &Storage, uri: &S3Uri) -> Result<Option<bytes::Byte
         .await
         .map_err(|source| StateError::Read {
             uri: uri.clone(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -123,7 +123,7 @@ async fn write_json<T: Serialize>(
         .await
         .map_err(|source| StateError::Write {
             uri: uri.clone(),
-            source,
+            source: Box::new(source),
         })
 }
 

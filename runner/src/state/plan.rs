@@ -33,7 +33,10 @@ pub async fn is_planned(storage: &Storage, layout: &RunLayout) -> Result<bool, S
         .head(&uri)
         .await
         .map(|head| head.is_some())
-        .map_err(|source| StateError::Read { uri, source })
+        .map_err(|source| StateError::Read {
+            uri,
+            source: Box::new(source),
+        })
 }
 
 /// Writes the resolved job, then the plan: a run whose plan exists has its job file.
@@ -47,6 +50,9 @@ pub async fn write_run(
     storage
         .put_bytes(&uri, resolved_yaml.to_string().into())
         .await
-        .map_err(|source| StateError::Write { uri, source })?;
+        .map_err(|source| StateError::Write {
+            uri,
+            source: Box::new(source),
+        })?;
     write_json(storage, &layout.plan(), plan).await
 }

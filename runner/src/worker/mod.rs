@@ -10,6 +10,7 @@ pub mod output;
 pub mod raw;
 pub mod read_back;
 pub mod rejects;
+pub mod staged;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

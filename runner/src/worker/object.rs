@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use arrow::datatypes::SchemaRef;
 use chrono::Utc;
+use datafusion::execution::SendableRecordBatchStream;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::plan::PlannedObject;
 use crate::plan::keys::task_output_key;
@@ -26,6 +28,7 @@ use crate::worker::output::{OutputPart, encode_outputs};
 use crate::worker::raw::{self, raw_step};
 use crate::worker::read_back::{stored_rejects, stored_rows};
 use crate::worker::rejects::{RejectsWriter, StagedRejects};
+use crate::worker::staged::Staged;
 
 /// What every object of a shard shares.
 pub struct ObjectContext {
@@ -72,43 +75,19 @@ pub async fn process(
             None => source.to_string(),
         },
     );
-    let input = match Input::start(ctx, &source, object, rejects.sender()).await {
-        Ok(input) => input,
+    // Until the pipeline runs, a failure leaves only the rejects writer to abort (the
+    // decode task aborts when its handle drops).
+    let Pipeline {
+        output,
+        mut counters,
+        task,
+        raw_counter,
+        checks,
+    } = match start_pipeline(ctx, object, &source, &rejects).await {
+        Ok(pipeline) => pipeline,
         Err(e) => {
             rejects.abort().await;
             return Err(e);
-        }
-    };
-    let (stream, task, steps, raw_counter) = input.into_parts(job);
-    let (output, mut counters) = match transform::apply_steps(steps, stream, &object.key).await {
-        Ok(x) => x,
-        Err(e) => {
-            if let Some(task) = &task {
-                task.abort();
-            }
-            rejects.abort().await;
-            return Err(ObjectError::from_transform(e));
-        }
-    };
-    let (output, checks) = match ObjectChecks::attach(
-        Arc::new(job.validate.rules.clone()),
-        job.validate.examples,
-        &object.task_key(),
-        output,
-        rejects.sender(),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            if let Some(task) = &task {
-                task.abort();
-            }
-            rejects.abort().await;
-            return Err(ObjectError::Rule {
-                uri: source.clone(),
-                message: e.0,
-            });
         }
     };
     let sink = job.sink.clone();
@@ -144,52 +123,24 @@ pub async fn process(
     }
     let staged = rejects.finish().await;
 
-    let (stats, parts, staged) = settle(decoded, encoded, staged).await?;
+    let (stats, parts, rejects) = settle(decoded, encoded, staged).await?;
     let flow = Flow {
         stats: &stats,
         counters: &counters,
         rule_rejected: checks.rejected(),
     };
-    let counts = match account(&source, &flow, &job.steps, &parts, &staged) {
-        Ok(counts) => counts,
-        Err(e) => {
-            abort_all(parts, staged).await;
-            return Err(e);
-        }
-    };
-    let spills = ctx.keys.as_ref().map(|prefix| KeySpills {
-        storage: &ctx.storage,
-        prefix,
-    });
-    let mut outcomes = match checks.finish(&counts, object.size, spills).await {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            abort_all(parts, staged).await;
-            return Err(match e {
-                KeysError::Storage(e) => ObjectError::Storage(e),
-                other => ObjectError::Internal(format!("collecting unique keys: {other}")),
-            });
-        }
-    };
-    if let Some(e) = validation_failure(&source, &outcomes) {
-        abort_all(parts, staged).await;
-        return Err(e);
+    // Whatever commit leaves staged when it fails is aborted here, in one place.
+    let mut staged = Staged::new(parts, rejects);
+    let committed = commit(ctx, object, &source, &relative, &flow, checks, &mut staged).await;
+    if committed.is_err() {
+        staged.abort().await;
     }
-
-    // Everything balanced in memory: make the outputs visible, then check what was stored.
-    let outputs = complete_and_verify(ctx, parts).await?;
-    let sizes: Vec<(String, u64)> = outputs.iter().map(|o| (o.uri.clone(), o.size)).collect();
-    judge_output_sizes(&job.validate.rules, &mut outcomes, &sizes);
-    if let Some(e) = validation_failure(&source, &outcomes) {
-        delete_outputs(ctx, &outputs).await;
-        abort_all(Vec::new(), staged).await;
-        return Err(e);
-    }
-    remove_leftover_spills(ctx, &relative, object.range.as_ref(), outputs.len()).await?;
-    let rejects = match staged {
-        Some(staged) => Some(verify_rejects(ctx, staged, &outputs).await?),
-        None => None,
-    };
+    let Committed {
+        counts,
+        outputs,
+        rejects,
+        outcomes,
+    } = committed?;
     Ok(DoneMarker {
         key: object.key.clone(),
         etag: object.etag.clone(),
@@ -215,6 +166,111 @@ pub async fn process(
             .collect(),
         seconds: started.elapsed().as_secs_f64(),
         finished: Utc::now(),
+    })
+}
+
+/// What an object made visible, and how it was judged.
+struct Committed {
+    counts: RecordCounts,
+    outputs: Vec<OutputObject>,
+    rejects: Option<OutputObject>,
+    outcomes: Vec<RuleOutcome>,
+}
+
+/// Accounts for every record, judges the object's rules, then completes the uploads and
+/// reads back what was stored. What is still in `staged` when it fails is the caller's
+/// to abort.
+async fn commit(
+    ctx: &ObjectContext,
+    object: &PlannedObject,
+    source: &S3Uri,
+    relative: &str,
+    flow: &Flow<'_>,
+    checks: ObjectChecks,
+    staged: &mut Staged,
+) -> Result<Committed, ObjectError> {
+    let job = &ctx.job;
+    let counts = account(source, flow, &job.steps, staged.parts(), staged.rejects())?;
+    let spills = ctx.keys.as_ref().map(|prefix| KeySpills {
+        storage: &ctx.storage,
+        prefix,
+    });
+    let mut outcomes = checks
+        .finish(&counts, object.size, spills)
+        .await
+        .map_err(|e| match e {
+            KeysError::Storage(e) => ObjectError::Storage(e),
+            other => ObjectError::Internal(format!("collecting unique keys: {other}")),
+        })?;
+    if let Some(e) = validation_failure(source, &outcomes) {
+        return Err(e);
+    }
+
+    // Everything balanced in memory: make the outputs visible, then check what was stored.
+    let outputs = complete_and_verify(ctx, staged.take_parts()).await?;
+    let sizes: Vec<(String, u64)> = outputs.iter().map(|o| (o.uri.clone(), o.size)).collect();
+    judge_output_sizes(&job.validate.rules, &mut outcomes, &sizes);
+    if let Some(e) = validation_failure(source, &outcomes) {
+        delete_outputs(ctx, &outputs).await;
+        return Err(e);
+    }
+    remove_leftover_spills(ctx, relative, object.range.as_ref(), outputs.len()).await?;
+    let rejects = match staged.take_rejects() {
+        Some(rejects) => Some(verify_rejects(ctx, rejects, &outputs).await?),
+        None => None,
+    };
+    Ok(Committed {
+        counts,
+        outputs,
+        rejects,
+        outcomes,
+    })
+}
+
+/// One object's record pipeline, running.
+struct Pipeline {
+    /// The last step's output, watched by the object's rules.
+    output: SendableRecordBatchStream,
+    counters: Vec<Arc<StepCounter>>,
+    /// The decoding of the source (`None` when a raw step's transformer is the input).
+    task: Option<AbortOnDropHandle<Result<DecodeStats, ObjectError>>>,
+    raw_counter: Option<Arc<StepCounter>>,
+    checks: ObjectChecks,
+}
+
+/// The record pipeline of one object, started: its input (decoded, or a raw step's
+/// transformer), the transform steps over it, and the object's rules watching the output.
+async fn start_pipeline(
+    ctx: &ObjectContext,
+    object: &PlannedObject,
+    source: &S3Uri,
+    rejects: &RejectsWriter,
+) -> Result<Pipeline, ObjectError> {
+    let job = &ctx.job;
+    let input = Input::start(ctx, source, object, rejects.sender()).await?;
+    let (stream, task, steps, raw_counter) = input.into_parts(job);
+    let task = task.map(AbortOnDropHandle::new);
+    let (output, counters) = transform::apply_steps(steps, stream, &object.key)
+        .await
+        .map_err(ObjectError::from_transform)?;
+    let (output, checks) = ObjectChecks::attach(
+        Arc::new(job.validate.rules.clone()),
+        job.validate.examples,
+        &object.task_key(),
+        output,
+        rejects.sender(),
+    )
+    .await
+    .map_err(|e| ObjectError::Rule {
+        uri: source.clone(),
+        message: e.0,
+    })?;
+    Ok(Pipeline {
+        output,
+        counters,
+        task,
+        raw_counter,
+        checks,
     })
 }
 
@@ -246,26 +302,13 @@ async fn settle(
             if let Err(e) = d {
                 errors.insert(0, e);
             }
-            abort_all(parts, staged).await;
+            Staged::new(parts, staged).abort().await;
             let root = errors
                 .iter()
                 .position(|e| !matches!(e, ObjectError::Cancelled))
                 .unwrap_or(0);
             Err(errors.swap_remove(root))
         }
-    }
-}
-
-async fn abort_all(parts: Vec<OutputPart>, staged: Option<StagedRejects>) {
-    for part in parts {
-        if let Err(error) = part.pending.abort().await {
-            tracing::warn!(%error, uri = %part.uri, "aborting an output upload failed");
-        }
-    }
-    if let Some(staged) = staged
-        && let Err(error) = staged.pending.abort().await
-    {
-        tracing::warn!(%error, "aborting a rejects upload failed");
     }
 }
 
@@ -373,7 +416,7 @@ fn account(
     flow: &Flow<'_>,
     steps: &[crate::spec::job::Step],
     parts: &[OutputPart],
-    staged: &Option<StagedRejects>,
+    staged: Option<&StagedRejects>,
 ) -> Result<RecordCounts, ObjectError> {
     let (stats, counters) = (flow.stats, flow.counters);
     let mut flowing = stats.good;
@@ -414,7 +457,7 @@ fn account(
             ),
         });
     }
-    let rejected = staged.as_ref().map_or(0, |s| s.rows);
+    let rejected = staged.map_or(0, |s| s.rows);
     if rejected != stats.rejected + flow.rule_rejected {
         return Err(ObjectError::Lost {
             uri: source.clone(),
@@ -493,7 +536,7 @@ async fn complete_and_verify(
         }
     }
     if result.is_err() {
-        abort_all(parts.collect(), None).await;
+        Staged::new(parts.collect(), None).abort().await;
     }
     let mut verified = Vec::with_capacity(outputs.len());
     if result.is_ok() {

@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
 use bytes::BytesMut;
 use chrono::Utc;
 use tokio::io::AsyncReadExt;
@@ -45,15 +44,9 @@ pub async fn body(
         .source
         .compression
         .unwrap_or_else(|| Compression::from_key(&object.key));
-    Ok(match compression {
-        Compression::None => Box::pin(ReaderStream::new(reader)),
-        Compression::Gzip => {
-            let mut decoder = GzipDecoder::new(reader);
-            decoder.multiple_members(true);
-            Box::pin(ReaderStream::new(decoder))
-        }
-        Compression::Zstd => Box::pin(ReaderStream::new(ZstdDecoder::new(reader))),
-    })
+    Ok(Box::pin(ReaderStream::new(
+        crate::format::decompress_async(reader, compression),
+    )))
 }
 
 /// Sends the object through a step whose output is opaque and stores the reply as the
