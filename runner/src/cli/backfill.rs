@@ -28,7 +28,7 @@ pub struct BackfillArgs {
     pub connect: ConnectArgs,
 }
 
-/// Returns the highest exit code of the runs (a task's own for a task definition target).
+/// Returns the worst exit code of the runs (a task's own for a task definition target).
 pub fn run(args: BackfillArgs) -> anyhow::Result<u8> {
     let schedule = load_schedule_file(&args.schedule)?;
     crate::cli::runtime()?.block_on(async {

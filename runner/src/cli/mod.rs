@@ -110,7 +110,7 @@ pub enum Command {
 }
 
 /// Runs the parsed command and returns the process exit status: sluice's exit code, or a
-/// task's own for `task run` (and the highest of several runs' for `scheduler --once` and
+/// task's own for `task run` (and the worst of several runs' for `scheduler --once` and
 /// `backfill`).
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let code = match cli.command {

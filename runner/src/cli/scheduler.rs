@@ -47,7 +47,7 @@ pub struct SchedulerArgs {
     pub connect: ConnectArgs,
 }
 
-/// The daemon exits 0 when stopped; `--once` exits with the highest exit code of the runs it
+/// The daemon exits 0 when stopped; `--once` exits with the worst exit code of the runs it
 /// started (0 when each succeeded or none was due).
 pub fn run(args: SchedulerArgs) -> anyhow::Result<u8> {
     let schedules = fire::load_dir(&args.schedules)?;
