@@ -1,6 +1,9 @@
 //! The schedule file (`kind: Schedule`): raw struct, loading with located errors, and
 //! validation into a `Schedule` (parsed cron, time zone, target, params templates).
 
+pub mod cron;
+pub mod params;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,11 +13,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
-use crate::schedule::cron::CronSchedule;
-use crate::schedule::params::{ArgTemplates, ParamTemplates};
 use crate::spec::error::{Problem, SpecError, SpecErrors};
 use crate::spec::file::{API_VERSION, Metadata, scalar_string_map};
 use crate::spec::kubernetes::is_credential_name;
+use crate::spec::schedule::cron::CronSchedule;
+use crate::spec::schedule::params::{ArgTemplates, ParamTemplates};
 use crate::spec::span::{FieldPath, SpanIndex};
 use crate::storage::uri::S3Uri;
 
