@@ -10,7 +10,6 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::format::options::{Compression, ParquetCompression, SinkFormat, SourceFormat};
-use crate::plan::keys::DEFAULT_KEY_TEMPLATE;
 use crate::spec::container::ContainerConfig;
 use crate::spec::job::OnBadRecord;
 use crate::spec::kubernetes::KubernetesConfig;
@@ -417,6 +416,9 @@ pub fn default_part_size() -> ByteSizeConfig {
 pub fn default_parts_in_flight() -> u32 {
     4
 }
+
+/// The default output key template: the source key's relative path with the new extension.
+pub const DEFAULT_KEY_TEMPLATE: &str = "{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}";
 
 pub fn default_key() -> String {
     DEFAULT_KEY_TEMPLATE.to_string()

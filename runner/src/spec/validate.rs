@@ -10,10 +10,10 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::format::{Item, StrftimeItems};
 use globset::Glob;
 
+use crate::format::FORMAT_METADATA_KEY;
 use crate::format::options::{
     Compression, CsvReadOptions, CsvWriteOptions, ParquetWriteOptions, SinkFormat, SourceFormat,
 };
-use crate::plan::FORMAT_METADATA_KEY;
 use crate::spec::error::Problem;
 use crate::spec::file::{
     API_VERSION, BadRecordLimitConfig, ByteSizeConfig, ColumnConfig, ColumnType, CsvSourceConfig,
@@ -1042,7 +1042,7 @@ mod tests {
     #[test]
     fn key_templates() {
         assert_eq!(
-            check_key_template(crate::plan::keys::DEFAULT_KEY_TEMPLATE),
+            check_key_template(crate::spec::file::DEFAULT_KEY_TEMPLATE),
             Ok(())
         );
         assert_eq!(
