@@ -5,6 +5,7 @@
 //! from (through serde_path_to_error, so problems carry their field path). Validation is a
 //! pure function of the raw `JobFile`.
 
+mod collect;
 pub mod container;
 pub mod error;
 pub mod file;

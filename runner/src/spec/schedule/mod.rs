@@ -204,7 +204,7 @@ pub fn load_schedule_str(text: &str, origin: &str, base: &Path) -> Result<Schedu
     for (path, _) in &spans.duplicates {
         problems.push(Problem::at_key(path.clone(), "is given more than once"));
     }
-    let file = crate::spec::load::read_collecting::<ScheduleFile>(
+    let file = crate::spec::collect::read_collecting::<ScheduleFile>(
         &value,
         &FieldPath::root(),
         &mut problems,
