@@ -126,7 +126,7 @@ pub fn render(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::file::DEFAULT_KEY_TEMPLATE;
+    use crate::spec::sink::DEFAULT_KEY_TEMPLATE;
 
     #[test]
     fn default_template_keeps_the_relative_path_with_the_new_extension() {

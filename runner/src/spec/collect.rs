@@ -214,7 +214,9 @@ pub(super) fn describe(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::file::{SinkConfig, SourceConfig, TransformStepConfig};
+    use crate::spec::sink::SinkConfig;
+    use crate::spec::source::SourceConfig;
+    use crate::spec::steps::TransformStepConfig;
 
     fn problems_of<T: DeserializeOwned>(yaml: &str) -> Vec<String> {
         let value: Value = serde_yaml_ng::from_str(yaml).unwrap();

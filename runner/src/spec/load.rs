@@ -10,9 +10,12 @@ use crate::format::options::SourceFormat;
 use crate::spec::collect::{describe, read_collecting, unknown_field};
 use crate::spec::error::{Problem, SpecError, SpecErrors};
 use crate::spec::file::{
-    JobFile, Metadata, SinkConfig, SourceConfig, SpecConfig, default_parallelism, default_retries,
-    default_shards, default_split_size, scalar_string_map,
+    JobFile, SpecConfig, default_parallelism, default_retries, scalar_string_map,
 };
+use crate::spec::metadata::Metadata;
+use crate::spec::shards::{default_shards, default_split_size};
+use crate::spec::sink::SinkConfig;
+use crate::spec::source::SourceConfig;
 use crate::spec::span::{FieldPath, SpanIndex};
 use crate::spec::task::{self, TaskDefinition, TaskFile};
 use crate::spec::validate::{Broken, Unit, validate_parts};
@@ -243,7 +246,7 @@ impl Reader {
         &mut self,
         spec: &Mapping,
         parent: &FieldPath,
-    ) -> Vec<crate::spec::file::TransformStepConfig> {
+    ) -> Vec<crate::spec::steps::TransformStepConfig> {
         let at = parent.key("transform");
         match spec.get("transform") {
             None | Some(Value::Null) => Vec::new(),
@@ -253,7 +256,7 @@ impl Reader {
                 .map(|(i, item)| {
                     read_collecting(item, &at.index(i), &mut self.problems).unwrap_or_else(|| {
                         self.broken.0.insert(Unit::Step(i));
-                        crate::spec::file::TransformStepConfig {
+                        crate::spec::steps::TransformStepConfig {
                             name: None,
                             sql: None,
                             container: None,
@@ -421,24 +424,24 @@ fn placeholder() -> JobFile {
                 compression: Default::default(),
                 csv: None,
                 schema: None,
-                infer_records: crate::spec::file::default_infer_records(),
+                infer_records: crate::spec::source::default_infer_records(),
             },
             transform: Vec::new(),
             validate: Default::default(),
             sink: SinkConfig {
                 uri: String::new(),
-                format: crate::spec::file::default_sink_format(),
+                format: crate::spec::sink::default_sink_format(),
                 parquet: None,
                 csv: None,
                 compression: None,
-                part_size: crate::spec::file::default_part_size(),
-                parts_in_flight: crate::spec::file::default_parts_in_flight(),
+                part_size: crate::spec::sink::default_part_size(),
+                parts_in_flight: crate::spec::sink::default_parts_in_flight(),
                 max_object_size: None,
-                key: crate::spec::file::default_key(),
+                key: crate::spec::sink::default_key(),
             },
             parallelism: default_parallelism(),
             shards: default_shards(),
-            split_size: crate::spec::file::default_split_size(),
+            split_size: crate::spec::shards::default_split_size(),
             mode: Default::default(),
             retries: default_retries(),
             state: None,

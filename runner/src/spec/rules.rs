@@ -10,11 +10,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::error::Problem;
-use crate::spec::file::{ByteSizeConfig, ColumnType};
-use crate::spec::size::parse_byte_size;
+use crate::spec::metadata::is_dns_label;
+use crate::spec::size::{ByteSizeConfig, parse_byte_size};
+use crate::spec::source::{ColumnType, check_strftime};
 use crate::spec::span::FieldPath;
 use crate::spec::sql::check_read_only_query;
-use crate::spec::validate::{check_strftime, is_dns_label};
 
 /// One rule of `spec.validate.rules`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

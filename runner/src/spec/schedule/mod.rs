@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use crate::spec::error::{Problem, SpecError, SpecErrors};
-use crate::spec::file::{API_VERSION, Metadata, scalar_string_map};
+use crate::spec::file::{API_VERSION, scalar_string_map};
 use crate::spec::kubernetes::is_credential_name;
+use crate::spec::metadata::Metadata;
 use crate::spec::schedule::cron::CronSchedule;
 use crate::spec::schedule::params::{ArgTemplates, ParamTemplates};
 use crate::spec::span::{FieldPath, SpanIndex};
@@ -241,7 +242,7 @@ fn validate(
         ));
     }
     let name = &file.metadata.name;
-    if !crate::spec::validate::is_dns_label(name) {
+    if !crate::spec::metadata::is_dns_label(name) {
         problems.push(Problem::new(
             top.key("metadata").key("name"),
             format!(
