@@ -1,8 +1,11 @@
-//! The job file at its top level, as written: `JobFile` and its `spec:` section.
+//! The job file at its top level, as written: `JobFile`, its `spec:` section, and the parts
+//! the file is read and checked in (`Unit`).
 //!
 //! The raw structs mirror the YAML exactly; their doc comments are the user documentation of
 //! each field (they become the JSON Schema descriptions). Each section's structs sit beside
-//! its checks (source.rs, steps.rs, validation.rs, sink.rs, shards.rs, kubernetes.rs).
+//! its checks (source.rs, steps.rs, validation.rs, sink.rs, shards.rs, kubernetes.rs). A new
+//! field of `spec:` is added here (the field and its row in `SpecConfig::UNITS`), read in
+//! load.rs, checked in validate.rs and carried by `Job`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -112,22 +115,78 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 impl SpecConfig {
-    /// The keys of `spec:` (kept equal to the JSON Schema by a test).
-    pub const FIELDS: &'static [&'static str] = &[
-        "params",
-        "source",
-        "transform",
-        "validate",
-        "sink",
-        "parallelism",
-        "shards",
-        "split_size",
-        "mode",
-        "retries",
-        "state",
-        "endpoint",
-        "kubernetes",
+    /// The keys of `spec:` in file order, each with the unit it is read and checked as: the
+    /// one list of them (kept equal to the JSON Schema by a test).
+    pub const UNITS: [(&'static str, Unit); 13] = [
+        ("params", Unit::Params),
+        ("source", Unit::Source),
+        ("transform", Unit::Transform),
+        ("validate", Unit::Validate),
+        ("sink", Unit::Sink),
+        ("parallelism", Unit::Parallelism),
+        ("shards", Unit::Shards),
+        ("split_size", Unit::SplitSize),
+        ("mode", Unit::Mode),
+        ("retries", Unit::Retries),
+        ("state", Unit::State),
+        ("endpoint", Unit::Endpoint),
+        ("kubernetes", Unit::Kubernetes),
     ];
+
+    /// The keys of `spec:`, in file order.
+    pub const FIELDS: &'static [&'static str] = &keys(Self::UNITS);
+}
+
+/// The keys of a table of units; a `const fn`, so that `FIELDS` is a constant.
+const fn keys<const N: usize>(units: [(&'static str, Unit); N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = units[i].0;
+        i += 1;
+    }
+    out
+}
+
+/// A part of the file that is read on its own, so that one broken part does not hide the
+/// problems of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unit {
+    ApiVersion,
+    Kind,
+    Metadata,
+    Params,
+    Source,
+    /// The `transform` list as a whole (not a list).
+    Transform,
+    Step(usize),
+    Validate,
+    Sink,
+    Parallelism,
+    Shards,
+    SplitSize,
+    Mode,
+    Retries,
+    State,
+    Endpoint,
+    Kubernetes,
+}
+
+impl Unit {
+    /// The key the unit is written under; a step's is its list's, `transform`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Unit::ApiVersion => "apiVersion",
+            Unit::Kind => "kind",
+            Unit::Metadata => "metadata",
+            Unit::Step(_) => "transform",
+            unit => SpecConfig::UNITS
+                .iter()
+                .find(|(_, u)| *u == unit)
+                .map(|(key, _)| *key)
+                .expect("every other unit is a key of spec:"),
+        }
+    }
 }
 
 pub fn default_parallelism() -> u32 {

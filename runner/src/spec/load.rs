@@ -6,19 +6,13 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::format::options::SourceFormat;
 use crate::spec::collect::{describe, read_collecting, unknown_field};
 use crate::spec::error::{Problem, SpecError, SpecErrors};
-use crate::spec::file::{
-    JobFile, SpecConfig, default_parallelism, default_retries, scalar_string_map,
-};
-use crate::spec::metadata::Metadata;
-use crate::spec::shards::{default_shards, default_split_size};
-use crate::spec::sink::SinkConfig;
-use crate::spec::source::SourceConfig;
+use crate::spec::file::{JobFile, SpecConfig, Unit, scalar_string_map};
 use crate::spec::span::{FieldPath, SpanIndex};
+use crate::spec::steps::TransformStepConfig;
 use crate::spec::task::{self, TaskDefinition, TaskFile};
-use crate::spec::validate::{Broken, Unit, validate_parts};
+use crate::spec::validate::{Broken, validate_parts};
 use crate::spec::{Loaded, template};
 
 /// Loads job text: parse, read, merge overrides into params, validate.
@@ -169,21 +163,18 @@ impl Reader {
         let top = FieldPath::root();
         let mut file = placeholder();
         let Some(map) = self.mapping(root, &top, JobFile::FIELDS, true) else {
-            self.broken.0.extend(ALL_UNITS);
+            self.broken
+                .0
+                .extend([Unit::ApiVersion, Unit::Kind, Unit::Metadata]);
+            self.broken_spec();
             return file;
         };
-        match self.required(map, &top, "apiVersion", Unit::ApiVersion) {
-            Some(v) => file.api_version = v,
-            None => self.broken(Unit::ApiVersion),
-        }
-        match self.required(map, &top, "kind", Unit::Kind) {
-            Some(v) => file.kind = v,
-            None => self.broken(Unit::Kind),
-        }
-        match self.required::<Metadata>(map, &top, "metadata", Unit::Metadata) {
-            Some(v) => file.metadata = v,
-            None => self.broken(Unit::Metadata),
-        }
+        keep(
+            &mut file.api_version,
+            self.required(map, &top, Unit::ApiVersion),
+        );
+        keep(&mut file.kind, self.required(map, &top, Unit::Kind));
+        keep(&mut file.metadata, self.required(map, &top, Unit::Metadata));
         let spec_path = top.key("spec");
         let spec = match map.get("spec") {
             None => {
@@ -194,46 +185,27 @@ impl Reader {
             Some(v) => self.mapping(v, &spec_path, SpecConfig::FIELDS, false),
         };
         let Some(spec) = spec else {
-            self.broken.0.extend(SPEC_UNITS);
+            self.broken_spec();
             return file;
         };
-        let s = &mut file.spec;
-        let p = &spec_path;
-        if let Some(params) = self.optional::<ParamsUnit>(spec, p, "params", Unit::Params) {
-            s.params = params.0;
-        }
-        match self.required::<SourceConfig>(spec, p, "source", Unit::Source) {
-            Some(v) => s.source = v,
-            None => self.broken(Unit::Source),
-        }
+        let (s, p) = (&mut file.spec, &spec_path);
+        let params = self.optional::<ParamsUnit>(spec, p, Unit::Params);
+        keep(&mut s.params, params.map(|params| params.0));
+        keep(&mut s.source, self.required(spec, p, Unit::Source));
         s.transform = self.steps(spec, p);
-        if let Some(v) = self.optional(spec, p, "validate", Unit::Validate) {
-            s.validate = v;
-        }
-        match self.required::<SinkConfig>(spec, p, "sink", Unit::Sink) {
-            Some(v) => s.sink = v,
-            None => self.broken(Unit::Sink),
-        }
-        s.parallelism = self
-            .optional(spec, p, "parallelism", Unit::Parallelism)
-            .unwrap_or_else(default_parallelism);
-        s.shards = self
-            .optional(spec, p, "shards", Unit::Shards)
-            .unwrap_or_else(default_shards);
-        s.split_size = self
-            .optional(spec, p, "split_size", Unit::SplitSize)
-            .unwrap_or_else(default_split_size);
-        s.mode = self
-            .optional(spec, p, "mode", Unit::Mode)
-            .unwrap_or_default();
-        s.retries = self
-            .optional(spec, p, "retries", Unit::Retries)
-            .unwrap_or_else(default_retries);
-        s.state = self.optional(spec, p, "state", Unit::State).flatten();
-        s.endpoint = self.optional(spec, p, "endpoint", Unit::Endpoint).flatten();
-        if let Some(v) = self.optional(spec, p, "kubernetes", Unit::Kubernetes) {
-            s.kubernetes = v;
-        }
+        keep(&mut s.validate, self.optional(spec, p, Unit::Validate));
+        keep(&mut s.sink, self.required(spec, p, Unit::Sink));
+        keep(
+            &mut s.parallelism,
+            self.optional(spec, p, Unit::Parallelism),
+        );
+        keep(&mut s.shards, self.optional(spec, p, Unit::Shards));
+        keep(&mut s.split_size, self.optional(spec, p, Unit::SplitSize));
+        keep(&mut s.mode, self.optional(spec, p, Unit::Mode));
+        keep(&mut s.retries, self.optional(spec, p, Unit::Retries));
+        keep(&mut s.state, self.optional(spec, p, Unit::State));
+        keep(&mut s.endpoint, self.optional(spec, p, Unit::Endpoint));
+        keep(&mut s.kubernetes, self.optional(spec, p, Unit::Kubernetes));
         file
     }
 
@@ -241,12 +213,15 @@ impl Reader {
         self.broken.0.insert(unit);
     }
 
+    /// Every unit of `spec:`, when `spec:` itself cannot be read.
+    fn broken_spec(&mut self) {
+        self.broken
+            .0
+            .extend(SpecConfig::UNITS.map(|(_, unit)| unit));
+    }
+
     /// `spec.transform`, each step read on its own.
-    fn steps(
-        &mut self,
-        spec: &Mapping,
-        parent: &FieldPath,
-    ) -> Vec<crate::spec::steps::TransformStepConfig> {
+    fn steps(&mut self, spec: &Mapping, parent: &FieldPath) -> Vec<TransformStepConfig> {
         let at = parent.key("transform");
         match spec.get("transform") {
             None | Some(Value::Null) => Vec::new(),
@@ -256,7 +231,7 @@ impl Reader {
                 .map(|(i, item)| {
                     read_collecting(item, &at.index(i), &mut self.problems).unwrap_or_else(|| {
                         self.broken.0.insert(Unit::Step(i));
-                        crate::spec::steps::TransformStepConfig {
+                        TransformStepConfig {
                             name: None,
                             sql: None,
                             container: None,
@@ -326,9 +301,9 @@ impl Reader {
         &mut self,
         map: &Mapping,
         parent: &FieldPath,
-        key: &str,
         unit: Unit,
     ) -> Option<T> {
+        let key = unit.key();
         match map.get(key) {
             None => {
                 self.problems
@@ -340,14 +315,14 @@ impl Reader {
         }
     }
 
-    /// `None` when absent (the caller takes the default) or unreadable (the unit is broken).
+    /// `None` when absent (the caller keeps the default) or unreadable (the unit is broken).
     fn optional<T: DeserializeOwned>(
         &mut self,
         map: &Mapping,
         parent: &FieldPath,
-        key: &str,
         unit: Unit,
     ) -> Option<T> {
+        let key = unit.key();
         map.get(key)
             .and_then(|value| self.read(value, &parent.key(key), unit))
     }
@@ -370,83 +345,19 @@ impl Reader {
 #[derive(serde::Deserialize)]
 struct ParamsUnit(#[serde(deserialize_with = "scalar_string_map")] BTreeMap<String, String>);
 
-const SPEC_UNITS: [Unit; 13] = [
-    Unit::Params,
-    Unit::Source,
-    Unit::Transform,
-    Unit::Validate,
-    Unit::Sink,
-    Unit::Parallelism,
-    Unit::Shards,
-    Unit::SplitSize,
-    Unit::Mode,
-    Unit::Retries,
-    Unit::State,
-    Unit::Endpoint,
-    Unit::Kubernetes,
-];
-
-const ALL_UNITS: [Unit; 16] = [
-    Unit::ApiVersion,
-    Unit::Kind,
-    Unit::Metadata,
-    Unit::Params,
-    Unit::Source,
-    Unit::Transform,
-    Unit::Validate,
-    Unit::Sink,
-    Unit::Parallelism,
-    Unit::Shards,
-    Unit::SplitSize,
-    Unit::Mode,
-    Unit::Retries,
-    Unit::State,
-    Unit::Endpoint,
-    Unit::Kubernetes,
-];
-
-/// Stands in for the parts that could not be read; validation skips those parts.
-fn placeholder() -> JobFile {
-    JobFile {
-        api_version: String::new(),
-        kind: String::new(),
-        metadata: Metadata {
-            name: String::new(),
-            labels: BTreeMap::new(),
-        },
-        spec: SpecConfig {
-            params: BTreeMap::new(),
-            source: SourceConfig {
-                uri: String::new(),
-                include: Vec::new(),
-                exclude: Vec::new(),
-                format: SourceFormat::Csv,
-                compression: Default::default(),
-                csv: None,
-                schema: None,
-                infer_records: crate::spec::source::default_infer_records(),
-            },
-            transform: Vec::new(),
-            validate: Default::default(),
-            sink: SinkConfig {
-                uri: String::new(),
-                format: crate::spec::sink::default_sink_format(),
-                parquet: None,
-                csv: None,
-                compression: None,
-                part_size: crate::spec::sink::default_part_size(),
-                parts_in_flight: crate::spec::sink::default_parts_in_flight(),
-                max_object_size: None,
-                key: crate::spec::sink::default_key(),
-            },
-            parallelism: default_parallelism(),
-            shards: default_shards(),
-            split_size: crate::spec::shards::default_split_size(),
-            mode: Default::default(),
-            retries: default_retries(),
-            state: None,
-            endpoint: None,
-            kubernetes: Default::default(),
-        },
+/// Puts what was read into its slot; a part that is absent or unreadable keeps the default.
+fn keep<T>(slot: &mut T, read: Option<T>) {
+    if let Some(value) = read {
+        *slot = value;
     }
+}
+
+/// Stands in for the parts that could not be read; validation skips those parts. Every field
+/// it leaves out takes its default, as in a file that leaves it out.
+fn placeholder() -> JobFile {
+    serde_yaml_ng::from_str(
+        "{apiVersion: '', kind: '', metadata: {name: ''}, \
+         spec: {source: {uri: '', format: csv}, sink: {uri: ''}}}",
+    )
+    .expect("the placeholder is a job file")
 }

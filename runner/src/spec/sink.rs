@@ -8,7 +8,7 @@ use crate::format::options::{
     Compression, CsvWriteOptions, ParquetCompression, ParquetWriteOptions, SinkFormat,
 };
 use crate::spec::job::Sink;
-use crate::spec::size::{ByteSizeConfig, GIB, MIB, parse_byte_size, show};
+use crate::spec::size::{ByteSizeConfig, GIB, MIB, show};
 use crate::spec::source::{default_delimiter, default_true};
 use crate::spec::span::FieldPath;
 use crate::spec::validate::{Check, Params, path};
@@ -246,15 +246,12 @@ impl Check<'_> {
     }
 
     fn byte_size(&mut self, at: FieldPath, size: &ByteSizeConfig) -> Option<u64> {
-        match size {
-            ByteSizeConfig::Bytes(n) => Some(*n),
-            ByteSizeConfig::Text(text) => match parse_byte_size(text) {
-                Ok(n) => Some(n),
-                Err(message) => {
-                    self.error(at, message);
-                    None
-                }
-            },
+        match size.bytes() {
+            Ok(n) => Some(n),
+            Err(message) => {
+                self.error(at, message);
+                None
+            }
         }
     }
 }

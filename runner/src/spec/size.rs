@@ -68,6 +68,16 @@ impl fmt::Display for ByteSizeConfig {
     }
 }
 
+impl ByteSizeConfig {
+    /// The size in bytes.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSizeConfig::Bytes(n) => Ok(*n),
+            ByteSizeConfig::Text(text) => parse_byte_size(text),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSizeConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match number_or_text(d, "a byte size like \"16MiB\" or a number of bytes", false)? {

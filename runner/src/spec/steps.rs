@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::container::ContainerConfig;
 use crate::spec::error::Problem;
+use crate::spec::file::Unit;
 use crate::spec::job::{Step, StepKind};
 use crate::spec::metadata::is_dns_label;
 use crate::spec::span::{At, FieldPath};
 use crate::spec::sql::check_read_only_query;
 use crate::spec::template::Strictness;
-use crate::spec::validate::{Check, Params, Unit, path};
+use crate::spec::validate::{Check, Params, path};
 
 /// One step of `spec.transform`. A step has exactly one kind (`sql` or `container`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

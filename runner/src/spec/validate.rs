@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::format::options::SourceFormat;
 use crate::spec::error::Problem;
-use crate::spec::file::{API_VERSION, JobFile, KIND};
+use crate::spec::file::{API_VERSION, JobFile, KIND, Unit};
 use crate::spec::job::{Job, StepKind};
 use crate::spec::metadata::{Metadata, check_metadata};
 use crate::spec::span::FieldPath;
@@ -18,30 +18,6 @@ use crate::storage::uri::S3Uri;
 
 /// A bound that catches typos; a job that needs more retries has another problem.
 pub const MAX_RETRIES: u32 = 100;
-
-/// A part of the file that is read on its own, so that one broken part does not hide the
-/// problems of the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Unit {
-    ApiVersion,
-    Kind,
-    Metadata,
-    Params,
-    Source,
-    /// The `transform` list as a whole (not a list).
-    Transform,
-    Step(usize),
-    Validate,
-    Sink,
-    Parallelism,
-    Shards,
-    SplitSize,
-    Mode,
-    Retries,
-    State,
-    Endpoint,
-    Kubernetes,
-}
 
 /// The units that could not be read; their problems are already reported and validation
 /// skips them (and every check that needs them).
