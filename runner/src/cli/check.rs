@@ -90,7 +90,7 @@ fn check_schedule(file: &Path) -> anyhow::Result<String> {
     Ok(format!(
         "schedule {}: {target}, next {}",
         schedule.name,
-        crate::schedule::cron::describe(next, schedule.time_zone)
+        crate::spec::schedule::cron::describe(next, schedule.time_zone)
     ))
 }
 

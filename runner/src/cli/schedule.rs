@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::exit::ExitCode;
-use crate::schedule::cron::{describe, run_id};
 use crate::schedule::fire;
+use crate::spec::schedule::cron::{describe, run_id};
 use crate::spec::schedule::load_schedule_file;
 
 #[derive(Debug, clap::Subcommand)]

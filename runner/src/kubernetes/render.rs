@@ -437,7 +437,7 @@ mod tests {
         let long = format!("{}-20261122T020000Z", "a".repeat(63));
         let name = object_name(&long, "launcher");
         assert!(name.len() <= 63, "{name}");
-        assert!(crate::spec::validate::is_dns_label(&name), "{name}");
+        assert!(crate::spec::metadata::is_dns_label(&name), "{name}");
         assert_ne!(name, object_name(&long, "job"));
         let label = run_label(&long);
         assert!(label.len() <= 63);

@@ -3,9 +3,6 @@
 use crate::format::options::{Compression, SinkFormat};
 use crate::plan::split::PlannedRange;
 
-/// The default output key template: the source key's relative path with the new extension.
-pub const DEFAULT_KEY_TEMPLATE: &str = "{{ source.dir }}{{ source.stem }}{{ part }}.{{ ext }}";
-
 /// Renders the key (relative to the sink prefix) of output object `part` of a source object.
 /// `relative` is the source key relative to the source prefix. Part 0 has an empty `{{ part }}`;
 /// spill-over objects get `-00001`, `-00002`, ...
@@ -129,6 +126,7 @@ pub fn render(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::sink::DEFAULT_KEY_TEMPLATE;
 
     #[test]
     fn default_template_keeps_the_relative_path_with_the_new_extension() {

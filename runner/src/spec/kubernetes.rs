@@ -196,7 +196,7 @@ pub fn check(config: &KubernetesConfig, problems: &mut Vec<Problem>) -> Option<P
     let before = problems.len();
     let at = FieldPath::parse("spec.kubernetes");
     if let Some(ns) = &config.namespace
-        && !crate::spec::validate::is_dns_label(ns)
+        && !crate::spec::metadata::is_dns_label(ns)
     {
         problems.push(Problem::new(
             at.key("namespace"),

@@ -1,24 +1,37 @@
-//! The job file format: raw structs, loading with located errors, validation into `Job`.
+//! The file formats: job files (raw structs, loading with located errors, validation into
+//! `Job`), task definitions (task.rs) and schedules (schedule/).
 //!
 //! Loading reads the text twice: yaml-rust2's event parser records where every field path
 //! is written, and serde_yaml_ng gives the value that each part of the file is deserialized
 //! from (through serde_path_to_error, so problems carry their field path). Validation is a
 //! pure function of the raw `JobFile`.
+//!
+//! A job file's top level is file.rs; each section keeps its raw structs beside its checks
+//! (metadata.rs, source.rs, steps.rs with container.rs, validation.rs with rules.rs, sink.rs,
+//! shards.rs, kubernetes.rs). load.rs reads the parts, validate.rs turns them into a `Job`.
 
+mod collect;
 pub mod container;
 pub mod error;
 pub mod file;
 pub mod job;
 pub mod kubernetes;
 mod load;
+pub mod metadata;
+mod number_or_text;
 pub mod rules;
 pub mod schedule;
+pub mod shards;
+pub mod sink;
 pub mod size;
+pub mod source;
 pub mod span;
 pub mod sql;
+pub mod steps;
 pub mod task;
 pub mod template;
 pub mod validate;
+pub mod validation;
 
 use std::path::Path;
 

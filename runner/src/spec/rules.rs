@@ -10,11 +10,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::error::Problem;
-use crate::spec::file::{ByteSizeConfig, ColumnType};
-use crate::spec::size::parse_byte_size;
+use crate::spec::metadata::is_dns_label;
+use crate::spec::size::ByteSizeConfig;
+use crate::spec::source::{ColumnType, check_strftime};
 use crate::spec::span::FieldPath;
 use crate::spec::sql::check_read_only_query;
-use crate::spec::validate::{check_strftime, is_dns_label};
 
 /// One rule of `spec.validate.rules`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -435,7 +435,7 @@ fn check_rule(
                 return (None, None);
             };
             let mut one = |v: &Option<ByteSizeConfig>, which: &str| {
-                v.as_ref().and_then(|v| match byte_size(v) {
+                v.as_ref().and_then(|v| match v.bytes() {
                     Ok(n) => Some(n),
                     Err(why) => {
                         error(at.key("size").key(key).key(which), why);
@@ -576,11 +576,4 @@ fn column_list(
         }
     }
     columns.to_vec()
-}
-
-fn byte_size(v: &ByteSizeConfig) -> Result<u64, String> {
-    match v {
-        ByteSizeConfig::Bytes(n) => Ok(*n),
-        ByteSizeConfig::Text(t) => parse_byte_size(t),
-    }
 }

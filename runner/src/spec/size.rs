@@ -1,6 +1,13 @@
 //! Byte sizes as users write them: `16MiB`, `16 MiB`, `5GB`, or a plain number of bytes.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use bytesize::ByteSize;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::spec::number_or_text::{NumberOrText, number_or_text};
 
 pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
@@ -43,6 +50,67 @@ pub fn show(bytes: u64) -> String {
         }
     }
     format!("{bytes} bytes")
+}
+
+/// A byte size as written: a number of bytes or text like `"16MiB"`; parsed by validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ByteSizeConfig {
+    Bytes(u64),
+    Text(String),
+}
+
+impl fmt::Display for ByteSizeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ByteSizeConfig::Bytes(n) => write!(f, "{n}"),
+            ByteSizeConfig::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl ByteSizeConfig {
+    /// The size in bytes.
+    pub fn bytes(&self) -> Result<u64, String> {
+        match self {
+            ByteSizeConfig::Bytes(n) => Ok(*n),
+            ByteSizeConfig::Text(text) => parse_byte_size(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSizeConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match number_or_text(d, "a byte size like \"16MiB\" or a number of bytes", false)? {
+            NumberOrText::Unsigned(n) => Ok(ByteSizeConfig::Bytes(n)),
+            NumberOrText::Text(s) => Ok(ByteSizeConfig::Text(s)),
+            NumberOrText::Float(_) => unreachable!("floats are refused by the visitor"),
+        }
+    }
+}
+
+impl Serialize for ByteSizeConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ByteSizeConfig::Bytes(n) => s.serialize_u64(*n),
+            ByteSizeConfig::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl JsonSchema for ByteSizeConfig {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A byte size: a number of bytes, or a number with a unit such as \"16MiB\", \"16 MiB\" or \"5GB\" (KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB of 1000).",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string" }
+            ]
+        })
+    }
 }
 
 #[cfg(test)]

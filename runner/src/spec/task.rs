@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::container::{LocalConfig, duration};
 use crate::spec::error::Problem;
-use crate::spec::file::{API_VERSION, Metadata};
+use crate::spec::file::API_VERSION;
 use crate::spec::kubernetes::{
     self, KubernetesConfig, NumberOrText, PodSettings, ResourcesConfig, is_credential_name,
 };
+use crate::spec::metadata::{Metadata, check_metadata, is_dns_label};
 use crate::spec::span::FieldPath;
-use crate::spec::validate::{check_metadata, is_dns_label};
 
 /// The `kind` of a task definition file.
 pub const KIND: &str = "TaskDefinition";

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::format::BadRecord;
-use crate::spec::file::ColumnType;
 use crate::spec::rules::{Check, MinRatio, RecordCountConfig, Relation, Rule, Scope};
+use crate::spec::source::ColumnType;
 use crate::state::checks::{Location, Offending, RuleOutcome};
 use crate::state::marker::RecordCounts;
 use crate::storage::Storage;

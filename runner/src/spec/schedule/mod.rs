@@ -1,6 +1,9 @@
 //! The schedule file (`kind: Schedule`): raw struct, loading with located errors, and
 //! validation into a `Schedule` (parsed cron, time zone, target, params templates).
 
+pub mod cron;
+pub mod params;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,11 +13,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
-use crate::schedule::cron::CronSchedule;
-use crate::schedule::params::{ArgTemplates, ParamTemplates};
 use crate::spec::error::{Problem, SpecError, SpecErrors};
-use crate::spec::file::{API_VERSION, Metadata, scalar_string_map};
+use crate::spec::file::{API_VERSION, scalar_string_map};
 use crate::spec::kubernetes::is_credential_name;
+use crate::spec::metadata::Metadata;
+use crate::spec::schedule::cron::CronSchedule;
+use crate::spec::schedule::params::{ArgTemplates, ParamTemplates};
 use crate::spec::span::{FieldPath, SpanIndex};
 use crate::storage::uri::S3Uri;
 
@@ -201,7 +205,7 @@ pub fn load_schedule_str(text: &str, origin: &str, base: &Path) -> Result<Schedu
     for (path, _) in &spans.duplicates {
         problems.push(Problem::at_key(path.clone(), "is given more than once"));
     }
-    let file = crate::spec::load::read_collecting::<ScheduleFile>(
+    let file = crate::spec::collect::read_collecting::<ScheduleFile>(
         &value,
         &FieldPath::root(),
         &mut problems,
@@ -238,7 +242,7 @@ fn validate(
         ));
     }
     let name = &file.metadata.name;
-    if !crate::spec::validate::is_dns_label(name) {
+    if !crate::spec::metadata::is_dns_label(name) {
         problems.push(Problem::new(
             top.key("metadata").key("name"),
             format!(
