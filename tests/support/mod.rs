@@ -11,6 +11,7 @@ mod embedded;
 pub mod fault_proxy;
 pub mod kubeval;
 mod moto;
+mod python;
 pub mod scheduling;
 
 use std::path::Path;
