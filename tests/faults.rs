@@ -15,7 +15,11 @@ use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
 use crate::support::fault_proxy::{FaultProxy, FaultRates};
+use crate::support::state::{self, json};
 use crate::support::{self, TestServer};
+
+/// The job of the fault and crash tests.
+pub(crate) const JOB: &str = "trips";
 
 /// `id,name,fare,ts` rows, deterministic per `seed`.
 pub(crate) fn csv_rows(rows: u64, seed: u64) -> Vec<u8> {
@@ -140,15 +144,6 @@ pub(crate) async fn outputs(storage: &Storage, bucket: &str) -> BTreeMap<String,
     out
 }
 
-pub(crate) async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-pub(crate) fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    S3Uri::new(bucket, format!("_sluice/runs/trips/{run_id}/"))
-}
-
 /// Fails if any multipart upload is open in the bucket.
 pub(crate) async fn assert_no_open_uploads(storage: &Storage, bucket: &str, context: &str) {
     let open = storage
@@ -189,7 +184,7 @@ pub(crate) async fn clean_run(server: &TestServer) -> (BTreeMap<String, Bytes>, 
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "the clean run failed");
-    let manifest = json(&storage, &run_root(&bucket, "clean").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "clean").success())
         .await
         .expect("the clean run is published");
     let outputs = outputs(&storage, &bucket).await;
@@ -253,7 +248,7 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
         );
     }
 
-    let manifest = json(&storage, &run_root(&bucket, "faulty").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "faulty").success())
         .await
         .expect("the run under faults is published");
     assert_eq!(manifest["records"], clean_records);

@@ -17,8 +17,11 @@ use sluice::format::{self, DecodeError};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::sluice;
-use crate::support::{self, TestServer};
+use crate::support::state::{self, json};
+use crate::support::{self, TestServer, sluice};
+
+/// The job every test here runs.
+const JOB: &str = "big";
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
@@ -189,17 +192,6 @@ spec:
     path
 }
 
-async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    format!("s3://{bucket}/_sluice/runs/big/{run_id}/")
-        .parse()
-        .unwrap()
-}
-
 /// The outputs of one source key in a run's manifest, by output key.
 fn outputs_of(manifest: &Value, source: &str) -> Vec<(String, u64)> {
     let mut outputs: Vec<(String, u64)> = manifest["outputs"]
@@ -260,7 +252,7 @@ async fn split_equals_whole(
     );
     assert_eq!(out.status.code(), Some(0), "{format}");
 
-    let plan = json(storage, &run_root(bucket, "split").join("plan.json"))
+    let plan = json(storage, &state::run(bucket, JOB, "split").plan())
         .await
         .unwrap();
     let shards_with_ranges = plan["shards"]
@@ -280,10 +272,10 @@ async fn split_equals_whole(
         "{format}: ranges on {shards_with_ranges} shard(s)"
     );
 
-    let split_manifest = json(storage, &run_root(bucket, "split").join("_SUCCESS.json"))
+    let split_manifest = json(storage, &state::run(bucket, JOB, "split").success())
         .await
         .unwrap();
-    let whole_manifest = json(storage, &run_root(bucket, "whole").join("_SUCCESS.json"))
+    let whole_manifest = json(storage, &state::run(bucket, JOB, "whole").success())
         .await
         .unwrap();
     assert_eq!(
@@ -317,7 +309,7 @@ async fn split_equals_whole(
 
     // One done marker per range (and one for the small object).
     let markers = storage
-        .list(&run_root(bucket, "split").join("done/"))
+        .list(&state::run(bucket, JOB, "split").done_prefix())
         .await
         .unwrap();
     assert_eq!(markers.len(), parts + 1, "{format}");
@@ -393,12 +385,12 @@ async fn a_quoted_newline_in_a_split_object_is_refused() {
     );
     assert!(
         storage
-            .head(&run_root(&bucket, "split").join("_SUCCESS.json"))
+            .head(&state::run(&bucket, JOB, "split").success())
             .await
             .unwrap()
             .is_none()
     );
-    let report = json(&storage, &run_root(&bucket, "split").join("report.json"))
+    let report = json(&storage, &state::run(&bucket, JOB, "split").report())
         .await
         .unwrap();
     assert_eq!(report["status"], "failed");
@@ -416,7 +408,7 @@ async fn a_quoted_newline_in_a_split_object_is_refused() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0));
-    let manifest = json(&storage, &run_root(&bucket, "whole").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "whole").success())
         .await
         .unwrap();
     assert_eq!(manifest["records"]["output"], 6_000);

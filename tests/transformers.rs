@@ -7,9 +7,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use sluice::state::RunLayout;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::state::{self, json};
 use crate::support::{self, TestServer, free_port};
 
 const RECORDS: usize = 40;
@@ -97,11 +99,15 @@ fn run(job: &Path, server: &TestServer, dir: &Path) -> Output {
     output
 }
 
+/// The state of run r1 of job tx, the run of every test here.
+fn r1(bucket: &str) -> RunLayout {
+    state::run(bucket, "tx", "r1")
+}
+
 async fn report(storage: &Storage, bucket: &str) -> Value {
-    let uri: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/report.json")
-        .parse()
-        .unwrap();
-    serde_json::from_slice(&storage.get_bytes(&uri).await.unwrap().expect("report.json")).unwrap()
+    json(storage, &r1(bucket).report())
+        .await
+        .expect("report.json")
 }
 
 /// Nothing of a failed run is visible: no outputs, no `_SUCCESS.json`, no open uploads.
@@ -111,9 +117,7 @@ async fn nothing_left(storage: &Storage, bucket: &str) {
         .await
         .unwrap();
     assert!(outputs.is_empty(), "{outputs:?}");
-    let success: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
-        .parse()
-        .unwrap();
+    let success = r1(bucket).success();
     assert!(storage.head(&success).await.unwrap().is_none());
     let uploads = storage
         .list_multipart_uploads(&S3Uri::new(bucket, ""))
@@ -385,18 +389,7 @@ async fn opaque_outputs_hold_one_digest_per_object_over_hpush_and_hpull() {
                 "{comm}"
             );
         }
-        let manifest: Value = serde_json::from_slice(
-            &storage
-                .get_bytes(
-                    &format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
-                        .parse()
-                        .unwrap(),
-                )
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        let manifest = json(&storage, &r1(&bucket).success()).await.unwrap();
         assert_eq!(manifest["outputs"].as_array().unwrap().len(), 3);
         nothing_open(&storage, &bucket).await;
     }
@@ -643,9 +636,7 @@ async fn a_failed_local_run_is_resumed_and_published_once() {
     let job = job_file(dir.path(), &bucket, &step);
     let out = run(&job, server, dir.path());
     assert_eq!(out.status.code(), Some(4));
-    let success: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
-        .parse()
-        .unwrap();
+    let success = r1(&bucket).success();
     assert!(storage.head(&success).await.unwrap().is_none());
 
     std::fs::write(&flag, "").unwrap();

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 
-use crate::support;
-use crate::support::sluice;
+use crate::support::state;
+use crate::support::{self, sluice};
 
 /// `id,name,fare` rows; the rows listed in `bad` miss fields.
 fn csv_object(rows: u64, bad: &[u64]) -> Vec<u8> {
@@ -129,7 +129,7 @@ async fn verify_passes_a_published_run_and_names_every_change_after_publish() {
         let run = sluice(&["run", job, "--run-id", "r1"], server, dir.path());
         assert_eq!(run.status.code(), Some(0), "{}", server.name);
 
-        let manifest_uri = format!("s3://{out_bucket}/_sluice/runs/trips/r1/_SUCCESS.json");
+        let manifest_uri = state::run(&out_bucket, "trips", "r1").success().to_string();
         let manifest: Value = serde_json::from_slice(&get(&storage, &manifest_uri).await).unwrap();
         let listed_bytes: u64 = ["outputs", "rejects"]
             .iter()

@@ -13,6 +13,7 @@ pub mod kubeval;
 mod moto;
 mod python;
 pub mod scheduling;
+pub mod state;
 
 use std::path::Path;
 use std::process::{Command, Output};
