@@ -15,6 +15,7 @@ use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
 use crate::support::fault_proxy::{FaultProxy, FaultRates};
+use crate::support::job_yaml::JobYaml;
 use crate::support::state::{self, json};
 use crate::support::{self, TestServer};
 
@@ -65,35 +66,21 @@ pub(crate) async fn put_inputs(storage: &Storage, bucket: &str, inputs: &[(Strin
 
 /// A CSV -> JSON lines job over `s3://bucket/in/`, in 5 MiB parts, two shards.
 pub(crate) fn job_file(dir: &Path, bucket: &str) -> PathBuf {
-    let path = dir.join(format!("{bucket}.yaml"));
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: trips
-spec:
-  source:
-    uri: s3://{bucket}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-      - {{ name: fare, type: float64 }}
-      - {{ name: ts, type: string }}
-  validate:
-    on_bad_record: fail
-  sink:
-    uri: s3://{bucket}/out/
-    format: jsonl
-    part_size: 5MiB
-    parts_in_flight: 2
-  parallelism: 2
-  shards: 2
-  retries: 0
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    JobYaml::new(JOB)
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[
+            ("id", "int64"),
+            ("name", "string"),
+            ("fare", "float64"),
+            ("ts", "string"),
+        ])
+        .validate("    on_bad_record: fail")
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines("    format: jsonl\n    part_size: 5MiB\n    parts_in_flight: 2")
+        .set("parallelism", 2)
+        .set("shards", 2)
+        .set("retries", 0)
+        .write(dir.join(format!("{bucket}.yaml")))
 }
 
 /// The environment that points the binary at `url` with the server's credentials.

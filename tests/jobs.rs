@@ -2,7 +2,7 @@
 //! and moto): outputs, rejects, accounting, manifests and every exit code.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::state::{self, json};
 use crate::support::{self, TestServer, sluice};
 
@@ -74,36 +75,23 @@ fn job_file(
     extra_validate: &str,
     sink_extra: &str,
     sql: &str,
-) -> std::path::PathBuf {
-    let path = dir.join("job.yaml");
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: trips
-spec:
-  source:
-    uri: s3://{bucket}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-      - {{ name: fare, type: float64 }}
-      - {{ name: ts, type: string }}
-  transform:
-{sql}
-  validate:
-{extra_validate}
-  sink:
-    uri: s3://{bucket}/out/
-{sink_extra}
-  parallelism: 2
-  shards: 2
-  retries: 1
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+) -> PathBuf {
+    JobYaml::new(JOB)
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[
+            ("id", "int64"),
+            ("name", "string"),
+            ("fare", "float64"),
+            ("ts", "string"),
+        ])
+        .transform(sql)
+        .validate(extra_validate)
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines(sink_extra)
+        .set("parallelism", 2)
+        .set("shards", 2)
+        .set("retries", 1)
+        .write(dir.join("job.yaml"))
 }
 
 const FILTER_SQL: &str = r#"    - name: typed

@@ -8,6 +8,7 @@ use sluice::exec::render::{Target, WorkerPlan, config_map, launcher_job, to_yaml
 use sluice::spec;
 use sluice::state::RunLayout;
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::kubeval::check_manifests;
 use crate::support::state;
 
@@ -190,14 +191,11 @@ async fn no_launcher_plans_now_and_renders_the_worker_job_for_that_plan() {
             .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: nl}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n  shards: 3\n"
-        ),
-    )
-    .unwrap();
+    let job = JobYaml::new("nl")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .sink(format!("s3://{bucket}/out/"))
+        .set("shards", 3)
+        .write(dir.path().join("job.yaml"));
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "render",

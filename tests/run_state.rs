@@ -3,46 +3,30 @@
 //! of abandoned runs.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::state::{self, json};
 use crate::support::{self, TestServer, sluice};
 
 /// The incremental job of the ledger tests.
 const JOB: &str = "inc";
 
-fn job_file(dir: &Path, bucket: &str) -> std::path::PathBuf {
-    let path = dir.join("job.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: inc
-spec:
-  mode: incremental
-  source:
-    uri: s3://{bucket}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-  sink:
-    uri: s3://{bucket}/out/
-    format: jsonl
-  shards: 2
-  retries: 0
-"#
-        ),
-    )
-    .unwrap();
-    path
+fn job_file(dir: &Path, bucket: &str) -> PathBuf {
+    JobYaml::new(JOB)
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[("id", "int64"), ("name", "string")])
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines("    format: jsonl")
+        .set("mode", "incremental")
+        .set("shards", 2)
+        .set("retries", 0)
+        .write(dir.join("job.yaml"))
 }
 
 async fn put(storage: &Storage, bucket: &str, key: &str, rows: u64) {
@@ -211,14 +195,10 @@ async fn gc_removes_the_state_of_abandoned_runs_only() {
     put_state(recent.progress(0)).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n"
-        ),
-    )
-    .unwrap();
+    let job = JobYaml::new("j")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .sink(format!("s3://{bucket}/out/"))
+        .write(dir.path().join("job.yaml"));
     let state_keys = || async {
         storage
             .list(&state::root(&bucket))

@@ -3,7 +3,7 @@
 //! the records of a run with `split_size: off`.
 
 use std::io::{BufRead, BufReader, Cursor, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
@@ -17,6 +17,7 @@ use sluice::format::{self, DecodeError};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::state::{self, json};
 use crate::support::{self, TestServer, sluice};
 
@@ -163,33 +164,18 @@ fn every_cut_is_either_exact_or_refused() {
 }
 
 /// A job `big` reading `in/` as `format`, writing JSONL to `out`.
-fn job_file(dir: &Path, bucket: &str, format: &str, out: &str, split: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{out}.yaml"));
-    let schema = if format == "parquet" {
-        String::new()
-    } else {
-        "    schema:\n      - { name: id, type: int64 }\n      - { name: name, type: string }\n      - { name: fare, type: float64 }\n".to_string()
-    };
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: big
-spec:
-  source:
-    uri: s3://{bucket}/in/
-    format: {format}
-{schema}  sink:
-    uri: s3://{bucket}/{out}/
-    format: jsonl
-  parallelism: 2
-  shards: 3
-  split_size: {split}
-  retries: 0
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+fn job_file(dir: &Path, bucket: &str, format: &str, out: &str, split: &str) -> PathBuf {
+    let mut job = JobYaml::new(JOB).source(format!("s3://{bucket}/in/"), format);
+    if format != "parquet" {
+        job = job.schema(&[("id", "int64"), ("name", "string"), ("fare", "float64")]);
+    }
+    job.sink(format!("s3://{bucket}/{out}/"))
+        .sink_lines("    format: jsonl")
+        .set("parallelism", 2)
+        .set("shards", 3)
+        .set("split_size", split)
+        .set("retries", 0)
+        .write(dir.join(format!("{out}.yaml")))
 }
 
 /// The outputs of one source key in a run's manifest, by output key.

@@ -3,7 +3,7 @@
 //! (refusal, undecodable output, a hang, a crash mid-stream, never ready, dropped
 //! records, a transient 503), each failing with its exit code and leaving nothing behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -11,6 +11,7 @@ use sluice::state::RunLayout;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::state::{self, json};
 use crate::support::{self, TestServer, free_port};
 
@@ -43,28 +44,19 @@ async fn source(storage: &Storage, bucket: &str) {
 }
 
 /// A job whose one step is `step` (YAML at the indentation of a list item's fields).
-fn job_file(dir: &Path, bucket: &str, step: &str) -> std::path::PathBuf {
-    let path = dir.join("job.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata: {{name: tx}}
-spec:
-  source: {{uri: s3://{bucket}/in/, format: jsonl}}
-  transform:
-    - name: tx
-{step}
-  sink: {{uri: s3://{bucket}/out/, format: jsonl}}
-  shards: 1
-  parallelism: 1
-  retries: 0
-"
-        ),
-    )
-    .unwrap();
-    path
+fn tx_job(bucket: &str, step: &str) -> JobYaml {
+    JobYaml::new("tx")
+        .source(format!("s3://{bucket}/in/"), "jsonl")
+        .transform(&format!("    - name: tx\n{step}"))
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines("    format: jsonl")
+        .set("shards", 1)
+        .set("parallelism", 1)
+        .set("retries", 0)
+}
+
+fn job_file(dir: &Path, bucket: &str, step: &str) -> PathBuf {
+    tx_job(bucket, step).write(dir.join("job.yaml"))
 }
 
 fn misbehaving_step(mode: &str, port: u16, extra: &str) -> String {
@@ -331,14 +323,11 @@ fn builtin_step(op: &str, comm: &str, port: u16, rest: &str) -> String {
     )
 }
 
-fn raw_job(dir: &Path, bucket: &str, step: &str) -> std::path::PathBuf {
-    let path = job_file(dir, bucket, step);
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "format: jsonl}\n  transform",
-        "format: raw, compression: none}\n  transform",
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+fn raw_job(dir: &Path, bucket: &str, step: &str) -> PathBuf {
+    tx_job(bucket, step)
+        .source(format!("s3://{bucket}/in/"), "raw")
+        .source_lines("    compression: none")
+        .write(dir.join("job.yaml"))
 }
 
 /// The md5 example: one digest per object, of the stored bytes, over hpush and hpull.
@@ -409,11 +398,9 @@ async fn arrow_ipc_carries_typed_batches_through_a_transformer() {
         free_port(),
         "        input: arrow\n        output: {format: arrow}\n",
     );
-    let job = job_file(dir.path(), &bucket, &step);
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("format: jsonl}\n  shards", "format: parquet}\n  shards");
-    std::fs::write(&job, text).unwrap();
+    let job = tx_job(&bucket, &step)
+        .sink_lines("    format: parquet")
+        .write(dir.path().join("job.yaml"));
     let out = run(&job, server, dir.path());
     assert_eq!(out.status.code(), Some(0));
     let body = storage

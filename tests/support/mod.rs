@@ -9,6 +9,7 @@
 pub mod controller;
 mod embedded;
 pub mod fault_proxy;
+pub mod job_yaml;
 pub mod kubeval;
 mod moto;
 mod python;
