@@ -63,12 +63,6 @@ fn csv_object(rows: u64, bad: &[u64]) -> (Vec<u8>, Expected) {
     (out, expected)
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 fn job_file(
     dir: &Path,
     bucket: &str,
@@ -124,7 +118,11 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
         ];
         let (mut rows, mut malformed, mut negative) = (0, 0, 0);
         for (key, (body, expected), compress) in &inputs {
-            let body = if *compress { gzip(body) } else { body.clone() };
+            let body = if *compress {
+                support::gzip(body)
+            } else {
+                body.clone()
+            };
             storage
                 .put_bytes(&S3Uri::new(bucket.as_str(), *key), Bytes::from(body))
                 .await

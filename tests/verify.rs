@@ -29,12 +29,6 @@ fn csv_object(rows: u64, bad: &[u64]) -> Vec<u8> {
     out
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 /// A job from `s3://{source}/in/` to `sink`, rejecting bad records.
 fn job_file(dir: &Path, source: &str, sink: &str, sink_extra: &str, bad: &str) -> PathBuf {
     JobYaml::new(JOB)
@@ -298,7 +292,7 @@ async fn verify_recounts_compressed_csv_and_refuses_failed_runs() {
 
     let a = format!("s3://{bucket}/out/a.csv.gz");
     let fewer = csv_object(390, &[]);
-    put(&storage, &a, gzip(&fewer)).await;
+    put(&storage, &a, support::gzip(&fewer)).await;
     let changed = sluice(
         &["verify", "ok", "--job", job, "--json"],
         server,
