@@ -13,7 +13,7 @@ use sluice::storage::uri::S3Uri;
 
 use crate::support::job_yaml::JobYaml;
 use crate::support::state::{self, json};
-use crate::support::{self, TestServer, free_port};
+use crate::support::{self, TestServer, free_port, sluice};
 
 const RECORDS: usize = 40;
 
@@ -75,20 +75,13 @@ fn misbehaving_step(mode: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// Runs the job as run r1.
 fn run(job: &Path, server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", job.to_str().unwrap(), "--run-id", "r1"])
-        .envs(server.env())
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "r1"],
+        server,
+        dir,
+    )
 }
 
 /// The state of run r1 of job tx, the run of every test here.
