@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sluice::storage::uri::S3Uri;
 
 use crate::faults::{
-    assert_no_open_uploads, assert_same_outputs, clean_run, env_for, inputs, job_file, json,
-    last_lines, outputs, put_inputs, run_root, sluice,
+    JOB, assert_no_open_uploads, assert_same_outputs, clean_run, env_for, inputs, job_file,
+    last_lines, outputs, put_inputs, sluice,
 };
 use crate::support::fault_proxy::{Point, Trap};
+use crate::support::state::{self, json};
 use crate::support::{self, fault_proxy::FaultProxy, fault_proxy::FaultRates};
 
 const TRIALS: usize = 20;
@@ -140,7 +140,7 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
             )
         );
 
-        let manifest = json(&storage, &run_root(&bucket, &run_id).join("_SUCCESS.json"))
+        let manifest = json(&storage, &state::run(&bucket, JOB, &run_id).success())
             .await
             .unwrap_or_else(|| panic!("{context}: not published after resume"));
         assert_eq!(manifest["records"], clean_records, "{context}");
@@ -153,7 +153,7 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
         assert_same_outputs(&outputs(&storage, &bucket).await, &clean, &context);
         assert_no_open_uploads(&storage, &bucket, &context).await;
         let published: Vec<String> = storage
-            .list(&S3Uri::new(bucket.as_str(), "_sluice/"))
+            .list(&state::root(&bucket))
             .await
             .unwrap()
             .into_iter()
@@ -162,7 +162,7 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
             .collect();
         assert_eq!(
             published,
-            [format!("_sluice/runs/trips/{run_id}/_SUCCESS.json")],
+            [state::run(&bucket, JOB, &run_id).success().key],
             "{context}"
         );
     }

@@ -15,7 +15,12 @@ use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
 use crate::support::fault_proxy::{FaultProxy, FaultRates};
+use crate::support::job_yaml::JobYaml;
+use crate::support::state::{self, json};
 use crate::support::{self, TestServer};
+
+/// The job of the fault and crash tests.
+pub(crate) const JOB: &str = "trips";
 
 /// `id,name,fare,ts` rows, deterministic per `seed`.
 pub(crate) fn csv_rows(rows: u64, seed: u64) -> Vec<u8> {
@@ -61,35 +66,21 @@ pub(crate) async fn put_inputs(storage: &Storage, bucket: &str, inputs: &[(Strin
 
 /// A CSV -> JSON lines job over `s3://bucket/in/`, in 5 MiB parts, two shards.
 pub(crate) fn job_file(dir: &Path, bucket: &str) -> PathBuf {
-    let path = dir.join(format!("{bucket}.yaml"));
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: trips
-spec:
-  source:
-    uri: s3://{bucket}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-      - {{ name: fare, type: float64 }}
-      - {{ name: ts, type: string }}
-  validate:
-    on_bad_record: fail
-  sink:
-    uri: s3://{bucket}/out/
-    format: jsonl
-    part_size: 5MiB
-    parts_in_flight: 2
-  parallelism: 2
-  shards: 2
-  retries: 0
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    JobYaml::new(JOB)
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[
+            ("id", "int64"),
+            ("name", "string"),
+            ("fare", "float64"),
+            ("ts", "string"),
+        ])
+        .validate("    on_bad_record: fail")
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines("    format: jsonl\n    part_size: 5MiB\n    parts_in_flight: 2")
+        .set("parallelism", 2)
+        .set("shards", 2)
+        .set("retries", 0)
+        .write(dir.join(format!("{bucket}.yaml")))
 }
 
 /// The environment that points the binary at `url` with the server's credentials.
@@ -140,15 +131,6 @@ pub(crate) async fn outputs(storage: &Storage, bucket: &str) -> BTreeMap<String,
     out
 }
 
-pub(crate) async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-pub(crate) fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    S3Uri::new(bucket, format!("_sluice/runs/trips/{run_id}/"))
-}
-
 /// Fails if any multipart upload is open in the bucket.
 pub(crate) async fn assert_no_open_uploads(storage: &Storage, bucket: &str, context: &str) {
     let open = storage
@@ -189,7 +171,7 @@ pub(crate) async fn clean_run(server: &TestServer) -> (BTreeMap<String, Bytes>, 
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0), "the clean run failed");
-    let manifest = json(&storage, &run_root(&bucket, "clean").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "clean").success())
         .await
         .expect("the clean run is published");
     let outputs = outputs(&storage, &bucket).await;
@@ -253,7 +235,7 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
         );
     }
 
-    let manifest = json(&storage, &run_root(&bucket, "faulty").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "faulty").success())
         .await
         .expect("the run under faults is published");
     assert_eq!(manifest["records"], clean_records);

@@ -2,7 +2,7 @@
 //! and moto): outputs, rejects, accounting, manifests and every exit code.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
@@ -11,8 +11,12 @@ use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::sluice;
-use crate::support::{self, TestServer};
+use crate::support::job_yaml::JobYaml;
+use crate::support::state::{self, json};
+use crate::support::{self, TestServer, sluice};
+
+/// The job every test here runs.
+const JOB: &str = "trips";
 
 /// What a generated CSV object holds.
 struct Expected {
@@ -59,65 +63,35 @@ fn csv_object(rows: u64, bad: &[u64]) -> (Vec<u8>, Expected) {
     (out, expected)
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 fn job_file(
     dir: &Path,
     bucket: &str,
     extra_validate: &str,
     sink_extra: &str,
     sql: &str,
-) -> std::path::PathBuf {
-    let path = dir.join("job.yaml");
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: trips
-spec:
-  source:
-    uri: s3://{bucket}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-      - {{ name: fare, type: float64 }}
-      - {{ name: ts, type: string }}
-  transform:
-{sql}
-  validate:
-{extra_validate}
-  sink:
-    uri: s3://{bucket}/out/
-{sink_extra}
-  parallelism: 2
-  shards: 2
-  retries: 1
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+) -> PathBuf {
+    JobYaml::new(JOB)
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[
+            ("id", "int64"),
+            ("name", "string"),
+            ("fare", "float64"),
+            ("ts", "string"),
+        ])
+        .transform(sql)
+        .validate(extra_validate)
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines(sink_extra)
+        .set("parallelism", 2)
+        .set("shards", 2)
+        .set("retries", 1)
+        .write(dir.join("job.yaml"))
 }
 
 const FILTER_SQL: &str = r#"    - name: typed
       sql: |
         SELECT id, name, fare, to_timestamp(ts, '%Y-%m-%d %H:%M:%S') AS ts FROM input WHERE fare >= 0
       filters: true"#;
-
-async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    format!("s3://{bucket}/_sluice/runs/trips/{run_id}/")
-        .parse()
-        .unwrap()
-}
 
 async fn no_incomplete_uploads(storage: &Storage, bucket: &str, server: &TestServer) {
     let uploads = storage
@@ -144,7 +118,11 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
         ];
         let (mut rows, mut malformed, mut negative) = (0, 0, 0);
         for (key, (body, expected), compress) in &inputs {
-            let body = if *compress { gzip(body) } else { body.clone() };
+            let body = if *compress {
+                support::gzip(body)
+            } else {
+                body.clone()
+            };
             storage
                 .put_bytes(&S3Uri::new(bucket.as_str(), *key), Bytes::from(body))
                 .await
@@ -170,10 +148,8 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("succeeded"), "{stdout}");
 
-        let root = run_root(&bucket, "r1");
-        let manifest = json(&storage, &root.join("_SUCCESS.json"))
-            .await
-            .expect("_SUCCESS.json");
+        let run = state::run(&bucket, JOB, "r1");
+        let manifest = json(&storage, &run.success()).await.expect("_SUCCESS.json");
         let records = &manifest["records"];
         assert_eq!(records["input"], rows, "{}", server.name);
         assert_eq!(records["rejected"], malformed);
@@ -222,26 +198,24 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
         assert_eq!(lines[0]["record"], "7,missing-fields");
         assert!(lines[1]["record"].as_str().unwrap().contains("abc"));
 
-        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        let report = json(&storage, &run.report()).await.unwrap();
         assert_eq!(report["status"], "succeeded");
         no_incomplete_uploads(&storage, &bucket, server).await;
 
         // Resume: a worker re-run of a shard skips every object whose marker matches.
-        let plan = root.join("plan.json").to_string();
+        let plan = run.plan().to_string();
         let again = sluice(
             &["worker", "--plan", &plan, "--shard", "0"],
             server,
             dir.path(),
         );
         assert_eq!(again.status.code(), Some(0));
-        let progress = json(&storage, &root.join("progress/00000.json"))
-            .await
-            .unwrap();
+        let progress = json(&storage, &run.progress(0)).await.unwrap();
         assert_eq!(progress["objects_skipped"], progress["objects_total"]);
 
         // A comment in the run's job file changes nothing; a changed value redoes the
         // objects, whose markers carry the old fingerprint.
-        let job_uri = root.join("job.yaml");
+        let job_uri = run.job();
         let text = String::from_utf8(storage.get_bytes(&job_uri).await.unwrap().unwrap().to_vec())
             .unwrap();
         for (edited, skipped) in [
@@ -256,9 +230,7 @@ async fn csv_to_parquet_job_publishes_outputs_rejects_and_manifest() {
                 dir.path(),
             );
             assert_eq!(again.status.code(), Some(0));
-            let progress = json(&storage, &root.join("progress/00000.json"))
-                .await
-                .unwrap();
+            let progress = json(&storage, &run.progress(0)).await.unwrap();
             let total = progress["objects_total"].as_u64().unwrap();
             let expect = if skipped { total } else { 0 };
             assert_eq!(progress["objects_skipped"], expect, "{}", server.name);
@@ -310,7 +282,7 @@ async fn large_output_spills_into_numbered_multipart_objects() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0));
-    let manifest = json(&storage, &run_root(&bucket, "big").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "big").success())
         .await
         .unwrap();
     let outputs = manifest["outputs"].as_array().unwrap();
@@ -351,7 +323,7 @@ async fn large_output_spills_into_numbered_multipart_objects() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0));
-    let manifest = json(&storage, &run_root(&bucket, "small").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "small").success())
         .await
         .unwrap();
     assert_eq!(manifest["outputs"].as_array().unwrap().len(), 1);
@@ -398,10 +370,10 @@ async fn failed_runs_exit_with_the_contract_codes_and_publish_nothing() {
             stdout.contains("in/a.csv") && stdout.contains("line 52"),
             "{stdout}"
         );
-        let root = run_root(&bucket, "bad");
-        assert!(json(&storage, &root.join("_SUCCESS.json")).await.is_none());
+        let run = state::run(&bucket, JOB, "bad");
+        assert!(json(&storage, &run.success()).await.is_none());
         assert_eq!(
-            json(&storage, &root.join("report.json")).await.unwrap()["status"],
+            json(&storage, &run.report()).await.unwrap()["status"],
             "failed"
         );
 
@@ -422,7 +394,7 @@ async fn failed_runs_exit_with_the_contract_codes_and_publish_nothing() {
         assert_eq!(out.status.code(), Some(3), "{}", server.name);
         assert!(String::from_utf8_lossy(&out.stdout).contains("filters: true"));
         assert!(
-            json(&storage, &run_root(&bucket, "lossy").join("_SUCCESS.json"))
+            json(&storage, &state::run(&bucket, JOB, "lossy").success())
                 .await
                 .is_none()
         );
@@ -459,14 +431,9 @@ async fn failed_runs_exit_with_the_contract_codes_and_publish_nothing() {
 #[test]
 fn unreachable_s3_is_a_transient_failure() {
     let port = support::free_port();
+    let plan = state::run("somewhere", "j", "r").plan().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "worker",
-            "--plan",
-            "s3://somewhere/_sluice/runs/j/r/plan.json",
-            "--shard",
-            "0",
-        ])
+        .args(["worker", "--plan", &plan, "--shard", "0"])
         .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
         .env("AWS_ACCESS_KEY_ID", "x")
         .env("AWS_SECRET_ACCESS_KEY", "y")

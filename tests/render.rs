@@ -8,8 +8,11 @@ use sluice::kubernetes::render::{
     Target, WorkerPlan, config_map, launcher_job, to_yaml, worker_job,
 };
 use sluice::spec;
+use sluice::state::RunLayout;
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::kubeval::check_manifests;
+use crate::support::state;
 
 const RUN_ID: &str = "orders-nightly-20261122T020000Z";
 
@@ -52,9 +55,7 @@ fn render_all(job_file: &Path) -> (String, String) {
     let target = Target::new(job, None, None, RUN_ID.into());
     let map = serde_json::to_value(config_map(job, &loaded.resolved_yaml, &target)).unwrap();
     let launcher = serde_json::to_value(launcher_job(job, &target)).unwrap();
-    let plan = job
-        .state
-        .join(&format!("runs/{}/{RUN_ID}/plan.json", job.name));
+    let plan = RunLayout::new(&job.state, &job.name, RUN_ID).plan();
     let worker = serde_json::to_value(worker_job(job, &target, &WorkerPlan::all(plan, 5))).unwrap();
     (to_yaml(&[map, launcher]), to_yaml(&[worker]))
 }
@@ -192,14 +193,11 @@ async fn no_launcher_plans_now_and_renders_the_worker_job_for_that_plan() {
             .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: nl}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n  shards: 3\n"
-        ),
-    )
-    .unwrap();
+    let job = JobYaml::new("nl")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .sink(format!("s3://{bucket}/out/"))
+        .set("shards", 3)
+        .write(dir.path().join("job.yaml"));
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "render",
@@ -224,18 +222,12 @@ async fn no_launcher_plans_now_and_renders_the_worker_job_for_that_plan() {
         .find(|doc| doc["kind"] == "Job")
         .unwrap();
     assert_eq!(worker["spec"]["completions"], 3);
-    let plan = format!("s3://{bucket}/_sluice/runs/nl/nl-1/plan.json");
+    let plan = state::run(&bucket, "nl", "nl-1").plan();
     assert_eq!(
         worker["metadata"]["annotations"]["sluice.dev/plan"],
-        plan.as_str()
+        plan.to_string().as_str()
     );
-    assert!(
-        storage
-            .get_bytes(&plan.parse().unwrap())
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(storage.get_bytes(&plan).await.unwrap().is_some());
 }
 
 #[test]

@@ -3,47 +3,30 @@
 //! of abandoned runs.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
+use crate::support::job_yaml::JobYaml;
+use crate::support::state::{self, json};
 use crate::support::{self, TestServer, sluice};
 
-fn job_file(dir: &Path, bucket: &str) -> std::path::PathBuf {
-    let path = dir.join("job.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: inc
-spec:
-  mode: incremental
-  source:
-    uri: s3://{bucket}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-  sink:
-    uri: s3://{bucket}/out/
-    format: jsonl
-  shards: 2
-  retries: 0
-"#
-        ),
-    )
-    .unwrap();
-    path
-}
+/// The incremental job of the ledger tests.
+const JOB: &str = "inc";
 
-async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
+fn job_file(dir: &Path, bucket: &str) -> PathBuf {
+    JobYaml::new(JOB)
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[("id", "int64"), ("name", "string")])
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines("    format: jsonl")
+        .set("mode", "incremental")
+        .set("shards", 2)
+        .set("retries", 0)
+        .write(dir.join("job.yaml"))
 }
 
 async fn put(storage: &Storage, bucket: &str, key: &str, rows: u64) {
@@ -70,12 +53,9 @@ async fn run(
     args.extend_from_slice(extra);
     let out = sluice(&args, server, job.parent().unwrap());
     assert_eq!(out.status.code(), Some(0), "{run_id}");
-    let manifest = json(
-        storage,
-        &S3Uri::new(bucket, format!("_sluice/runs/inc/{run_id}/_SUCCESS.json")),
-    )
-    .await
-    .expect("published");
+    let manifest = json(storage, &state::run(bucket, JOB, run_id).success())
+        .await
+        .expect("published");
     let sources = manifest["outputs"]
         .as_array()
         .unwrap()
@@ -100,26 +80,20 @@ async fn incremental_runs_process_only_new_and_changed_objects() {
         put(&storage, &bucket, "in/b.csv", 7).await;
         let dir = tempfile::tempdir().unwrap();
         let job = job_file(dir.path(), &bucket);
+        let ledger = state::ledger(&bucket, JOB);
 
         let (first, manifest) = run(&storage, server, &bucket, &job, "r1", &[]).await;
         assert_eq!(first, keys(&["in/a.csv", "in/b.csv"]), "{}", server.name);
         assert_eq!(manifest["records"]["output"], 12);
-        let ledger = storage
-            .get_bytes(&S3Uri::new(&bucket, "_sluice/ledger/inc/runs/r1.jsonl"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&ledger).lines().count(), 2);
+        let r1 = storage.get_bytes(&ledger.run("r1")).await.unwrap().unwrap();
+        assert_eq!(String::from_utf8_lossy(&r1).lines().count(), 2);
 
         let (second, manifest) = run(&storage, server, &bucket, &job, "r2", &[]).await;
         assert!(second.is_empty(), "{}: {second:?}", server.name);
         assert_eq!(manifest["records"]["input"], 0);
-        let plan = json(
-            &storage,
-            &S3Uri::new(&bucket, "_sluice/runs/inc/r2/plan.json"),
-        )
-        .await
-        .unwrap();
+        let plan = json(&storage, &state::run(&bucket, JOB, "r2").plan())
+            .await
+            .unwrap();
         assert_eq!(plan["objects"], 0);
 
         put(&storage, &bucket, "in/b.csv", 9).await;
@@ -140,26 +114,13 @@ async fn incremental_runs_process_only_new_and_changed_objects() {
         // A crash between r3's `_SUCCESS.json` and its ledger: the next plan repairs it and
         // still processes nothing.
         put(&storage, &bucket, "in/d.csv", 2).await;
-        storage
-            .delete(&S3Uri::new(&bucket, "_sluice/ledger/inc/runs/r3.jsonl"))
-            .await
-            .unwrap();
-        storage
-            .delete(&S3Uri::new(&bucket, "_sluice/ledger/inc/runs/r4.jsonl"))
-            .await
-            .unwrap();
+        storage.delete(&ledger.run("r3")).await.unwrap();
+        storage.delete(&ledger.run("r4")).await.unwrap();
         let (fifth, _) = run(&storage, server, &bucket, &job, "r5", &[]).await;
         assert_eq!(fifth, keys(&["in/d.csv"]), "{}", server.name);
         for run_id in ["r3", "r4", "r5"] {
             assert!(
-                storage
-                    .head(&S3Uri::new(
-                        &bucket,
-                        format!("_sluice/ledger/inc/runs/{run_id}.jsonl")
-                    ))
-                    .await
-                    .unwrap()
-                    .is_some(),
+                storage.head(&ledger.run(run_id)).await.unwrap().is_some(),
                 "{}: ledger of {run_id}",
                 server.name
             );
@@ -181,8 +142,9 @@ async fn the_ledger_compacts_into_a_snapshot() {
         let (got, _) = run(&storage, server, &bucket, &job, &format!("r{i:02}"), &[]).await;
         assert_eq!(got, keys(&[&format!("in/k{i:02}.csv")]));
     }
+    let ledger = state::ledger(&bucket, JOB);
     let snapshot = storage
-        .get_bytes(&S3Uri::new(&bucket, "_sluice/ledger/inc/snapshot.jsonl"))
+        .get_bytes(&ledger.snapshot())
         .await
         .unwrap()
         .expect("a snapshot");
@@ -190,10 +152,7 @@ async fn the_ledger_compacts_into_a_snapshot() {
     assert_eq!(text.lines().count(), runs + 1, "{text}");
     let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(header["runs"].as_array().unwrap().len(), runs);
-    let left = storage
-        .list(&S3Uri::new(&bucket, "_sluice/ledger/inc/runs/"))
-        .await
-        .unwrap();
+    let left = storage.list(&ledger.runs_prefix()).await.unwrap();
     assert!(left.is_empty(), "{left:?}");
     put(&storage, &bucket, "in/k00.csv", 2).await;
     let (got, _) = run(&storage, server, &bucket, &job, "after", &[]).await;
@@ -206,44 +165,43 @@ async fn the_ledger_compacts_into_a_snapshot() {
 async fn gc_removes_the_state_of_abandoned_runs_only() {
     let server = support::embedded();
     let (storage, bucket) = server.fresh().await;
-    let put_state = |key: String| {
+    let put_state = |uri: S3Uri| {
         let storage = storage.clone();
-        let bucket = bucket.clone();
         async move {
             storage
-                .put_bytes(&S3Uri::new(&bucket, key), Bytes::from_static(b"{}"))
+                .put_bytes(&uri, Bytes::from_static(b"{}"))
                 .await
                 .unwrap();
         }
     };
-    for file in [
-        "job.yaml",
-        "plan.json",
-        "progress/00000.json",
-        "done/x.json",
+    let abandoned = state::run(&bucket, "j", "abandoned");
+    for uri in [
+        abandoned.job(),
+        abandoned.plan(),
+        abandoned.progress(0),
+        abandoned.done_prefix().join("x.json"),
     ] {
-        put_state(format!("_sluice/runs/j/abandoned/{file}")).await;
+        put_state(uri).await;
     }
-    for file in ["plan.json", "report.json", "_SUCCESS.json"] {
-        put_state(format!("_sluice/runs/j/published/{file}")).await;
+    let published = state::run(&bucket, "j", "published");
+    for uri in [published.plan(), published.report(), published.success()] {
+        put_state(uri).await;
     }
-    put_state("_sluice/runs/other/abandoned/plan.json".to_string()).await;
+    let other_job = state::run(&bucket, "other", "abandoned");
+    put_state(other_job.plan()).await;
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    put_state("_sluice/runs/j/recent/plan.json".to_string()).await;
-    put_state("_sluice/runs/j/recent/progress/00000.json".to_string()).await;
+    let recent = state::run(&bucket, "j", "recent");
+    put_state(recent.plan()).await;
+    put_state(recent.progress(0)).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("job.yaml");
-    std::fs::write(
-        &job,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n"
-        ),
-    )
-    .unwrap();
+    let job = JobYaml::new("j")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .sink(format!("s3://{bucket}/out/"))
+        .write(dir.path().join("job.yaml"));
     let state_keys = || async {
         storage
-            .list(&S3Uri::new(&bucket, "_sluice/"))
+            .list(&state::root(&bucket))
             .await
             .unwrap()
             .into_iter()
@@ -281,10 +239,10 @@ async fn gc_removes_the_state_of_abandoned_runs_only() {
     let after = state_keys().await;
     let expected: Vec<String> = before
         .into_iter()
-        .filter(|k| !k.starts_with("_sluice/runs/j/abandoned/"))
+        .filter(|k| !k.starts_with(&abandoned.root().key))
         .collect();
     assert_eq!(after, expected);
-    assert!(after.contains(&"_sluice/runs/other/abandoned/plan.json".to_string()));
-    assert!(after.contains(&"_sluice/runs/j/recent/plan.json".to_string()));
-    assert!(after.contains(&"_sluice/runs/j/published/_SUCCESS.json".to_string()));
+    assert!(after.contains(&other_job.plan().key));
+    assert!(after.contains(&recent.plan().key));
+    assert!(after.contains(&published.success().key));
 }

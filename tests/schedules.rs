@@ -16,6 +16,7 @@ use sluice::storage::uri::S3Uri;
 use crate::support::kubeval::check_manifests;
 use crate::support::scheduling::{self, local, scheduler, utc};
 use crate::support::sluice;
+use crate::support::state;
 use crate::support::{self, TestServer};
 
 /// The run ids of what `run_once` started.
@@ -97,10 +98,7 @@ async fn history(storage: &Storage, bucket: &str) -> Vec<HistoryRecord> {
 }
 
 async fn published(storage: &Storage, bucket: &str, run_id: &str) -> bool {
-    let uri = S3Uri::new(
-        bucket.to_string(),
-        format!("_sluice/runs/fares/{run_id}/_SUCCESS.json"),
-    );
+    let uri = state::run(bucket, "fares", run_id).success();
     storage.head(&uri).await.unwrap().is_some()
 }
 

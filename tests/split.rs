@@ -3,7 +3,7 @@
 //! the records of a run with `split_size: off`.
 
 use std::io::{BufRead, BufReader, Cursor, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Float64Array, Int64Array, StringArray};
@@ -17,8 +17,12 @@ use sluice::format::{self, DecodeError};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::sluice;
-use crate::support::{self, TestServer};
+use crate::support::job_yaml::JobYaml;
+use crate::support::state::{self, json};
+use crate::support::{self, TestServer, sluice};
+
+/// The job every test here runs.
+const JOB: &str = "big";
 
 /// A small deterministic generator (xorshift), so failures reproduce.
 struct Rng(u64);
@@ -160,44 +164,18 @@ fn every_cut_is_either_exact_or_refused() {
 }
 
 /// A job `big` reading `in/` as `format`, writing JSONL to `out`.
-fn job_file(dir: &Path, bucket: &str, format: &str, out: &str, split: &str) -> std::path::PathBuf {
-    let path = dir.join(format!("{out}.yaml"));
-    let schema = if format == "parquet" {
-        String::new()
-    } else {
-        "    schema:\n      - { name: id, type: int64 }\n      - { name: name, type: string }\n      - { name: fare, type: float64 }\n".to_string()
-    };
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: big
-spec:
-  source:
-    uri: s3://{bucket}/in/
-    format: {format}
-{schema}  sink:
-    uri: s3://{bucket}/{out}/
-    format: jsonl
-  parallelism: 2
-  shards: 3
-  split_size: {split}
-  retries: 0
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    format!("s3://{bucket}/_sluice/runs/big/{run_id}/")
-        .parse()
-        .unwrap()
+fn job_file(dir: &Path, bucket: &str, format: &str, out: &str, split: &str) -> PathBuf {
+    let mut job = JobYaml::new(JOB).source(format!("s3://{bucket}/in/"), format);
+    if format != "parquet" {
+        job = job.schema(&[("id", "int64"), ("name", "string"), ("fare", "float64")]);
+    }
+    job.sink(format!("s3://{bucket}/{out}/"))
+        .sink_lines("    format: jsonl")
+        .set("parallelism", 2)
+        .set("shards", 3)
+        .set("split_size", split)
+        .set("retries", 0)
+        .write(dir.join(format!("{out}.yaml")))
 }
 
 /// The outputs of one source key in a run's manifest, by output key.
@@ -260,7 +238,7 @@ async fn split_equals_whole(
     );
     assert_eq!(out.status.code(), Some(0), "{format}");
 
-    let plan = json(storage, &run_root(bucket, "split").join("plan.json"))
+    let plan = json(storage, &state::run(bucket, JOB, "split").plan())
         .await
         .unwrap();
     let shards_with_ranges = plan["shards"]
@@ -280,10 +258,10 @@ async fn split_equals_whole(
         "{format}: ranges on {shards_with_ranges} shard(s)"
     );
 
-    let split_manifest = json(storage, &run_root(bucket, "split").join("_SUCCESS.json"))
+    let split_manifest = json(storage, &state::run(bucket, JOB, "split").success())
         .await
         .unwrap();
-    let whole_manifest = json(storage, &run_root(bucket, "whole").join("_SUCCESS.json"))
+    let whole_manifest = json(storage, &state::run(bucket, JOB, "whole").success())
         .await
         .unwrap();
     assert_eq!(
@@ -317,7 +295,7 @@ async fn split_equals_whole(
 
     // One done marker per range (and one for the small object).
     let markers = storage
-        .list(&run_root(bucket, "split").join("done/"))
+        .list(&state::run(bucket, JOB, "split").done_prefix())
         .await
         .unwrap();
     assert_eq!(markers.len(), parts + 1, "{format}");
@@ -393,12 +371,12 @@ async fn a_quoted_newline_in_a_split_object_is_refused() {
     );
     assert!(
         storage
-            .head(&run_root(&bucket, "split").join("_SUCCESS.json"))
+            .head(&state::run(&bucket, JOB, "split").success())
             .await
             .unwrap()
             .is_none()
     );
-    let report = json(&storage, &run_root(&bucket, "split").join("report.json"))
+    let report = json(&storage, &state::run(&bucket, JOB, "split").report())
         .await
         .unwrap();
     assert_eq!(report["status"], "failed");
@@ -416,7 +394,7 @@ async fn a_quoted_newline_in_a_split_object_is_refused() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0));
-    let manifest = json(&storage, &run_root(&bucket, "whole").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "whole").success())
         .await
         .unwrap();
     assert_eq!(manifest["records"]["output"], 6_000);

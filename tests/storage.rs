@@ -11,6 +11,7 @@ use sluice::storage::{
     sync_upload,
 };
 
+use crate::support::job_yaml::JobYaml;
 use crate::support::{self, pattern};
 
 const MIB: usize = 1 << 20;
@@ -603,14 +604,10 @@ async fn gc_aborts_stale_uploads_under_the_jobs_prefixes_only() {
         open("_sluice/runs/j/r/out.tmp").await;
         open("elsewhere/keep.bin").await;
         let dir = tempfile::tempdir().unwrap();
-        let job = dir.path().join("job.yaml");
-        std::fs::write(
-            &job,
-            format!(
-                "apiVersion: sluice.dev/v1alpha1\nkind: Job\nmetadata: {{name: j}}\nspec:\n  source: {{uri: s3://{bucket}/in/, format: csv}}\n  sink: {{uri: s3://{bucket}/out/}}\n"
-            ),
-        )
-        .unwrap();
+        let job = JobYaml::new("j")
+            .source(format!("s3://{bucket}/in/"), "csv")
+            .sink(format!("s3://{bucket}/out/"))
+            .write(dir.path().join("job.yaml"));
         let gc = |older: &str, dry: bool| {
             let mut args = vec!["gc", job.to_str().unwrap(), "--older-than", older];
             if dry {

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use sha2::{Digest, Sha256};
 
+use crate::support::free_port;
 use crate::transformer_serve::{
-    Running, chunked, free_port, get, post, pull, send, send_with, serve_object, sized,
-    wait_healthy,
+    Running, chunked, get, post, pull, send, send_with, serve_object, sized, wait_healthy,
 };
 
 const SALT: &str = "pepper";

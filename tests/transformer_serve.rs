@@ -24,6 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::support::free_port;
+
 pub(crate) type TestBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A request body with a Content-Length.
@@ -153,15 +155,6 @@ pub(crate) async fn wait_healthy(base: &str, within: Duration, child: &mut Child
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A port nobody listens on right now.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A child process that is killed when the test ends, however it ends.

@@ -3,14 +3,17 @@
 //! (refusal, undecodable output, a hang, a crash mid-stream, never ready, dropped
 //! records, a transient 503), each failing with its exit code and leaving nothing behind.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
+use sluice::state::RunLayout;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support::{self, TestServer, free_port};
+use crate::support::job_yaml::JobYaml;
+use crate::support::state::{self, json};
+use crate::support::{self, TestServer, free_port, sluice};
 
 const RECORDS: usize = 40;
 
@@ -41,28 +44,19 @@ async fn source(storage: &Storage, bucket: &str) {
 }
 
 /// A job whose one step is `step` (YAML at the indentation of a list item's fields).
-fn job_file(dir: &Path, bucket: &str, step: &str) -> std::path::PathBuf {
-    let path = dir.join("job.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata: {{name: tx}}
-spec:
-  source: {{uri: s3://{bucket}/in/, format: jsonl}}
-  transform:
-    - name: tx
-{step}
-  sink: {{uri: s3://{bucket}/out/, format: jsonl}}
-  shards: 1
-  parallelism: 1
-  retries: 0
-"
-        ),
-    )
-    .unwrap();
-    path
+fn tx_job(bucket: &str, step: &str) -> JobYaml {
+    JobYaml::new("tx")
+        .source(format!("s3://{bucket}/in/"), "jsonl")
+        .transform(&format!("    - name: tx\n{step}"))
+        .sink(format!("s3://{bucket}/out/"))
+        .sink_lines("    format: jsonl")
+        .set("shards", 1)
+        .set("parallelism", 1)
+        .set("retries", 0)
+}
+
+fn job_file(dir: &Path, bucket: &str, step: &str) -> PathBuf {
+    tx_job(bucket, step).write(dir.join("job.yaml"))
 }
 
 fn misbehaving_step(mode: &str, port: u16, extra: &str) -> String {
@@ -81,27 +75,24 @@ fn misbehaving_step(mode: &str, port: u16, extra: &str) -> String {
     )
 }
 
+/// Runs the job as run r1.
 fn run(job: &Path, server: &TestServer, dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", job.to_str().unwrap(), "--run-id", "r1"])
-        .envs(server.env())
-        .current_dir(dir)
-        .output()
-        .expect("running sluice");
-    eprintln!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "r1"],
+        server,
+        dir,
+    )
+}
+
+/// The state of run r1 of job tx, the run of every test here.
+fn r1(bucket: &str) -> RunLayout {
+    state::run(bucket, "tx", "r1")
 }
 
 async fn report(storage: &Storage, bucket: &str) -> Value {
-    let uri: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/report.json")
-        .parse()
-        .unwrap();
-    serde_json::from_slice(&storage.get_bytes(&uri).await.unwrap().expect("report.json")).unwrap()
+    json(storage, &r1(bucket).report())
+        .await
+        .expect("report.json")
 }
 
 /// Nothing of a failed run is visible: no outputs, no `_SUCCESS.json`, no open uploads.
@@ -111,9 +102,7 @@ async fn nothing_left(storage: &Storage, bucket: &str) {
         .await
         .unwrap();
     assert!(outputs.is_empty(), "{outputs:?}");
-    let success: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
-        .parse()
-        .unwrap();
+    let success = r1(bucket).success();
     assert!(storage.head(&success).await.unwrap().is_none());
     let uploads = storage
         .list_multipart_uploads(&S3Uri::new(bucket, ""))
@@ -327,14 +316,11 @@ fn builtin_step(op: &str, comm: &str, port: u16, rest: &str) -> String {
     )
 }
 
-fn raw_job(dir: &Path, bucket: &str, step: &str) -> std::path::PathBuf {
-    let path = job_file(dir, bucket, step);
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "format: jsonl}\n  transform",
-        "format: raw, compression: none}\n  transform",
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+fn raw_job(dir: &Path, bucket: &str, step: &str) -> PathBuf {
+    tx_job(bucket, step)
+        .source(format!("s3://{bucket}/in/"), "raw")
+        .source_lines("    compression: none")
+        .write(dir.join("job.yaml"))
 }
 
 /// The md5 example: one digest per object, of the stored bytes, over hpush and hpull.
@@ -385,18 +371,7 @@ async fn opaque_outputs_hold_one_digest_per_object_over_hpush_and_hpull() {
                 "{comm}"
             );
         }
-        let manifest: Value = serde_json::from_slice(
-            &storage
-                .get_bytes(
-                    &format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
-                        .parse()
-                        .unwrap(),
-                )
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
+        let manifest = json(&storage, &r1(&bucket).success()).await.unwrap();
         assert_eq!(manifest["outputs"].as_array().unwrap().len(), 3);
         nothing_open(&storage, &bucket).await;
     }
@@ -416,11 +391,9 @@ async fn arrow_ipc_carries_typed_batches_through_a_transformer() {
         free_port(),
         "        input: arrow\n        output: {format: arrow}\n",
     );
-    let job = job_file(dir.path(), &bucket, &step);
-    let text = std::fs::read_to_string(&job)
-        .unwrap()
-        .replace("format: jsonl}\n  shards", "format: parquet}\n  shards");
-    std::fs::write(&job, text).unwrap();
+    let job = tx_job(&bucket, &step)
+        .sink_lines("    format: parquet")
+        .write(dir.path().join("job.yaml"));
     let out = run(&job, server, dir.path());
     assert_eq!(out.status.code(), Some(0));
     let body = storage
@@ -643,9 +616,7 @@ async fn a_failed_local_run_is_resumed_and_published_once() {
     let job = job_file(dir.path(), &bucket, &step);
     let out = run(&job, server, dir.path());
     assert_eq!(out.status.code(), Some(4));
-    let success: S3Uri = format!("s3://{bucket}/_sluice/runs/tx/r1/_SUCCESS.json")
-        .parse()
-        .unwrap();
+    let success = r1(&bucket).success();
     assert!(storage.head(&success).await.unwrap().is_none());
 
     std::fs::write(&flag, "").unwrap();

@@ -8,10 +8,12 @@ use serde_json::Value;
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
-use crate::support;
-use crate::support::sluice;
+use crate::support::state::{self, json};
+use crate::support::{self, sluice};
 
 const EXAMPLE: &str = "jobs/validate-orders.yaml";
+/// The name of the example job.
+const JOB: &str = "validate-orders";
 const FIXTURES: &str = "tests/fixtures/validation";
 
 /// Uploads the fixture batches under `orders/` of `bucket`.
@@ -50,17 +52,6 @@ fn with_rules(text: &str, rules: &str) -> String {
     format!("{}    rules:\n{rules}{}", &text[..start], &text[end..])
 }
 
-async fn json(storage: &Storage, uri: &S3Uri) -> Option<Value> {
-    let bytes = storage.get_bytes(uri).await.unwrap()?;
-    Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-fn run_root(bucket: &str, run_id: &str) -> S3Uri {
-    format!("s3://{bucket}/_sluice/runs/validate-orders/{run_id}/")
-        .parse()
-        .unwrap()
-}
-
 fn check<'a>(report: &'a Value, rule: &str) -> &'a Value {
     report["checks"]
         .as_array()
@@ -83,13 +74,11 @@ async fn clean_data_passes_every_rule_and_publishes() {
             dir.path(),
         );
         assert_eq!(out.status.code(), Some(0), "{}", server.name);
-        let root = run_root(&bucket, "clean");
-        let manifest = json(&storage, &root.join("_SUCCESS.json"))
-            .await
-            .expect("published");
+        let run = state::run(&bucket, JOB, "clean");
+        let manifest = json(&storage, &run.success()).await.expect("published");
         assert_eq!(manifest["records"]["input"], 120);
         assert_eq!(manifest["records"]["output"], 120);
-        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        let report = json(&storage, &run.report()).await.unwrap();
         let checks = report["checks"].as_array().unwrap();
         assert_eq!(checks.len(), 12, "one entry per rule: {report:#}");
         for c in checks {
@@ -130,9 +119,9 @@ async fn seeded_bad_data_fails_with_a_report_naming_each_problem() {
             dir.path(),
         );
         assert_eq!(out.status.code(), Some(3), "{}", server.name);
-        let root = run_root(&bucket, "dirty");
-        assert!(json(&storage, &root.join("_SUCCESS.json")).await.is_none());
-        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        let run = state::run(&bucket, JOB, "dirty");
+        assert!(json(&storage, &run.success()).await.is_none());
+        let report = json(&storage, &run.report()).await.unwrap();
 
         let dates = check(&report, "order-dates");
         assert_eq!(dates["passed"], false);
@@ -227,7 +216,7 @@ async fn rejected_rows_keep_the_accounting() {
         dir.path(),
     );
     assert_eq!(out.status.code(), Some(0));
-    let manifest = json(&storage, &run_root(&bucket, "routed").join("_SUCCESS.json"))
+    let manifest = json(&storage, &state::run(&bucket, JOB, "routed").success())
         .await
         .unwrap();
     let r = &manifest["records"];
@@ -267,10 +256,10 @@ async fn warn_reports_and_publishes_while_error_fails() {
             dir.path(),
         );
         assert_eq!(out.status.code(), Some(code), "{severity}");
-        let root = run_root(&bucket, &run_id);
-        let published = json(&storage, &root.join("_SUCCESS.json")).await.is_some();
+        let run = state::run(&bucket, JOB, &run_id);
+        let published = json(&storage, &run.success()).await.is_some();
         assert_eq!(published, code == 0, "{severity}");
-        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        let report = json(&storage, &run.report()).await.unwrap();
         let amounts = check(&report, "amounts");
         assert_eq!(amounts["passed"], false);
         assert_eq!(amounts["severity"], severity);
@@ -306,7 +295,7 @@ async fn shard_scope_judges_each_shard() {
             dir.path(),
         );
         assert_eq!(out.status.code(), Some(code), "{batch}");
-        let report = json(&storage, &run_root(&bucket, &run_id).join("report.json"))
+        let report = json(&storage, &state::run(&bucket, JOB, &run_id).report())
             .await
             .unwrap();
         let keeps = check(&report, "shard-keeps-records");
@@ -431,9 +420,9 @@ async fn every_kind_fails_on_data_seeded_for_it() {
             dir.path(),
         );
         assert_eq!(out.status.code(), Some(3), "{rule}");
-        let root = run_root(&bucket, &run_id);
-        assert!(json(&storage, &root.join("_SUCCESS.json")).await.is_none());
-        let report = json(&storage, &root.join("report.json")).await.unwrap();
+        let run = state::run(&bucket, JOB, &run_id);
+        assert!(json(&storage, &run.success()).await.is_none());
+        let report = json(&storage, &run.report()).await.unwrap();
         let c = check(&report, rule);
         assert_eq!(c["passed"], false, "{rule}: {c:#}");
         let text = c.to_string();

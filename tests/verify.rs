@@ -9,8 +9,12 @@ use bytes::Bytes;
 use serde_json::Value;
 use sluice::storage::Storage;
 
-use crate::support;
-use crate::support::sluice;
+use crate::support::job_yaml::JobYaml;
+use crate::support::state;
+use crate::support::{self, sluice};
+
+/// The job every test here runs.
+const JOB: &str = "trips";
 
 /// `id,name,fare` rows; the rows listed in `bad` miss fields.
 fn csv_object(rows: u64, bad: &[u64]) -> Vec<u8> {
@@ -25,41 +29,18 @@ fn csv_object(rows: u64, bad: &[u64]) -> Vec<u8> {
     out
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 /// A job from `s3://{source}/in/` to `sink`, rejecting bad records.
 fn job_file(dir: &Path, source: &str, sink: &str, sink_extra: &str, bad: &str) -> PathBuf {
-    let path = dir.join("job.yaml");
-    let text = format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: Job
-metadata:
-  name: trips
-spec:
-  source:
-    uri: s3://{source}/in/
-    format: csv
-    schema:
-      - {{ name: id, type: int64 }}
-      - {{ name: name, type: string }}
-      - {{ name: fare, type: float64 }}
-  validate:
-    on_bad_record: {bad}
-    max_bad_records: 5
-  sink:
-    uri: {sink}
-{sink_extra}
-  parallelism: 2
-  shards: 2
-  retries: 0
-"#
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    JobYaml::new(JOB)
+        .source(format!("s3://{source}/in/"), "csv")
+        .schema(&[("id", "int64"), ("name", "string"), ("fare", "float64")])
+        .validate(&format!("    on_bad_record: {bad}\n    max_bad_records: 5"))
+        .sink(sink)
+        .sink_lines(sink_extra)
+        .set("parallelism", 2)
+        .set("shards", 2)
+        .set("retries", 0)
+        .write(dir.join("job.yaml"))
 }
 
 async fn put(storage: &Storage, uri: &str, body: impl Into<Bytes>) {
@@ -129,7 +110,7 @@ async fn verify_passes_a_published_run_and_names_every_change_after_publish() {
         let run = sluice(&["run", job, "--run-id", "r1"], server, dir.path());
         assert_eq!(run.status.code(), Some(0), "{}", server.name);
 
-        let manifest_uri = format!("s3://{out_bucket}/_sluice/runs/trips/r1/_SUCCESS.json");
+        let manifest_uri = state::run(&out_bucket, JOB, "r1").success().to_string();
         let manifest: Value = serde_json::from_slice(&get(&storage, &manifest_uri).await).unwrap();
         let listed_bytes: u64 = ["outputs", "rejects"]
             .iter()
@@ -311,7 +292,7 @@ async fn verify_recounts_compressed_csv_and_refuses_failed_runs() {
 
     let a = format!("s3://{bucket}/out/a.csv.gz");
     let fewer = csv_object(390, &[]);
-    put(&storage, &a, gzip(&fewer)).await;
+    put(&storage, &a, support::gzip(&fewer)).await;
     let changed = sluice(
         &["verify", "ok", "--job", job, "--json"],
         server,

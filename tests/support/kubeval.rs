@@ -8,8 +8,10 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
+
+use super::python::{self, Package};
 
 /// The Kubernetes release whose schemas every manifest must pass.
 pub const KUBERNETES_VERSION: &str = "1.33.0";
@@ -25,79 +27,20 @@ if sys.argv[1] not in utils.all_versions():
     raise SystemExit(f"kubernetes-validate has no schemas for Kubernetes {sys.argv[1]}")
 "#;
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
+const KUBERNETES_VALIDATE: Package = Package {
+    name: "kubernetes-validate",
+    site: "kubeval",
+    requirement: "kubernetes-validate>=1.33",
+    needed_by: "the manifest tests",
+    check: CHECK,
+    check_args: &[KUBERNETES_VERSION],
+    install_hint: INSTALL_HINT,
+};
 
-/// Where the tests install kubernetes-validate themselves when the machine has none (or an
-/// old one), so that `cargo test` alone works on a fresh machine with Python and network.
-fn private_site() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubeval-site")
-}
-
-fn check(site: Option<&PathBuf>) -> Result<(), String> {
-    let mut command = Command::new(python());
-    command.args(["-c", CHECK, KUBERNETES_VERSION]);
-    if let Some(site) = site {
-        command.env("PYTHONPATH", site);
-    }
-    let check = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("running {}: {e}. {INSTALL_HINT}", python()))?;
-    if check.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&check.stderr).trim().to_string())
-    }
-}
-
-/// Installs kubernetes-validate into the private site (once per target directory).
-fn install_private(site: &PathBuf) -> Result<(), String> {
-    eprintln!(
-        "installing kubernetes-validate for the manifest tests into {}",
-        site.display()
-    );
-    let status = Command::new(python())
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--upgrade",
-            "--target",
-        ])
-        .arg(site)
-        .arg("kubernetes-validate>=1.33")
-        .status()
-        .map_err(|e| format!("running pip: {e}. {INSTALL_HINT}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "pip could not install kubernetes-validate ({status}). {INSTALL_HINT}"
-        ))
-    }
-}
-
-/// The PYTHONPATH to run kubernetes-validate with: `None` when the machine's own copy does.
+/// The PYTHONPATH to run kubernetes-validate with (looked for once per test process).
 fn site() -> Result<Option<PathBuf>, String> {
     static SITE: OnceLock<Result<Option<PathBuf>, String>> = OnceLock::new();
-    SITE.get_or_init(|| {
-        let site = private_site();
-        if check(None).is_ok() {
-            Ok(None)
-        } else if check(Some(&site)).is_ok() {
-            Ok(Some(site))
-        } else {
-            install_private(&site)?;
-            check(Some(&site)).map_err(|e| format!("{INSTALL_HINT}\n{e}"))?;
-            Ok(Some(site))
-        }
-    })
-    .clone()
+    SITE.get_or_init(|| KUBERNETES_VALIDATE.site()).clone()
 }
 
 /// Checks every object of a (multi-document) YAML string against the strict schemas of
@@ -117,8 +60,7 @@ pub fn check_manifests(yaml: &str) -> Result<(), String> {
         .and_then(|()| file.flush())
         .map_err(|e| format!("writing {}: {e}", file.path().display()))?;
 
-    let mut command = Command::new(python());
-    command
+    let output = python::command(site.as_deref())
         .args([
             "-m",
             "kubernetes_validate",
@@ -126,14 +68,10 @@ pub fn check_manifests(yaml: &str) -> Result<(), String> {
             "--kubernetes-version",
             KUBERNETES_VERSION,
         ])
-        .arg(file.path());
-    if let Some(site) = &site {
-        command.env("PYTHONPATH", site);
-    }
-    let output = command
+        .arg(file.path())
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("running {}: {e}. {INSTALL_HINT}", python()))?;
+        .map_err(|e| format!("running {}: {e}. {INSTALL_HINT}", python::python()))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

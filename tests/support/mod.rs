@@ -9,10 +9,14 @@
 pub mod controller;
 mod embedded;
 pub mod fault_proxy;
+pub mod job_yaml;
 pub mod kubeval;
 mod moto;
+mod python;
 pub mod scheduling;
+pub mod state;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,6 +146,13 @@ pub fn pattern(len: usize, seed: u64) -> bytes::Bytes {
     }
     out.truncate(len);
     out.into()
+}
+
+/// `bytes` gzip-compressed, at the fastest level.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for test servers).

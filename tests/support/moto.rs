@@ -5,11 +5,12 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::TestServer;
+use super::python::{self, Package};
 
 const INSTALL_HINT: &str = "moto 5.2.5 or newer is needed for the S3 tests: \
      pip install -U 'moto[server]' (or set SLUICE_SKIP_MOTO=1 to run them against the embedded \
@@ -23,6 +24,16 @@ v = tuple(int(p) for p in moto.__version__.split(".")[:3] if p.isdigit())
 if v < (5, 2, 5):
     raise SystemExit(f"moto {moto.__version__} is too old")
 "#;
+
+const MOTO: Package = Package {
+    name: "moto",
+    site: "moto",
+    requirement: "moto[server]>=5.2.5",
+    needed_by: "the S3 tests",
+    check: CHECK,
+    check_args: &[],
+    install_hint: INSTALL_HINT,
+};
 
 /// Starts moto in this process and exits when the parent process goes away.
 const WRAPPER: &str = r#"
@@ -56,81 +67,15 @@ pub(super) fn server() -> Option<&'static TestServer> {
 /// The child, kept so that it is not reaped early; the wrapper ends it with the process.
 static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-/// Where the tests install moto themselves when the machine has no (recent) moto, so that
-/// `cargo test` alone works on a fresh machine with Python and network access.
-fn private_site() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("moto-site")
-}
-
-fn check(site: Option<&PathBuf>) -> Result<(), String> {
-    let mut command = Command::new(python());
-    command.args(["-c", CHECK]);
-    if let Some(site) = site {
-        command.env("PYTHONPATH", site);
-    }
-    let check = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("running {}: {e}. {INSTALL_HINT}", python()))?;
-    if check.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&check.stderr).trim().to_string())
-    }
-}
-
-/// Installs moto into the private site (once per target directory).
-fn install_private(site: &PathBuf) -> Result<(), String> {
-    eprintln!("installing moto for the S3 tests into {}", site.display());
-    let status = Command::new(python())
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--target",
-        ])
-        .arg(site)
-        .arg("moto[server]>=5.2.5")
-        .status()
-        .map_err(|e| format!("running pip: {e}. {INSTALL_HINT}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "pip could not install moto ({status}). {INSTALL_HINT}"
-        ))
-    }
-}
-
 fn start() -> Result<TestServer, String> {
-    let site = private_site();
-    let site = if check(None).is_ok() {
-        None
-    } else if check(Some(&site)).is_ok() {
-        Some(site)
-    } else {
-        install_private(&site)?;
-        check(Some(&site)).map_err(|e| format!("{INSTALL_HINT}\n{e}"))?;
-        Some(site)
-    };
+    let site = MOTO.site()?;
 
     let port = super::free_port();
     let log_path =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("moto-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path)
         .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
-    let mut command = Command::new(python());
-    if let Some(site) = &site {
-        command.env("PYTHONPATH", site);
-    }
-    let mut child = command
+    let mut child = python::command(site.as_deref())
         .args(["-c", WRAPPER, &port.to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
