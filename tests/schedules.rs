@@ -104,9 +104,7 @@ async fn published(storage: &Storage, bucket: &str, run_id: &str) -> bool {
 
 /// The run directories under the job's state prefix.
 async fn runs(storage: &Storage, bucket: &str) -> Vec<String> {
-    let prefix: S3Uri = format!("s3://{bucket}/_sluice/runs/fares/")
-        .parse()
-        .unwrap();
+    let prefix = sluice::state::RunLayout::runs_of(&state::root(bucket), "fares");
     let mut dirs: Vec<String> = storage
         .list_dirs(&prefix)
         .await

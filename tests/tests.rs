@@ -6,6 +6,7 @@ mod faults; // S3 faults through a fault-injecting proxy: survived, or failing f
 mod format; // the format module: CSV/JSONL decoding, bad records, inference, encoders, counts
 mod jobs; // whole jobs through the binary: outputs, rejects, manifests, exit codes
 mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set
+mod layers; // runner/src as layers: imports only go down, no file past 700 lines
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
 mod render; // rendered Kubernetes objects: golden files and the strict schema

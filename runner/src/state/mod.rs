@@ -188,6 +188,11 @@ impl RunLayout {
             .join(&format!("done/{}.json", key_hash(source_key)))
     }
 
+    /// The prefix of every done marker of the run (to list them).
+    pub fn done_prefix(&self) -> S3Uri {
+        self.root.join("done/")
+    }
+
     /// Where `unique` rules spill the sorted keys of each object, per rule.
     pub fn keys(&self) -> S3Uri {
         self.root.join("keys/")
