@@ -107,6 +107,27 @@ impl Cluster {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// The objects of kind `K` that `selector` matches, oldest first (then by name).
+    async fn list_oldest_first<K>(&self, selector: &str) -> Result<Vec<K>, ClusterError>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+        <K as Resource>::DynamicType: Default,
+    {
+        let mut objects = self
+            .api::<K>()
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items;
+        objects.sort_by(|a, b| {
+            let (a, b) = (a.meta(), b.meta());
+            (a.creation_timestamp.as_ref(), &a.name).cmp(&(b.creation_timestamp.as_ref(), &b.name))
+        });
+        Ok(objects)
+    }
+
     /// Creates an object unless one of that name exists; returns the one in the cluster.
     pub async fn create_once<K>(&self, object: &K) -> Result<K, ClusterError>
     where
@@ -139,16 +160,7 @@ impl Cluster {
     /// The worker Jobs of a run (the first and any resumed ones), oldest first.
     pub async fn worker_jobs(&self, run_id: &str) -> Result<Vec<KubeJob>, ClusterError> {
         let selector = format!("{},{LABEL_COMPONENT}=worker", run_selector(run_id));
-        let mut jobs = self
-            .api::<KubeJob>()
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items;
-        jobs.sort_by(|a, b| {
-            (a.metadata.creation_timestamp.as_ref(), &a.metadata.name)
-                .cmp(&(b.metadata.creation_timestamp.as_ref(), &b.metadata.name))
-        });
-        Ok(jobs)
+        self.list_oldest_first(&selector).await
     }
 
     /// The worker pods of a run, optionally of one completion index.
@@ -213,16 +225,7 @@ impl Cluster {
         if let Some(index) = index {
             selector.push_str(&format!(",{COMPLETION_INDEX_LABEL}={index}"));
         }
-        let mut pods = self
-            .api::<Pod>()
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items;
-        pods.sort_by(|a, b| {
-            (a.metadata.creation_timestamp.as_ref(), &a.metadata.name)
-                .cmp(&(b.metadata.creation_timestamp.as_ref(), &b.metadata.name))
-        });
-        Ok(pods)
+        self.list_oldest_first(&selector).await
     }
 
     /// Deletes a run's Jobs (worker and launcher) and their pods; the run's state in the

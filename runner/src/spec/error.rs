@@ -55,6 +55,19 @@ fn lines(errors: &[SpecError]) -> String {
 }
 
 impl SpecErrors {
+    /// Text that is not YAML, at the position the parser stopped.
+    pub fn invalid_yaml(origin: &str, at: crate::spec::span::Pos, message: &str) -> SpecErrors {
+        SpecErrors {
+            errors: vec![SpecError {
+                origin: origin.to_string(),
+                line: at.line,
+                column: at.column,
+                path: String::new(),
+                message: format!("invalid YAML: {message}"),
+            }],
+        }
+    }
+
     /// A problem with the file as a whole (it cannot be read): no line or column.
     pub fn unreadable(origin: &str, message: String) -> SpecErrors {
         SpecErrors {

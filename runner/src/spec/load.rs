@@ -76,20 +76,8 @@ pub fn load_task(text: &str, origin: &str) -> Result<TaskDefinition, SpecErrors>
 /// Reads text as YAML: where every field is written, and its value. A syntax error or a
 /// key given twice is reported with its position.
 pub(crate) fn parse(text: &str, origin: &str) -> Result<(SpanIndex, Value), SpecErrors> {
-    let spans = match SpanIndex::build(text) {
-        Ok(spans) => spans,
-        Err((pos, message)) => {
-            return Err(SpecErrors {
-                errors: vec![SpecError {
-                    origin: origin.to_string(),
-                    line: pos.line,
-                    column: pos.column,
-                    path: String::new(),
-                    message: format!("invalid YAML: {message}"),
-                }],
-            });
-        }
-    };
+    let spans = SpanIndex::build(text)
+        .map_err(|(pos, message)| SpecErrors::invalid_yaml(origin, pos, &message))?;
     if !spans.duplicates.is_empty() {
         let errors = spans
             .duplicates

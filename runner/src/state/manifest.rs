@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::state::marker::{OutputObject, RecordCounts};
-use crate::state::{RunLayout, StateError, read_json, write_json};
+use crate::state::{RunLayout, StateError, exists, read_json, write_json};
 use crate::storage::Storage;
 
 /// The publish manifest. Consumers read this, never a prefix listing.
@@ -37,15 +37,7 @@ pub async fn read_manifest(
 
 /// Whether the run is published (its manifest exists).
 pub async fn is_published(storage: &Storage, layout: &RunLayout) -> Result<bool, StateError> {
-    let uri = layout.success();
-    storage
-        .head(&uri)
-        .await
-        .map(|head| head.is_some())
-        .map_err(|source| StateError::Read {
-            uri,
-            source: Box::new(source),
-        })
+    exists(storage, layout.success()).await
 }
 
 /// Publishes the run: the last write of a successful run.

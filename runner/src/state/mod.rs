@@ -101,6 +101,18 @@ async fn read_json_lenient<T: DeserializeOwned>(
         .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
+/// Whether the document at `uri` exists.
+async fn exists(storage: &Storage, uri: S3Uri) -> Result<bool, StateError> {
+    storage
+        .head(&uri)
+        .await
+        .map(|head| head.is_some())
+        .map_err(|source| StateError::Read {
+            uri,
+            source: Box::new(source),
+        })
+}
+
 async fn read_bytes(storage: &Storage, uri: &S3Uri) -> Result<Option<bytes::Bytes>, StateError> {
     storage
         .get_bytes(uri)

@@ -2,7 +2,7 @@
 //! one reader and writer.
 
 use crate::plan::Plan;
-use crate::state::{RunLayout, StateError, read_bytes, read_json, write_json};
+use crate::state::{RunLayout, StateError, exists, read_bytes, read_json, write_json};
 use crate::storage::Storage;
 
 /// The run's plan, `None` when the run was never planned.
@@ -28,15 +28,7 @@ pub async fn load_job_text(storage: &Storage, layout: &RunLayout) -> Result<Stri
 
 /// Whether the run has a plan already (a run id is used once).
 pub async fn is_planned(storage: &Storage, layout: &RunLayout) -> Result<bool, StateError> {
-    let uri = layout.plan();
-    storage
-        .head(&uri)
-        .await
-        .map(|head| head.is_some())
-        .map_err(|source| StateError::Read {
-            uri,
-            source: Box::new(source),
-        })
+    exists(storage, layout.plan()).await
 }
 
 /// Writes the resolved job, then the plan: a run whose plan exists has its job file.

@@ -190,15 +190,8 @@ pub fn load_schedule_file(path: &Path) -> Result<Schedule, SpecErrors> {
 
 /// Loads schedule text; `base` is the directory the target path is relative to.
 pub fn load_schedule_str(text: &str, origin: &str, base: &Path) -> Result<Schedule, SpecErrors> {
-    let spans = SpanIndex::build(text).map_err(|(pos, message)| SpecErrors {
-        errors: vec![SpecError {
-            origin: origin.to_string(),
-            line: pos.line,
-            column: pos.column,
-            path: String::new(),
-            message: format!("invalid YAML: {message}"),
-        }],
-    })?;
+    let spans = SpanIndex::build(text)
+        .map_err(|(pos, message)| SpecErrors::invalid_yaml(origin, pos, &message))?;
     let value: Value = serde_yaml_ng::from_str(text)
         .map_err(|e| SpecErrors::unreadable(origin, format!("invalid YAML: {e}")))?;
     let mut problems = Vec::new();
