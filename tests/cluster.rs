@@ -80,7 +80,7 @@ async fn submit_watches_a_job_to_completion_and_publishes() {
         .await
         .unwrap();
     assert_eq!(submitted.plan.shards.len(), 3);
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -121,7 +121,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
     let submitted = submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
         .await
         .unwrap();
     assert_eq!(report.exit_code, ExitCode::Transient.code());
@@ -143,7 +143,9 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
         failed_shard.last_lines
     );
 
-    let status = submit::status(&storage, &cluster, run_id).await.unwrap();
+    let status = submit::status(&storage, &cluster, run_id, None)
+        .await
+        .unwrap();
     assert_eq!(status.completed(), BTreeSet::from([0, 2]));
     assert_eq!(status.failed(), BTreeSet::from([1]));
     // Logs find the pods of one completion index.
@@ -154,7 +156,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
         "1"
     );
 
-    let resumed = submit::resume(&storage, &cluster, run_id)
+    let resumed = submit::resume(&storage, &cluster, run_id, None, None)
         .await
         .unwrap()
         .unwrap();
@@ -171,7 +173,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
         .clone()
         .unwrap();
     assert_eq!(args[args.len() - 2..], ["--shard-map", "1"]);
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -186,7 +188,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
     assert_eq!(controller.jobs_handled().len(), 2);
     // A complete run has nothing left to resume.
     assert!(
-        submit::resume(&storage, &cluster, run_id)
+        submit::resume(&storage, &cluster, run_id, None, None)
             .await
             .unwrap()
             .is_none()
@@ -211,7 +213,7 @@ async fn a_disruption_does_not_fail_the_run_and_permanent_exits_fail_the_index()
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -221,7 +223,7 @@ async fn a_disruption_does_not_fail_the_run_and_permanent_exits_fail_the_index()
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
         .await
         .unwrap();
     assert_eq!(report.exit_code, ExitCode::Validation.code());
@@ -238,7 +240,7 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    submit::watch_and_publish(&storage, &cluster, run_id, started, POLL)
+    submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
         .await
         .unwrap();
     drop(controller);
@@ -247,7 +249,7 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
     assert_eq!(deleted, ["cluster-test-20261122t060000z"]);
     assert!(cluster.worker_jobs(run_id).await.unwrap().is_empty());
     assert!(cluster.worker_pods(run_id, None).await.unwrap().is_empty());
-    let error = submit::status(&storage, &cluster, run_id)
+    let error = submit::status(&storage, &cluster, run_id, None)
         .await
         .unwrap_err();
     assert!(
@@ -258,6 +260,115 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
         sluice::cli::exit_code_of(&anyhow::Error::new(error)),
         ExitCode::Config
     );
+}
+
+/// Issue 15: a cancelled run was a dead end, since status and resume found its plan only
+/// through its worker Job. Now its state in the bucket is enough: status reports it and
+/// resume publishes it; a submit watching the run says it was cancelled (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_run_is_reported_from_the_bucket_and_resume_finishes_it() {
+    let (storage, loaded, server) = setup(3).await;
+    let client = fake_client().await;
+    let cluster = Cluster::new(client.clone(), NAMESPACE);
+    // The first Job never gets its pods (cancelled while pending); the resume Job runs.
+    let controller = workers(client.clone(), server, vec![Script::Hold, Script::Run]);
+    let run_id = "cluster-test-20261122T070000Z";
+    let started = chrono::Utc::now();
+    let submitted = submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
+        .await
+        .unwrap();
+    let watcher = {
+        let (storage, cluster) = (storage.clone(), cluster.clone());
+        tokio::spawn(async move {
+            submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL).await
+        })
+    };
+    tokio::time::sleep(POLL * 5).await;
+    assert_eq!(
+        cluster.delete_run(run_id).await.unwrap(),
+        ["cluster-test-20261122t070000z"]
+    );
+    let error = watcher.await.unwrap().unwrap_err();
+    assert!(error.to_string().contains("was cancelled"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains(&submitted.layout.root().to_string()),
+        "{error}"
+    );
+    assert_eq!(
+        sluice::cli::exit_code_of(&anyhow::Error::new(error)),
+        ExitCode::Transient
+    );
+
+    // No Job is left: the bucket says what is done (nothing) and where the run is.
+    let layout = submitted.layout.clone();
+    let status = submit::status(&storage, &cluster, run_id, Some(&layout))
+        .await
+        .unwrap();
+    assert!(status.jobs.is_empty());
+    assert!(status.completed().is_empty());
+    assert!(!status.published);
+    let shown = sluice::cli::status::render(&status);
+    assert!(shown.contains("no Jobs of the run are left"), "{shown}");
+
+    let resumed = submit::resume(
+        &storage,
+        &cluster,
+        run_id,
+        Some(&layout),
+        Some("sluice:test"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resumed.job, "cluster-test-20261122t070000z-resume-1");
+    let report =
+        submit::watch_and_publish(&storage, &cluster, run_id, Some(&layout), started, POLL)
+            .await
+            .unwrap();
+    assert_eq!(report.exit_code, 0, "{report:?}");
+    assert_eq!(report.records.output, 150);
+    assert!(storage.head(&layout.success()).await.unwrap().is_some());
+    assert_eq!(controller.jobs_handled().len(), 2);
+
+    // Its Jobs gone again (their TTL), the run still reads as complete and published.
+    cluster.delete_run(run_id).await.unwrap();
+    let status = submit::status(&storage, &cluster, run_id, Some(&layout))
+        .await
+        .unwrap();
+    assert_eq!(status.completed(), BTreeSet::from([0, 1, 2]));
+    assert!(status.published);
+    assert!(
+        submit::resume(&storage, &cluster, run_id, Some(&layout), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Issue 15: the report's attempts counted Jobs, not pods; an evicted pod and its
+/// replacement are two attempts of the shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_counts_every_pod_of_a_shard_as_an_attempt() {
+    let (storage, loaded, server) = setup(2).await;
+    let client = fake_client().await;
+    let cluster = Cluster::new(client.clone(), NAMESPACE);
+    let _controller = workers(client.clone(), server, vec![Script::Disrupt { index: 1 }]);
+    let run_id = "cluster-test-20261122T080000Z";
+    let started = chrono::Utc::now();
+    submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
+        .await
+        .unwrap();
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+        .await
+        .unwrap();
+    let attempts: Vec<(u32, u32)> = report
+        .shards
+        .iter()
+        .map(|s| (s.index, s.attempts))
+        .collect();
+    assert_eq!(attempts, [(0, 1), (1, 2)]);
 }
 
 /// The test controller for the worker Jobs of `namespace`, running real workers against

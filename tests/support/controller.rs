@@ -29,6 +29,8 @@ pub enum Script {
     /// The first pod of `index` is evicted (DisruptionTarget, not counted), then every
     /// index runs and the Job completes.
     Disrupt { index: u32 },
+    /// Nothing happens: the Job stays active with no pods, as one whose pods are pending.
+    Hold,
 }
 
 /// How the controller's "kubelet" runs a pod on this machine.
@@ -117,6 +119,9 @@ async fn execute(
     job: KubeJob,
     script: Script,
 ) {
+    if let Script::Hold = script {
+        return;
+    }
     let name = job.metadata.name.clone().unwrap();
     let main = job
         .spec

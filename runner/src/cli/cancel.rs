@@ -13,6 +13,11 @@ pub struct CancelArgs {
 pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
     crate::cli::runtime()?.block_on(async {
         let cluster = args.run.cluster().await?;
+        // Where the run's state is, told before its Jobs (which say it) are gone.
+        let state = crate::run::submit::locate(&cluster, &args.run.run, None)
+            .await
+            .ok()
+            .map(|layout| layout.root().to_string());
         let deleted = cluster.delete_run(&args.run.run).await?;
         if deleted.is_empty() {
             anyhow::bail!(
@@ -23,6 +28,12 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
         }
         for job in deleted {
             println!("deleted Job {job}");
+        }
+        if let Some(state) = state {
+            println!(
+                "the run's state stays at {state}; `sluice resume {} --state {state}` finishes it",
+                args.run.run
+            );
         }
         Ok(ExitCode::Done)
     })

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::cli::cluster_args::ClusterRunArgs;
+use crate::cli::cluster_args::{ClusterRunArgs, RunStateArgs};
 use crate::exit::ExitCode;
 use crate::run::submit;
 
@@ -20,8 +20,14 @@ pub struct ResumeArgs {
     pub poll: u64,
     /// Finish a run that `sluice run` started, on this machine: the job file locates its
     /// state; every shard runs again and skips the objects already done.
-    #[arg(long, value_name = "JOB")]
+    #[arg(long, value_name = "JOB", conflicts_with_all = ["state", "job"])]
     pub local: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub state: RunStateArgs,
+    /// The image of the new worker Job when no Job of the run is left to take it from
+    /// (default: the job file's, else sluice's).
+    #[arg(long)]
+    pub image: Option<String>,
 }
 
 pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
@@ -32,7 +38,15 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         let started = chrono::Utc::now();
         let conn = args.run.connect.connect(None).await?;
         let cluster = args.run.cluster().await?;
-        let resumed = submit::resume(&conn.storage, &cluster, &args.run.run).await?;
+        let known = args.state.layout(&args.run.run)?;
+        let resumed = submit::resume(
+            &conn.storage,
+            &cluster,
+            &args.run.run,
+            known.as_ref(),
+            args.image.as_deref(),
+        )
+        .await?;
         match &resumed {
             Some(job) if args.detach => {
                 println!("{}", job.job);
@@ -48,6 +62,7 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             &conn.storage,
             &cluster,
             &args.run.run,
+            known.as_ref(),
             started,
             Duration::from_secs(args.poll.max(1)),
         )

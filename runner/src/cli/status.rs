@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::cli::cluster_args::ClusterRunArgs;
+use crate::cli::cluster_args::{ClusterRunArgs, RunStateArgs};
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::format_indexes;
 use crate::run::submit::{self, ClusterRunStatus};
@@ -13,13 +13,16 @@ use crate::run::summary::human_bytes;
 pub struct StatusArgs {
     #[command(flatten)]
     pub run: ClusterRunArgs,
+    #[command(flatten)]
+    pub state: RunStateArgs,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     crate::cli::runtime()?.block_on(async {
         let conn = args.run.connect.connect(None).await?;
         let cluster = args.run.cluster().await?;
-        let status = submit::status(&conn.storage, &cluster, &args.run.run).await?;
+        let known = args.state.layout(&args.run.run)?;
+        let status = submit::status(&conn.storage, &cluster, &args.run.run, known.as_ref()).await?;
         print!("{}", render(&status));
         Ok(ExitCode::Done)
     })
@@ -43,6 +46,16 @@ pub fn render(status: &ClusterRunStatus) -> String {
             .map(|s| format!(", ETA {s:.0}s"))
             .unwrap_or_default()
     );
+    if status.published {
+        let _ = writeln!(out, "  published: {}", status.layout.success());
+    }
+    if status.jobs.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no Jobs of the run are left (cancelled, or removed after their TTL); shards and progress are the bucket's ({})",
+            status.layout.root()
+        );
+    }
     for job in &status.jobs {
         let state = if job.succeeded {
             "complete"

@@ -69,6 +69,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             &conn.storage,
             &cluster,
             &submitted.run_id,
+            Some(&submitted.layout),
             started,
             Duration::from_secs(args.poll.max(1)),
         )

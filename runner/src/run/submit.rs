@@ -21,6 +21,7 @@ use crate::run::start::{self, StartError};
 use crate::spec::{self, Loaded};
 use crate::state::RunLayout;
 use crate::state::StateError;
+use crate::state::manifest::is_published;
 use crate::state::plan::{load_job_text, load_plan, read_plan};
 use crate::state::progress::{ShardProgress, read_progress};
 use crate::state::report::RunReport;
@@ -40,6 +41,16 @@ pub enum SubmitError {
     BadJob { uri: String, why: String },
     #[error("run {run_id} is still running (Job {job}); wait for it or `sluice cancel` it first")]
     StillRunning { run_id: String, job: String },
+    #[error(
+        "no worker Job of run {run_id} is left in namespace {namespace} to find its state by (cancelled, or removed after ttlSecondsAfterFinished); give --state s3://.../runs/<job>/{run_id}/ or --job FILE"
+    )]
+    NoState { run_id: String, namespace: String },
+    /// The run's Jobs were deleted while it was watched: nothing is wrong with the job or its
+    /// data, and resuming finishes it, so the code is 1.
+    #[error(
+        "run {run_id} was cancelled: its Jobs were deleted; its state stays at {state}, and `sluice resume {run_id} --state {state}` finishes it"
+    )]
+    Cancelled { run_id: String, state: String },
 }
 
 impl SubmitError {
@@ -49,7 +60,10 @@ impl SubmitError {
             SubmitError::Storage(e) => e.exit_code(),
             SubmitError::Start(e) => e.exit_code(),
             SubmitError::State(e) => e.exit_code(),
-            SubmitError::BadJob { .. } | SubmitError::StillRunning { .. } => ExitCode::Config,
+            SubmitError::BadJob { .. }
+            | SubmitError::StillRunning { .. }
+            | SubmitError::NoState { .. } => ExitCode::Config,
+            SubmitError::Cancelled { .. } => ExitCode::Transient,
         }
     }
 }
@@ -110,7 +124,8 @@ pub async fn submit(
     })
 }
 
-/// The status of a run on the cluster: its worker Jobs and the shards' progress.
+/// The status of a run on the cluster: its worker Jobs (none when they were cancelled or
+/// cleaned up) and what the bucket says: the shards' progress and whether it published.
 #[derive(Debug, Clone)]
 pub struct ClusterRunStatus {
     pub run_id: String,
@@ -118,12 +133,27 @@ pub struct ClusterRunStatus {
     pub plan: Plan,
     pub jobs: Vec<JobState>,
     pub progress: Vec<Option<ShardProgress>>,
+    pub published: bool,
 }
 
 impl ClusterRunStatus {
-    /// Shards completed by any of the run's Jobs.
+    /// Shards completed by any of the run's Jobs; and a shard that no Job left in the
+    /// cluster ran (its Jobs were cancelled or cleaned up) when its worker finished with every
+    /// object done, as its last progress says. Where a Job tells, the Job decides.
     pub fn completed(&self) -> BTreeSet<u32> {
-        self.jobs.iter().flat_map(|j| j.completed.clone()).collect()
+        let by_jobs = self.jobs.iter().flat_map(|j| j.completed.clone());
+        let by_progress = self
+            .plan
+            .shards
+            .iter()
+            .zip(&self.progress)
+            .filter(|(shard, _)| !self.jobs.iter().any(|j| j.shards.contains(&shard.index)))
+            .filter(|(_, p)| {
+                p.as_ref()
+                    .is_some_and(|p| p.finished && p.failures.is_empty())
+            })
+            .map(|(shard, _)| shard.index);
+        by_jobs.chain(by_progress).collect()
     }
 
     /// Shards failed for good in the latest Job that ran them and not completed since.
@@ -163,45 +193,78 @@ impl ClusterRunStatus {
     }
 }
 
-/// Reads a run's status from the cluster and the bucket.
+/// Where a run's state is: named by the user (`--state`, `--job`), else found through the
+/// plan annotation of one of its worker Jobs.
+pub async fn locate(
+    cluster: &Cluster,
+    run_id: &str,
+    known: Option<&RunLayout>,
+) -> Result<RunLayout, SubmitError> {
+    if let Some(layout) = known {
+        return Ok(layout.clone());
+    }
+    match cluster.worker_jobs(run_id).await?.first() {
+        Some(job) => Ok(RunLayout::from_plan_uri(&plan_of(job)?)),
+        None => Err(SubmitError::NoState {
+            run_id: run_id.to_string(),
+            namespace: cluster.namespace.clone(),
+        }),
+    }
+}
+
+/// Reads a run's status from the cluster and the bucket. A run whose Jobs are gone is
+/// found by `known` and reported from the bucket alone.
 pub async fn status(
     storage: &Storage,
     cluster: &Cluster,
     run_id: &str,
+    known: Option<&RunLayout>,
 ) -> Result<ClusterRunStatus, SubmitError> {
+    let layout = locate(cluster, run_id, known).await?;
     let jobs = cluster.worker_jobs(run_id).await?;
-    let first = jobs.first().ok_or_else(|| ClusterError::NoRun {
-        run_id: run_id.to_string(),
-        namespace: cluster.namespace.clone(),
-    })?;
-    let layout = RunLayout::from_plan_uri(&plan_of(first)?);
     let plan = load_plan(storage, &layout).await?;
     let states = jobs.iter().map(state_of).collect::<Result<Vec<_>, _>>()?;
     let mut progress = Vec::with_capacity(plan.shards.len());
     for shard in &plan.shards {
         progress.push(read_progress(storage, &layout, shard.index).await?);
     }
+    let published = is_published(storage, &layout).await?;
     Ok(ClusterRunStatus {
         run_id: run_id.to_string(),
         layout,
         plan,
         jobs: states,
         progress,
+        published,
     })
 }
 
 /// Polls the run until its latest worker Job finishes, logging progress, then publishes.
+/// A run whose Jobs disappear meanwhile was cancelled: that is an error that says so. A run
+/// with no Jobs left whose shards all completed (per the bucket) is published at once.
 pub async fn watch_and_publish(
     storage: &Storage,
     cluster: &Cluster,
     run_id: &str,
+    known: Option<&RunLayout>,
     started: DateTime<Utc>,
     poll: Duration,
 ) -> Result<RunReport, SubmitError> {
+    let layout = locate(cluster, run_id, known).await?;
     let mut last_line = String::new();
+    let mut seen_jobs = false;
     let status = loop {
-        let status = status(storage, cluster, run_id).await?;
-        let latest = status.latest().cloned().unwrap_or_default();
+        let status = status(storage, cluster, run_id, Some(&layout)).await?;
+        let Some(latest) = status.latest().cloned() else {
+            if !seen_jobs && status.completed().len() == status.plan.shards.len() {
+                break status;
+            }
+            return Err(SubmitError::Cancelled {
+                run_id: run_id.to_string(),
+                state: layout.root().to_string(),
+            });
+        };
+        seen_jobs = true;
         let line = format!(
             "{}/{} shards done, {} failed, {} running; {} of {} bytes",
             status.completed().len(),
@@ -241,11 +304,7 @@ async fn outcomes(
     let completed = status.completed();
     let mut outcomes = Vec::new();
     for shard in &status.plan.shards {
-        let attempts = status
-            .jobs
-            .iter()
-            .filter(|j| j.shards.contains(&shard.index))
-            .count() as u32;
+        let attempts = pods_of_shard(cluster, status, shard.index).await?;
         if completed.contains(&shard.index) {
             outcomes.push(ShardOutcome {
                 index: shard.index,
@@ -275,6 +334,20 @@ async fn outcomes(
         });
     }
     Ok(outcomes)
+}
+
+/// The pods that ran `shard`, over every Job of the run (a retried or disrupted pod counts).
+async fn pods_of_shard(
+    cluster: &Cluster,
+    status: &ClusterRunStatus,
+    shard: u32,
+) -> Result<u32, SubmitError> {
+    let mut pods = 0;
+    for job in status.jobs.iter().filter(|j| j.shards.contains(&shard)) {
+        let index = job.shards.iter().position(|s| *s == shard).unwrap_or(0) as u32;
+        pods += cluster.worker_pods_of_job(&job.name, index).await?.len() as u32;
+    }
+    Ok(pods)
 }
 
 /// The exit code of the worker container in the last pod of `shard` in `job`.
@@ -328,15 +401,19 @@ async fn last_exit(
     })
 }
 
-/// Starts a new worker Job over the shards of a run that no Job completed (failed or never
-/// run), rendered from the run's own resolved job file. Workers skip objects whose done
-/// marker matches, so even a shard that half ran redoes only what is missing.
+/// Starts a new worker Job over the shards of a run that did not complete (failed, never
+/// run, or stopped by a cancel), rendered from the run's own resolved job file. Workers
+/// skip objects whose done marker matches, so even a shard that half ran redoes only what
+/// is missing. A run whose Jobs are gone is found by `known`; its image is the one given,
+/// else the job file's.
 pub async fn resume(
     storage: &Storage,
     cluster: &Cluster,
     run_id: &str,
+    known: Option<&RunLayout>,
+    image: Option<&str>,
 ) -> Result<Option<Submitted>, SubmitError> {
-    let status = status(storage, cluster, run_id).await?;
+    let status = status(storage, cluster, run_id, known).await?;
     if let Some(latest) = status.latest()
         && !latest.finished()
     {
@@ -364,19 +441,25 @@ pub async fn resume(
             uri: job_uri.to_string(),
             why: e.to_string(),
         })?;
-    let first = cluster
-        .worker_jobs(run_id)
-        .await?
-        .into_iter()
-        .next()
-        .expect("status found a Job");
+    let first = cluster.worker_jobs(run_id).await?.into_iter().next();
     let target = Target {
-        image: image_of(&first)
+        image: image
+            .map(str::to_string)
+            .or_else(|| first.as_ref().and_then(image_of))
             .unwrap_or_else(|| Target::new(&loaded.job, None, None, String::new()).image),
         namespace: cluster.namespace.clone(),
         run_id: run_id.to_string(),
     };
-    let attempt = format!("resume-{}", status.jobs.len());
+    // The next free `resume-N`: a cancelled Job of that name may still be terminating.
+    let mut n = status.jobs.len().max(1);
+    while cluster
+        .job(&worker_job_name(run_id, Some(&format!("resume-{n}"))))
+        .await?
+        .is_some()
+    {
+        n += 1;
+    }
+    let attempt = format!("resume-{n}");
     let work = WorkerPlan {
         plan: status.layout.plan(),
         shards: todo,
