@@ -12,6 +12,7 @@ mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict sch
 mod render; // rendered Kubernetes objects: golden files and the strict schema
 mod run_state; // across runs: the incremental ledger, gc of abandoned run state
 mod scheduled_tasks; // schedules of task definitions: templated args, catch-up, exit codes, CronJob, check
+mod scheduler_failover; // a new scheduler leader adopts the runs in flight on a cluster
 mod schedules; // schedules: scheduler --once, catch-up, concurrency policies, backfill, Lease, CronJob
 mod spec; // job file loading and error reporting
 mod split; // large objects split into ranges: refused cuts, split runs equal whole runs

@@ -31,6 +31,8 @@ pub enum Script {
     Disrupt { index: u32 },
     /// Nothing happens: the Job stays active with no pods, as one whose pods are pending.
     Hold,
+    /// The Job stays active until the test opens the gate, then runs as `Run`.
+    Gate(Arc<tokio::sync::Notify>),
 }
 
 /// How the controller's "kubelet" runs a pod on this machine.
@@ -119,8 +121,10 @@ async fn execute(
     job: KubeJob,
     script: Script,
 ) {
-    if let Script::Hold = script {
-        return;
+    match &script {
+        Script::Hold => return,
+        Script::Gate(gate) => gate.notified().await,
+        _ => {}
     }
     let name = job.metadata.name.clone().unwrap();
     let main = job

@@ -63,6 +63,9 @@ pub struct TickOutcome {
     pub already_started: Vec<String>,
     /// Fires that wait for a running run (`Forbid`).
     pub waiting: usize,
+    /// Runs another scheduler started and never recorded the end of, taken over to watch
+    /// them to their end (on becoming the leader).
+    pub adopted: Vec<String>,
 }
 
 pub struct Scheduler {
@@ -78,6 +81,9 @@ pub struct Scheduler {
     /// a waiting fire again (a finished check on the task could still see it running).
     ended_tx: mpsc::UnboundedSender<String>,
     ended_rx: mpsc::UnboundedReceiver<String>,
+    /// Whether this scheduler led at its last tick: on becoming the leader it adopts the
+    /// runs in flight, which only the history and the cluster know.
+    leading: bool,
 }
 
 impl Scheduler {
@@ -98,6 +104,7 @@ impl Scheduler {
             active: HashMap::new(),
             ended_tx,
             ended_rx,
+            leading: false,
         }
     }
 
@@ -125,11 +132,26 @@ impl Scheduler {
     pub async fn tick(&mut self, now: DateTime<Utc>) -> anyhow::Result<TickOutcome> {
         self.reap().await;
         let mut outcome = TickOutcome::default();
-        if let Some(lease) = &self.lease {
-            let leader = lease.try_acquire(now).await?;
+        let leader = match &self.lease {
+            Some(lease) => lease.try_acquire(now).await?,
+            None => true,
+        };
+        if self.lease.is_some() {
             self.metrics.set_leader(leader);
-            if !leader {
-                return Ok(outcome);
+        }
+        if !leader {
+            if self.leading {
+                self.let_go();
+            }
+            self.leading = false;
+            return Ok(outcome);
+        }
+        if !self.leading {
+            self.leading = true;
+            for schedule in self.schedules.clone() {
+                if let Err(error) = self.adopt(&schedule, now, &mut outcome).await {
+                    tracing::error!(schedule = %schedule.name, error = %format!("{error:#}"), "adopting the runs in flight failed");
+                }
             }
         }
         for schedule in self.schedules.clone() {
@@ -228,6 +250,19 @@ impl Scheduler {
             c.lag_seconds = lag;
         });
         tracing::info!(schedule = %schedule.name, run = %fire.run_id, scheduled = %due.time, trigger = ?due.trigger, lag_seconds = lag, "starting");
+        outcome.started.push(fire.run_id.clone());
+        self.spawn_run(&schedule.name, fire, record, false);
+        Ok(())
+    }
+
+    /// Runs `fire` to its end in a task of its own, recording its end in `record`.
+    fn spawn_run(
+        &mut self,
+        schedule: &str,
+        fire: PreparedFire,
+        record: HistoryRecord,
+        resume: bool,
+    ) {
         let task = {
             let (storage, executor, metrics, ended) = (
                 self.storage.clone(),
@@ -236,9 +271,10 @@ impl Scheduler {
                 self.ended_tx.clone(),
             );
             let (fire, mut record) = (fire.clone(), record.clone());
-            let name = schedule.name.clone();
+            let name = schedule.to_string();
             tokio::spawn(async move {
-                let exit = execute_and_record(&executor, &storage, &fire, false, &mut record).await;
+                let exit =
+                    execute_and_record(&executor, &storage, &fire, resume, &mut record).await;
                 metrics.update(&name, |c| {
                     if exit == 0 {
                         c.succeeded += 1;
@@ -251,12 +287,66 @@ impl Scheduler {
                 exit
             })
         };
-        outcome.started.push(fire.run_id.clone());
         self.active
-            .entry(schedule.name.clone())
+            .entry(schedule.to_string())
             .or_default()
             .push(ActiveRun { fire, record, task });
+    }
+
+    /// Takes over the runs of `schedule` that the history says started and never ended:
+    /// the leader before this one started them and went away. On a cluster their Jobs run
+    /// on; each is watched to its end (a run whose Jobs are gone resumes from its plan),
+    /// published and recorded, and counts as running for the concurrency policy. A run
+    /// that is published already is only recorded. Runs of the local executor are processes
+    /// of the scheduler that started them: only a scheduler without a Lease (the one
+    /// scheduler there is, started again) takes those over, by resuming them.
+    async fn adopt(
+        &mut self,
+        schedule: &Arc<Schedule>,
+        now: DateTime<Utc>,
+        outcome: &mut TickOutcome,
+    ) -> anyhow::Result<()> {
+        if self.lease.is_some() && matches!(self.executor, Executor::Local { .. }) {
+            return Ok(());
+        }
+        let history = self.history_of(schedule, now)?;
+        for mut record in history.all().await? {
+            let running = self
+                .active
+                .values()
+                .flatten()
+                .any(|r| r.fire.run_id == record.run_id);
+            if record.status != FireStatus::Started || running {
+                continue;
+            }
+            let fire = fire::prepare(schedule, record.scheduled_time)?;
+            if fire::published(&self.storage, &fire).await? {
+                record.status = FireStatus::Succeeded;
+                record.exit_code = Some(0);
+                record.finished_at = Some(Utc::now());
+                fire.history(&self.storage).write(&record).await?;
+                tracing::info!(schedule = %schedule.name, run = %record.run_id, "a run in flight was published meanwhile; recorded");
+                continue;
+            }
+            let resume = fire::resumable(&self.storage, &fire).await?;
+            tracing::info!(schedule = %schedule.name, run = %record.run_id, "adopting a run in flight");
+            outcome.adopted.push(record.run_id.clone());
+            self.spawn_run(&schedule.name, fire, record, resume);
+        }
         Ok(())
+    }
+
+    /// Stops watching the runs in flight once another scheduler leads: on a cluster their
+    /// Jobs run on and the new leader adopts them. Local runs are this process's own and
+    /// run on to their end.
+    fn let_go(&mut self) {
+        if !matches!(self.executor, Executor::Cluster { .. }) {
+            return;
+        }
+        for run in self.active.drain().flat_map(|(_, runs)| runs) {
+            tracing::info!(run = %run.fire.run_id, "no longer the leader; the new leader watches this run");
+            run.task.abort();
+        }
     }
 
     /// Stops the running runs of a schedule (the `Replace` policy).
@@ -317,7 +407,8 @@ impl Scheduler {
         loop {
             let outcome = self.tick(now).await?;
             let exits = self.wait_idle().await;
-            started.extend(outcome.started.into_iter().map(|run_id| FiredRun {
+            let runs = outcome.adopted.into_iter().chain(outcome.started);
+            started.extend(runs.map(|run_id| FiredRun {
                 exit: exits.get(&run_id).copied(),
                 run_id,
             }));
@@ -359,6 +450,14 @@ impl Scheduler {
                 }
             }
         }
+    }
+}
+
+/// A scheduler that goes away stops watching its runs on a cluster (their Jobs run on, and
+/// the next leader adopts them), as a process that ends would.
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.let_go();
     }
 }
 
