@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::free_port;
 use crate::transformer_serve::{
-    Running, chunked, get, post, pull, send, send_with, serve_object, sized, wait_healthy,
+    Running, chunked, get, post, pull, rev, send, send_with, serve_object, sized, wait_healthy,
 };
 
 const SALT: &str = "pepper";
@@ -174,6 +174,21 @@ async fn hpull_fetches_and_masks() {
     // The worker's endpoint does not answer: a retry may help.
     let closed = format!("http://127.0.0.1:{}/objects/x", free_port());
     let reply = send(pull(&base, &closed, "x")).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn hrev_fetches_the_object_its_path_names_and_masks() {
+    let (_python, base) = start("hrev").await;
+    let source = serve_object("people%2B1.jsonl", Bytes::from_static(INPUT.as_bytes())).await;
+    let reply = send(rev(&base, "/", "people%2B1.jsonl", &source.url)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), expected());
+    // Without the object's URL the request is wrong; an unreadable source may be retried.
+    let reply = send(get(&format!("{base}/people.jsonl"))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let closed = format!("http://127.0.0.1:{}/objects/x", free_port());
+    let reply = send(rev(&base, "/", "x", &closed)).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
 }
 

@@ -135,6 +135,15 @@ pub(crate) fn pull(transformer: &str, object_url: &str, key: &str) -> Request<Te
         .unwrap()
 }
 
+/// An hrev request: the object's own path below `path`, with where to fetch it.
+pub(crate) fn rev(transformer: &str, path: &str, key: &str, object_url: &str) -> Request<TestBody> {
+    Request::get(format!("{transformer}{path}{key}"))
+        .header("x-sluice-key", key)
+        .header("x-sluice-url", object_url)
+        .body(empty())
+        .unwrap()
+}
+
 /// Polls `GET /health` until it answers 200; panics after `within`.
 pub(crate) async fn wait_healthy(base: &str, within: Duration, child: &mut Child) {
     let client = client();
@@ -377,6 +386,26 @@ async fn hpull_fetches_the_object_from_the_url() {
         reply.text(),
         format!("{}\n", hex::encode(Sha256::digest(&input)))
     );
+    server.stop().await.unwrap();
+}
+
+/// hrev (issue 21): the request names the object by its own path, as a reverse proxy would
+/// forward it; the server fetches the bytes from the URL it is given.
+#[tokio::test]
+async fn hrev_fetches_the_object_named_by_the_path() {
+    let server = Server::start(Op::Md5).await;
+    let input = Bytes::from(object(2 << 20));
+    let source = serve_object("in/a%20b.csv", input.clone()).await;
+    let reply = send(rev(&server.base, "/", "in/a%20b.csv", &source.url)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let digest = <md5::Md5 as md5::Digest>::digest(&input);
+    assert_eq!(reply.text(), format!("{}\n", hex::encode(digest)));
+    // The source cannot be read: a retry may help. No URL: not an hrev request at all.
+    let closed = format!("http://127.0.0.1:{}/objects/x", free_port());
+    let reply = send(rev(&server.base, "/", "x", &closed)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let reply = send(get(&server.url("/in/x"))).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.text());
     server.stop().await.unwrap();
 }
 

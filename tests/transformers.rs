@@ -240,12 +240,12 @@ fn masked(value: &str) -> String {
     hex::encode(sha2::Sha256::digest(value.as_bytes()))[..16].to_string()
 }
 
-/// The Python example runs as hpush, hpull and io; followed by a SQL step, every record
-/// comes out masked and accounted for.
+/// The Python example runs as hpush, hpull, hrev and io; followed by a SQL step, every
+/// record comes out masked and accounted for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_masks_records_over_every_comm_type() {
     let server = support::embedded();
-    for comm in ["hpush", "hpull", "io"] {
+    for comm in ["hpush", "hpull", "hrev", "io"] {
         let (storage, bucket) = server.fresh().await;
         source(&storage, &bucket).await;
         let dir = tempfile::tempdir().unwrap();
@@ -323,11 +323,12 @@ fn raw_job(dir: &Path, bucket: &str, step: &str) -> PathBuf {
         .write(dir.join("job.yaml"))
 }
 
-/// The md5 example: one digest per object, of the stored bytes, over hpush and hpull.
+/// The md5 example: one digest per object, of the stored bytes, over hpush, hpull and
+/// hrev (issue 21: hrev gives the same digests as hpush).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn opaque_outputs_hold_one_digest_per_object_over_hpush_and_hpull() {
+async fn opaque_outputs_hold_one_digest_per_object_over_hpush_hpull_and_hrev() {
     let server = support::embedded();
-    for (comm, op) in [("hpush", "md5"), ("hpull", "sha256")] {
+    for (comm, op) in [("hpush", "md5"), ("hpull", "sha256"), ("hrev", "md5")] {
         let (storage, bucket) = server.fresh().await;
         let bodies: Vec<Vec<u8>> = (0..3u8)
             .map(|i| {
@@ -482,6 +483,93 @@ fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
     let out = harness(&["jobs/md5-objects.yaml", "--step", "nope", "--input", input]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[\"md5\"]"));
+}
+
+/// Issue 21: the harness checks the protocol, not only one reply, over every
+/// communication type asked for: chunked bodies, a dropped request, an object the
+/// transformer cannot fetch (5xx), an input it must refuse (4xx).
+#[test]
+fn the_contract_harness_checks_the_protocol_over_every_comm_type() {
+    let input = "tests/fixtures/transformers/customers.jsonl";
+    let out = harness(&[
+        "jobs/md5-objects.yaml",
+        "--step",
+        "md5",
+        "--input",
+        input,
+        "--comm",
+        "hpush",
+        "--comm",
+        "hpull",
+        "--comm",
+        "hrev",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let digest = hex::encode(<md5::Md5 as md5::Digest>::digest(
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(input)).unwrap(),
+    ));
+    // One reply per comm type, the same digest each time.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{digest}\n").repeat(3)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for comm in ["hpush", "hpull", "hrev"] {
+        assert!(
+            stderr.contains(&format!("{comm}: ok: the object in 1 KiB chunks")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{comm}: ok: a request dropped midway")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("hrev: ok: an object it cannot fetch is answered 5xx"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("hpush: ok: an object it cannot fetch"),
+        "{stderr}"
+    );
+
+    // md5 takes any bytes: an input it "must refuse" is a failed check, exit 3.
+    let out = harness(&[
+        "jobs/md5-objects.yaml",
+        "--step",
+        "md5",
+        "--input",
+        input,
+        "--reject",
+        input,
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("hpush: FAILED: the input it must refuse is answered 4xx"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Python example refuses a line that is not JSON with a 400.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"id\": 1}\nnot json\n").unwrap();
+    let out = harness(&[
+        "jobs/mask-customers.yaml",
+        "--step",
+        "mask",
+        "--input",
+        input,
+        "--reject",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("ok: the input it must refuse is answered 4xx"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `sluice transform`: one object through the example job's steps into a local file, and

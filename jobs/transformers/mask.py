@@ -13,12 +13,16 @@ Environment:
     MASK_SALT     prepended to every value before hashing (default: empty)
     SLUICE_KEY    the object key, for the log line (io mode; HTTP modes read X-Sluice-Key)
 
-Modes (the three transformer communication types of docs/transformers.md):
+Modes (the four transformer communication types of docs/transformers.md):
     mask.py --comm hpush --port 8080 [--path /]
         POST /: the request body is the object; the response body is the result.
     mask.py --comm hpull --port 8080 [--path /]
         GET /?url=<percent-encoded URL>: the object is fetched from that URL (the worker's
         loopback endpoint); the response body is the result.
+    mask.py --comm hrev --port 8080 [--path /]
+        GET <path>/<object key>, with the object's URL in X-Sluice-Url: the object is
+        fetched from that URL (the worker's loopback endpoint), as a reverse proxy forwards
+        a request for the object; the response body is the result.
     mask.py --comm io
         One process per object: the object on stdin, the result on stdout.
 
@@ -155,6 +159,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_text(200, "ok")
         elif url.path == self.path_served and self.comm == "hpull":
             self.hpull(url.query)
+        elif self.comm == "hrev" and url.path.startswith(self.path_served.rstrip("/") + "/"):
+            self.hrev(url.path)
         else:
             self.refuse(url.path)
 
@@ -183,9 +189,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = url or self.headers.get("X-Sluice-Url")
         if not url:
             return self.send_text(400, "GET needs ?url=<percent-encoded URL> (hpull)\n")
+        self.fetch_and_transform(key, url)
+
+    def hrev(self, path):
+        # The object's own key is the rest of the path; the worker says where to fetch it.
+        key = urllib.parse.unquote(path[len(self.path_served.rstrip("/")) + 1:])
+        url = self.headers.get("X-Sluice-Url")
+        if not url:
+            return self.send_text(400, f"GET {path} needs the X-Sluice-Url header (hrev)\n")
+        self.fetch_and_transform(key, url)
+
+    def fetch_and_transform(self, key, url):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1", "localhost"):
-            return self.send_text(400, f"hpull fetches plain http on loopback only: {url}\n")
+            return self.send_text(400, f"{self.comm} fetches plain http on loopback only: {url}\n")
         try:
             reply = FETCH.open(url, timeout=60)
         except (OSError, http.client.HTTPException) as error:  # URLError, HTTPError too
@@ -321,8 +338,8 @@ def serve(comm, port, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--comm", choices=["hpush", "hpull", "io"], required=True)
-    parser.add_argument("--port", type=int, help="port on 127.0.0.1 (hpush, hpull)")
+    parser.add_argument("--comm", choices=["hpush", "hpull", "hrev", "io"], required=True)
+    parser.add_argument("--port", type=int, help="port on 127.0.0.1 (hpush, hpull, hrev)")
     parser.add_argument("--path", default="/", help="the path of the object requests (default /)")
     args = parser.parse_args()
     if args.comm == "io":

@@ -17,7 +17,9 @@ pub enum TransformerCommand {
     Serve(ServeArgs),
     /// Contract-test one container step: start its transformer here as `sluice run` would,
     /// send it FILE as one object, and print the reply, or with --expect compare it and
-    /// print a diff (exit 3 when it differs).
+    /// print a diff (exit 3 when it differs); then check the protocol (chunked bodies, a
+    /// dropped request, a source it cannot fetch, --reject), one line each on stderr
+    /// (exit 3 when one fails).
     Test(TestArgs),
     /// Copy this sluice binary into DIR (how an io step's container gets the bridge on a
     /// cluster: an init container of the sluice image fills a shared volume).
@@ -57,6 +59,32 @@ pub struct TestArgs {
     /// The object key the transformer is told (`X-Sluice-Key`, `SLUICE_KEY`).
     #[arg(long, default_value = "test-object")]
     pub key: String,
+    /// Test over these communication types (repeatable; default: the step's `comm`): for
+    /// a transformer that serves several on its port and path, as the built-in one does.
+    #[arg(long, value_enum)]
+    pub comm: Vec<HttpComm>,
+    /// An input the transformer must refuse with a 4xx (the worker then fails the object
+    /// with exit 4 and does not retry it).
+    #[arg(long, value_name = "FILE")]
+    pub reject: Option<PathBuf>,
+}
+
+/// The HTTP communication types a transformer can be tested over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpComm {
+    Hpush,
+    Hpull,
+    Hrev,
+}
+
+impl From<HttpComm> for crate::spec::container::Comm {
+    fn from(comm: HttpComm) -> Self {
+        match comm {
+            HttpComm::Hpush => crate::spec::container::Comm::Hpush,
+            HttpComm::Hpull => crate::spec::container::Comm::Hpull,
+            HttpComm::Hrev => crate::spec::container::Comm::Hrev,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,31 +195,62 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let reject = match &args.reject {
+        Some(path) => Some(bytes::Bytes::from(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        None => None,
+    };
+    use crate::spec::container::Comm;
+    let comms: Vec<Comm> = if args.comm.is_empty() {
+        vec![container.comm]
+    } else {
+        anyhow::ensure!(
+            container.comm != Comm::Io,
+            "{}: step {:?} is an io step: --comm takes the HTTP types of an HTTP step",
+            args.job.display(),
+            args.step
+        );
+        args.comm.iter().map(|c| (*c).into()).collect()
+    };
+    let input = bytes::Bytes::from(input);
     crate::cli::runtime()?.block_on(async {
         let harness = Harness::start(container, &step.name, &std::env::current_exe()?).await?;
-        let reply = harness.send(&args.key, input.into()).await?;
-        match (&expected, &args.expect) {
-            (Some(expected), Some(path)) => {
-                match diff(expected, &reply, &path.display().to_string()) {
-                    None => {
-                        println!(
-                            "ok: the reply matches {} ({} bytes)",
+        let mut exit = ExitCode::Done;
+        for comm in comms {
+            let harness = harness.over(comm);
+            let label = format!("{comm:?}").to_lowercase();
+            let reply = harness.send(&args.key, input.clone()).await?;
+            match (&expected, &args.expect) {
+                (Some(expected), Some(path)) => {
+                    match diff(expected, &reply, &path.display().to_string()) {
+                        None => println!(
+                            "ok: the reply matches {} ({} bytes, {label})",
                             path.display(),
                             reply.len()
-                        );
-                        Ok(ExitCode::Done)
+                        ),
+                        Some(diff) => {
+                            print!("{diff}");
+                            exit = ExitCode::Validation;
+                        }
                     }
-                    Some(diff) => {
-                        print!("{diff}");
-                        Ok(ExitCode::Validation)
+                }
+                _ => std::io::stdout().write_all(&reply)?,
+            }
+            for check in harness
+                .check_protocol(&args.key, input.clone(), reject.clone())
+                .await
+            {
+                match check.outcome {
+                    Ok(()) => eprintln!("{label}: ok: {}", check.name),
+                    Err(why) => {
+                        eprintln!("{label}: FAILED: {}: {why}", check.name);
+                        exit = ExitCode::Validation;
                     }
                 }
             }
-            _ => {
-                std::io::stdout().write_all(&reply)?;
-                Ok(ExitCode::Done)
-            }
         }
+        Ok(exit)
     })
 }
 

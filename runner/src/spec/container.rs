@@ -21,13 +21,15 @@ pub struct ContainerConfig {
     pub image: String,
     /// How the worker talks to it: `hpush` (the worker POSTs each object and reads the
     /// result from the reply), `hpull` (the worker serves each object on loopback and sends
-    /// its URL) or `io` (one process per object: object on stdin, result on stdout).
+    /// its URL), `hrev` (the worker sends `GET <path>/<key>`, as a reverse proxy would, and
+    /// the transformer fetches the object from the URL it is given) or `io` (one process per
+    /// object: object on stdin, result on stdout).
     pub comm: Comm,
-    /// The loopback port the transformer listens on (`hpush`, `hpull`): 1024 to 65535,
+    /// The loopback port the transformer listens on (`hpush`, `hpull`, `hrev`): 1024 to 65535,
     /// different for every container step of the job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// The request path for `hpush` and `hpull`.
+    /// The request path for `hpush` and `hpull`; for `hrev`, the prefix of `<path>/<key>`.
     #[serde(default = "default_path")]
     pub path: String,
     /// The container's command on a cluster (default: the image's entrypoint). For `io`,
@@ -121,6 +123,7 @@ fn default_output_format() -> OutputFormat {
 pub enum Comm {
     Hpush,
     Hpull,
+    Hrev,
     Io,
 }
 
@@ -200,7 +203,7 @@ pub fn check(
         (Comm::Io, Some(_)) => {
             problems.push(Problem::new(
                 at.key("port"),
-                "is only for hpush and hpull (io runs a process per object)",
+                "is only for hpush, hpull and hrev (io runs a process per object)",
             ));
             None
         }

@@ -1,6 +1,7 @@
 //! The server side of the transformer protocol on loopback: `GET /health`, hpush
-//! (`POST /`, the object is the body) and hpull (`GET /?url=`, the object is fetched), each
-//! object streamed through an [`Op`] into the response.
+//! (`POST /`, the object is the body), hpull (`GET /?url=`, the object is fetched) and hrev
+//! (`GET /<key>` with `X-Sluice-Url`, the object is fetched), each object streamed through
+//! an [`Op`] into the response.
 
 use std::future::Future;
 use std::io;
@@ -148,11 +149,17 @@ async fn handle(
         ("/health", &Method::GET | &Method::HEAD) => text(StatusCode::OK, "ok"),
         ("/health", _) => not_allowed("GET, HEAD"),
         ("/", &Method::POST) => hpush(request, &state).await,
-        ("/", &Method::GET) => hpull(request, &state).await,
+        ("/", &Method::GET) => fetch(request, &state, Comm::Hpull).await,
         ("/", _) => not_allowed("GET, POST"),
+        // hrev: the object's own path, and where to fetch it.
+        (_, &Method::GET) if request.headers().contains_key(URL_HEADER) => {
+            fetch(request, &state, Comm::Hrev).await
+        }
         (path, _) => text(
             StatusCode::NOT_FOUND,
-            format!("no such path: {path} (this transformer answers on / and /health)\n"),
+            format!(
+                "no such path: {path} (this transformer answers on / and /health, and GET /<key> with {URL_HEADER} for hrev)\n"
+            ),
         ),
     };
     Ok(response)
@@ -165,7 +172,8 @@ async fn hpush(request: Request<Incoming>, state: &State) -> Response<Body> {
     respond(pipeline, input_type).await
 }
 
-async fn hpull(request: Request<Incoming>, state: &State) -> Response<Body> {
+/// hpull and hrev: fetch the object from the worker's loopback endpoint, then transform it.
+async fn fetch(request: Request<Incoming>, state: &State, comm: Comm) -> Response<Body> {
     let url = match pull_url(request.uri(), request.headers()) {
         Ok(url) => url,
         Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
@@ -176,7 +184,7 @@ async fn hpull(request: Request<Incoming>, state: &State) -> Response<Body> {
         Ok(reply) if reply.status() == StatusCode::OK => reply,
         Ok(reply) => {
             let status = reply.status();
-            tracing::warn!(key, %url, %status, "hpull: fetching the object");
+            tracing::warn!(key, %url, %status, comm = comm.name(), "fetching the object");
             return text(
                 StatusCode::BAD_GATEWAY,
                 format!("GET {url} answered {status}\n"),
@@ -184,12 +192,12 @@ async fn hpull(request: Request<Incoming>, state: &State) -> Response<Body> {
         }
         Err(error) => {
             let error = error_chain(&error);
-            tracing::warn!(key, %url, error, "hpull: fetching the object");
+            tracing::warn!(key, %url, error, comm = comm.name(), "fetching the object");
             return text(StatusCode::BAD_GATEWAY, format!("GET {url}: {error}\n"));
         }
     };
     let input_type = reply.headers().get(CONTENT_TYPE).cloned();
-    let pipeline = Pipeline::new(reply.into_body(), state.op, Comm::Hpull, key);
+    let pipeline = Pipeline::new(reply.into_body(), state.op, comm, key);
     respond(pipeline, input_type).await
 }
 
@@ -239,6 +247,7 @@ async fn respond(mut pipeline: Pipeline, input_type: Option<HeaderValue>) -> Res
 enum Comm {
     Hpush,
     Hpull,
+    Hrev,
 }
 
 impl Comm {
@@ -246,6 +255,7 @@ impl Comm {
         match self {
             Comm::Hpush => "hpush",
             Comm::Hpull => "hpull",
+            Comm::Hrev => "hrev",
         }
     }
 }
@@ -265,7 +275,7 @@ impl PipelineError {
     fn status(&self, comm: Comm) -> StatusCode {
         match (self, comm) {
             (PipelineError::Read(_), Comm::Hpush) => StatusCode::BAD_REQUEST,
-            (PipelineError::Read(_), Comm::Hpull) => StatusCode::BAD_GATEWAY,
+            (PipelineError::Read(_), Comm::Hpull | Comm::Hrev) => StatusCode::BAD_GATEWAY,
             (PipelineError::Op(_), _) => StatusCode::BAD_REQUEST,
             (PipelineError::Panicked(_), _) => StatusCode::INTERNAL_SERVER_ERROR,
         }

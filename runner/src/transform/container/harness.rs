@@ -130,10 +130,31 @@ impl Harness {
         })
     }
 
+    /// The same transformer spoken to over another communication type (one it serves on the
+    /// same port and path).
+    pub fn over(&self, comm: Comm) -> Harness {
+        let mut step = self.step.clone();
+        step.comm = comm;
+        Harness {
+            step,
+            name: self.name.clone(),
+            _child: None,
+        }
+    }
+
     /// Sends one input as the step would send an object, and returns the whole reply.
     pub async fn send(&self, key: &str, input: Bytes) -> Result<Vec<u8>, HarnessError> {
         let size = input.len() as u64;
         let body = Box::pin(futures::stream::once(async move { Ok(input) }));
+        self.exchange(key, size, body).await
+    }
+
+    async fn exchange(
+        &self,
+        key: &str,
+        size: u64,
+        body: crate::transform::container::wire::ByteStream,
+    ) -> Result<Vec<u8>, HarnessError> {
         let failed = |e: TransportError| ContainerError::new(&self.name, key, e);
         let mut reply = transport::exchange(
             &self.step,
@@ -153,6 +174,117 @@ impl Harness {
             )
         })?;
         Ok(out)
+    }
+}
+
+/// One protocol check of the contract harness and how it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolCheck {
+    pub name: String,
+    /// `Err` says what the transformer did instead.
+    pub outcome: Result<(), String>,
+}
+
+impl Harness {
+    /// Checks the transformer speaks the protocol of its step's `comm`, beyond one reply:
+    /// the object streamed in small chunks gives the same reply as in one piece; a client
+    /// that drops a request midway leaves it serving (the worker does so on a timeout); for
+    /// hpull and hrev, an object it cannot fetch is answered with a 5xx (the worker retries
+    /// those), not a 2xx; with `reject`, an input it must refuse is answered with a 4xx (the
+    /// worker then fails the object with exit 4 and no retry).
+    pub async fn check_protocol(
+        &self,
+        key: &str,
+        input: Bytes,
+        reject: Option<Bytes>,
+    ) -> Vec<ProtocolCheck> {
+        let mut checks = Vec::new();
+        let whole = self.send(key, input.clone()).await;
+        let pieces = self.send_in_pieces(key, input.clone(), 1024).await;
+        checks.push(ProtocolCheck {
+            name: "the object in 1 KiB chunks (chunked transfer encoding) gives the reply of the object in one piece".into(),
+            outcome: match (&whole, &pieces) {
+                (Ok(a), Ok(b)) if a == b => Ok(()),
+                (Ok(a), Ok(b)) => Err(format!("{} bytes in one piece, {} bytes in chunks", a.len(), b.len())),
+                (Err(e), _) | (_, Err(e)) => Err(e.to_string()),
+            },
+        });
+        let dropped = self.drop_a_request().await;
+        let again = match dropped {
+            Ok(()) => self.send(key, input).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        checks.push(ProtocolCheck {
+            name: "a request dropped midway leaves the transformer serving the next one alike"
+                .into(),
+            outcome: match (&whole, again) {
+                (Ok(a), Ok(b)) if *a == b => Ok(()),
+                (Ok(_), Ok(_)) => Err("the reply after the dropped request differs".into()),
+                (_, Err(e)) => Err(e),
+                (Err(e), _) => Err(e.to_string()),
+            },
+        });
+        if matches!(self.step.comm, Comm::Hpull | Comm::Hrev) {
+            let status = transport::status_for_unfetchable_object(&self.step, key).await;
+            checks.push(ProtocolCheck {
+                name: "an object it cannot fetch is answered 5xx (retried by the worker)".into(),
+                outcome: match status {
+                    Ok(s) if (500..600).contains(&s) || s == 429 => Ok(()),
+                    Ok(s) => Err(format!("answered {s}")),
+                    Err(e) => Err(e.to_string()),
+                },
+            });
+        }
+        if let Some(bad) = reject {
+            let refused = self.send(key, bad).await;
+            checks.push(ProtocolCheck {
+                name: "the input it must refuse is answered 4xx (the object fails with exit 4, no retry)".into(),
+                outcome: match refused {
+                    Err(HarnessError::Exchange(e)) if e.exit_code() == crate::exit::ExitCode::BadData => Ok(()),
+                    Err(e) => Err(format!("failed otherwise: {e}")),
+                    Ok(reply) => Err(format!("answered 200 with {} bytes", reply.len())),
+                },
+            });
+        }
+        checks
+    }
+
+    /// Sends one input in pieces of `piece` bytes.
+    async fn send_in_pieces(
+        &self,
+        key: &str,
+        input: Bytes,
+        piece: usize,
+    ) -> Result<Vec<u8>, HarnessError> {
+        let size = input.len() as u64;
+        let pieces: Vec<std::io::Result<Bytes>> = (0..input.len())
+            .step_by(piece.max(1))
+            .map(|at| Ok(input.slice(at..(at + piece).min(input.len()))))
+            .collect();
+        let body = Box::pin(futures::stream::iter(pieces));
+        self.exchange(key, size, body).await
+    }
+
+    /// Opens a connection, writes half a request and closes it, as a worker that gives up.
+    async fn drop_a_request(&self) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        let port = self.step.listen_port();
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| format!("connecting to port {port}: {e}"))?;
+        let half = format!(
+            "POST {} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n{}",
+            self.step.path,
+            "x".repeat(100)
+        );
+        stream
+            .write_all(half.as_bytes())
+            .await
+            .map_err(|e| format!("writing to port {port}: {e}"))?;
+        drop(stream);
+        transport::wait_ready(port, self.step.init_timeout)
+            .await
+            .map_err(|e| format!("not ready again after the dropped request: {e}"))
     }
 }
 

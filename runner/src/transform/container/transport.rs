@@ -117,7 +117,7 @@ pub async fn exchange(
     let reply = tokio::time::timeout_at(deadline, async {
         match step.comm {
             Comm::Hpush => hpush(step, key, size, content_type, body).await,
-            Comm::Hpull => hpull(step, key, body).await,
+            Comm::Hpull | Comm::Hrev => fetched(step, key, body).await,
             // The step's bridge runs the command per object; the worker pushes to it.
             Comm::Io => hpush(step, key, size, content_type, body).await,
         }
@@ -185,26 +185,39 @@ async fn send(port: u16, request: Request<Body>) -> Result<Reply, TransportError
     Ok(Box::pin(StreamReader::new(stream)))
 }
 
-/// hpull: the object is staged in a temporary file and served on a loopback port of the
-/// worker's own (GET and HEAD, single byte ranges) until the transformer's reply ends.
-async fn hpull(step: &ContainerStep, key: &str, body: ByteStream) -> Result<Reply, TransportError> {
+/// hpull and hrev: the object is staged in a temporary file and served on a loopback port
+/// of the worker's own (GET and HEAD, single byte ranges) until the transformer's reply
+/// ends. hpull sends `GET <path>?url=<object URL>`; hrev sends `GET <path>/<key>`, the
+/// object's own path as a reverse proxy forwards it, with the object URL in a header.
+async fn fetched(
+    step: &ContainerStep,
+    key: &str,
+    body: ByteStream,
+) -> Result<Reply, TransportError> {
     let port = step.listen_port();
     let staged = stage(body).await?;
+    let size = staged.as_file().metadata().map(|m| m.len()).ok();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| TransportError::Broken(format!("binding the object endpoint: {e}")))?;
     let addr = listener.local_addr().expect("bound");
     let server = tokio::spawn(serve_file(listener, staged.path().to_path_buf()));
     let url = format!("http://{addr}/objects/{}", encode_key(key));
-    let request = Request::get(format!(
-        "http://127.0.0.1:{port}{}?url={}",
-        step.path,
-        encode_key(&url).replace('/', "%2F")
-    ))
-    .header(KEY_HEADER, encode_key(key))
-    .header(URL_HEADER, &url)
-    .body(empty())
-    .expect("valid request");
+    let target = match step.comm {
+        Comm::Hrev => format!("http://127.0.0.1:{port}{}", hrev_path(&step.path, key)),
+        _ => format!(
+            "http://127.0.0.1:{port}{}?url={}",
+            step.path,
+            encode_key(&url).replace('/', "%2F")
+        ),
+    };
+    let mut request = Request::get(target)
+        .header(KEY_HEADER, encode_key(key))
+        .header(URL_HEADER, &url);
+    if let Some(size) = size {
+        request = request.header(OBJECT_SIZE_HEADER, size.to_string());
+    }
+    let request = request.body(empty()).expect("valid request");
     let reply = send(port, request).await;
     // The object stays served until the reply is read to its end.
     reply.map(|reply| -> Reply {
@@ -213,6 +226,44 @@ async fn hpull(step: &ContainerStep, key: &str, body: ByteStream) -> Result<Repl
             _held: Box::new((staged, AbortOnDrop(server))),
         })
     })
+}
+
+/// The status a transformer answers to an hpull or hrev request whose object cannot be
+/// fetched (its URL names a closed loopback port): the contract harness expects a `5xx`,
+/// which makes the worker retry, never a `2xx`.
+pub async fn status_for_unfetchable_object(
+    step: &ContainerStep,
+    key: &str,
+) -> Result<u16, TransportError> {
+    let port = step.listen_port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| TransportError::Broken(format!("finding a closed port: {e}")))?;
+    let url = format!("http://{closed}/objects/{}", encode_key(key));
+    let target = match step.comm {
+        Comm::Hrev => format!("http://127.0.0.1:{port}{}", hrev_path(&step.path, key)),
+        _ => format!(
+            "http://127.0.0.1:{port}{}?url={}",
+            step.path,
+            encode_key(&url).replace('/', "%2F")
+        ),
+    };
+    let request = Request::get(target)
+        .header(KEY_HEADER, encode_key(key))
+        .header(URL_HEADER, &url)
+        .body(empty())
+        .expect("valid request");
+    match send(port, request).await {
+        Ok(_) => Ok(200),
+        Err(TransportError::Status { status, .. }) => Ok(status),
+        Err(other) => Err(other),
+    }
+}
+
+/// The path an hrev request names: the step's path, then the object key (percent-encoded,
+/// slashes kept), with one `/` between.
+pub fn hrev_path(path: &str, key: &str) -> String {
+    format!("{}/{}", path.trim_end_matches('/'), encode_key(key))
 }
 
 async fn stage(mut body: ByteStream) -> Result<tempfile::NamedTempFile, TransportError> {
@@ -521,6 +572,13 @@ pub fn transport_error(error: &std::io::Error) -> Option<&TransportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hrev_names_the_object_below_the_steps_path() {
+        assert_eq!(hrev_path("/", "in/a b.csv"), "/in/a%20b.csv");
+        assert_eq!(hrev_path("/etl/", "k"), "/etl/k");
+        assert_eq!(hrev_path("/etl", "k"), "/etl/k");
+    }
 
     #[test]
     fn ranges() {
