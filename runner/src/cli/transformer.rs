@@ -12,7 +12,7 @@ use crate::transformer_server::{Op, parse_listen};
 #[derive(Debug, clap::Subcommand)]
 pub enum TransformerCommand {
     /// Serve one built-in operation over the transformer protocol (hpush: POST /, hpull:
-    /// GET /?url=, readiness: GET /health) on loopback, in the foreground until SIGTERM or
+    /// GET /?url=, hrev: GET /<key> with X-Sluice-Url, readiness: GET /health) on loopback, in the foreground until SIGTERM or
     /// Ctrl-C. Meant as a sidecar beside the worker; see docs/transformers.md.
     Serve(ServeArgs),
     /// Contract-test one container step: start its transformer here as `sluice run` would,
