@@ -3,7 +3,8 @@
 //! s3s-fs does the storage. A thin layer in front of it adds what sluice relies on and
 //! s3s-fs 0.14 leaves out: ETags in listings (and for files dropped into the directory by
 //! hand), `If-Match` on GET and HEAD, verification of each part's CRC32C, and
-//! ListMultipartUploads (read from s3s-fs's own upload records).
+//! ListMultipartUploads (read from s3s-fs's own upload records); and ListObjectsV2 from a
+//! sorted walk that resumes where the last page ended (embedded_list.rs).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::StorageError;
+use super::embedded_list::{Query, list_page};
 
 /// The fixed credentials of the embedded server. It listens on loopback only.
 pub const EMBEDDED_ACCESS_KEY: &str = "sluice";
@@ -457,17 +459,74 @@ impl S3 for EtagLayer {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let bucket = req.input.bucket.clone();
-        let mut response = self.fs.list_objects_v2(req).await?;
-        for object in response.output.contents.iter_mut().flatten() {
-            let Some(key) = object.key.as_deref() else {
-                continue;
-            };
-            if let Some(etag) = self.current_etag(&bucket, key).await.map_err(io_error)? {
-                object.e_tag = Some(ETag::Strong(etag));
-            }
+        let input = req.input;
+        let Some(bucket_dir) = self.object_path(&input.bucket, "") else {
+            return Err(s3_error!(NoSuchBucket));
+        };
+        if !bucket_dir.is_dir() {
+            return Err(s3_error!(NoSuchBucket));
         }
-        Ok(response)
+        let max_keys = input.max_keys.unwrap_or(1000);
+        // Resume after the later of the token (the last key or prefix sent) and start-after.
+        let after = match (input.continuation_token.clone(), input.start_after.clone()) {
+            (Some(token), Some(start)) => Some(token.max(start)),
+            (token, start) => token.or(start),
+        };
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let page = tokio::task::spawn_blocking(move || {
+            list_page(
+                &bucket_dir,
+                &Query {
+                    prefix: prefix.trim_start_matches('/'),
+                    delimiter: delimiter.as_deref(),
+                    after: after.as_deref(),
+                    max_keys: usize::try_from(max_keys.max(0)).unwrap_or(1000),
+                },
+            )
+        })
+        .await
+        .map_err(|e| io_error(std::io::Error::other(e)))?
+        .map_err(io_error)?;
+        let mut contents = Vec::with_capacity(page.objects.len());
+        for (key, meta) in &page.objects {
+            let e_tag = self
+                .current_etag(&input.bucket, key)
+                .await
+                .map_err(io_error)?
+                .map(ETag::Strong);
+            contents.push(Object {
+                key: Some(key.clone()),
+                last_modified: meta.modified().ok().map(Timestamp::from),
+                size: Some(i64::try_from(meta.len()).unwrap_or(i64::MAX)),
+                e_tag,
+                ..Default::default()
+            });
+        }
+        let common_prefixes: Vec<CommonPrefix> = page
+            .prefixes
+            .into_iter()
+            .map(|prefix| CommonPrefix {
+                prefix: Some(prefix),
+            })
+            .collect();
+        let key_count = contents.len() + common_prefixes.len();
+        let output = ListObjectsV2Output {
+            key_count: Some(i32::try_from(key_count).unwrap_or(i32::MAX)),
+            max_keys: Some(max_keys),
+            is_truncated: Some(page.truncated),
+            contents: (!contents.is_empty()).then_some(contents),
+            common_prefixes: (!common_prefixes.is_empty()).then_some(common_prefixes),
+            continuation_token: input.continuation_token,
+            next_continuation_token: page.truncated.then_some(page.last).flatten(),
+            delimiter: input.delimiter,
+            encoding_type: input.encoding_type,
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            start_after: input.start_after,
+            ..Default::default()
+        };
+        Ok(S3Response::new(output))
     }
 
     async fn put_object(

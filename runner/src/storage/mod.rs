@@ -2,6 +2,7 @@
 
 mod connect;
 pub mod embedded;
+mod embedded_list;
 mod error;
 mod parquet;
 mod read;
