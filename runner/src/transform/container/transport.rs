@@ -203,17 +203,7 @@ async fn fetched(
     let addr = listener.local_addr().expect("bound");
     let server = tokio::spawn(serve_file(listener, staged.path().to_path_buf()));
     let url = format!("http://{addr}/objects/{}", encode_key(key));
-    let target = match step.comm {
-        Comm::Hrev => format!("http://127.0.0.1:{port}{}", hrev_path(&step.path, key)),
-        _ => format!(
-            "http://127.0.0.1:{port}{}?url={}",
-            step.path,
-            encode_key(&url).replace('/', "%2F")
-        ),
-    };
-    let mut request = Request::get(target)
-        .header(KEY_HEADER, encode_key(key))
-        .header(URL_HEADER, &url);
+    let mut request = fetch_request(step, key, &url);
     if let Some(size) = size {
         request = request.header(OBJECT_SIZE_HEADER, size.to_string());
     }
@@ -240,17 +230,7 @@ pub async fn status_for_unfetchable_object(
         .and_then(|l| l.local_addr())
         .map_err(|e| TransportError::Broken(format!("finding a closed port: {e}")))?;
     let url = format!("http://{closed}/objects/{}", encode_key(key));
-    let target = match step.comm {
-        Comm::Hrev => format!("http://127.0.0.1:{port}{}", hrev_path(&step.path, key)),
-        _ => format!(
-            "http://127.0.0.1:{port}{}?url={}",
-            step.path,
-            encode_key(&url).replace('/', "%2F")
-        ),
-    };
-    let request = Request::get(target)
-        .header(KEY_HEADER, encode_key(key))
-        .header(URL_HEADER, &url)
+    let request = fetch_request(step, key, &url)
         .body(empty())
         .expect("valid request");
     match send(port, request).await {
@@ -258,6 +238,23 @@ pub async fn status_for_unfetchable_object(
         Err(TransportError::Status { status, .. }) => Ok(status),
         Err(other) => Err(other),
     }
+}
+
+/// The request that asks the transformer to fetch the object at `url`: hpull's
+/// `GET <path>?url=`, or hrev's `GET <path>/<key>`, both with the key and URL headers.
+fn fetch_request(step: &ContainerStep, key: &str, url: &str) -> hyper::http::request::Builder {
+    let port = step.listen_port();
+    let target = match step.comm {
+        Comm::Hrev => format!("http://127.0.0.1:{port}{}", hrev_path(&step.path, key)),
+        _ => format!(
+            "http://127.0.0.1:{port}{}?url={}",
+            step.path,
+            encode_key(url).replace('/', "%2F")
+        ),
+    };
+    Request::get(target)
+        .header(KEY_HEADER, encode_key(key))
+        .header(URL_HEADER, url)
 }
 
 /// The path an hrev request names: the step's path, then the object key (percent-encoded,
