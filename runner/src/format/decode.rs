@@ -83,12 +83,13 @@ pub enum DecodeError {
         line: u64,
         limit: usize,
     },
-    /// A record of a split object's range holds a newline inside quotes: the object may
-    /// have been cut inside a record.
+    /// A range of a split object ends inside a record, so its cut was not a record boundary:
+    /// a quoted field of more than 4 MiB without a quote byte crosses it (see
+    /// `csv_cut::LOOKAHEAD`), or the object is not CSV of the configured dialect.
     #[error(
-        "{origin} line {line}: a quoted field holds a newline, so this object cannot be split into byte ranges safely; set `split_size: off` in the job"
+        "{origin} line {line}: the range ends inside a record, so the cut after it is not a record boundary (a quoted field of more than 4 MiB without a quote crosses it); set `split_size: off` in the job"
     )]
-    QuotedNewline { origin: String, line: u64 },
+    CutInsideRecord { origin: String, line: u64 },
     /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,
@@ -103,7 +104,7 @@ impl DecodeError {
             E::HeaderMismatch { .. }
             | E::Json { .. }
             | E::RecordTooLong { .. }
-            | E::QuotedNewline { .. }
+            | E::CutInsideRecord { .. }
             | E::EmptySample => ExitCode::BadData,
             E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
                 ExitCode::Config

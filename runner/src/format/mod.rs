@@ -8,6 +8,7 @@ mod column;
 mod compression;
 mod count;
 mod csv_chunks;
+pub mod csv_cut;
 mod csv_decode;
 mod csv_encode;
 mod csv_parallel;
