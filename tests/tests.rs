@@ -1,5 +1,6 @@
 //! The integration test binary: one binary keeps link time down. Each module below is one area.
 
+mod bad_data; // bad source data: exit 4 naming the object; zstd sources end to end
 mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
 mod crash; // SIGKILL at seeded points of a run, then resume: the clean result, exactly once
 mod faults; // S3 faults through a fault-injecting proxy: survived, or failing fast
@@ -14,7 +15,7 @@ mod run_state; // across runs: the incremental ledger, gc of abandoned run state
 mod scheduled_tasks; // schedules of task definitions: templated args, catch-up, exit codes, CronJob, check
 mod schedules; // schedules: scheduler --once, catch-up, concurrency policies, backfill, Lease, CronJob
 mod spec; // job file loading and error reporting
-mod split; // large objects split into ranges: refused cuts, split runs equal whole runs
+mod split; // large objects split into ranges: quote-safe cuts, split runs equal whole runs
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto
 mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, --kube

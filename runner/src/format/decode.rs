@@ -42,7 +42,8 @@ pub trait Decoder: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The underlying reader failed (the network, decompression of a truncated stream).
+    /// The underlying reader failed: the network (exit 1), or decompression of corrupt or
+    /// truncated data (a [`super::CorruptInput`] source, exit 4).
     #[error("reading {origin}")]
     Read {
         origin: String,
@@ -99,8 +100,15 @@ impl DecodeError {
     pub fn exit_code(&self) -> ExitCode {
         use DecodeError as E;
         match self {
-            // The reader below (S3, the network, a decompressor) failed: a retry can help.
-            E::Read { .. } | E::Batch { .. } => ExitCode::Transient,
+            // Corrupt or truncated compressed data fails again; the reader below (S3, the
+            // network) failing may not.
+            E::Read { source, .. } if super::compression::is_corrupt_input(source) => {
+                ExitCode::BadData
+            }
+            E::Read { .. } => ExitCode::Transient,
+            // Assembling columns the decoder built itself cannot fail on data: a bug, which
+            // a retry does not fix (see `EncodeError::exit_code`).
+            E::Batch { .. } => ExitCode::Config,
             E::HeaderMismatch { .. }
             | E::Json { .. }
             | E::RecordTooLong { .. }
