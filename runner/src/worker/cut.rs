@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::format::csv_cut::{CutSearch, header_len};
+use crate::format::csv_cut::{CutSearch, LOOKAHEAD, header_len};
 use crate::format::options::{CsvReadOptions, SourceFormat};
 use crate::plan::split::PlannedRange;
 use crate::storage::uri::S3Uri;
@@ -84,8 +84,14 @@ impl Reader<'_> {
         mut found: impl FnMut(&[u8]) -> Option<u64>,
     ) -> Result<u64, StorageError> {
         let (mut pos, mut window) = (from, FIRST_WINDOW);
+        // Not past the lookahead in one go: in a file without quotes the boundary comes
+        // right after it, and the rest of a larger window would be read for nothing.
+        let lookahead_end = from + LOOKAHEAD + FIRST_WINDOW;
         while pos < self.size {
-            let end = (pos + window).min(self.size);
+            let mut end = (pos + window).min(self.size);
+            if pos < lookahead_end {
+                end = end.min(lookahead_end);
+            }
             let bytes = self
                 .storage
                 .get_range_of(self.uri, self.etag, pos..end, self.size)
