@@ -1,5 +1,6 @@
 //! The integration test binary: one binary keeps link time down. Each module below is one area.
 
+mod bad_data; // bad source data: exit 4 naming the object; zstd sources end to end
 mod cluster; // submit, status, cancel, resume against an in-memory Kubernetes API
 mod crash; // SIGKILL at seeded points of a run, then resume: the clean result, exactly once
 mod faults; // S3 faults through a fault-injecting proxy: survived, or failing fast
@@ -15,7 +16,7 @@ mod scheduled_tasks; // schedules of task definitions: templated args, catch-up,
 mod scheduler_failover; // a new scheduler leader adopts the runs in flight on a cluster
 mod schedules; // schedules: scheduler --once, catch-up, concurrency policies, backfill, Lease, CronJob
 mod spec; // job file loading and error reporting
-mod split; // large objects split into ranges: refused cuts, split runs equal whole runs
+mod split; // large objects split into ranges: quote-safe cuts, split runs equal whole runs
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod support; // S3 servers for tests: embedded and moto
 mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, --kube

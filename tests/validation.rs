@@ -429,3 +429,48 @@ async fn every_kind_fails_on_data_seeded_for_it() {
         assert!(text.contains(detail), "{rule}: {detail:?} not in {c:#}");
     }
 }
+
+/// Run-scope SQL reads the outputs of every structured sink format, compressed or not, with
+/// the column types of the data (a sum over a number column). Issue 16: it used to need a
+/// Parquet sink, and `check` accepted it on others.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_scope_sql_reads_csv_and_json_lines_outputs() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    upload_fixtures(&storage, &bucket).await;
+    let sinks = [
+        ("csv", "    format: csv\n"),
+        ("csv-gz", "    format: csv\n    compression: gzip\n"),
+        (
+            "csv-semicolon",
+            "    format: csv\n    csv:\n      delimiter: \";\"\n",
+        ),
+        ("jsonl-zst", "    format: jsonl\n    compression: zstd\n"),
+    ];
+    for (name, sink) in sinks {
+        for (expect, count) in [(0, 120), (3, 3)] {
+            let dir = tempfile::tempdir().unwrap();
+            let rules = format!(
+                "      - name: run-sql\n        scope: run\n        sql: SELECT count(*) = {count} AND sum(amount) > 0, concat(count(*), ' orders') FROM output\n"
+            );
+            let job = example_job(dir.path(), &bucket, |t| {
+                with_rules(&t, &rules).replace("    format: parquet\n", sink)
+            });
+            let run_id = format!("{name}-{count}");
+            let out = sluice(
+                &["run", job.to_str().unwrap(), "--run-id", &run_id],
+                server,
+                dir.path(),
+            );
+            let run = state::run(&bucket, JOB, &run_id);
+            let report = json(&storage, &run.report()).await.unwrap();
+            let c = check(&report, "run-sql");
+            assert_eq!(out.status.code(), Some(expect), "{name}: {c:#}");
+            assert_eq!(c["passed"], expect == 0, "{name}: {c:#}");
+            if expect != 0 {
+                assert!(c.to_string().contains("120 orders"), "{name}: {c:#}");
+            }
+            assert_eq!(json(&storage, &run.success()).await.is_some(), expect == 0);
+        }
+    }
+}

@@ -17,23 +17,94 @@ const GZIP_LEVEL: u32 = 6;
 const ZSTD_LEVEL: i32 = 3;
 
 /// Wraps `reader` in a streaming decompressor. Concatenated gzip members and zstd frames are
-/// read through. A decompressor that cannot start reports its error on the first read.
+/// read through. A decompressor that cannot start reports its error on the first read. An
+/// error of the decompressor itself (corrupt or truncated data) carries a [`CorruptInput`], so
+/// that it is told from a failure of the reader below (the network), which passes unchanged.
 pub fn decompress(
     reader: Box<dyn Read + Send>,
     compression: Compression,
 ) -> Box<dyn BufRead + Send> {
-    let input = BufReader::with_capacity(BUFFER_BYTES, reader);
-    match compression {
-        Compression::None => Box::new(input),
-        Compression::Gzip => Box::new(BufReader::with_capacity(
-            BUFFER_BYTES,
-            flate2::bufread::MultiGzDecoder::new(input),
-        )),
-        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
-            Ok(decoder) => Box::new(BufReader::with_capacity(BUFFER_BYTES, decoder)),
-            Err(error) => Box::new(BufReader::new(FailedReader(Some(error)))),
-        },
+    if compression == Compression::None {
+        return Box::new(BufReader::with_capacity(BUFFER_BYTES, reader));
     }
+    let input = BufReader::with_capacity(BUFFER_BYTES, Below(reader));
+    let decoder: Box<dyn Read + Send> = match compression {
+        Compression::None => unreachable!("handled above"),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
+            Ok(decoder) => Box::new(decoder),
+            Err(error) => Box::new(FailedReader(Some(error))),
+        },
+    };
+    Box::new(BufReader::with_capacity(
+        BUFFER_BYTES,
+        Classified {
+            inner: decoder,
+            compression,
+        },
+    ))
+}
+
+/// The payload of an error that the decompressor raised on the data: the source object is
+/// corrupt or truncated, which a retry does not fix.
+#[derive(Debug, thiserror::Error)]
+#[error("the {compression:?} data is corrupt or truncated: {message}")]
+pub struct CorruptInput {
+    pub compression: Compression,
+    pub message: String,
+}
+
+/// An error of the reader below a decompressor, marked on its way through it.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct FromBelow(io::Error);
+
+/// The compressed input: marks its errors as its own.
+struct Below(Box<dyn Read + Send>);
+
+impl Read for Below {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| io::Error::new(e.kind(), FromBelow(e)))
+    }
+}
+
+/// The decompressed output: an error from below passes unchanged, any other one is the
+/// decompressor's verdict on the data.
+struct Classified {
+    inner: Box<dyn Read + Send>,
+    compression: Compression,
+}
+
+impl Read for Classified {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            if e.get_ref().is_some_and(|inner| inner.is::<FromBelow>()) {
+                let kind = e.kind();
+                let inner = e.into_inner().expect("checked above");
+                match inner.downcast::<FromBelow>() {
+                    Ok(below) => below.0,
+                    Err(other) => io::Error::new(kind, other),
+                }
+            } else if e.kind() == io::ErrorKind::Interrupted {
+                e
+            } else {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    CorruptInput {
+                        compression: self.compression,
+                        message: e.to_string(),
+                    },
+                )
+            }
+        })
+    }
+}
+
+/// Whether an error met while reading a source is bad source data (see [`CorruptInput`]).
+pub fn is_corrupt_input(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<CorruptInput>())
 }
 
 /// The same decompression for an async reader (raw objects streamed to a transformer): the
@@ -165,14 +236,41 @@ mod tests {
     }
 
     #[test]
-    fn truncated_gzip_is_an_error() {
-        let mut w = CompressWriter::new(Vec::new(), Compression::Gzip).unwrap();
-        w.write_all(&[b'x'; 10_000]).unwrap();
-        let mut bytes = w.finish().unwrap();
-        bytes.truncate(bytes.len() / 2);
-        let mut text = Vec::new();
-        let result =
-            decompress(Box::new(io::Cursor::new(bytes)), Compression::Gzip).read_to_end(&mut text);
-        assert!(result.is_err());
+    fn truncated_or_corrupt_input_is_corrupt_data() {
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let mut w = CompressWriter::new(Vec::new(), compression).unwrap();
+            for i in 0..2_000 {
+                writeln!(w, "{i},{}", i * 7).unwrap();
+            }
+            let bytes = w.finish().unwrap();
+            let truncated = bytes[..bytes.len() / 2].to_vec();
+            let mut corrupt = bytes.clone();
+            corrupt[bytes.len() / 2] ^= 0xff;
+            corrupt[4] ^= 0x55;
+            for input in [truncated, corrupt, b"not compressed at all".to_vec()] {
+                let error = decompress(Box::new(io::Cursor::new(input)), compression)
+                    .read_to_end(&mut Vec::new())
+                    .unwrap_err();
+                assert!(is_corrupt_input(&error), "{compression:?}: {error:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_failure_below_is_not_corrupt_data() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::ConnectionReset, "network"))
+            }
+        }
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            let error = decompress(Box::new(Broken), compression)
+                .read_to_end(&mut Vec::new())
+                .unwrap_err();
+            assert!(!is_corrupt_input(&error), "{compression:?}: {error:?}");
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+            assert_eq!(error.to_string(), "network");
+        }
     }
 }

@@ -33,7 +33,7 @@ pub fn count_csv_records(
         quote: b'"',
         escape: None,
         comment: None,
-        single_line: false,
+        ends_at_cut: false,
     };
     let mut records = CsvRecords::new(reader, dialect);
     let mut count = 0u64;

@@ -118,10 +118,15 @@ impl ChunkReader {
                     raw_end,
                     lines,
                 } => {
-                    // A record spans more line terminators than the one that ends it only
-                    // when a quoted field holds a newline.
-                    if self.dialect.single_line && lines > u64::from(next > raw_end) {
-                        return Err(ReadError::QuotedNewline { line });
+                    // A range that ends at a cut must end with a record's line terminator:
+                    // a last record that the end of the input closed (an open quote, or no
+                    // terminator) means the cut was inside it.
+                    if self.dialect.ends_at_cut
+                        && self.eof
+                        && next == self.buf.len()
+                        && next == raw_end
+                    {
+                        return Err(ReadError::CutInsideRecord { line });
                     }
                     records += 1;
                     pos = next;
@@ -131,6 +136,9 @@ impl ChunkReader {
                     }
                 }
                 Step::Skip { next, lines } => {
+                    if self.dialect.ends_at_cut && lines == 0 {
+                        return Err(ReadError::CutInsideRecord { line });
+                    }
                     pos = next;
                     line += lines;
                 }
@@ -402,7 +410,7 @@ mod tests {
         quote: b'"',
         escape: None,
         comment: None,
-        single_line: false,
+        ends_at_cut: false,
     };
 
     fn reader(input: &[u8], capacity: usize) -> ChunkReader {

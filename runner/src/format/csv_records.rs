@@ -34,8 +34,8 @@ pub(crate) enum ReadError {
         line: u64,
         limit: usize,
     },
-    /// A record whose quoted field holds a newline, where records must be single lines.
-    QuotedNewline {
+    /// The input of a range ends inside a record: its cut was not a record boundary.
+    CutInsideRecord {
         line: u64,
     },
 }
@@ -52,7 +52,7 @@ impl ReadError {
                 line,
                 limit,
             },
-            ReadError::QuotedNewline { line } => DecodeError::QuotedNewline {
+            ReadError::CutInsideRecord { line } => DecodeError::CutInsideRecord {
                 origin: origin.to_string(),
                 line,
             },
@@ -67,9 +67,9 @@ pub(crate) struct Dialect {
     pub quote: u8,
     pub escape: Option<u8>,
     pub comment: Option<u8>,
-    /// Refuse a record that spans lines (a newline inside quotes): set for the byte ranges
-    /// of a split object, whose cuts were made at line ends.
-    pub single_line: bool,
+    /// The input is a byte range of a split object that ends at a cut: its last record must
+    /// end with a line terminator outside quotes, or the cut was not a record boundary.
+    pub ends_at_cut: bool,
 }
 
 impl Dialect {
@@ -80,7 +80,7 @@ impl Dialect {
             // An escape byte equal to the quote is the doubled-quote rule, which always holds.
             escape: options.escape.filter(|&e| e != options.quote),
             comment: options.comment,
-            single_line: options.single_line_records,
+            ends_at_cut: options.ends_at_cut,
         }
     }
 }
@@ -677,7 +677,7 @@ mod tests {
         quote: b'"',
         escape: None,
         comment: None,
-        single_line: false,
+        ends_at_cut: false,
     };
 
     /// Every record as (line, fields, raw), read with several buffer and reader sizes that

@@ -42,7 +42,8 @@ pub trait Decoder: Send {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The underlying reader failed (the network, decompression of a truncated stream).
+    /// The underlying reader failed: the network (exit 1), or decompression of corrupt or
+    /// truncated data (a [`super::CorruptInput`] source, exit 4).
     #[error("reading {origin}")]
     Read {
         origin: String,
@@ -83,12 +84,13 @@ pub enum DecodeError {
         line: u64,
         limit: usize,
     },
-    /// A record of a split object's range holds a newline inside quotes: the object may
-    /// have been cut inside a record.
+    /// A range of a split object ends inside a record, so its cut was not a record boundary:
+    /// a quoted field of more than 4 MiB without a quote byte crosses it (see
+    /// `csv_cut::LOOKAHEAD`), or the object is not CSV of the configured dialect.
     #[error(
-        "{origin} line {line}: a quoted field holds a newline, so this object cannot be split into byte ranges safely; set `split_size: off` in the job"
+        "{origin} line {line}: the range ends inside a record, so the cut after it is not a record boundary (a quoted field of more than 4 MiB without a quote crosses it); set `split_size: off` in the job"
     )]
-    QuotedNewline { origin: String, line: u64 },
+    CutInsideRecord { origin: String, line: u64 },
     /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,
@@ -98,12 +100,19 @@ impl DecodeError {
     pub fn exit_code(&self) -> ExitCode {
         use DecodeError as E;
         match self {
-            // The reader below (S3, the network, a decompressor) failed: a retry can help.
-            E::Read { .. } | E::Batch { .. } => ExitCode::Transient,
+            // Corrupt or truncated compressed data fails again; the reader below (S3, the
+            // network) failing may not.
+            E::Read { source, .. } if super::compression::is_corrupt_input(source) => {
+                ExitCode::BadData
+            }
+            E::Read { .. } => ExitCode::Transient,
+            // Assembling columns the decoder built itself cannot fail on data: a bug, which
+            // a retry does not fix (see `EncodeError::exit_code`).
+            E::Batch { .. } => ExitCode::Config,
             E::HeaderMismatch { .. }
             | E::Json { .. }
             | E::RecordTooLong { .. }
-            | E::QuotedNewline { .. }
+            | E::CutInsideRecord { .. }
             | E::EmptySample => ExitCode::BadData,
             E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
                 ExitCode::Config

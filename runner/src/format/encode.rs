@@ -43,10 +43,17 @@ pub enum EncodeError {
 }
 
 impl EncodeError {
-    /// A destination that refused bytes may take them on a retry; an encoding failure is a
-    /// bug, and exit 1 is the catch-all for those too.
+    /// A destination that refused bytes may take them on a retry (1). An encoding failure
+    /// fails again on the same records: the sink format cannot hold what the steps produce
+    /// (a type it has no encoding for) or sluice has a bug. Either way a retry is wasted and
+    /// a change to the job (another sink format, a cast in a step) or to sluice is needed,
+    /// so it is a configuration error (2), never retried.
     pub fn exit_code(&self) -> ExitCode {
-        ExitCode::Transient
+        if self.is_io() {
+            ExitCode::Transient
+        } else {
+            ExitCode::Config
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod column;
 mod compression;
 mod count;
 mod csv_chunks;
+pub mod csv_cut;
 mod csv_decode;
 mod csv_encode;
 mod csv_parallel;
@@ -22,7 +23,7 @@ mod parquet_encode;
 mod temporal;
 mod throughput;
 
-pub use compression::{decompress, decompress_async};
+pub use compression::{CorruptInput, decompress, decompress_async, is_corrupt_input};
 pub use count::{count_csv_records, count_lines, parquet_rows};
 pub use decode::{
     BadRecord, DecodeError, Decoded, Decoder, HeaderMismatch, open_decoder, open_parallel_decoder,

@@ -76,9 +76,9 @@ pub struct CsvReadOptions {
     pub null_values: Vec<String>,
     /// Lines starting with this byte are skipped.
     pub comment: Option<u8>,
-    /// Fail on a record that holds a newline inside quotes (not a job-file field: set for
-    /// the ranges of a split object, see docs/resume.md).
-    pub single_line_records: bool,
+    /// The input is a byte range of a split object ending at a cut (not the object's end):
+    /// fail unless its last record ends there (not a job-file field; see docs/resume.md).
+    pub ends_at_cut: bool,
 }
 
 impl Default for CsvReadOptions {
@@ -90,7 +90,7 @@ impl Default for CsvReadOptions {
             escape: None,
             null_values: vec![String::new()],
             comment: None,
-            single_line_records: false,
+            ends_at_cut: false,
         }
     }
 }

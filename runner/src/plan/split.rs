@@ -1,13 +1,10 @@
 //! Splitting large source objects into ranges, each a task of its own: byte ranges of text
-//! objects (cut at line ends by the worker), ranges of row groups of Parquet objects.
+//! objects (moved to record boundaries by the worker, `worker::cut`), ranges of row groups of
+//! Parquet objects.
 //!
-//! A byte range `[start, end)` owns the records that start inside it. Its first record
-//! starts after the first line terminator at or after `start - 1` (at 0 for the first
-//! range), and it reads on past `end` to the end of the line holding byte `end - 1`, so the
-//! ranges of an object cover every byte exactly once. A record with a newline inside quotes
-//! makes a line end that is not a record end: a range never accepts such a record (the
-//! decoder fails with exit code 4), and since the range before a bad cut always reads the
-//! record that crosses it, a bad cut cannot go unnoticed.
+//! A byte range `[start, end)` owns the records that start between the boundaries its two
+//! cuts move to; both ranges beside a cut find the same boundary, so the ranges of an object
+//! cover every record exactly once.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +30,7 @@ pub struct PlannedRange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RangeUnit {
-    /// Byte offsets, moved to line ends by the worker.
+    /// Byte offsets, moved to record boundaries by the worker.
     Bytes,
     /// Row group indexes of a Parquet object.
     RowGroups,

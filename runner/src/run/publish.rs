@@ -97,7 +97,7 @@ pub async fn publish(
                     .collect(),
                 failures: &failures,
                 outputs: outputs.iter().map(|o| &o.object).collect(),
-                sink_format: job.sink.format,
+                sink: &job.sink,
                 keys: layout.keys(),
             };
             crate::validate::run::judge(storage, &job.validate.rules, job.validate.examples, &facts)

@@ -269,7 +269,7 @@ impl Check<'_> {
             escape,
             null_values: c.null_values.clone(),
             comment,
-            single_line_records: false,
+            ends_at_cut: false,
         })
     }
 

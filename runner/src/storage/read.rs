@@ -124,44 +124,35 @@ impl Storage {
     }
 }
 
-/// How far a search for a line end reads at a time.
-const LINE_SEARCH_BYTES: u64 = 64 << 10;
-
 impl Storage {
-    /// Streams the lines of one byte range of a text object pinned to `etag`: from the first
-    /// line start at or after `range.start` to the end of the line holding byte
-    /// `range.end - 1` (see `plan::split`), after `prefix` (the object's header line, or
-    /// nothing). Returns the stream and the span of the object it reads.
-    pub async fn get_line_span(
+    /// The bytes `range` of an object pinned to `etag` (shorter at the object's end).
+    pub async fn get_range_of(
         &self,
         uri: &S3Uri,
         etag: &str,
         range: Range<u64>,
-        header: bool,
-    ) -> Result<(ObjectStream, Range<u64>), StorageError> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .if_match(etag)
-            .send()
-            .await
-            .map_err(|e| changed_or(uri, Some(etag), S3Failure::from_sdk(e), head_error))?;
-        let size = head.content_length().unwrap_or(0).max(0) as u64;
-        let begin = self.line_start(uri, etag, size, range.start).await?;
-        let finish = self.line_start(uri, etag, size, range.end).await?;
-        let prefix = if header && begin > 0 {
-            let end = self.line_start(uri, etag, size, 1).await?.min(begin);
-            get_range(&self.client, uri, 0..end, Some(etag)).await?
-        } else {
-            Bytes::new()
-        };
+        size: u64,
+    ) -> Result<Bytes, StorageError> {
+        let range = range.start.min(size)..range.end.min(size);
+        get_range(&self.client, uri, range, Some(etag)).await
+    }
+
+    /// Streams `prefix`, then the bytes `span` of an object pinned to `etag`, as concurrent
+    /// ranged GETs yielded in order: a byte range of a split object after its header.
+    pub fn get_span(
+        &self,
+        uri: &S3Uri,
+        etag: &str,
+        size: u64,
+        prefix: Bytes,
+        span: Range<u64>,
+    ) -> ObjectStream {
         let client = self.client.clone();
         let target = uri.clone();
         let pin = etag.to_string();
         let range_size = self.read.range_size.max(1);
-        let starts = (begin..finish).step_by(range_size as usize);
+        let finish = span.end;
+        let starts = (span.start..span.end).step_by(range_size as usize);
         let body = stream::iter(starts)
             .map(move |start| {
                 let client = client.clone();
@@ -179,38 +170,11 @@ impl Storage {
             .chain(body)
             .filter(|chunk| futures::future::ready(!matches!(chunk, Ok(b) if b.is_empty())))
             .boxed();
-        Ok((
-            ObjectStream {
-                size,
-                etag: etag.to_string(),
-                inner,
-            },
-            begin..finish,
-        ))
-    }
-
-    /// The first line start at or after `at`: just after the first `\n` at or after
-    /// `at - 1` (0 for 0, the size at or past the end).
-    async fn line_start(
-        &self,
-        uri: &S3Uri,
-        etag: &str,
-        size: u64,
-        at: u64,
-    ) -> Result<u64, StorageError> {
-        if at == 0 {
-            return Ok(0);
+        ObjectStream {
+            size,
+            etag: etag.to_string(),
+            inner,
         }
-        let mut pos = at - 1;
-        while pos < size {
-            let end = (pos + LINE_SEARCH_BYTES).min(size);
-            let window = get_range(&self.client, uri, pos..end, Some(etag)).await?;
-            if let Some(i) = memchr::memchr(b'\n', &window) {
-                return Ok(pos + i as u64 + 1);
-            }
-            pos = end;
-        }
-        Ok(size)
     }
 }
 

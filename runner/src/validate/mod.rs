@@ -7,3 +7,4 @@ pub mod rows;
 pub mod run;
 pub mod schema;
 pub mod sql;
+pub mod text_outputs;

@@ -11,6 +11,7 @@ use parquet::arrow::ParquetRecordBatchStreamBuilder;
 
 use crate::format::options::SinkFormat;
 use crate::plan::Plan;
+use crate::spec::job::Sink;
 use crate::spec::rules::{Check, Rule, Scope};
 use crate::state::checks::{CheckReport, RuleOutcome, aggregate};
 use crate::state::marker::{OutputObject, RecordCounts};
@@ -20,6 +21,7 @@ use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
 use crate::validate::keys::{MergeOptions, find_duplicates};
 use crate::validate::object::{duplicate_example, relation_fails, spill_uri};
+use crate::validate::text_outputs;
 
 /// What the run produced, as publish gathered it.
 pub struct RunFacts<'a> {
@@ -29,7 +31,8 @@ pub struct RunFacts<'a> {
     pub done: HashMap<&'a str, (&'a RecordCounts, &'a [RuleOutcome])>,
     pub failures: &'a [ObjectFailure],
     pub outputs: Vec<&'a OutputObject>,
-    pub sink_format: SinkFormat,
+    /// The run's sink: its format and how text outputs are written (run-scope SQL reads them).
+    pub sink: &'a Sink,
     /// The run's key spills prefix (`unique` rules).
     pub keys: S3Uri,
 }
@@ -184,27 +187,52 @@ async fn unique(
     }
 }
 
-/// Runs a run-scope assertion over every published Parquet output, one after another.
+/// Runs a run-scope assertion over every published output, one after another, decoded as
+/// the sink wrote it: Parquet as it is, CSV and JSON lines with the column types inferred from
+/// the first output that holds records.
 async fn run_sql(storage: &Storage, rule: &Rule, query: &str, facts: &RunFacts<'_>) -> RuleOutcome {
     let outcome = RuleOutcome::new(rule);
-    if facts.sink_format != SinkFormat::Parquet {
-        return outcome.fail("run-scope SQL reads Parquet outputs; the sink is not Parquet");
-    }
-    let outputs: Vec<(S3Uri, u64)> = facts
+    let outputs: Vec<(S3Uri, u64, u64)> = facts
         .outputs
         .iter()
-        .filter_map(|o| o.uri.parse::<S3Uri>().ok().map(|u| (u, o.size)))
+        .filter_map(|o| o.uri.parse::<S3Uri>().ok().map(|u| (u, o.size, o.rows)))
         .collect();
-    let Some((first, size)) = outputs.first().cloned() else {
+    if outputs.is_empty() {
         return outcome.fail("the run has no outputs to query");
+    }
+    let input = match facts.sink.format {
+        SinkFormat::Parquet => parquet_outputs(storage, outputs).await,
+        SinkFormat::Csv | SinkFormat::Jsonl => {
+            text_outputs::read(storage, facts.sink, outputs).await
+        }
     };
-    let schema = match parquet_schema(storage, &first, size).await {
-        Ok(schema) => schema,
-        Err(e) => return outcome.fail(format!("reading {first}: {e}")),
+    let input = match input {
+        Ok(input) => input,
+        Err(e) => return outcome.fail(e),
     };
+    match crate::validate::sql::answer(query, input).await {
+        Ok(a) if a.passed => RuleOutcome {
+            detail: a.message,
+            ..outcome
+        },
+        Ok(a) if a.message.is_empty() => outcome.fail("the assertion returned false"),
+        Ok(a) => outcome.fail(a.message),
+        Err(e) => outcome.fail(format!("the assertion failed to run: {e}")),
+    }
+}
+
+/// Every Parquet output as one stream of batches.
+async fn parquet_outputs(
+    storage: &Storage,
+    outputs: Vec<(S3Uri, u64, u64)>,
+) -> Result<SendableRecordBatchStream, String> {
+    let (first, size, _) = outputs[0].clone();
+    let schema = parquet_schema(storage, &first, size)
+        .await
+        .map_err(|e| format!("reading {first}: {e}"))?;
     let storage = storage.clone();
     let batches = futures::stream::iter(outputs)
-        .then(move |(uri, size)| {
+        .then(move |(uri, size, _)| {
             let storage = storage.clone();
             async move {
                 let reader = S3ParquetReader::new(storage, uri.clone(), size, None);
@@ -217,16 +245,7 @@ async fn run_sql(storage: &Storage, rule: &Rule, query: &str, facts: &RunFacts<'
         })
         .try_flatten()
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)));
-    let input: SendableRecordBatchStream = Box::pin(RecordBatchStreamAdapter::new(schema, batches));
-    match crate::validate::sql::answer(query, input).await {
-        Ok(a) if a.passed => RuleOutcome {
-            detail: a.message,
-            ..outcome
-        },
-        Ok(a) if a.message.is_empty() => outcome.fail("the assertion returned false"),
-        Ok(a) => outcome.fail(a.message),
-        Err(e) => outcome.fail(format!("the assertion failed to run: {e}")),
-    }
+    Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
 }
 
 async fn parquet_schema(storage: &Storage, uri: &S3Uri, size: u64) -> Result<SchemaRef, String> {

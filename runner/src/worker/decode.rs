@@ -21,6 +21,7 @@ use crate::plan::split::{PlannedRange, RangeUnit};
 use crate::spec::job::OnBadRecord;
 use crate::storage::S3ParquetReader;
 use crate::storage::uri::S3Uri;
+use crate::worker::cut::{RangeSpan, range_span};
 use crate::worker::error::ObjectError;
 use crate::worker::object::ObjectContext;
 
@@ -106,15 +107,16 @@ impl Decoding {
                 let mut origin = source.to_string();
                 let body = match object.range.filter(|r| r.unit == RangeUnit::Bytes) {
                     Some(range) => {
-                        let header = format == SourceFormat::Csv && csv.header;
-                        let (body, span) = ctx
-                            .storage
-                            .get_line_span(source, &object.etag, range.start..range.end, header)
+                        let RangeSpan {
+                            prefix,
+                            span,
+                            ends_at_cut,
+                        } = range_span(&ctx.storage, source, &object.etag, &range, format, &csv)
                             .await?;
-                        // Cuts were made at line ends: a record spanning lines may straddle one.
-                        csv.single_line_records = true;
+                        csv.ends_at_cut = ends_at_cut;
                         origin = range_origin(source, &range, &span);
-                        body
+                        ctx.storage
+                            .get_span(source, &object.etag, range.object_size, prefix, span)
                     }
                     None => ctx.storage.get(source, Some(&object.etag)).await?,
                 };

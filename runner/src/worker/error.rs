@@ -88,8 +88,12 @@ impl ObjectError {
         match self {
             E::Storage(e) => e.exit_code(),
             E::Decode { source, .. } => source.exit_code(),
-            // A Parquet object that cannot be read is bad source data.
-            E::Parquet { .. } => ExitCode::BadData,
+            // A Parquet object that does not decode is bad source data; a read of it that
+            // failed (S3, the network) is the storage's failure.
+            E::Parquet { source, .. } => match storage_failure(source) {
+                Some(e) => e.exit_code(),
+                None => ExitCode::BadData,
+            },
             E::BadRecord { .. } | E::TooManyBadRecords { .. } => ExitCode::BadData,
             E::TransformPlan(e) => e.exit_code(),
             // A query failing on the data (a cast of a bad value) fails again on retry.
@@ -98,9 +102,18 @@ impl ObjectError {
                 ExitCode::Validation
             }
             E::Rule { .. } => ExitCode::Config,
-            E::Encode { .. } | E::Internal(_) | E::Cancelled => ExitCode::Transient,
+            E::Encode { source, .. } => source.exit_code(),
+            E::Internal(_) | E::Cancelled => ExitCode::Transient,
             E::Transformer(e) => e.exit_code(),
         }
+    }
+}
+
+/// The storage error under a Parquet read error, if a read of the object failed.
+fn storage_failure(error: &parquet::errors::ParquetError) -> Option<&StorageError> {
+    match error {
+        parquet::errors::ParquetError::External(e) => e.downcast_ref::<StorageError>(),
+        _ => None,
     }
 }
 

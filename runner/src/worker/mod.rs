@@ -1,6 +1,7 @@
 //! One shard: load the plan, then for each object skip it if done, else get, decode,
 //! transform, validate, encode, upload, commit (a done marker). Progress is written as it goes.
 
+pub mod cut;
 pub mod decode;
 pub mod error;
 pub mod inline;
