@@ -74,7 +74,13 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     );
     crate::cli::runtime()?.block_on(async {
         let started = chrono::Utc::now();
-        let conn = args.connect.connect(job.endpoint.as_deref()).await?;
+        let refuse = args
+            .in_cluster
+            .then_some("`sluice submit --in-cluster` is the launcher of a run on the cluster");
+        let conn = args
+            .connect
+            .connect_refusing_embedded(job.endpoint.as_deref(), refuse)
+            .await?;
         let cluster = Cluster::connect(&target.namespace).await?;
         let submitted =
             submit::submit(&conn.storage, &cluster, &loaded, &target, !args.in_cluster).await?;
