@@ -164,7 +164,7 @@ impl LocalPodRunner {
                 }
             }
         };
-        argv.extend(args);
+        argv.extend(args.iter().cloned());
         let mut env = Vec::new();
         for var in container.env.iter().flatten() {
             match (&var.value, &var.value_from) {
@@ -192,8 +192,20 @@ impl LocalPodRunner {
             .flatten()
             .map(|m| m.mount_path.clone())
             .collect();
-        // Kubernetes substitutes `$(NAME)` in command and args from the container's env.
-        let argv = argv.iter().map(|arg| expand_vars(arg, &env)).collect();
+        // Kubernetes substitutes `$(NAME)` in the container's command and args from its
+        // env; what stands in for an image (`local`) is this machine's, and left as it is.
+        let from_spec = argv.len() - args.len();
+        let argv = argv
+            .iter()
+            .enumerate()
+            .map(|(i, arg)| {
+                if i >= from_spec || (image == self.sluice_image && i > 0) {
+                    expand_vars(arg, &env)
+                } else {
+                    arg.clone()
+                }
+            })
+            .collect();
         Ok(Process {
             name: container.name.clone(),
             argv,
