@@ -510,3 +510,34 @@ fn the_embedded_server_never_stands_in_for_a_worker_a_launcher_or_a_pod() {
     assert!(stderr.contains("no AWS credentials"), "{stderr}");
     assert!(stderr.contains("serves .sluice/s3 as S3"), "{stderr}");
 }
+
+/// What names nothing that exists is a usage error (2), not a transient failure a caller
+/// would retry (issue 15): `transform` of a missing object, `transformer test` of a step
+/// the job does not have or of an input file that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_step_or_file_exits_2_not_1() {
+    let server = support::embedded();
+    let (_storage, bucket) = server.fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobYaml::new("trips")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .sink(format!("s3://{bucket}/out/"))
+        .text();
+    std::fs::write(dir.path().join("job.yaml"), job).unwrap();
+    let missing = format!("s3://{bucket}/in/nope.csv");
+    let run = sluice(&["transform", "job.yaml", &missing], server, dir.path());
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("does not exist"));
+    let args = [
+        "transformer",
+        "test",
+        "job.yaml",
+        "--step",
+        "nope",
+        "--input",
+        "job.yaml",
+    ];
+    let run = sluice(&args, server, dir.path());
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no step named"));
+}
