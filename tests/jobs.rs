@@ -448,3 +448,96 @@ fn unreachable_s3_is_a_transient_failure() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the binary with no AWS configuration at all (and instance metadata off, so the
+/// chain never calls the metadata address) in `dir`, with `extra` variables.
+fn sluice_without_aws(args: &[&str], dir: &Path, extra: &[(&str, &str)]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(extra.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    eprintln!("sluice {args:?} -> {:?}\n{stderr}", output.status.code());
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+/// No silent embedded server where the data cannot be on a local disk: a worker, the
+/// launcher and anything in a pod use the AWS default chain and fail with exit 2 naming
+/// the sources tried; elsewhere the embedded server says why it was chosen (issue 15).
+#[test]
+fn the_embedded_server_never_stands_in_for_a_worker_a_launcher_or_a_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = "s3://data/_sluice/runs/trips/trips-1/plan.json";
+    let (code, stderr) =
+        sluice_without_aws(&["worker", "--plan", plan, "--shard", "0"], dir.path(), &[]);
+    assert_eq!(code, 2, "{stderr}");
+    for said in [
+        "`sluice worker`",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "EC2 instance metadata",
+        "AWS_EC2_METADATA_DISABLED=true",
+    ] {
+        assert!(stderr.contains(said), "{said:?} in {stderr}");
+    }
+    let job = JobYaml::new("trips")
+        .source("s3://data/in/", "csv")
+        .sink("s3://data/out/")
+        .text();
+    std::fs::write(dir.path().join("job.yaml"), job).unwrap();
+    let (code, stderr) = sluice_without_aws(
+        &["submit", "--in-cluster", "job.yaml", "--run-id", "trips-1"],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--in-cluster"), "{stderr}");
+    let in_pod = [("KUBERNETES_SERVICE_HOST", "127.0.0.1")];
+    let (code, stderr) = sluice_without_aws(&["plan", "job.yaml"], dir.path(), &in_pod);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("KUBERNETES_SERVICE_HOST"), "{stderr}");
+    assert!(
+        !dir.path().join(".sluice").exists(),
+        "no embedded server in a pod"
+    );
+    // On a laptop the embedded server stands in, and says why.
+    let (_, stderr) = sluice_without_aws(&["plan", "job.yaml"], dir.path(), &[]);
+    assert!(stderr.contains("no AWS credentials"), "{stderr}");
+    assert!(stderr.contains("serves .sluice/s3 as S3"), "{stderr}");
+}
+
+/// What names nothing that exists is a usage error (2), not a transient failure a caller
+/// would retry (issue 15): `transform` of a missing object, `transformer test` of a step
+/// the job does not have or of an input file that is not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_step_or_file_exits_2_not_1() {
+    let server = support::embedded();
+    let (_storage, bucket) = server.fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobYaml::new("trips")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .sink(format!("s3://{bucket}/out/"))
+        .text();
+    std::fs::write(dir.path().join("job.yaml"), job).unwrap();
+    let missing = format!("s3://{bucket}/in/nope.csv");
+    let run = sluice(&["transform", "job.yaml", &missing], server, dir.path());
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("does not exist"));
+    let args = [
+        "transformer",
+        "test",
+        "job.yaml",
+        "--step",
+        "nope",
+        "--input",
+        "job.yaml",
+    ];
+    let run = sluice(&args, server, dir.path());
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no step named"));
+}

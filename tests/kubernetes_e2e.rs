@@ -176,3 +176,149 @@ spec:
         .unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
 }
+
+/// `kubectl` against the test cluster; its stdout.
+fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(["-n", "sluice"])
+        .args(args)
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Polls `kubectl` until `done` holds for its output (two minutes at most).
+fn eventually(cluster: &Cluster, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    for _ in 0..120 {
+        let out = kubectl(cluster, args);
+        if done(&out) {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    panic!("kubectl {args:?} never got there");
+}
+
+/// Issue 15 on a real API server: a 58-character job name submits (the worker Job's name
+/// leaves room for the index), the run's ConfigMap is owned by its Job and goes with it at
+/// cancel, and a launcher that exits 2 fails its Job at once (podFailurePolicy) instead of
+/// running three more pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_config_map_cleanup_and_the_launcher_policy_hold_on_a_real_cluster() {
+    let Some(cluster) = cluster() else { return };
+    let storage =
+        Storage::with_endpoint(&cluster.endpoint, &cluster.access_key, &cluster.secret_key).await;
+    let bucket = crate::support::fresh_bucket(&storage).await;
+    let uri: S3Uri = format!("s3://{bucket}/in/0.csv").parse().unwrap();
+    storage.put_bytes(&uri, "id\n1\n".into()).await.unwrap();
+    let name = "nightly-taxi-trips-from-the-raw-landing-zone-to-the-lake-x";
+    assert_eq!(name.len(), 58);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, source_bucket: &str| {
+        std::fs::write(
+            dir.path().join(file),
+            format!(
+                "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  source: {{uri: s3://{source_bucket}/in/, format: csv}}
+  sink: {{uri: s3://{bucket}/out/, format: csv}}
+  endpoint: {}
+  kubernetes:
+    envFrom:
+      - secretRef: {{name: sluice-test-s3}}
+",
+                cluster.endpoint
+            ),
+        )
+        .unwrap();
+    };
+    write("long.yaml", &bucket);
+    let sluice = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("AWS_ENDPOINT_URL", &cluster.endpoint)
+            .output()
+            .unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let run_id = format!("{name}-20261122T020000Z");
+    let submit = sluice(&[
+        "submit",
+        "long.yaml",
+        "--image",
+        &cluster.image,
+        "--run-id",
+        &run_id,
+        "--poll",
+        "2",
+    ]);
+    assert_eq!(submit.status.code(), Some(0));
+    let map = sluice::kubernetes::render::config_map_name(&run_id);
+    let owner = kubectl(
+        &cluster,
+        &[
+            "get",
+            "configmap",
+            &map,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}",
+        ],
+    );
+    assert_eq!(owner, "Job");
+    let cancel = sluice(&["cancel", &run_id, "--namespace", "sluice"]);
+    assert_eq!(cancel.status.code(), Some(0));
+    eventually(&cluster, &["get", "configmaps", "-o", "name"], |out| {
+        !out.contains(&map)
+    });
+
+    // A source bucket that does not exist: the launcher exits 2, once.
+    write("broken.yaml", "sluice-e2e-no-such-bucket");
+    let broken_run = "launcher-policy-20261122T020000Z";
+    let rendered = sluice(&[
+        "render",
+        "broken.yaml",
+        "--image",
+        &cluster.image,
+        "--run-id",
+        broken_run,
+    ]);
+    let mut apply = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&rendered.stdout)
+        .unwrap();
+    assert!(apply.wait().unwrap().success());
+    let launcher = sluice::kubernetes::render::launcher_job_name(broken_run);
+    let reason = eventually(
+        &cluster,
+        &[
+            "get",
+            "job",
+            &launcher,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Failed\")].reason}",
+        ],
+        |out| !out.is_empty(),
+    );
+    assert_eq!(reason, "PodFailurePolicy");
+    let failed = kubectl(
+        &cluster,
+        &["get", "job", &launcher, "-o", "jsonpath={.status.failed}"],
+    );
+    assert_eq!(failed, "1");
+    kubectl(&cluster, &["delete", "job", &launcher]);
+}

@@ -9,7 +9,7 @@ use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sluice::exit::ExitCode;
-use sluice::kubernetes::render::{Target, WorkerPlan, worker_job};
+use sluice::kubernetes::render::{Target, WorkerPlan, launcher_job, worker_job};
 use sluice::pod::{LocalPodRunner, PodOutput, ShardOutcome};
 use sluice::run::start::{make_plan, write_run};
 use sluice::spec;
@@ -232,4 +232,58 @@ async fn a_permanent_exit_fails_the_index_at_once_and_max_failed_indexes_stops_t
         "{outcomes:?}"
     );
     assert!(outcomes.iter().all(|o| o.exit != ExitCode::Done));
+}
+
+/// A permanent failure of the launcher (exit 2, 3 or 4) fails its Job at once: its
+/// podFailurePolicy says FailJob, so a run that failed validation is not run again three
+/// times; a transient one is retried up to `backoffLimit` (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_does_not_relaunch_a_permanent_failure() {
+    let yaml = "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata: {name: pods}
+spec:
+  source: {uri: s3://bucket/in/, format: csv}
+  sink: {uri: s3://bucket/out/, format: csv}
+";
+    let loaded = spec::load_str(yaml, "pods.yaml", &[]).unwrap();
+    let target = Target::new(
+        &loaded.job,
+        Some(SLUICE_IMAGE),
+        None,
+        "pods-20261122T000000Z".into(),
+    );
+    let mut job = launcher_job(&loaded.job, &target);
+    check_manifests(&serde_yaml_ng::to_string(&job).unwrap()).unwrap();
+    let pod = job.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    pod.containers[0].image = Some("launcher-stub".into());
+    let count = tempfile::tempdir().unwrap();
+    let commands = BTreeMap::from([(
+        "launcher".to_string(),
+        [
+            "sh",
+            "-c",
+            r#"echo run >> "$COUNT/runs"; exit "$FAIL_WITH""#,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )]);
+    let runs = |code: &str| {
+        let env = [
+            ("COUNT", count.path().display().to_string()),
+            ("FAIL_WITH", code.to_string()),
+        ];
+        let (runner, job) = (runner(commands.clone(), &env), job.clone());
+        let file = count.path().join("runs");
+        let _ = std::fs::remove_file(&file);
+        async move {
+            let outcomes = runner.run(&job, None).await.unwrap();
+            let lines = std::fs::read_to_string(&file).unwrap();
+            (exits(&outcomes), lines.lines().count())
+        }
+    };
+    assert_eq!(runs("3").await, (vec![(ExitCode::Validation, 1)], 1));
+    assert_eq!(runs("2").await, (vec![(ExitCode::Config, 1)], 1));
+    // backoffLimit 3: the first pod and three more.
+    assert_eq!(runs("1").await, (vec![(ExitCode::Transient, 4)], 4));
 }

@@ -431,6 +431,28 @@ fn example_schedules_load_and_the_kubernetes_one_renders_a_valid_cron_job() {
         .collect();
     assert_eq!(args[..2], ["submit", "--in-cluster"]);
     assert!(!args.contains(&"--run-id"), "{args:?}");
+    // Each fire's run id comes from the scheduled time in the Job's name (issue 15): the
+    // Job controller's pod label, substituted by the kubelet.
+    let at = args.iter().position(|a| *a == "--scheduled-job").unwrap();
+    assert_eq!(args[at + 1], "$(SLUICE_LAUNCHER_JOB)");
+    let env = &pod["containers"][0]["env"];
+    let var = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "SLUICE_LAUNCHER_JOB")
+        .unwrap();
+    assert_eq!(
+        var["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    );
+    // A permanent failure fails the launcher Job instead of running the fire again.
+    let rules = &cron["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"];
+    assert_eq!(rules[1]["action"], "FailJob");
+    assert_eq!(
+        rules[1]["onExitCodes"]["values"],
+        serde_json::json!([2, 3, 4])
+    );
     // The launcher reads the job from the schedule's ConfigMap.
     assert_eq!(
         pod["volumes"][1]["configMap"]["name"],

@@ -18,6 +18,7 @@ mod schedules; // schedules: scheduler --once, catch-up, concurrency policies, b
 mod spec; // job file loading and error reporting
 mod split; // large objects split into ranges: quote-safe cuts, split runs equal whole runs
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
+mod strict_cluster; // the cluster path against a strict API layer: names, RBAC from manifests/, cleanup with the Job
 mod support; // S3 servers for tests: embedded and moto
 mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, --kube
 mod transformer_python; // the Python example transformer in all three modes

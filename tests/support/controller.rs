@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodSpec,
     PodStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, PostParams};
 use sluice::kubernetes::cluster::{COMPLETION_INDEX_LABEL, format_indexes};
 use sluice::pod::{LocalPodRunner, PodOutput};
@@ -225,11 +225,23 @@ async fn create_pod(
     if indexed(job) {
         labels.insert(COMPLETION_INDEX_LABEL.into(), index.to_string());
     }
+    // Owned by its Job, as the Job controller makes it, so the Job's deletion takes it.
+    let owner = job.metadata.uid.clone().map(|uid| {
+        vec![OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: job.metadata.name.clone().unwrap(),
+            uid,
+            controller: Some(true),
+            ..Default::default()
+        }]
+    });
     let pod = Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some(namespace.into()),
             labels: Some(labels),
+            owner_references: owner,
             ..Default::default()
         },
         status: Some(PodStatus {

@@ -15,6 +15,7 @@ mod moto;
 mod python;
 pub mod scheduling;
 pub mod state;
+pub mod strict_api;
 
 use std::io::Write as _;
 use std::path::Path;

@@ -20,11 +20,12 @@ pub fn run(args: CancelArgs) -> anyhow::Result<ExitCode> {
             .map(|layout| layout.root().to_string());
         let deleted = cluster.delete_run(&args.run.run).await?;
         if deleted.is_empty() {
-            anyhow::bail!(
-                "no Jobs of run {} in namespace {}",
-                args.run.run,
-                cluster.namespace
-            );
+            // No such run here: a usage error (2), not a transient one to retry.
+            return Err(crate::kubernetes::cluster::ClusterError::NoRun {
+                run_id: args.run.run.clone(),
+                namespace: cluster.namespace.clone(),
+            }
+            .into());
         }
         for job in deleted {
             println!("deleted Job {job}");

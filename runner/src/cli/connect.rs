@@ -26,6 +26,16 @@ impl ConnectArgs {
     /// Connects; `job_endpoint` is the job file's `endpoint`, used when no flag or
     /// AWS_ENDPOINT_URL is set.
     pub async fn connect(&self, job_endpoint: Option<&str>) -> anyhow::Result<Connection> {
+        self.connect_refusing_embedded(job_endpoint, None).await
+    }
+
+    /// Connects as [`ConnectArgs::connect`]; with `refuse` (why the embedded server must not
+    /// stand in here), nothing configured means the AWS default chain must find credentials.
+    pub async fn connect_refusing_embedded(
+        &self,
+        job_endpoint: Option<&str>,
+        refuse: Option<&str>,
+    ) -> anyhow::Result<Connection> {
         let from_env = std::env::var("AWS_ENDPOINT_URL")
             .ok()
             .filter(|v| !v.is_empty());
@@ -37,6 +47,7 @@ impl ConnectArgs {
         let (storage, embedded, endpoint) = Storage::connect(&ConnectOptions {
             endpoint,
             embedded_dir: self.embedded_dir.clone(),
+            refuse_embedded: refuse.map(str::to_string),
         })
         .await?;
         Ok(Connection {

@@ -12,6 +12,26 @@ pub fn exit_code_of(error: &anyhow::Error) -> ExitCode {
         .unwrap_or(ExitCode::Transient)
 }
 
+/// A usage error found by the CLI itself (a name that matches nothing, a malformed flag):
+/// exit 2, since running the same command again fails the same way.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UsageError {
+    pub message: String,
+}
+
+impl UsageError {
+    pub fn new(message: impl Into<String>) -> UsageError {
+        UsageError {
+            message: message.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::Config
+    }
+}
+
 /// Tries each error type of the crate that states its exit code.
 macro_rules! first_stated {
     ($cause:expr; $($error:ty),+ $(,)?) => {
@@ -25,6 +45,7 @@ macro_rules! first_stated {
 
 fn stated_code(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
     first_stated!(cause;
+        UsageError,
         crate::storage::uri::S3UriError,
         crate::spec::SpecErrors,
         crate::storage::StorageError,

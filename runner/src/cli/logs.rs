@@ -23,12 +23,11 @@ pub fn run(args: LogsArgs) -> anyhow::Result<ExitCode> {
         let cluster = args.run.cluster().await?;
         let pods = cluster.worker_pods(&args.run.run, args.shard).await?;
         if pods.is_empty() {
-            anyhow::bail!(
+            return Err(crate::cli::exit::UsageError::new(format!(
                 "no worker pods of run {} in namespace {} (finished pods are deleted {} after the Job ends)",
-                args.run.run,
-                cluster.namespace,
-                "ttlSecondsAfterFinished"
-            );
+                args.run.run, cluster.namespace, "ttlSecondsAfterFinished"
+            ))
+            .into());
         }
         for pod in pods {
             let name = pod.metadata.name.unwrap_or_default();

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::connect::ConnectArgs;
+use crate::cli::exit::UsageError;
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::Cluster;
+use crate::kubernetes::cronjob::scheduled_time_of;
 use crate::kubernetes::render::Target;
 use crate::run::{submit, summary};
 use crate::spec;
@@ -26,8 +28,15 @@ pub struct SubmitArgs {
     pub namespace: Option<String>,
     /// Use this run id instead of `<job>-<UTC time>`. Submitting an existing run id picks
     /// that run up: its plan and Job are reused.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "scheduled_job")]
     pub run_id: Option<String>,
+    /// The name of the Job a CronJob created for this run (`<cronjob>-<scheduled time in
+    /// minutes since the epoch>`, as the CronJob controller names it): the run id becomes
+    /// `<job>-<scheduled time, UTC, YYYYMMDDTHHMMZ>`, as the scheduler names a fire, so a
+    /// retried launcher resumes the run of its fire. The CronJob that `sluice render
+    /// SCHEDULE` prints passes it.
+    #[arg(long, value_name = "JOB")]
+    pub scheduled_job: Option<String>,
     /// Print the run id once the Job is created and return without waiting.
     #[arg(long)]
     pub detach: bool,
@@ -45,10 +54,18 @@ pub struct SubmitArgs {
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let loaded = spec::load_file(&args.job, &args.params)?;
     let job = &loaded.job;
-    let run_id = args
-        .run_id
-        .clone()
-        .unwrap_or_else(|| crate::plan::new_run_id(&job.name, chrono::Utc::now()));
+    let run_id = match (&args.run_id, &args.scheduled_job) {
+        (Some(run_id), _) => run_id.clone(),
+        (None, Some(name)) => {
+            let time = scheduled_time_of(name).ok_or_else(|| {
+                UsageError::new(format!(
+                    "--scheduled-job {name:?} is not the name of a Job a CronJob created (`<cronjob>-<minutes since the epoch>`)"
+                ))
+            })?;
+            crate::spec::schedule::cron::run_id(&job.name, time)
+        }
+        (None, None) => crate::plan::new_run_id(&job.name, chrono::Utc::now()),
+    };
     let target = Target::new(
         job,
         args.image.as_deref(),
@@ -57,7 +74,13 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     );
     crate::cli::runtime()?.block_on(async {
         let started = chrono::Utc::now();
-        let conn = args.connect.connect(job.endpoint.as_deref()).await?;
+        let refuse = args
+            .in_cluster
+            .then_some("`sluice submit --in-cluster` is the launcher of a run on the cluster");
+        let conn = args
+            .connect
+            .connect_refusing_embedded(job.endpoint.as_deref(), refuse)
+            .await?;
         let cluster = Cluster::connect(&target.namespace).await?;
         let submitted =
             submit::submit(&conn.storage, &cluster, &loaded, &target, !args.in_cluster).await?;

@@ -35,11 +35,9 @@ pub fn run(args: TransformArgs) -> anyhow::Result<ExitCode> {
     let mut job = loaded.job;
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(job.endpoint.as_deref()).await?;
-        let head = conn
-            .storage
-            .head(&args.object)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("{} does not exist", args.object))?;
+        let head = conn.storage.head(&args.object).await?.ok_or_else(|| {
+            crate::cli::exit::UsageError::new(format!("{} does not exist", args.object))
+        })?;
         let object = PlannedObject {
             key: args.object.key.clone(),
             size: head.size,

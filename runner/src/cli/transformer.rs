@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::cli::exit::UsageError;
 use crate::exit::ExitCode;
 use crate::transformer_server::{Op, parse_listen};
 
@@ -174,25 +175,28 @@ fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
     let job = &loaded.job;
     let Some(step) = job.steps.iter().find(|s| s.name == args.step) else {
         let names: Vec<&str> = job.steps.iter().map(|s| s.name.as_str()).collect();
-        anyhow::bail!(
+        return Err(UsageError::new(format!(
             "{}: no step named {:?} (the steps are {names:?})",
             args.job.display(),
             args.step
-        );
+        ))
+        .into());
     };
     let StepKind::Container(container) = &step.kind else {
-        anyhow::bail!(
+        return Err(UsageError::new(format!(
             "{}: step {:?} is not a container step",
             args.job.display(),
             args.step
-        );
+        ))
+        .into());
     };
-    let input =
-        std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    // A file that cannot be read is the command line's, not a transient failure.
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| UsageError::new(format!("reading {}: {e}", path.display())))
+    };
+    let input = read(&args.input)?;
     let expected = match &args.expect {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
+        Some(path) => Some(read(path)?),
         None => None,
     };
     let reject = match &args.reject {

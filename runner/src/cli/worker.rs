@@ -42,7 +42,11 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         }
     };
     crate::cli::runtime()?.block_on(async {
-        let conn = args.connect.connect(None).await?;
+        // A worker's data is in the bucket its plan names, never on a local disk.
+        let conn = args
+            .connect
+            .connect_refusing_embedded(None, Some("`sluice worker` reads the plan's bucket"))
+            .await?;
         let options = WorkerOptions {
             objects_in_flight: args.objects_in_flight,
         };

@@ -6,13 +6,16 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::batch::v1::Job as KubeJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, PropagationPolicy};
 use kube::{Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::exit::ExitCode;
-use crate::kubernetes::render::{ANNOTATION_PLAN, LABEL_COMPONENT, WORKER_CONTAINER, run_selector};
+use crate::kubernetes::render::{
+    ANNOTATION_PLAN, LABEL_COMPONENT, WORKER_CONTAINER, config_map_name, run_selector,
+};
 use crate::storage::uri::S3Uri;
 
 /// The completion-index label Kubernetes puts on the pods of an Indexed Job.
@@ -151,6 +154,38 @@ impl Cluster {
 
     pub async fn config_map(&self, map: &ConfigMap) -> Result<ConfigMap, ClusterError> {
         self.create_once(map).await
+    }
+
+    /// Makes a run's ConfigMap (`<run>-job`, if there is one) a dependent of `owner`, a Job
+    /// of the run, so Kubernetes' garbage collector removes it with the run's Jobs (after
+    /// `ttlSecondsAfterFinished`, or at `cancel`) instead of leaving one per run. A schedule's
+    /// shared ConfigMap, named after the schedule, is not touched.
+    pub async fn own_config_map(&self, run_id: &str, owner: &KubeJob) -> Result<(), ClusterError> {
+        let (Some(name), Some(uid)) = (&owner.metadata.name, &owner.metadata.uid) else {
+            return Ok(());
+        };
+        let maps: Api<ConfigMap> = self.api();
+        let Some(mut map) = maps.get_opt(&config_map_name(run_id)).await? else {
+            return Ok(());
+        };
+        let owners = map.metadata.owner_references.get_or_insert_default();
+        if owners.iter().any(|o| &o.uid == uid) {
+            return Ok(());
+        }
+        owners.push(OwnerReference {
+            api_version: "batch/v1".into(),
+            kind: "Job".into(),
+            name: name.clone(),
+            uid: uid.clone(),
+            ..Default::default()
+        });
+        let map_name = map.metadata.name.clone().unwrap_or_default();
+        match maps.replace(&map_name, &PostParams::default(), &map).await {
+            Ok(_) => Ok(()),
+            // Someone else changed it meanwhile (another owner): the next submit adds ours.
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn job(&self, name: &str) -> Result<Option<KubeJob>, ClusterError> {

@@ -4,11 +4,11 @@
 //! templated params cannot be rendered (docs/scheduling.md).
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job as KubeJob, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, ObjectFieldSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::kubernetes::render::{
-    ANNOTATION_RUN_ID, LABEL_RUN, Target, config_map, launcher_job, object_name,
+    ANNOTATION_RUN_ID, LABEL_RUN, MAX_CRON_JOB_NAME, Target, config_map, launcher_job, name_within,
 };
 use crate::spec::Job;
 use crate::spec::schedule::Schedule;
@@ -20,8 +20,15 @@ pub const LABEL_SCHEDULE: &str = "sluice.dev/schedule";
 pub const SUCCESSFUL_JOBS_HISTORY_LIMIT: i32 = 3;
 pub const FAILED_JOBS_HISTORY_LIMIT: i32 = 3;
 
+/// The variable of the CronJob's launcher holding its Job's name (from the pod label the Job
+/// controller sets), which Kubernetes substitutes into `--scheduled-job $(...)`.
+pub const LAUNCHER_JOB_ENV: &str = "SLUICE_LAUNCHER_JOB";
+/// The pod label naming a pod's Job, set by the Job controller.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
 /// The ConfigMap and CronJob of a schedule. `job` is its target loaded with the
-/// schedule's params; each run gets the id `<job>-<UTC start>` from the launcher.
+/// schedule's params; each run gets the id `<job>-<scheduled time>` (as the scheduler names
+/// runs) from the name of the Job the CronJob controller created for it.
 pub fn cron_job(
     schedule: &Schedule,
     job: &Job,
@@ -53,12 +60,30 @@ pub fn cron_job(
     }
     if let Some(pod) = spec.template.spec.as_mut() {
         for container in &mut pod.containers {
-            // Without --run-id the launcher names each run `<job>-<UTC start>`.
+            // Each fire's run id comes from its scheduled time, which the CronJob controller
+            // puts into the Job's name: a retried launcher pod resumes the same run.
             if let Some(args) = container.args.as_mut()
                 && let Some(i) = args.iter().position(|a| a == "--run-id")
             {
-                args.drain(i..i + 2);
+                args.splice(
+                    i..i + 2,
+                    [
+                        "--scheduled-job".to_string(),
+                        format!("$({LAUNCHER_JOB_ENV})"),
+                    ],
+                );
             }
+            container.env.get_or_insert_default().push(EnvVar {
+                name: LAUNCHER_JOB_ENV.into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.labels['{JOB_NAME_LABEL}']"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
         }
     }
     let cron = cron_job_of(schedule, launcher.metadata, spec);
@@ -90,7 +115,7 @@ pub fn task_cron_job(schedule: &Schedule, job: KubeJob) -> CronJob {
 fn cron_job_of(schedule: &Schedule, metadata: ObjectMeta, spec: JobSpec) -> CronJob {
     CronJob {
         metadata: ObjectMeta {
-            name: Some(object_name(&schedule.name, "")),
+            name: Some(name_within(&schedule.name, "", MAX_CRON_JOB_NAME)),
             ..metadata.clone()
         },
         spec: Some(CronJobSpec {
@@ -110,5 +135,30 @@ fn cron_job_of(schedule: &Schedule, metadata: ObjectMeta, spec: JobSpec) -> Cron
             },
         }),
         status: None,
+    }
+}
+
+/// The scheduled time in the name of a Job that a CronJob created: the controller names it
+/// `<cronjob>-<scheduled time in minutes since the Unix epoch>`.
+pub fn scheduled_time_of(job_name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, minutes) = job_name.rsplit_once('-')?;
+    if minutes.is_empty() || !minutes.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    chrono::DateTime::from_timestamp(minutes.parse::<i64>().ok()?.checked_mul(60)?, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheduled_time_comes_from_the_job_name() {
+        // 2026-11-22T02:00:00Z is 29_921_880 minutes after the epoch.
+        let time = scheduled_time_of("nightly-29921880").unwrap();
+        assert_eq!(time.to_rfc3339(), "2026-11-22T02:00:00+00:00");
+        assert_eq!(scheduled_time_of("nightly"), None);
+        assert_eq!(scheduled_time_of("nightly-x1"), None);
+        assert_eq!(scheduled_time_of("nightly-"), None);
     }
 }

@@ -97,20 +97,49 @@ impl WorkerPlan {
     }
 }
 
+/// The longest name of an object that is not an Indexed Job (a DNS-1123 label).
+pub const MAX_NAME: usize = 63;
+/// The longest name of an Indexed Job. The API server refuses an Indexed Job whose pod
+/// hostname `<job>-<highest index>` is not a DNS label of at most 63 characters; an Indexed
+/// Job has at most 100000 completions, so 6 characters (`-99999`) are kept free for it.
+pub const MAX_INDEXED_JOB_NAME: usize = MAX_NAME - 6;
+/// The longest CronJob name: the CronJob controller names each Job
+/// `<cronjob>-<scheduled time in minutes since the epoch>`, 11 more characters, which must
+/// stay within 63.
+pub const MAX_CRON_JOB_NAME: usize = 52;
+
 /// A Kubernetes object name (DNS-1123, at most 63 characters) for a run and a suffix.
-/// Run ids are lowercased; a name that would be too long keeps a hash of the whole.
 pub fn object_name(run_id: &str, suffix: &str) -> String {
-    let mut base: String = run_id
+    name_within(run_id, suffix, MAX_NAME)
+}
+
+/// A DNS-1123 name of at most `max` characters for a run id and a suffix. Run ids are
+/// lowercased; a name that would be too long cuts the run id and puts a hash of the whole
+/// run id after it, keeping the suffix: `<run id cut>-<hash>-<suffix>`, so the names of
+/// one run share the hash and stay distinct.
+pub fn name_within(run_id: &str, suffix: &str, max: usize) -> String {
+    let base: String = run_id
         .chars()
         .map(|c| match c.to_ascii_lowercase() {
             c @ ('a'..='z' | '0'..='9' | '-') => c,
             _ => '-',
         })
         .collect();
-    if !suffix.is_empty() {
-        base = format!("{base}-{suffix}");
+    let base = base.trim_matches('-');
+    let full = if suffix.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}-{suffix}")
+    };
+    if full.len() <= max {
+        return full;
     }
-    shorten(base.trim_matches('-'), 63)
+    let tail = if suffix.is_empty() {
+        String::new()
+    } else {
+        format!("-{suffix}")
+    };
+    shorten(base, max - tail.len()) + &tail
 }
 
 /// The `sluice.dev/run` label value of a run (at most 63 characters).
@@ -181,8 +210,10 @@ pub fn config_map_name(run_id: &str) -> String {
     object_name(run_id, "job")
 }
 
+/// The worker Job of a run (`None`) or of one of its resumes (`resume-1`, ...): an Indexed
+/// Job, so its name leaves room for the completion index in its pods' hostnames.
 pub fn worker_job_name(run_id: &str, attempt: Option<&str>) -> String {
-    object_name(run_id, attempt.unwrap_or(""))
+    name_within(run_id, attempt.unwrap_or(""), MAX_INDEXED_JOB_NAME)
 }
 
 pub fn launcher_job_name(run_id: &str) -> String {
@@ -253,6 +284,19 @@ pub fn worker_job(job: &Job, target: &Target, work: &WorkerPlan) -> KubeJob {
 /// Exit codes that mean "this fails again" fail the index at once; a disruption (eviction,
 /// preemption, node loss) does not count against the index's retries.
 pub fn pod_failure_policy() -> PodFailurePolicy {
+    failure_policy(WORKER_CONTAINER, "FailIndex")
+}
+
+/// The launcher's policy: a run that ended with a code a retry cannot fix (configuration,
+/// validation, bad data) fails the launcher Job at once instead of running it again; a
+/// disruption does not count against its `backoffLimit`.
+pub fn launcher_failure_policy() -> PodFailurePolicy {
+    failure_policy(LAUNCHER_CONTAINER, "FailJob")
+}
+
+/// Ignore disruptions; `action` on the exit codes of `container` that are not retryable
+/// (derived from [`ExitCode::retryable`], so the policy follows the contract).
+fn failure_policy(container: &str, action: &str) -> PodFailurePolicy {
     PodFailurePolicy {
         rules: vec![
             PodFailurePolicyRule {
@@ -264,9 +308,9 @@ pub fn pod_failure_policy() -> PodFailurePolicy {
                 on_exit_codes: None,
             },
             PodFailurePolicyRule {
-                action: "FailIndex".into(),
+                action: action.into(),
                 on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                    container_name: Some(WORKER_CONTAINER.into()),
+                    container_name: Some(container.into()),
                     operator: "In".into(),
                     values: ExitCode::ALL
                         .into_iter()
@@ -346,8 +390,10 @@ pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
     let spec = JobSpec {
         completions: Some(1),
         parallelism: Some(1),
-        // A retried launcher picks the run up where it was (plan and Job are reused).
+        // A retried launcher picks the run up where it was (plan and Job are reused); only
+        // transient failures are retried.
         backoff_limit: Some(3),
+        pod_failure_policy: Some(launcher_failure_policy()),
         pod_replacement_policy: Some("Failed".into()),
         ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
         ..Default::default()
@@ -459,5 +505,35 @@ mod tests {
         let codes = policy.rules[1].on_exit_codes.as_ref().unwrap();
         assert_eq!(codes.values, [2, 3, 4]);
         assert_eq!(policy.rules[0].action, "Ignore");
+        let launcher = launcher_failure_policy();
+        assert_eq!(launcher.rules[1].action, "FailJob");
+        let codes = launcher.rules[1].on_exit_codes.as_ref().unwrap();
+        assert_eq!(codes.values, [2, 3, 4]);
+        assert_eq!(codes.container_name.as_deref(), Some(LAUNCHER_CONTAINER));
+    }
+
+    #[test]
+    fn indexed_job_names_leave_room_for_the_completion_index() {
+        let run = format!("{}-20261122T020000Z", "j".repeat(58));
+        let worker = worker_job_name(&run, None);
+        assert!(worker.len() <= MAX_INDEXED_JOB_NAME, "{worker}");
+        assert!(crate::spec::metadata::is_dns_label(&format!(
+            "{worker}-99999"
+        )));
+        let resume = worker_job_name(&run, Some("resume-12"));
+        assert!(resume.len() <= MAX_INDEXED_JOB_NAME, "{resume}");
+        assert!(resume.ends_with("-resume-12"), "{resume}");
+        // Both carry the hash of the run id.
+        let hash = &worker[worker.len() - 8..];
+        assert!(
+            resume.contains(&format!("-{hash}-resume-12")),
+            "{resume} vs {worker}"
+        );
+        assert_ne!(resume, worker_job_name(&run, Some("resume-13")));
+        // Short names stay as they were.
+        assert_eq!(
+            worker_job_name("taxi-20261122T020000Z", Some("resume-1")),
+            "taxi-20261122t020000z-resume-1"
+        );
     }
 }

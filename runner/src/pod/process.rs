@@ -112,6 +112,32 @@ impl PodTemplate {
     }
 }
 
+/// `$(NAME)` replaced by the value of NAME in `env`, as the kubelet does: an unknown name
+/// stays as written and `$$` is a literal `$`.
+fn expand_vars(text: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+            && let Some((_, value)) = env.iter().rev().find(|(k, _)| *k == inner[..end])
+        {
+            out.push_str(value);
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl LocalPodRunner {
     /// The argv and environment of a container on this machine.
     pub(super) fn process(&self, container: &Container) -> Result<Process, PodRunError> {
@@ -138,7 +164,7 @@ impl LocalPodRunner {
                 }
             }
         };
-        argv.extend(args);
+        argv.extend(args.iter().cloned());
         let mut env = Vec::new();
         for var in container.env.iter().flatten() {
             match (&var.value, &var.value_from) {
@@ -165,6 +191,20 @@ impl LocalPodRunner {
             .iter()
             .flatten()
             .map(|m| m.mount_path.clone())
+            .collect();
+        // Kubernetes substitutes `$(NAME)` in the container's command and args from its
+        // env; what stands in for an image (`local`) is this machine's, and left as it is.
+        let from_spec = argv.len() - args.len();
+        let argv = argv
+            .iter()
+            .enumerate()
+            .map(|(i, arg)| {
+                if i >= from_spec || (image == self.sluice_image && i > 0) {
+                    expand_vars(arg, &env)
+                } else {
+                    arg.clone()
+                }
+            })
             .collect();
         Ok(Process {
             name: container.name.clone(),
@@ -246,5 +286,19 @@ pub(super) fn pin_to_cpus(command: &mut Command, n: usize) {
             }
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_vars;
+
+    #[test]
+    fn variables_in_args_expand_as_the_kubelet_expands_them() {
+        let env = vec![("JOB".to_string(), "nightly-29921880".to_string())];
+        assert_eq!(expand_vars("$(JOB)", &env), "nightly-29921880");
+        assert_eq!(expand_vars("x=$(JOB)!", &env), "x=nightly-29921880!");
+        assert_eq!(expand_vars("$(OTHER)", &env), "$(OTHER)");
+        assert_eq!(expand_vars("$$(JOB) $5", &env), "$(JOB) $5");
     }
 }

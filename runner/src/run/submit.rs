@@ -106,6 +106,8 @@ pub async fn submit(
     }
     let work = WorkerPlan::all(layout.plan(), plan.shards.len() as u32);
     let created = cluster.create_once(&worker_job(job, target, &work)).await?;
+    // The run's ConfigMap goes with its worker Job (TTL, cancel).
+    cluster.own_config_map(&target.run_id, &created).await?;
     let name = created.metadata.name.unwrap_or_default();
     tracing::info!(
         run = %target.run_id,

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    BehaviorVersion, Credentials, ProvideCredentials, Region, RequestChecksumCalculation,
+    ResponseChecksumValidation,
 };
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct ConnectOptions {
     pub endpoint: Option<String>,
     /// The directory the embedded server serves when nothing else is configured.
     pub embedded_dir: PathBuf,
+    /// Why the embedded server must not stand in for S3 here (a worker, the launcher), if
+    /// it must not; inside a pod it never does.
+    pub refuse_embedded: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -32,9 +36,13 @@ impl Default for ConnectOptions {
         ConnectOptions {
             endpoint: None,
             embedded_dir: PathBuf::from(DEFAULT_EMBEDDED_DIR),
+            refuse_embedded: None,
         }
     }
 }
+
+/// The sources of the AWS default credential chain, in its order, as an error names them.
+const CREDENTIAL_SOURCES: &str = "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), shared config and credentials files (AWS_PROFILE, AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE, ~/.aws), web identity (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, as IRSA sets them), container credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI, as EKS Pod Identity and ECS set them), EC2 instance metadata (an instance profile or node IAM role)";
 
 /// The S3 endpoint in use, and the environment a child process needs to reach the same one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +73,10 @@ impl Endpoint {
 struct S3Environment {
     endpoint: Option<String>,
     has_credentials: bool,
+    /// `KUBERNETES_SERVICE_HOST` is set: this process runs in a pod.
+    in_pod: bool,
+    /// `AWS_EC2_METADATA_DISABLED=true`: the chain skips instance metadata.
+    metadata_disabled: bool,
 }
 
 impl S3Environment {
@@ -92,6 +104,9 @@ impl S3Environment {
         S3Environment {
             endpoint,
             has_credentials: env_credentials || file_credentials,
+            in_pod: set("KUBERNETES_SERVICE_HOST"),
+            metadata_disabled: var("AWS_EC2_METADATA_DISABLED")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }
     }
 
@@ -101,40 +116,92 @@ impl S3Environment {
     }
 }
 
-/// Whether to start the embedded server: only when neither an endpoint nor any source of
-/// credentials is configured.
-fn wants_embedded(opts: &ConnectOptions, env: &S3Environment) -> bool {
-    opts.endpoint.is_none() && env.endpoint.is_none() && !env.has_credentials
+/// What to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Choice {
+    /// The embedded server: nothing is configured and it may stand in.
+    Embedded,
+    /// The AWS default chain; `Some(why)` when nothing is configured but the embedded
+    /// server may not stand in, so the chain must find credentials (an instance profile,
+    /// say) or the connection fails saying `why`.
+    Chain { must_find: Option<String> },
+}
+
+/// Starts the embedded server only when neither an endpoint nor any source of credentials
+/// is configured, and never inside a pod or where the command refuses it: there an
+/// instance profile or node role, invisible to this check, is the likely source, and a
+/// local empty disk would make an empty run.
+fn choose(opts: &ConnectOptions, env: &S3Environment) -> Choice {
+    if opts.endpoint.is_some() || env.endpoint.is_some() || env.has_credentials {
+        return Choice::Chain { must_find: None };
+    }
+    if let Some(why) = &opts.refuse_embedded {
+        return Choice::Chain {
+            must_find: Some(why.clone()),
+        };
+    }
+    if env.in_pod {
+        return Choice::Chain {
+            must_find: Some("running in a pod (KUBERNETES_SERVICE_HOST is set)".into()),
+        };
+    }
+    Choice::Embedded
 }
 
 impl Storage {
     /// Connects with the standard AWS chain (environment, profile, web identity, container
-    /// credentials), the endpoint override (explicit option, then `AWS_ENDPOINT_URL`),
-    /// path-style addressing and standard retries. With nothing configured at all, starts
-    /// the embedded server on `opts.embedded_dir` and says so in one line on stderr.
+    /// credentials, instance metadata), the endpoint override (explicit option, then
+    /// `AWS_ENDPOINT_URL`), path-style addressing and standard retries. With nothing
+    /// configured at all, outside a pod, starts the embedded server on `opts.embedded_dir`
+    /// and says why in one line on stderr; inside a pod (or where `opts` refuses it) the
+    /// chain must find credentials, else the error names the sources it tried.
     pub async fn connect(
         opts: &ConnectOptions,
     ) -> Result<(Storage, Option<EmbeddedServer>, Endpoint), StorageError> {
         let env = S3Environment::current();
-        if wants_embedded(opts, &env) {
-            let server = EmbeddedServer::start(&opts.embedded_dir, None).await?;
-            eprintln!(
-                "sluice: no S3 endpoint or credentials configured; serving {} as S3 at {}",
-                opts.embedded_dir.display(),
-                server.url()
-            );
-            let storage =
-                Storage::with_endpoint(server.url(), EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY)
-                    .await;
-            let endpoint = Endpoint::embedded(server.url());
-            return Ok((storage, Some(server), endpoint));
-        }
+        let must_find = match choose(opts, &env) {
+            Choice::Embedded => {
+                let server = EmbeddedServer::start(&opts.embedded_dir, None).await?;
+                eprintln!(
+                    "sluice: no S3 endpoint (--endpoint, AWS_ENDPOINT_URL, the job's `endpoint`) and no AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws, web identity, container credentials) are configured, so sluice serves {} as S3 at {} (an instance profile is not looked for here; set one of those to use real S3)",
+                    opts.embedded_dir.display(),
+                    server.url()
+                );
+                let storage =
+                    Storage::with_endpoint(server.url(), EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY)
+                        .await;
+                let endpoint = Endpoint::embedded(server.url());
+                return Ok((storage, Some(server), endpoint));
+            }
+            Choice::Chain { must_find } => must_find,
+        };
 
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(url) = &opts.endpoint {
             loader = loader.endpoint_url(url);
         }
         let shared = loader.load().await;
+        if let Some(why) = must_find {
+            let provider =
+                shared
+                    .credentials_provider()
+                    .ok_or_else(|| StorageError::NoCredentials {
+                        why: why.clone(),
+                        tried: CREDENTIAL_SOURCES.into(),
+                        source: "no credentials provider is configured".into(),
+                    })?;
+            if let Err(error) = provider.provide_credentials().await {
+                let mut tried = CREDENTIAL_SOURCES.to_string();
+                if env.metadata_disabled {
+                    tried.push_str("; instance metadata is off (AWS_EC2_METADATA_DISABLED=true)");
+                }
+                return Err(StorageError::NoCredentials {
+                    why,
+                    tried,
+                    source: Box::new(error),
+                });
+            }
+        }
         let url = opts
             .endpoint
             .clone()
@@ -210,6 +277,8 @@ mod tests {
     fn embedded_only_when_nothing_is_configured() {
         let empty_home = tempfile::tempdir().unwrap();
         let opts = ConnectOptions::default();
+        let wants_embedded =
+            |opts: &ConnectOptions, env: &S3Environment| choose(opts, env) == Choice::Embedded;
         assert!(wants_embedded(&opts, &env_of(&[], Some(empty_home.path()))));
         assert!(wants_embedded(&opts, &env_of(&[], None)));
         for var in [
@@ -233,12 +302,43 @@ mod tests {
     }
 
     #[test]
+    fn never_embedded_in_a_pod_or_where_refused() {
+        let in_pod = env_of(&[("KUBERNETES_SERVICE_HOST", "10.0.0.1")], None);
+        let Choice::Chain {
+            must_find: Some(why),
+        } = choose(&ConnectOptions::default(), &in_pod)
+        else {
+            panic!("a pod must not get the embedded server");
+        };
+        assert!(why.contains("KUBERNETES_SERVICE_HOST"), "{why}");
+        let refused = ConnectOptions {
+            refuse_embedded: Some("a worker".into()),
+            ..ConnectOptions::default()
+        };
+        assert_eq!(
+            choose(&refused, &env_of(&[], None)),
+            Choice::Chain {
+                must_find: Some("a worker".into())
+            }
+        );
+        // Configured credentials are used as they are, in a pod too.
+        let keys = env_of(
+            &[("KUBERNETES_SERVICE_HOST", "x"), ("AWS_ACCESS_KEY_ID", "k")],
+            None,
+        );
+        assert_eq!(choose(&refused, &keys), Choice::Chain { must_find: None });
+    }
+
+    #[test]
     fn aws_files_in_home_count_as_credentials() {
         let home = tempfile::tempdir().unwrap();
         std::fs::create_dir(home.path().join(".aws")).unwrap();
         std::fs::write(home.path().join(".aws/config"), "[default]\n").unwrap();
         let env = env_of(&[], Some(home.path()));
         assert!(env.has_credentials);
-        assert!(!wants_embedded(&ConnectOptions::default(), &env));
+        assert_eq!(
+            choose(&ConnectOptions::default(), &env),
+            Choice::Chain { must_find: None }
+        );
     }
 }

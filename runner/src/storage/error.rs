@@ -104,6 +104,17 @@ pub enum StorageError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// The embedded server may not stand in (inside a pod, a worker, the launcher) and the
+    /// AWS default chain found no credentials.
+    #[error(
+        "no S3 credentials: {why}, so sluice does not start its embedded S3 server; the AWS default credential chain found none (tried: {tried})"
+    )]
+    NoCredentials {
+        why: String,
+        tried: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("starting the embedded S3 server on {dir}")]
     EmbeddedServer {
         dir: String,
@@ -153,7 +164,9 @@ impl StorageError {
                     .is_some_and(StorageError::is_transient),
                 _ => false,
             },
-            StorageError::UploadClosed { .. } | StorageError::WriterDropped { .. } => false,
+            StorageError::UploadClosed { .. }
+            | StorageError::WriterDropped { .. }
+            | StorageError::NoCredentials { .. } => false,
         }
     }
 
