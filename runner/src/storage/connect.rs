@@ -110,7 +110,7 @@ fn wants_embedded(opts: &ConnectOptions, env: &S3Environment) -> bool {
 impl Storage {
     /// Connects with the standard AWS chain (environment, profile, web identity, container
     /// credentials), the endpoint override (explicit option, then `AWS_ENDPOINT_URL`),
-    /// path-style addressing and standard retries. With nothing configured at all, starts
+    /// path-style addressing and adaptive retries. With nothing configured at all, starts
     /// the embedded server on `opts.embedded_dir` and says so in one line on stderr.
     pub async fn connect(
         opts: &ConnectOptions,
@@ -181,8 +181,10 @@ fn tune(config: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
         // (aws-chunked bodies) are not understood by every S3-compatible server.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // Adaptive: besides retrying, a throttled client (503 SlowDown) lowers its own
+        // request rate instead of spending its attempts at full speed.
         .retry_config(
-            RetryConfig::standard()
+            RetryConfig::adaptive()
                 .with_max_attempts(MAX_ATTEMPTS)
                 .with_initial_backoff(Duration::from_millis(200)),
         )
