@@ -238,6 +238,7 @@ async fn survives_transient_faults(server: &TestServer) {
         latency: 0.2,
         max_latency: Duration::from_millis(40),
         max_in_a_row: 2,
+        state_burst: 0,
     };
     let proxy = FaultProxy::start(&server.url, "in/", rates).await;
     let (storage, bucket) = server.fresh().await;
@@ -280,9 +281,11 @@ async fn survives_transient_faults(server: &TestServer) {
 }
 
 /// 15 % 503 SlowDown, 10 % 500 and 5 % cut bodies, up to six faults in a row for one
-/// request: more than the client's four attempts, so shards live on their retries and
-/// planning, publishing and the clean-up of uploads on their own bounded retries. The run
-/// publishes the clean run's outputs, with no upload left open.
+/// request, and every fault on run state (plan, markers, progress, report, manifest,
+/// upload records, their listings) repeated for all four of the client's attempts: shards
+/// live on their retries, and planning, publishing and the clean-up of uploads on their
+/// own bounded retries. The run publishes the clean run's outputs, with no upload left
+/// open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
     let server = support::embedded();
@@ -297,6 +300,8 @@ async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
         latency: 0.0,
         max_latency: Duration::ZERO,
         max_in_a_row: 6,
+        // Every fault on run state takes all four of the client's attempts.
+        state_burst: 4,
     };
     let proxy = FaultProxy::start(&server.url, "in/", rates).await;
     let (storage, bucket) = server.fresh().await;
@@ -318,6 +323,13 @@ async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
         out.status.code(),
         Some(0),
         "the run under heavy faults failed"
+    );
+    assert!(
+        counts
+            .state_bursts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "no fault on run state outlasted the client's attempts"
     );
     let manifest = json(&storage, &state::run(&bucket, JOB, "stormy").success())
         .await

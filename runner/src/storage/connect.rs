@@ -184,7 +184,7 @@ fn tune(config: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
         // Adaptive: besides retrying, a throttled client (503 SlowDown) lowers its own
         // request rate instead of spending its attempts at full speed.
         .retry_config(
-            RetryConfig::adaptive()
+            RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)
                 .with_initial_backoff(Duration::from_millis(200)),
         )

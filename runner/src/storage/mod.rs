@@ -74,6 +74,8 @@ pub struct Storage {
     journal: Option<std::sync::Arc<dyn UploadJournal>>,
     /// Aborts of dropped uploads, run in the background; see [`Storage::wait_for_aborts`].
     aborts: tokio_util::task::TaskTracker,
+    /// The pause that throttling imposes on this client's bookkeeping requests.
+    throttle: retry::Throttle,
 }
 
 impl Storage {
@@ -84,6 +86,7 @@ impl Storage {
             list_page_size: None,
             journal: None,
             aborts: tokio_util::task::TaskTracker::new(),
+            throttle: retry::Throttle::default(),
         }
     }
 
@@ -157,7 +160,7 @@ impl Storage {
         delimiter: Option<&str>,
         token: Option<String>,
     ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output, StorageError> {
-        retry::retrying("a listing", || async {
+        retry::retrying("a listing", &self.throttle, || async {
             self.client
                 .list_objects_v2()
                 .bucket(&prefix.bucket)
@@ -207,7 +210,7 @@ impl Storage {
 
     /// A whole (small) object, or `None` if it does not exist.
     pub async fn get_bytes(&self, uri: &S3Uri) -> Result<Option<Bytes>, StorageError> {
-        retry::retrying("a read", || self.get_bytes_once(uri)).await
+        retry::retrying("a read", &self.throttle, || self.get_bytes_once(uri)).await
     }
 
     async fn get_bytes_once(&self, uri: &S3Uri) -> Result<Option<Bytes>, StorageError> {
@@ -258,7 +261,7 @@ impl Storage {
     /// returns the ETag.
     async fn put_object(&self, uri: &S3Uri, body: Bytes) -> Result<String, StorageError> {
         let checksum = crc32c_base64(crc32c::crc32c(&body));
-        retry::retrying("a write", || async {
+        retry::retrying("a write", &self.throttle, || async {
             let output = self
                 .client
                 .put_object()
@@ -279,7 +282,7 @@ impl Storage {
 
     /// Size and ETag of an object, or `None` if it does not exist.
     pub async fn head(&self, uri: &S3Uri) -> Result<Option<ObjectInfo>, StorageError> {
-        retry::retrying("reading metadata", || self.head_once(uri)).await
+        retry::retrying("reading metadata", &self.throttle, || self.head_once(uri)).await
     }
 
     async fn head_once(&self, uri: &S3Uri) -> Result<Option<ObjectInfo>, StorageError> {
@@ -316,7 +319,7 @@ impl Storage {
 
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, uri: &S3Uri) -> Result<(), StorageError> {
-        retry::retrying("a delete", || async {
+        retry::retrying("a delete", &self.throttle, || async {
             self.client
                 .delete_object()
                 .bucket(&uri.bucket)
@@ -369,7 +372,7 @@ impl Storage {
         let mut upload_id_marker: Option<String> = None;
         loop {
             let (keys, ids) = (key_marker.take(), upload_id_marker.take());
-            let page = retry::retrying("listing uploads", || async {
+            let page = retry::retrying("listing uploads", &self.throttle, || async {
                 self.client
                     .list_multipart_uploads()
                     .bucket(&prefix.bucket)
@@ -442,7 +445,7 @@ impl Storage {
         key: &str,
         upload_id: &str,
     ) -> Result<(), StorageError> {
-        retry::retrying("an abort", || async {
+        retry::retrying("an abort", &self.throttle, || async {
             match self
                 .client
                 .abort_multipart_upload()

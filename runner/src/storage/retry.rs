@@ -1,9 +1,13 @@
 //! Bounded retries of sluice's own around the SDK's, for the small requests that keep a run's
 //! books (state documents, listings, aborts): a fault that outlasts the SDK's attempts is
-//! tried again after a pause instead of failing a plan, a publish or a resume.
+//! tried again after a pause instead of failing a plan, a publish or a resume. Throttling
+//! that outlasts them pauses every such request of the client, not only the throttled one.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rand::Rng as _;
 
@@ -20,17 +24,45 @@ fn backoff(round: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
+/// A pause shared by the clones of one client: once S3 throttles a request beyond the SDK's
+/// attempts, the client's bookkeeping requests all wait it out before they are sent, so the
+/// client slows down as a whole (the SDK's adaptive mode slows each request's attempts).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Throttle(Arc<Mutex<Option<Instant>>>);
+
+impl Throttle {
+    async fn wait(&self) {
+        let until = *self.0.lock().expect("not poisoned");
+        if let Some(until) = until {
+            tokio::time::sleep_until(until).await;
+        }
+    }
+
+    fn slow_down(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut current = self.0.lock().expect("not poisoned");
+        if current.is_none_or(|c| c < until) {
+            *current = Some(until);
+        }
+    }
+}
+
 /// Runs `op` until it succeeds, fails for good, or has failed transiently `ROUNDS + 1` times.
-pub(crate) async fn retrying<T, F, Fut>(what: &str, op: F) -> Result<T, StorageError>
+pub(crate) async fn retrying<T, F, Fut>(
+    what: &str,
+    throttle: &Throttle,
+    op: F,
+) -> Result<T, StorageError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StorageError>>,
 {
-    retrying_with(what, backoff, op).await
+    retrying_with(what, throttle, backoff, op).await
 }
 
 async fn retrying_with<T, F, Fut>(
     what: &str,
+    throttle: &Throttle,
     pause_before: fn(u32) -> Duration,
     mut op: F,
 ) -> Result<T, StorageError>
@@ -40,10 +72,14 @@ where
 {
     let mut round = 0;
     loop {
+        throttle.wait().await;
         match op().await {
             Err(error) if error.is_transient() && round < ROUNDS => {
                 round += 1;
                 let pause = pause_before(round);
+                if error.failure().is_some_and(|f| f.is_throttling()) {
+                    throttle.slow_down(pause);
+                }
                 tracing::warn!(
                     %error,
                     round,
@@ -93,6 +129,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = retrying_with(
             "reading",
+            &Throttle::default(),
             |_| Duration::ZERO,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -106,6 +143,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result = retrying_with(
             "reading",
+            &Throttle::default(),
             |_| Duration::ZERO,
             || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
@@ -117,10 +155,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn throttling_pauses_every_request_of_the_client() {
+        let throttle = Throttle::default();
+        let calls = AtomicU32::new(0);
+        let throttled = retrying_with(
+            "reading",
+            &throttle,
+            |_| Duration::from_millis(300),
+            || async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(failure(true)),
+                    n => Ok(n),
+                }
+            },
+        );
+        let other = async {
+            // Sent while the first request waits out its throttling.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let started = Instant::now();
+            retrying_with(
+                "writing",
+                &throttle,
+                |_| Duration::ZERO,
+                || async { Ok::<_, StorageError>(()) },
+            )
+            .await
+            .unwrap();
+            started.elapsed()
+        };
+        let (result, waited) = tokio::join!(throttled, other);
+        assert_eq!(result.unwrap(), 1);
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    }
+
+    #[tokio::test]
     async fn permanent_failures_are_not_retried() {
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = retrying_with(
             "reading",
+            &Throttle::default(),
             |_| Duration::ZERO,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
