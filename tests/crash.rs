@@ -107,7 +107,7 @@ async fn crash_trials(server: &'static TestServer, trials: usize) {
             }),
         });
         let log = std::fs::File::create(dir.path().join(format!("{run_id}.log"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut child = Command::new(support::sluice_bin())
             .args(["run", job.to_str().unwrap(), "--run-id", &run_id])
             .envs(through_proxy.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "sluice=info,warn")

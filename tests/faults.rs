@@ -105,7 +105,7 @@ pub(crate) fn env_for(server: &TestServer, url: &str) -> Vec<(String, String)> {
 }
 
 pub(crate) fn sluice(args: &[&str], env: &[(String, String)], dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let output = Command::new(support::sluice_bin())
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "sluice=info,warn")

@@ -561,7 +561,8 @@ pub fn sync_upload(
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     let chunk = (opts.part_size as usize).clamp(1, SYNC_CHUNK);
     let mut upload = storage.upload(uri.clone(), opts);
-    let task = tokio::spawn(async move {
+    // Tracked, so a worker waits for the abort of a writer dropped at the last moment.
+    let task = tokio::spawn(storage.aborts.track_future(async move {
         while let Some(message) = rx.recv().await {
             match message {
                 Chunk::Data(data) => upload.write(data).await?,
@@ -570,7 +571,7 @@ pub fn sync_upload(
         }
         upload.abort().await?;
         Err(StorageError::WriterDropped { uri })
-    });
+    }));
     let writer = SyncUploadWriter {
         tx,
         buffer: BytesMut::with_capacity(chunk),
