@@ -4,7 +4,9 @@
 //! after a CompleteMultipartUpload succeeded but before the client heard of it, around the
 //! PUT of a done marker and of `_SUCCESS.json`. `sluice resume RUN --local JOB` then
 //! finishes the run, and the result must be the clean run's: the same output keys and
-//! bytes, the same record counts, no upload left open, `_SUCCESS.json` exactly once.
+//! bytes, the same record counts, no upload left open, `_SUCCESS.json` exactly once. The
+//! big output takes three 5 MiB parts, so a kill mid-upload leaves parts stored; the trials
+//! run on the embedded server and on moto.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
@@ -18,13 +20,15 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::faults::{
     JOB, assert_no_open_uploads, assert_same_outputs, clean_run, env_for, inputs, job_file,
-    last_lines, outputs, put_inputs, sluice,
+    last_lines, open_uploads, outputs, put_inputs, sluice,
 };
 use crate::support::fault_proxy::{Point, Trap};
 use crate::support::state::{self, json};
-use crate::support::{self, fault_proxy::FaultProxy, fault_proxy::FaultRates};
+use crate::support::{self, TestServer, fault_proxy::FaultProxy, fault_proxy::FaultRates};
 
+/// Trials on the embedded server, and on moto (slower; each point is still killed at).
 const TRIALS: usize = 20;
+const MOTO_TRIALS: usize = 10;
 const SEED: u64 = 20261201;
 
 #[derive(Debug, Default)]
@@ -35,8 +39,17 @@ struct Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_killed_at_any_point_resume_to_the_clean_result() {
+    crash_trials(support::embedded(), TRIALS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_killed_at_any_point_resume_to_the_clean_result_on_moto() {
+    let Some(moto) = support::moto() else { return };
+    crash_trials(moto, MOTO_TRIALS).await;
+}
+
+async fn crash_trials(server: &'static TestServer, trials: usize) {
     let started = Instant::now();
-    let server = support::embedded();
     let (clean, clean_records) = clean_run(server).await;
     let proxy = FaultProxy::start(&server.url, "in/", FaultRates::none()).await;
     let through_proxy = env_for(server, proxy.url());
@@ -64,11 +77,15 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
 
     let mut rng = ChaCha8Rng::seed_from_u64(SEED);
     let mut tally: BTreeMap<Point, Tally> = BTreeMap::new();
-    for trial in 0..TRIALS {
+    let mut left_open = 0;
+    for trial in 0..trials {
         let point = Point::ALL[trial % Point::ALL.len()];
         let occurrence = rng.random_range(1..=occurrences[&point]);
         let after = rng.random_bool(0.5);
-        let context = format!("trial {trial}: {point:?} #{occurrence} (after: {after})");
+        let context = format!(
+            "{} trial {trial}: {point:?} #{occurrence} (after: {after})",
+            server.name
+        );
 
         let (storage, bucket) = server.fresh().await;
         put_inputs(&storage, &bucket, &inputs()).await;
@@ -90,7 +107,7 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
             }),
         });
         let log = std::fs::File::create(dir.path().join(format!("{run_id}.log"))).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut child = Command::new(support::sluice_bin())
             .args(["run", job.to_str().unwrap(), "--run-id", &run_id])
             .envs(through_proxy.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "sluice=info,warn")
@@ -122,6 +139,9 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
         let entry = tally.entry(point).or_default();
         entry.trials += 1;
         entry.killed += u32::from(killed);
+
+        // What the kill left open; resume must abort it.
+        left_open += open_uploads(&storage, &bucket).await.len();
 
         // Finish the run on this machine, as an operator would.
         proxy.reset_points();
@@ -169,7 +189,9 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
 
     let killed: u32 = tally.values().map(|t| t.killed).sum();
     println!(
-        "crash harness: {TRIALS} trials, {killed} kills survived, in {:.1}s",
+        "crash harness on {}: {trials} trials, {killed} kills survived, {left_open} uploads \
+         left open by the kills and none after resume, in {:.1}s",
+        server.name,
         started.elapsed().as_secs_f64()
     );
     for (point, t) in &tally {
@@ -179,10 +201,14 @@ async fn runs_killed_at_any_point_resume_to_the_clean_result() {
         );
     }
     assert!(
-        killed as usize >= TRIALS * 3 / 4,
-        "only {killed} of {TRIALS} trials hit their kill point"
+        killed as usize >= trials * 3 / 4,
+        "only {killed} of {trials} trials hit their kill point"
     );
     for point in Point::ALL {
         assert!(tally[&point].killed > 0, "{point:?} was never killed at");
     }
+    assert!(
+        left_open > 0,
+        "no kill left an upload open: the clean-up went untested"
+    );
 }

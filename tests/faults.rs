@@ -1,7 +1,8 @@
-//! Jobs through a fault-injecting proxy in front of the embedded S3 server: transient
-//! faults (500, 503, broken GET and upload bodies, latency) are survived with outputs
-//! byte-identical to a clean run's; faults that do not go away (403, a missing bucket)
-//! fail fast with exit code 2 and a message naming the bucket or key.
+//! Jobs through a fault-injecting proxy in front of the embedded S3 server and moto:
+//! transient faults (500, 503, broken GET and upload bodies, latency) are survived with
+//! outputs byte-identical to a clean run's and no multipart upload left open, even when a
+//! fault outlasts the client's own attempts; faults that do not go away (403, a missing
+//! bucket) fail fast with exit code 2 and a message naming the bucket or key.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -40,10 +41,14 @@ pub(crate) fn csv_rows(rows: u64, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Rows of the big source object: its JSON lines output (about 12 MiB) takes three
+/// 5 MiB parts.
+const BIG_ROWS: u64 = 170_000;
+
 /// The source objects of the fault and crash tests: a few small ones and one whose JSON
-/// lines output takes two 5 MiB parts.
+/// lines output takes three 5 MiB parts.
 pub(crate) fn inputs() -> Vec<(String, Bytes)> {
-    let mut objects = vec![("in/big.csv".to_string(), Bytes::from(csv_rows(90_000, 7)))];
+    let mut objects = vec![("in/big.csv".to_string(), Bytes::from(csv_rows(BIG_ROWS, 7)))];
     for (i, rows) in [300u64, 1_200, 40].into_iter().enumerate() {
         objects.push((
             format!("in/small-{i}.csv"),
@@ -53,7 +58,7 @@ pub(crate) fn inputs() -> Vec<(String, Bytes)> {
     objects
 }
 
-pub(crate) const INPUT_RECORDS: u64 = 90_000 + 300 + 1_200 + 40;
+pub(crate) const INPUT_RECORDS: u64 = BIG_ROWS + 300 + 1_200 + 40;
 
 pub(crate) async fn put_inputs(storage: &Storage, bucket: &str, inputs: &[(String, Bytes)]) {
     for (key, body) in inputs {
@@ -64,8 +69,13 @@ pub(crate) async fn put_inputs(storage: &Storage, bucket: &str, inputs: &[(Strin
     }
 }
 
-/// A CSV -> JSON lines job over `s3://bucket/in/`, in 5 MiB parts, two shards.
+/// A CSV -> JSON lines job over `s3://bucket/in/`, in 5 MiB parts, two shards, no retries.
 pub(crate) fn job_file(dir: &Path, bucket: &str) -> PathBuf {
+    job_with_retries(dir, bucket, 0)
+}
+
+/// [`job_file`] whose shards are retried `retries` times.
+pub(crate) fn job_with_retries(dir: &Path, bucket: &str, retries: u32) -> PathBuf {
     JobYaml::new(JOB)
         .source(format!("s3://{bucket}/in/"), "csv")
         .schema(&[
@@ -79,7 +89,7 @@ pub(crate) fn job_file(dir: &Path, bucket: &str) -> PathBuf {
         .sink_lines("    format: jsonl\n    part_size: 5MiB\n    parts_in_flight: 2")
         .set("parallelism", 2)
         .set("shards", 2)
-        .set("retries", 0)
+        .set("retries", retries)
         .write(dir.join(format!("{bucket}.yaml")))
 }
 
@@ -95,7 +105,7 @@ pub(crate) fn env_for(server: &TestServer, url: &str) -> Vec<(String, String)> {
 }
 
 pub(crate) fn sluice(args: &[&str], env: &[(String, String)], dir: &Path) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let output = Command::new(support::sluice_bin())
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "sluice=info,warn")
@@ -131,13 +141,31 @@ pub(crate) async fn outputs(storage: &Storage, bucket: &str) -> BTreeMap<String,
     out
 }
 
-/// Fails if any multipart upload is open in the bucket.
-pub(crate) async fn assert_no_open_uploads(storage: &Storage, bucket: &str, context: &str) {
-    let open = storage
+/// The multipart uploads open anywhere in the bucket.
+pub(crate) async fn open_uploads(storage: &Storage, bucket: &str) -> Vec<(String, String)> {
+    storage
         .list_multipart_uploads(&S3Uri::new(bucket, ""))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Fails if any multipart upload is open in the bucket, or if a record of one is left in
+/// the state of any run.
+pub(crate) async fn assert_no_open_uploads(storage: &Storage, bucket: &str, context: &str) {
+    let open = open_uploads(storage, bucket).await;
     assert!(open.is_empty(), "{context}: uploads left open: {open:?}");
+    let records: Vec<String> = storage
+        .list(&state::root(bucket))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.contains("/uploads/"))
+        .collect();
+    assert!(
+        records.is_empty(),
+        "{context}: upload records left: {records:?}"
+    );
 }
 
 /// Asserts that two sets of outputs hold the same keys with the same bytes.
@@ -159,7 +187,7 @@ pub(crate) fn assert_same_outputs(
     }
 }
 
-/// A clean run of the test job on the embedded server: its outputs and record counts.
+/// A clean run of the test job on `server`: its outputs and record counts.
 pub(crate) async fn clean_run(server: &TestServer) -> (BTreeMap<String, Bytes>, Value) {
     let (storage, bucket) = server.fresh().await;
     put_inputs(&storage, &bucket, &inputs()).await;
@@ -176,9 +204,10 @@ pub(crate) async fn clean_run(server: &TestServer) -> (BTreeMap<String, Bytes>, 
         .expect("the clean run is published");
     let outputs = outputs(&storage, &bucket).await;
     assert!(
-        outputs["big.jsonl"].len() > 5 << 20,
-        "the big output must take more than one part"
+        outputs["big.jsonl"].len() > 10 << 20,
+        "the big output must take at least three parts"
     );
+    assert_no_open_uploads(&storage, &bucket, "the clean run").await;
     (outputs, manifest["records"].clone())
 }
 
@@ -188,7 +217,13 @@ pub(crate) async fn clean_run(server: &TestServer) -> (BTreeMap<String, Bytes>, 
 /// and no upload left open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_s3_faults_are_survived_with_identical_outputs() {
-    let server = support::embedded();
+    for server in support::servers() {
+        survives_transient_faults(server).await;
+    }
+}
+
+async fn survives_transient_faults(server: &TestServer) {
+    let context = format!("under faults on {}", server.name);
     let (clean, clean_records) = clean_run(server).await;
     assert_eq!(clean_records["input"], INPUT_RECORDS);
     assert_eq!(clean_records["output"], INPUT_RECORDS);
@@ -203,6 +238,7 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
         latency: 0.2,
         max_latency: Duration::from_millis(40),
         max_in_a_row: 2,
+        state_burst: 0,
     };
     let proxy = FaultProxy::start(&server.url, "in/", rates).await;
     let (storage, bucket) = server.fresh().await;
@@ -217,10 +253,11 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
     );
     let counts = proxy.counts();
     println!(
-        "fault proxy: {counts}; run took {:.1}s",
+        "fault proxy on {}: {counts}; run took {:.1}s",
+        server.name,
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(out.status.code(), Some(0), "the run under faults failed");
+    assert_eq!(out.status.code(), Some(0), "the run {context} failed");
     assert!(counts.faults() > 0, "no fault was injected");
     for (kind, n) in [
         ("500", &counts.internal_error),
@@ -237,10 +274,69 @@ async fn transient_s3_faults_are_survived_with_identical_outputs() {
 
     let manifest = json(&storage, &state::run(&bucket, JOB, "faulty").success())
         .await
-        .expect("the run under faults is published");
+        .unwrap_or_else(|| panic!("the run {context} is not published"));
+    assert_eq!(manifest["records"], clean_records, "{context}");
+    assert_same_outputs(&outputs(&storage, &bucket).await, &clean, &context);
+    assert_no_open_uploads(&storage, &bucket, &context).await;
+}
+
+/// 15 % 503 SlowDown, 10 % 500 and 5 % cut bodies, up to six faults in a row for one
+/// request, and every fault on run state (plan, markers, progress, report, manifest,
+/// upload records, their listings) repeated for all four of the client's attempts: shards
+/// live on their retries, and planning, publishing and the clean-up of uploads on their
+/// own bounded retries. The run publishes the clean run's outputs, with no upload left
+/// open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
+    let server = support::embedded();
+    let (clean, clean_records) = clean_run(server).await;
+    let rates = FaultRates {
+        seed: 20261206,
+        internal_error: 0.10,
+        slow_down: 0.15,
+        reset_get_body: 0.05,
+        reset_upload_body: 0.05,
+        lose_complete_answer: 0.05,
+        latency: 0.0,
+        max_latency: Duration::ZERO,
+        max_in_a_row: 6,
+        // Every fault on run state takes all four of the client's attempts.
+        state_burst: 4,
+    };
+    let proxy = FaultProxy::start(&server.url, "in/", rates).await;
+    let (storage, bucket) = server.fresh().await;
+    put_inputs(&storage, &bucket, &inputs()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_with_retries(dir.path(), &bucket, 3);
+    let started = Instant::now();
+    let out = sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "stormy"],
+        &env_for(server, proxy.url()),
+        dir.path(),
+    );
+    let counts = proxy.counts();
+    println!(
+        "heavy faults: {counts}; run took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run under heavy faults failed"
+    );
+    assert!(
+        counts
+            .state_bursts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "no fault on run state outlasted the client's attempts"
+    );
+    let manifest = json(&storage, &state::run(&bucket, JOB, "stormy").success())
+        .await
+        .expect("the run under heavy faults is published");
     assert_eq!(manifest["records"], clean_records);
-    assert_same_outputs(&outputs(&storage, &bucket).await, &clean, "under faults");
-    assert_no_open_uploads(&storage, &bucket, "under faults").await;
+    assert_same_outputs(&outputs(&storage, &bucket).await, &clean, "heavy faults");
+    assert_no_open_uploads(&storage, &bucket, "heavy faults").await;
 }
 
 /// Runs `sluice run` and checks that it failed with exit code 2 within a few seconds and

@@ -53,6 +53,10 @@ pub struct FaultRates {
     /// Faults in a row for one request target (method, path and query) at most, so a
     /// client that retries a few times always gets through.
     pub max_in_a_row: u32,
+    /// A fault chosen for a request of run state (a key under `_sluice/`, or a listing of
+    /// it) repeats for this many attempts of the request in a row, beyond `max_in_a_row`:
+    /// set it to the client's attempts to make bookkeeping outlast them (0: no bursts).
+    pub state_burst: u32,
 }
 
 impl FaultRates {
@@ -68,6 +72,7 @@ impl FaultRates {
             latency: 0.0,
             max_latency: Duration::ZERO,
             max_in_a_row: 0,
+            state_burst: 0,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct FaultCounts {
     pub lost_complete_answer: AtomicU64,
     pub latency: AtomicU64,
     pub denied: AtomicU64,
+    /// Faults on run state repeated for `state_burst` attempts in a row.
+    pub state_bursts: AtomicU64,
 }
 
 impl FaultCounts {
@@ -102,7 +109,8 @@ impl fmt::Display for FaultCounts {
         write!(
             f,
             "{} requests: {} x 500 InternalError, {} x 503 SlowDown, {} GET bodies reset, \
-             {} upload bodies reset, {} completion answers lost, {} delayed, {} denied",
+             {} upload bodies reset, {} completion answers lost, {} delayed, {} denied, \
+             {} bursts on run state",
             n(&self.requests),
             n(&self.internal_error),
             n(&self.slow_down),
@@ -110,7 +118,8 @@ impl fmt::Display for FaultCounts {
             n(&self.reset_upload_body),
             n(&self.lost_complete_answer),
             n(&self.latency),
-            n(&self.denied)
+            n(&self.denied),
+            n(&self.state_bursts)
         )
     }
 }
@@ -158,6 +167,8 @@ struct Shared {
     counts: FaultCounts,
     /// Faults in a row per request target.
     streaks: Mutex<HashMap<String, u32>>,
+    /// Bursts on run state: the fault and how many more attempts it takes.
+    bursts: Mutex<HashMap<String, (Fault, u32)>>,
     /// Path prefixes (`/bucket/key...`) answered 403 AccessDenied.
     denied: Mutex<Vec<String>>,
     source_prefix: String,
@@ -194,6 +205,7 @@ impl FaultProxy {
             rates: Mutex::new(rates),
             counts: FaultCounts::default(),
             streaks: Mutex::new(HashMap::new()),
+            bursts: Mutex::new(HashMap::new()),
             denied: Mutex::new(Vec::new()),
             source_prefix: source_prefix.to_string(),
             seen: Mutex::new(HashMap::new()),
@@ -282,6 +294,8 @@ impl FaultProxy {
 struct Classified {
     point: Option<Point>,
     has_body: bool,
+    /// A request for run state: a key under `_sluice/`, or a listing of it.
+    state: bool,
     target: String,
 }
 
@@ -314,6 +328,7 @@ fn classify(req: &Request<Incoming>, source_prefix: &str) -> Classified {
     Classified {
         point,
         has_body: method == Method::PUT || method == Method::POST,
+        state: key.starts_with("_sluice/") || query.contains("prefix=_sluice"),
         target: format!("{method} {path}?{query}"),
     }
 }
@@ -477,6 +492,14 @@ impl Shared {
         });
         let roll: f64 = rng.random();
         drop(rng);
+        // A burst on run state goes on, whatever the roll.
+        if let Some((fault, left)) = self.bursts.lock().unwrap().get_mut(&class.target)
+            && *left > 0
+        {
+            *left -= 1;
+            self.count(*fault);
+            return (Some(*fault), delay);
+        }
         let mut edge = 0.0;
         let mut pick = None;
         for (fault, rate, applies) in [
@@ -512,18 +535,29 @@ impl Shared {
         match fault {
             Some(fault) => {
                 *streak += 1;
-                let counter = match fault {
-                    Fault::InternalError => &self.counts.internal_error,
-                    Fault::SlowDown => &self.counts.slow_down,
-                    Fault::ResetGetBody => &self.counts.reset_get_body,
-                    Fault::ResetUploadBody => &self.counts.reset_upload_body,
-                    Fault::LoseCompleteAnswer => &self.counts.lost_complete_answer,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                self.count(fault);
+                if class.state && rates.state_burst > 1 {
+                    self.counts.state_bursts.fetch_add(1, Ordering::Relaxed);
+                    self.bursts
+                        .lock()
+                        .unwrap()
+                        .insert(class.target.clone(), (fault, rates.state_burst - 1));
+                }
             }
             None => *streak = 0,
         }
         (fault, delay)
+    }
+
+    fn count(&self, fault: Fault) {
+        let counter = match fault {
+            Fault::InternalError => &self.counts.internal_error,
+            Fault::SlowDown => &self.counts.slow_down,
+            Fault::ResetGetBody => &self.counts.reset_get_body,
+            Fault::ResetUploadBody => &self.counts.reset_upload_body,
+            Fault::LoseCompleteAnswer => &self.counts.lost_complete_answer,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Sends the request to the server and reads the whole answer.

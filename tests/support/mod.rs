@@ -62,6 +62,14 @@ impl TestServer {
     }
 }
 
+/// The `sluice` binary the crash and fault tests run: `SLUICE_BIN` when set (a release
+/// build, or a private copy of this build), else the one cargo built with the tests.
+pub fn sluice_bin() -> std::path::PathBuf {
+    std::env::var_os("SLUICE_BIN")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| env!("CARGO_BIN_EXE_sluice").into(), Into::into)
+}
+
 /// Runs the `sluice` binary in `dir` against `server`, and prints what it said (shown
 /// when a test fails).
 pub fn sluice(args: &[&str], server: &TestServer, dir: &Path) -> Output {

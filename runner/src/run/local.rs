@@ -29,6 +29,8 @@ pub enum LocalRunError {
     Rules(#[from] SpecErrors),
     #[error(transparent)]
     Pods(#[from] PodRunError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
 }
 
 impl LocalRunError {
@@ -39,6 +41,7 @@ impl LocalRunError {
             LocalRunError::Plan(e) => e.exit_code(),
             LocalRunError::Rules(e) => e.exit_code(),
             LocalRunError::Pods(e) => e.exit_code(),
+            LocalRunError::Publish(e) => e.exit_code(),
         }
     }
 }
@@ -126,6 +129,8 @@ pub async fn run_locally(
     let plan = if options.resume {
         let plan = crate::state::plan::load_plan(storage, &layout).await?;
         tracing::info!(run = %run_id, shards = plan.shards.len(), "resuming");
+        // The run's earlier process is gone: what it left open is nobody's.
+        publish::abort_open_uploads(storage, &layout).await?;
         plan
     } else {
         let plan = start::make_plan(storage, job, &run_id, options.full).await?;

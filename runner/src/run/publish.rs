@@ -1,5 +1,6 @@
-//! Publishing a run: gather every object's done marker and every shard's outcome, write
-//! report.json, and only when everything passed write `_SUCCESS.json`, last.
+//! Publishing a run: abort every upload the run left open, gather every object's done
+//! marker and every shard's outcome, write report.json, and only when everything passed
+//! write `_SUCCESS.json`, last.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -13,6 +14,7 @@ use crate::state::marker::{DoneMarker, RecordCounts, read_marker};
 use crate::state::plan::load_job_text;
 use crate::state::progress::{ObjectFailure, read_progress};
 use crate::state::report::{ReportStatus, RunReport, ShardReport, write_report};
+use crate::state::uploads::{CleanUpError, abort_recorded};
 use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
 use crate::validate::run::RunFacts;
@@ -20,15 +22,56 @@ use crate::validate::run::RunFacts;
 /// Markers read at the same time while publishing.
 const MARKERS_IN_FLIGHT: usize = 32;
 
-/// Collects the run's outcome, writes report.json and, if everything passed,
-/// `_SUCCESS.json`. Returns the report.
+/// Why a run could not be published (a run that failed its checks is a report).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// An upload of the run is still open: nothing is published until it is aborted.
+    #[error("the run still has an open upload; run `sluice resume` to finish it")]
+    OpenUploads(#[source] CleanUpError),
+}
+
+impl PublishError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            PublishError::State(e) => e.exit_code(),
+            PublishError::OpenUploads(e) => e.exit_code(),
+        }
+    }
+}
+
+/// Aborts the uploads the run's shards recorded and left open (a killed worker, an abort
+/// that failed), so no part of the run is left stored and billed; returns how many. Call it
+/// only once no worker of the run is running.
+pub async fn abort_open_uploads(
+    storage: &Storage,
+    layout: &RunLayout,
+) -> Result<usize, PublishError> {
+    let aborted = abort_recorded(storage, layout, None)
+        .await
+        .map_err(PublishError::OpenUploads)?;
+    if aborted > 0 {
+        tracing::info!(
+            run = layout.run_id(),
+            aborted,
+            "aborted uploads the run left open"
+        );
+    }
+    Ok(aborted)
+}
+
+/// Aborts the uploads the run left open, collects the run's outcome, writes report.json
+/// and, if everything passed, `_SUCCESS.json`. Returns the report. Every worker of the run
+/// must have ended.
 pub async fn publish(
     storage: &Storage,
     layout: &RunLayout,
     plan: &Plan,
     outcomes: &[ShardOutcome],
     started: DateTime<Utc>,
-) -> Result<RunReport, StateError> {
+) -> Result<RunReport, PublishError> {
+    abort_open_uploads(storage, layout).await?;
     let keys: Vec<String> = plan
         .shards
         .iter()
@@ -197,7 +240,7 @@ pub async fn publish(
 async fn rules_of_run(
     storage: &Storage,
     layout: &RunLayout,
-) -> Result<Result<crate::spec::Job, String>, StateError> {
+) -> Result<Result<crate::spec::Job, String>, PublishError> {
     let uri = layout.job();
     let text = match load_job_text(storage, layout).await {
         Ok(text) => text,
@@ -206,7 +249,7 @@ async fn rules_of_run(
                 "{uri} is missing: the run's rules cannot be judged"
             )));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     Ok(crate::spec::load_str(&text, &uri.to_string(), &[])
         .map(|loaded| loaded.job)

@@ -37,6 +37,8 @@ pub enum SubmitError {
     Start(#[from] StartError),
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Publish(#[from] publish::PublishError),
     #[error("the run's job file is not valid: {uri}: {why}")]
     BadJob { uri: String, why: String },
     #[error("run {run_id} is still running (Job {job}); wait for it or `sluice cancel` it first")]
@@ -60,6 +62,7 @@ impl SubmitError {
             SubmitError::Storage(e) => e.exit_code(),
             SubmitError::Start(e) => e.exit_code(),
             SubmitError::State(e) => e.exit_code(),
+            SubmitError::Publish(e) => e.exit_code(),
             SubmitError::BadJob { .. }
             | SubmitError::StillRunning { .. }
             | SubmitError::NoState { .. } => ExitCode::Config,
@@ -424,6 +427,9 @@ pub async fn resume(
             job: latest.name.clone(),
         });
     }
+    // No Job of the run is running: the uploads its pods recorded and left open are
+    // nobody's.
+    publish::abort_open_uploads(storage, &status.layout).await?;
     let completed = status.completed();
     let todo: Vec<u32> = status
         .plan

@@ -6,6 +6,7 @@
 //! <state>/runs/<job>/<run-id>/progress/<i>.json per shard, updated while it runs
 //! <state>/runs/<job>/<run-id>/done/<hash>.json  per source object: ETag, outputs, counts
 //! <state>/runs/<job>/<run-id>/keys/<rule>/<hash>.keys  sorted key hashes for `unique` rules
+//! <state>/runs/<job>/<run-id>/uploads/<i>/<hash>.json  a multipart upload shard i has open
 //! <state>/runs/<job>/<run-id>/report.json       the run report
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
 //! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
@@ -23,6 +24,7 @@ pub mod marker;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod uploads;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -208,6 +210,22 @@ impl RunLayout {
     /// Where `unique` rules spill the sorted keys of each object, per rule.
     pub fn keys(&self) -> S3Uri {
         self.root.join("keys/")
+    }
+
+    /// The records of the multipart uploads a shard (or, with `None`, any shard) has open.
+    pub fn uploads(&self, shard: Option<u32>) -> S3Uri {
+        match shard {
+            Some(shard) => self.root.join(&format!("uploads/{shard:05}/")),
+            None => self.root.join("uploads/"),
+        }
+    }
+
+    /// The record of one open upload of a shard, named by a hash of its key and id.
+    pub fn upload_record(&self, shard: u32, uri: &S3Uri, upload_id: &str) -> S3Uri {
+        self.uploads(Some(shard)).join(&format!(
+            "{}.json",
+            key_hash(&format!("{uri}\n{upload_id}"))
+        ))
     }
 
     pub fn report(&self) -> S3Uri {

@@ -248,6 +248,8 @@ fn tune(config: aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder {
         // (aws-chunked bodies) are not understood by every S3-compatible server.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
         .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        // Adaptive: besides retrying, a throttled client (503 SlowDown) lowers its own
+        // request rate instead of spending its attempts at full speed.
         .retry_config(
             RetryConfig::standard()
                 .with_max_attempts(MAX_ATTEMPTS)

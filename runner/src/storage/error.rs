@@ -308,6 +308,21 @@ impl S3Failure {
         }
     }
 
+    /// Whether the server asked the client to slow down (503 SlowDown, 429, throttling
+    /// codes).
+    pub fn is_throttling(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "TooManyRequests"
+            )
+        ) || matches!(self.status, Some(429 | 503))
+    }
+
     /// Whether the server said the bucket or key does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(

@@ -6,6 +6,7 @@ mod embedded_list;
 mod error;
 mod parquet;
 mod read;
+mod retry;
 mod upload;
 pub mod uri;
 
@@ -19,8 +20,8 @@ pub use error::{FailureKind, S3Failure, StorageError};
 pub use parquet::{S3ParquetReader, parquet_metadata};
 pub use read::ObjectStream;
 pub use upload::{
-    MIN_PART_SIZE, PendingUpload, SyncUploadWriter, Upload, UploadOptions, Uploaded, crc32c_base64,
-    crc32c_hex, sync_upload,
+    MIN_PART_SIZE, PendingUpload, SyncUploadWriter, Upload, UploadJournal, UploadOptions, Uploaded,
+    crc32c_base64, crc32c_hex, sync_upload,
 };
 pub use uri::S3Uri;
 
@@ -63,12 +64,19 @@ pub struct OpenUpload {
     pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// An S3 client with sluice's settings. Cheap to clone.
+/// An S3 client with sluice's settings. Cheap to clone; clones share the journal and the
+/// aborts still running in the background.
 #[derive(Debug, Clone)]
 pub struct Storage {
     client: Client,
     read: ReadTuning,
     list_page_size: Option<i32>,
+    /// Where this client's multipart uploads are recorded while open, if anywhere.
+    journal: Option<std::sync::Arc<dyn UploadJournal>>,
+    /// Aborts of dropped uploads, run in the background; see [`Storage::wait_for_aborts`].
+    aborts: tokio_util::task::TaskTracker,
+    /// The pause that throttling imposes on this client's bookkeeping requests.
+    throttle: retry::Throttle,
 }
 
 impl Storage {
@@ -77,7 +85,25 @@ impl Storage {
             client: Client::from_conf(config.build()),
             read: ReadTuning::default(),
             list_page_size: None,
+            journal: None,
+            aborts: tokio_util::task::TaskTracker::new(),
+            throttle: retry::Throttle::default(),
         }
+    }
+
+    /// The same client, recording every multipart upload it starts in `journal` before the
+    /// first part is sent and forgetting it once the upload is completed or aborted.
+    pub fn with_upload_journal(mut self, journal: std::sync::Arc<dyn UploadJournal>) -> Storage {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Waits until every abort that a dropped upload started in the background has ended,
+    /// so a process that exits next leaves none half done.
+    pub async fn wait_for_aborts(&self) {
+        self.aborts.close();
+        self.aborts.wait().await;
+        self.aborts.reopen();
     }
 
     /// The same client with other large-object read settings.
@@ -104,20 +130,10 @@ impl Storage {
 
     /// Every object under a prefix (the key of `prefix` taken literally), sorted by key.
     pub async fn list(&self, prefix: &S3Uri) -> Result<Vec<ObjectInfo>, StorageError> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&prefix.bucket)
-            .prefix(&prefix.key)
-            .set_max_keys(self.list_page_size)
-            .into_paginator()
-            .send();
         let mut objects = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StorageError::ListObjects {
-                uri: prefix.clone(),
-                source: S3Failure::from_sdk(e),
-            })?;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.list_page(prefix, None, token.take()).await?;
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 objects.push(ObjectInfo {
@@ -129,34 +145,56 @@ impl Storage {
                         .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 });
             }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.into()),
+                _ => break,
+            }
         }
         objects.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(objects)
     }
 
+    /// One page of a listing, retried page by page (see `retry`).
+    async fn list_page(
+        &self,
+        prefix: &S3Uri,
+        delimiter: Option<&str>,
+        token: Option<String>,
+    ) -> Result<aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output, StorageError> {
+        retry::retrying("a listing", &self.throttle, || async {
+            self.client
+                .list_objects_v2()
+                .bucket(&prefix.bucket)
+                .prefix(&prefix.key)
+                .set_delimiter(delimiter.map(str::to_string))
+                .set_max_keys(self.list_page_size)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(|e| StorageError::ListObjects {
+                    uri: prefix.clone(),
+                    source: S3Failure::from_sdk(e),
+                })
+        })
+        .await
+    }
+
     /// The "directories" right below a prefix (common prefixes for the delimiter `/`),
     /// sorted; each ends with `/`.
     pub async fn list_dirs(&self, prefix: &S3Uri) -> Result<Vec<String>, StorageError> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&prefix.bucket)
-            .prefix(&prefix.key)
-            .delimiter("/")
-            .set_max_keys(self.list_page_size)
-            .into_paginator()
-            .send();
         let mut dirs = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StorageError::ListObjects {
-                uri: prefix.clone(),
-                source: S3Failure::from_sdk(e),
-            })?;
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.list_page(prefix, Some("/"), token.take()).await?;
             dirs.extend(
                 page.common_prefixes()
                     .iter()
                     .filter_map(|p| p.prefix().map(str::to_string)),
             );
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.into()),
+                _ => break,
+            }
         }
         dirs.sort();
         Ok(dirs)
@@ -173,6 +211,10 @@ impl Storage {
 
     /// A whole (small) object, or `None` if it does not exist.
     pub async fn get_bytes(&self, uri: &S3Uri) -> Result<Option<Bytes>, StorageError> {
+        retry::retrying("a read", &self.throttle, || self.get_bytes_once(uri)).await
+    }
+
+    async fn get_bytes_once(&self, uri: &S3Uri) -> Result<Option<Bytes>, StorageError> {
         let mut broken = 0;
         loop {
             let response = self
@@ -216,27 +258,35 @@ impl Storage {
         self.put_object(uri, body).await.map(|_| ())
     }
 
-    /// One PutObject with a CRC32C checksum; returns the ETag.
+    /// One PutObject with a CRC32C checksum (retried: the same bytes to the same key);
+    /// returns the ETag.
     async fn put_object(&self, uri: &S3Uri, body: Bytes) -> Result<String, StorageError> {
         let checksum = crc32c_base64(crc32c::crc32c(&body));
-        let output = self
-            .client
-            .put_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .checksum_crc32_c(checksum)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| StorageError::PutObject {
-                uri: uri.clone(),
-                source: S3Failure::from_sdk(e),
-            })?;
-        Ok(output.e_tag().unwrap_or_default().to_string())
+        retry::retrying("a write", &self.throttle, || async {
+            let output = self
+                .client
+                .put_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .checksum_crc32_c(checksum.clone())
+                .body(ByteStream::from(body.clone()))
+                .send()
+                .await
+                .map_err(|e| StorageError::PutObject {
+                    uri: uri.clone(),
+                    source: S3Failure::from_sdk(e),
+                })?;
+            Ok(output.e_tag().unwrap_or_default().to_string())
+        })
+        .await
     }
 
     /// Size and ETag of an object, or `None` if it does not exist.
     pub async fn head(&self, uri: &S3Uri) -> Result<Option<ObjectInfo>, StorageError> {
+        retry::retrying("reading metadata", &self.throttle, || self.head_once(uri)).await
+    }
+
+    async fn head_once(&self, uri: &S3Uri) -> Result<Option<ObjectInfo>, StorageError> {
         let response = self
             .client
             .head_object()
@@ -270,16 +320,19 @@ impl Storage {
 
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, uri: &S3Uri) -> Result<(), StorageError> {
-        self.client
-            .delete_object()
-            .bucket(&uri.bucket)
-            .key(&uri.key)
-            .send()
-            .await
-            .map_err(|e| StorageError::DeleteObject {
-                uri: uri.clone(),
-                source: S3Failure::from_sdk(e),
-            })?;
+        retry::retrying("a delete", &self.throttle, || async {
+            self.client
+                .delete_object()
+                .bucket(&uri.bucket)
+                .key(&uri.key)
+                .send()
+                .await
+                .map_err(|e| StorageError::DeleteObject {
+                    uri: uri.clone(),
+                    source: S3Failure::from_sdk(e),
+                })
+        })
+        .await?;
         Ok(())
     }
 
@@ -319,19 +372,22 @@ impl Storage {
         let mut key_marker: Option<String> = None;
         let mut upload_id_marker: Option<String> = None;
         loop {
-            let page = self
-                .client
-                .list_multipart_uploads()
-                .bucket(&prefix.bucket)
-                .prefix(&prefix.key)
-                .set_key_marker(key_marker.take())
-                .set_upload_id_marker(upload_id_marker.take())
-                .send()
-                .await
-                .map_err(|e| StorageError::ListUploads {
-                    uri: prefix.clone(),
-                    source: S3Failure::from_sdk(e),
-                })?;
+            let (keys, ids) = (key_marker.take(), upload_id_marker.take());
+            let page = retry::retrying("listing uploads", &self.throttle, || async {
+                self.client
+                    .list_multipart_uploads()
+                    .bucket(&prefix.bucket)
+                    .prefix(&prefix.key)
+                    .set_key_marker(keys.clone())
+                    .set_upload_id_marker(ids.clone())
+                    .send()
+                    .await
+                    .map_err(|e| StorageError::ListUploads {
+                        uri: prefix.clone(),
+                        source: S3Failure::from_sdk(e),
+                    })
+            })
+            .await?;
             for upload in page.uploads() {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
                     && key.starts_with(&prefix.key)
@@ -358,26 +414,68 @@ impl Storage {
         Ok(uploads)
     }
 
-    /// Aborts one multipart upload.
+    /// Aborts one multipart upload, retrying a transient failure (see `retry`). An upload
+    /// that is gone already (aborted, or completed) counts as aborted: `NoSuchUpload`, or
+    /// any other refusal when the upload is no longer listed (some servers answer
+    /// `AccessDenied` for an upload that was completed).
     pub async fn abort_upload(
         &self,
         bucket: &str,
         key: &str,
         upload_id: &str,
     ) -> Result<(), StorageError> {
-        self.client
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-            .map_err(|e| StorageError::AbortUpload {
-                uri: S3Uri::new(bucket, key),
-                upload_id: upload_id.to_string(),
-                source: S3Failure::from_sdk(e),
-            })?;
-        Ok(())
+        let refused = match self.abort_upload_once(bucket, key, upload_id).await {
+            Err(error) if !error.is_transient() => error,
+            other => return other,
+        };
+        match self.open_uploads(&S3Uri::new(bucket, key)).await {
+            Ok(open)
+                if !open
+                    .iter()
+                    .any(|u| u.key == key && u.upload_id == upload_id) =>
+            {
+                Ok(())
+            }
+            _ => Err(refused),
+        }
+    }
+
+    async fn abort_upload_once(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        retry::retrying("an abort", &self.throttle, || async {
+            match self
+                .client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let failure = S3Failure::from_sdk(e);
+                    let gone = match failure.code.as_deref() {
+                        Some("NoSuchUpload") => true,
+                        Some("NoSuchBucket") => false,
+                        _ => failure.status == Some(404),
+                    };
+                    if gone {
+                        return Ok(());
+                    }
+                    Err(StorageError::AbortUpload {
+                        uri: S3Uri::new(bucket, key),
+                        upload_id: upload_id.to_string(),
+                        source: failure,
+                    })
+                }
+            }
+        })
+        .await
     }
 
     /// Starts writing one object; see [`Upload`].

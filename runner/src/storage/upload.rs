@@ -56,6 +56,44 @@ pub fn crc32c_hex(crc: u32) -> String {
     hex::encode(crc.to_be_bytes())
 }
 
+/// Where a client records the multipart uploads it starts (a run keeps them in its state),
+/// so that whoever finishes the run can abort any that was neither completed nor aborted.
+#[async_trait::async_trait]
+pub trait UploadJournal: Send + Sync + std::fmt::Debug {
+    /// The upload was created; called before its first part is sent. An error fails the
+    /// upload, which is then aborted.
+    async fn started(&self, uri: &S3Uri, upload_id: &str) -> Result<(), StorageError>;
+    /// The upload was completed or aborted: nothing is left to clean up.
+    async fn ended(&self, uri: &S3Uri, upload_id: &str) -> Result<(), StorageError>;
+}
+
+impl Storage {
+    /// Records a new upload in the journal, if there is one.
+    async fn record_started(&self, uri: &S3Uri, upload_id: &str) -> Result<(), StorageError> {
+        match &self.journal {
+            Some(journal) => journal.started(uri, upload_id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets a completed or aborted upload. A failure only leaves a record behind, whose
+    /// abort later finds the upload gone.
+    async fn record_ended(&self, uri: &S3Uri, upload_id: &str) {
+        if let Some(journal) = &self.journal
+            && let Err(error) = journal.ended(uri, upload_id).await
+        {
+            tracing::warn!(%error, key = %uri, upload_id, "forgetting a finished upload");
+        }
+    }
+
+    /// Aborts one of this client's own uploads (with retries) and forgets it.
+    async fn abort_own(&self, uri: &S3Uri, upload_id: &str) -> Result<(), StorageError> {
+        self.abort_upload(&uri.bucket, &uri.key, upload_id).await?;
+        self.record_ended(uri, upload_id).await;
+        Ok(())
+    }
+}
+
 struct DonePart {
     number: i32,
     etag: String,
@@ -194,11 +232,7 @@ impl Upload {
         self.closed = true;
         self.in_flight.shutdown().await;
         match self.upload_id.take() {
-            Some(id) => {
-                self.storage
-                    .abort_upload(&self.uri.bucket, &self.uri.key, &id)
-                    .await
-            }
+            Some(id) => self.storage.abort_own(&self.uri, &id).await,
             None => Ok(()),
         }
     }
@@ -208,6 +242,14 @@ impl Upload {
             Some(id) => id.clone(),
             None => {
                 let id = self.create().await?;
+                // Known before any part is stored, so an upload is never open unrecorded
+                // for longer than this request.
+                if let Err(error) = self.storage.record_started(&self.uri, &id).await {
+                    if let Err(abort) = self.storage.abort_own(&self.uri, &id).await {
+                        tracing::warn!(error = %abort, key = %self.uri, "aborting an upload that could not be recorded");
+                    }
+                    return Err(error);
+                }
                 self.upload_id = Some(id.clone());
                 id
             }
@@ -295,10 +337,7 @@ impl Upload {
         self.closed = true;
         self.in_flight.shutdown().await;
         if let Some(id) = self.upload_id.take()
-            && let Err(error) = self
-                .storage
-                .abort_upload(&self.uri.bucket, &self.uri.key, &id)
-                .await
+            && let Err(error) = self.storage.abort_own(&self.uri, &id).await
         {
             tracing::warn!(%error, key = %self.uri, "aborting a failed upload");
         }
@@ -314,22 +353,20 @@ impl Drop for Upload {
     }
 }
 
-/// Aborts an upload in the background, if there is a runtime to do it on.
+/// Aborts an upload in the background, if there is a runtime to do it on; the client's
+/// [`Storage::wait_for_aborts`] waits for it.
 fn spawn_abort(storage: &Storage, uri: &S3Uri, upload_id: String) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         tracing::warn!(key = %uri, upload_id, "no runtime to abort a dropped upload on");
         return;
     };
-    let storage = storage.clone();
+    let owner = storage.clone();
     let uri = uri.clone();
-    runtime.spawn(async move {
-        if let Err(error) = storage
-            .abort_upload(&uri.bucket, &uri.key, &upload_id)
-            .await
-        {
+    runtime.spawn(storage.aborts.track_future(async move {
+        if let Err(error) = owner.abort_own(&uri, &upload_id).await {
             tracing::warn!(%error, key = %uri, "aborting a dropped upload");
         }
-    });
+    }));
 }
 
 enum Pending {
@@ -408,7 +445,10 @@ impl PendingUpload {
                     .send()
                     .await;
                 match response {
-                    Ok(output) => (output.e_tag().unwrap_or_default().to_string(), count),
+                    Ok(output) => {
+                        self.storage.record_ended(&self.uri, &upload_id).await;
+                        (output.e_tag().unwrap_or_default().to_string(), count)
+                    }
                     Err(e) => {
                         let error = StorageError::CompleteUpload {
                             uri: self.uri.clone(),
@@ -418,6 +458,7 @@ impl PendingUpload {
                         // answer was lost) finds the upload gone; the object is there.
                         if let Some(etag) = self.completed_already(expected_etag.as_deref()).await {
                             tracing::info!(key = %self.uri, "the upload was completed by an earlier attempt of the request");
+                            self.storage.record_ended(&self.uri, &upload_id).await;
                             return Ok(Uploaded {
                                 uri: self.uri.clone(),
                                 size: self.size,
@@ -426,11 +467,7 @@ impl PendingUpload {
                                 etag,
                             });
                         }
-                        if let Err(abort) = self
-                            .storage
-                            .abort_upload(&self.uri.bucket, &self.uri.key, &upload_id)
-                            .await
-                        {
+                        if let Err(abort) = self.storage.abort_own(&self.uri, &upload_id).await {
                             tracing::warn!(error = %abort, key = %self.uri, "aborting after a failed completion");
                         }
                         return Err(error);
@@ -462,9 +499,7 @@ impl PendingUpload {
         match state {
             Pending::Single(_) => Ok(()),
             Pending::Multipart { upload_id, .. } => {
-                self.storage
-                    .abort_upload(&self.uri.bucket, &self.uri.key, &upload_id)
-                    .await
+                self.storage.abort_own(&self.uri, &upload_id).await
             }
         }
     }
@@ -526,7 +561,8 @@ pub fn sync_upload(
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     let chunk = (opts.part_size as usize).clamp(1, SYNC_CHUNK);
     let mut upload = storage.upload(uri.clone(), opts);
-    let task = tokio::spawn(async move {
+    // Tracked, so a worker waits for the abort of a writer dropped at the last moment.
+    let task = tokio::spawn(storage.aborts.track_future(async move {
         while let Some(message) = rx.recv().await {
             match message {
                 Chunk::Data(data) => upload.write(data).await?,
@@ -535,7 +571,7 @@ pub fn sync_upload(
         }
         upload.abort().await?;
         Err(StorageError::WriterDropped { uri })
-    });
+    }));
     let writer = SyncUploadWriter {
         tx,
         buffer: BytesMut::with_capacity(chunk),

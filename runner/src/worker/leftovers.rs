@@ -3,7 +3,7 @@
 //! aborts them. Only one pod works on an index at a time, so none of them is live.
 
 use crate::plan::PlannedObject;
-use crate::plan::keys::{output_key, output_key_with_extension};
+use crate::plan::keys::{output_key_with_extension, task_output_key};
 use crate::spec::container::OutputFormat;
 use crate::spec::job::Job;
 use crate::storage::uri::S3Uri;
@@ -20,10 +20,7 @@ pub async fn abort_leftover_uploads(
     if objects.is_empty() {
         return Ok(0);
     }
-    let keys: Vec<OutputKeys> = objects
-        .iter()
-        .map(|o| OutputKeys::new(job, &o.key))
-        .collect();
+    let keys: Vec<OutputKeys> = objects.iter().map(|o| OutputKeys::new(job, o)).collect();
     let mut aborted = 0;
     for upload in storage.open_uploads(&job.sink.uri).await? {
         let Some(relative) = upload.key.strip_prefix(job.sink.uri.key.as_str()) else {
@@ -55,19 +52,29 @@ struct OutputKeys {
 }
 
 impl OutputKeys {
-    fn new(job: &Job, source_key: &str) -> OutputKeys {
+    fn new(job: &Job, task: &PlannedObject) -> OutputKeys {
+        let source_key = task.key.as_str();
         let relative = source_key
             .strip_prefix(job.source.uri.key.as_str())
             .unwrap_or(source_key);
+        let range = task.range.as_ref();
         let sink = &job.sink;
         let key = |part| match raw_step(job) {
             Some((_, c)) if c.output == OutputFormat::Opaque => {
                 output_key_with_extension(&sink.key, relative, part, &c.extension)
             }
-            _ => output_key(&sink.key, relative, part, sink.format, sink.compression),
+            _ => task_output_key(
+                &sink.key,
+                relative,
+                range,
+                part,
+                sink.format,
+                sink.compression,
+            ),
         };
         let (first, second) = (key(0), key(1));
-        let rejects = format!("_rejected/{relative}.jsonl");
+        let range_suffix = range.map(|r| r.stem_suffix()).unwrap_or_default();
+        let rejects = format!("_rejected/{relative}{range_suffix}.jsonl");
         // The spill-over key is the first one with "-00001" put in where `{{ part }}` is.
         const MARK: &str = "-00001";
         let split = (0..=first.len()).find(|&i| {
@@ -126,9 +133,18 @@ mod tests {
         crate::spec::load_str(&text, "job.yaml", &[]).unwrap().job
     }
 
+    fn task(key: &str) -> PlannedObject {
+        PlannedObject {
+            key: key.into(),
+            size: 1,
+            etag: "\"e\"".into(),
+            range: None,
+        }
+    }
+
     #[test]
     fn matches_an_objects_outputs_and_nothing_else() {
-        let k = OutputKeys::new(&job("    format: jsonl\n"), "in/2026/a.csv");
+        let k = OutputKeys::new(&job("    format: jsonl\n"), &task("in/2026/a.csv"));
         for own in [
             "2026/a.jsonl",
             "2026/a-00001.jsonl",
@@ -151,10 +167,38 @@ mod tests {
     }
 
     #[test]
+    fn a_range_of_a_split_object_matches_its_own_outputs() {
+        let mut range = task("in/big.csv");
+        range.range = Some(crate::plan::split::PlannedRange {
+            part: 2,
+            parts: 3,
+            unit: crate::plan::split::RangeUnit::Bytes,
+            start: 10,
+            end: 20,
+            object_size: 30,
+        });
+        let k = OutputKeys::new(&job("    format: jsonl\n"), &range);
+        for own in [
+            "big.part-00002.jsonl",
+            "big.part-00002-00001.jsonl",
+            "_rejected/big.csv.part-00002.jsonl",
+        ] {
+            assert!(k.matches(own), "{own}: {k:?}");
+        }
+        for other in [
+            "big.jsonl",
+            "big.part-00001.jsonl",
+            "_rejected/big.csv.jsonl",
+        ] {
+            assert!(!k.matches(other), "{other}: {k:?}");
+        }
+    }
+
+    #[test]
     fn the_part_number_can_stand_anywhere_in_the_template() {
         let k = OutputKeys::new(
             &job("    format: parquet\n    key: \"{{ source.stem }}{{ part }}/data.{{ ext }}\"\n"),
-            "in/a.csv",
+            &task("in/a.csv"),
         );
         assert!(k.numbered, "{k:?}");
         assert!(k.matches("a/data.parquet"));

@@ -26,6 +26,7 @@ use crate::state::checks::RuleOutcome;
 use crate::state::marker::{DoneMarker, read_marker, write_marker};
 use crate::state::plan::{load_job_text, load_plan};
 use crate::state::progress::{ObjectFailure, ShardProgress, write_progress};
+use crate::state::uploads::{CleanUpError, ShardUploads, abort_recorded};
 use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
@@ -50,6 +51,8 @@ pub enum WorkerError {
         #[source]
         source: crate::storage::StorageError,
     },
+    #[error("aborting the uploads an earlier attempt of the shard recorded")]
+    CleanRecorded(#[source] CleanUpError),
 }
 
 impl WorkerError {
@@ -57,6 +60,7 @@ impl WorkerError {
         match self {
             WorkerError::State(e) => e.exit_code(),
             WorkerError::CleanUploads { source, .. } => source.exit_code(),
+            WorkerError::CleanRecorded(e) => e.exit_code(),
             WorkerError::BadJob(_) | WorkerError::NoSuchShard { .. } | WorkerError::Plan(_) => {
                 ExitCode::Config
             }
@@ -79,8 +83,21 @@ impl Default for WorkerOptions {
     }
 }
 
-/// Runs shard `index` of the plan at `plan_uri` and returns the worker exit code.
+/// Runs shard `index` of the plan at `plan_uri` and returns the worker exit code. Returns
+/// only once every upload the shard started is completed or aborted, background aborts of
+/// dropped uploads included.
 pub async fn run_shard(
+    storage: Storage,
+    plan_uri: &S3Uri,
+    index: u32,
+    options: WorkerOptions,
+) -> Result<ExitCode, WorkerError> {
+    let result = shard(storage.clone(), plan_uri, index, options).await;
+    storage.wait_for_aborts().await;
+    result
+}
+
+async fn shard(
     storage: Storage,
     plan_uri: &S3Uri,
     index: u32,
@@ -115,16 +132,26 @@ pub async fn run_shard(
         tracing::error!(shard = index, "{error}");
         return Ok(ExitCode::Transient);
     }
-    // A killed earlier attempt of this shard may have left uploads open; nothing else
-    // writes these keys while this index runs.
-    leftovers::abort_leftover_uploads(&storage, &job, &shard.objects)
+    // A killed earlier attempt of this shard may have left uploads open: those it recorded
+    // (sink and state alike), and one it was killed before recording, found by its key.
+    // Only one pod works on an index at a time and runs of a job do not overlap, so none
+    // of them is live.
+    let recorded = abort_recorded(&storage, &layout, Some(index))
+        .await
+        .map_err(WorkerError::CleanRecorded)?;
+    let swept = leftovers::abort_leftover_uploads(&storage, &job, &shard.objects)
         .await
         .map_err(|source| WorkerError::CleanUploads {
             uri: job.sink.uri.clone(),
             source,
         })?;
+    if recorded + swept > 0 {
+        tracing::info!(shard = index, recorded, swept, "aborted uploads left open");
+    }
+    // Every upload of the shard is recorded in the run's state while it is open.
+    let journal = ShardUploads::new(storage.clone(), layout.clone(), index);
     let ctx = ObjectContext {
-        storage: storage.clone(),
+        storage: storage.clone().with_upload_journal(Arc::new(journal)),
         job: Arc::new(job),
         schema,
         fingerprint,
