@@ -401,6 +401,57 @@ async fn access_denied_fails_fast_naming_the_object() {
     assert_no_open_uploads(&storage, &bucket, "after the denials").await;
 }
 
+/// The read-back (issue 16): an output whose stored record count differs from what was
+/// written fails its object with exit 3, its outputs are deleted, nothing is published
+/// and no upload stays open. The proxy drops the last line of every output read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_back_mismatch_fails_validation_and_leaves_no_output() {
+    let server = support::embedded();
+    let proxy = FaultProxy::start(&server.url, "in/", FaultRates::none()).await;
+    let env = env_for(server, proxy.url());
+    let (storage, bucket) = server.fresh().await;
+    put_inputs(&storage, &bucket, &inputs()[1..]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_file(dir.path(), &bucket);
+    proxy.tamper(&bucket, "out/");
+    let out = sluice(
+        &["run", job.to_str().unwrap(), "--run-id", "r1"],
+        &env,
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a lost record is a failed validation"
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("records"), "{said}");
+    let layout = crate::support::state::run(&bucket, JOB, "r1");
+    assert!(storage.head(&layout.success()).await.unwrap().is_none());
+    let report = crate::support::state::json(&storage, &layout.report())
+        .await
+        .unwrap();
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 3, "{failures:?}");
+    assert!(
+        failures
+            .iter()
+            .all(|f| f["exit_code"] == 3 && f["error"].as_str().unwrap().contains("out/")),
+        "{failures:?}"
+    );
+    let outputs = storage
+        .list(&S3Uri::new(bucket.as_str(), "out/"))
+        .await
+        .unwrap();
+    let visible: Vec<&String> = outputs
+        .iter()
+        .map(|o| &o.key)
+        .filter(|k| !k.starts_with("out/_rejected/"))
+        .collect();
+    assert!(visible.is_empty(), "unverified outputs stayed: {visible:?}");
+    assert_no_open_uploads(&storage, &bucket, "after the read-back failures").await;
+}
+
 /// A source or sink bucket that does not exist is a configuration error (exit 2), not
 /// retried, and the message names the bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

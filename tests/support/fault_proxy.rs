@@ -171,6 +171,8 @@ struct Shared {
     bursts: Mutex<HashMap<String, (Fault, u32)>>,
     /// Path prefixes (`/bucket/key...`) answered 403 AccessDenied.
     denied: Mutex<Vec<String>>,
+    /// Path prefixes whose GET answers lose their last line, as a store that lost a write.
+    tampered: Mutex<Vec<String>>,
     source_prefix: String,
     seen: Mutex<HashMap<Point, u64>>,
     trap: Mutex<Option<Trap>>,
@@ -207,6 +209,7 @@ impl FaultProxy {
             streaks: Mutex::new(HashMap::new()),
             bursts: Mutex::new(HashMap::new()),
             denied: Mutex::new(Vec::new()),
+            tampered: Mutex::new(Vec::new()),
             source_prefix: source_prefix.to_string(),
             seen: Mutex::new(HashMap::new()),
             trap: Mutex::new(None),
@@ -261,6 +264,17 @@ impl FaultProxy {
     }
 
     /// Requests of each point seen since the last [`reset_points`](Self::reset_points).
+    /// From now on, a whole-object GET under `key_prefix` in `bucket` answers the stored
+    /// text without its last line (and without checksum headers, which it no longer
+    /// matches): what a read-back would find had the store lost a record.
+    pub fn tamper(&self, bucket: &str, key_prefix: &str) {
+        self.shared
+            .tampered
+            .lock()
+            .unwrap()
+            .push(format!("/{bucket}/{key_prefix}"));
+    }
+
     pub fn seen(&self, point: Point) -> u64 {
         self.shared
             .seen
@@ -409,7 +423,32 @@ impl Shared {
             }
             Some(Fault::ResetGetBody | Fault::LoseCompleteAnswer) | None => {}
         }
-        let (status, headers, body) = self.forward(req).await?;
+        let tamper = req.method() == Method::GET
+            && !req.headers().contains_key("range")
+            && self
+                .tampered
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| path.starts_with(p));
+        let (status, mut headers, mut body) = self.forward(req).await?;
+        if tamper && status == StatusCode::OK {
+            let text = body.strip_suffix(b"\n").unwrap_or(&body);
+            let keep = text
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |at| at + 1);
+            body = body.slice(..keep);
+            let checksums: Vec<_> = headers
+                .keys()
+                .filter(|name| name.as_str().starts_with("x-amz-checksum"))
+                .cloned()
+                .collect();
+            for name in checksums {
+                headers.remove(name);
+            }
+            headers.insert(hyper::header::CONTENT_LENGTH, body.len().into());
+        }
         if fault == Some(Fault::LoseCompleteAnswer) {
             return Err(broken(
                 "the answer to a completion was lost by the fault proxy",
