@@ -435,14 +435,12 @@ fn harness(args: &[&str]) -> Output {
 fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
     let input = "tests/fixtures/transformers/customers.jsonl";
     let expected = "tests/fixtures/transformers/customers.masked.jsonl";
+    let ports = tempfile::tempdir().unwrap();
+    let mask_job = on_free_port(ports.path(), "jobs/mask-customers.yaml", "8801");
+    let md5_job = on_free_port(ports.path(), "jobs/md5-objects.yaml", "8802");
+    let (mask_job, md5_job) = (mask_job.to_str().unwrap(), md5_job.to_str().unwrap());
     let out = harness(&[
-        "jobs/mask-customers.yaml",
-        "--step",
-        "mask",
-        "--input",
-        input,
-        "--expect",
-        expected,
+        mask_job, "--step", "mask", "--input", input, "--expect", expected,
     ]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: the reply matches"));
@@ -454,7 +452,7 @@ fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
         .replace("\"name\":\"Grace\"", "\"name\":\"Grace Hopper\"");
     std::fs::write(&wrong, text).unwrap();
     let out = harness(&[
-        "jobs/mask-customers.yaml",
+        mask_job,
         "--step",
         "mask",
         "--input",
@@ -471,7 +469,7 @@ fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
     assert!(diff.contains("+{\"id\":2,\"name\":\"Grace\""), "{diff}");
 
     // Without --expect the reply goes to stdout; an unknown step names the steps.
-    let out = harness(&["jobs/md5-objects.yaml", "--step", "md5", "--input", input]);
+    let out = harness(&[md5_job, "--step", "md5", "--input", input]);
     assert_eq!(out.status.code(), Some(0));
     let digest = <md5::Md5 as md5::Digest>::digest(
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(input)).unwrap(),
@@ -480,9 +478,19 @@ fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
         String::from_utf8_lossy(&out.stdout),
         format!("{}\n", hex::encode(digest))
     );
-    let out = harness(&["jobs/md5-objects.yaml", "--step", "nope", "--input", input]);
+    let out = harness(&[md5_job, "--step", "nope", "--input", input]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("[\"md5\"]"));
+}
+
+/// A copy of the example job `example` in `dir` whose transformer listens on a free port
+/// instead of `port`.
+fn on_free_port(dir: &Path, example: &str, port: &str) -> PathBuf {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(example)).unwrap();
+    let path = dir.join(Path::new(example).file_name().unwrap());
+    std::fs::write(&path, text.replace(port, &free_port().to_string())).unwrap();
+    path
 }
 
 /// Issue 21: the harness checks the protocol, not only one reply, over every
@@ -491,17 +499,13 @@ fn the_contract_harness_passes_the_example_and_diffs_a_wrong_expectation() {
 #[test]
 fn the_contract_harness_checks_the_protocol_over_every_comm_type() {
     let input = "tests/fixtures/transformers/customers.jsonl";
+    // The examples with ports of their own, so tests running beside this one keep theirs.
+    let dir = tempfile::tempdir().unwrap();
+    let md5_job = on_free_port(dir.path(), "jobs/md5-objects.yaml", "8802");
+    let mask_job = on_free_port(dir.path(), "jobs/mask-customers.yaml", "8801");
+    let (md5_job, mask_job) = (md5_job.to_str().unwrap(), mask_job.to_str().unwrap());
     let out = harness(&[
-        "jobs/md5-objects.yaml",
-        "--step",
-        "md5",
-        "--input",
-        input,
-        "--comm",
-        "hpush",
-        "--comm",
-        "hpull",
-        "--comm",
+        md5_job, "--step", "md5", "--input", input, "--comm", "hpush", "--comm", "hpull", "--comm",
         "hrev",
     ]);
     assert_eq!(out.status.code(), Some(0));
@@ -535,13 +539,7 @@ fn the_contract_harness_checks_the_protocol_over_every_comm_type() {
 
     // md5 takes any bytes: an input it "must refuse" is a failed check, exit 3.
     let out = harness(&[
-        "jobs/md5-objects.yaml",
-        "--step",
-        "md5",
-        "--input",
-        input,
-        "--reject",
-        input,
+        md5_job, "--step", "md5", "--input", input, "--reject", input,
     ]);
     assert_eq!(out.status.code(), Some(3));
     assert!(
@@ -551,11 +549,10 @@ fn the_contract_harness_checks_the_protocol_over_every_comm_type() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The Python example refuses a line that is not JSON with a 400.
-    let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"id\": 1}\nnot json\n").unwrap();
     let out = harness(&[
-        "jobs/mask-customers.yaml",
+        mask_job,
         "--step",
         "mask",
         "--input",
@@ -576,6 +573,10 @@ fn the_contract_harness_checks_the_protocol_over_every_comm_type() {
 /// through the md5 example to stdout; nothing reaches the sink.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transform_runs_one_object_through_the_steps_into_a_file() {
+    let ports = tempfile::tempdir().unwrap();
+    let mask_job = on_free_port(ports.path(), "jobs/mask-customers.yaml", "8801");
+    let md5_job = on_free_port(ports.path(), "jobs/md5-objects.yaml", "8802");
+    let (mask_job, md5_job) = (mask_job.to_str().unwrap(), md5_job.to_str().unwrap());
     let server = support::embedded();
     let (storage, bucket) = server.fresh().await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -602,12 +603,7 @@ async fn transform_runs_one_object_through_the_steps_into_a_file() {
         out
     };
     let object = format!("s3://{bucket}/customers/c.jsonl");
-    let out = transform(&[
-        "jobs/mask-customers.yaml",
-        &object,
-        "-o",
-        output.to_str().unwrap(),
-    ]);
+    let out = transform(&[mask_job, &object, "-o", output.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("5 records in, 5 out, 0 bad"));
     let file = std::fs::File::open(&output).unwrap();
@@ -628,7 +624,7 @@ async fn transform_runs_one_object_through_the_steps_into_a_file() {
         .to_string();
     assert_eq!(emails, masked("ada@example.com"));
 
-    let out = transform(&["jobs/md5-objects.yaml", &object]);
+    let out = transform(&[md5_job, &object]);
     assert_eq!(out.status.code(), Some(0));
     let digest = <md5::Md5 as md5::Digest>::digest(&customers);
     assert_eq!(
