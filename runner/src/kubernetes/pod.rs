@@ -3,8 +3,6 @@
 //! scratch directory (the root filesystem is read-only), and a Job whose pod template
 //! carries the Job's own labels and annotations.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, PodSecurityContext, PodSpec,
@@ -95,16 +93,6 @@ pub fn environment(defaults: Vec<EnvVar>, own: &[EnvVar]) -> Vec<EnvVar> {
     env.retain(|e| !own.iter().any(|o| o.name == e.name));
     env.extend(own.iter().cloned());
     env
-}
-
-/// Labels of a Job and its pods: `own` first, sluice's on top.
-pub fn labels(
-    own: &BTreeMap<String, String>,
-    sluice: &[(&str, String)],
-) -> BTreeMap<String, String> {
-    let mut labels = own.clone();
-    labels.extend(sluice.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    labels
 }
 
 fn pod_security() -> PodSecurityContext {

@@ -38,7 +38,7 @@ pub enum SubmitError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
-    Publish(#[from] publish::PublishError),
+    Publish(Box<publish::PublishError>),
     #[error("the run's job file is not valid: {uri}: {why}")]
     BadJob { uri: String, why: String },
     #[error("run {run_id} is still running (Job {job}); wait for it or `sluice cancel` it first")]
@@ -68,6 +68,12 @@ impl SubmitError {
             | SubmitError::NoState { .. } => ExitCode::Config,
             SubmitError::Cancelled { .. } => ExitCode::Transient,
         }
+    }
+}
+
+impl From<publish::PublishError> for SubmitError {
+    fn from(error: publish::PublishError) -> Self {
+        SubmitError::Publish(Box::new(error))
     }
 }
 
@@ -205,15 +211,25 @@ pub async fn locate(
     run_id: &str,
     known: Option<&RunLayout>,
 ) -> Result<RunLayout, SubmitError> {
-    if let Some(layout) = known {
-        return Ok(layout.clone());
+    match known {
+        Some(layout) => Ok(layout.clone()),
+        None => layout_of(cluster, run_id, &cluster.worker_jobs(run_id).await?),
     }
-    match cluster.worker_jobs(run_id).await?.first() {
-        Some(job) => Ok(RunLayout::from_plan_uri(&plan_of(job)?)),
-        None => Err(SubmitError::NoState {
-            run_id: run_id.to_string(),
-            namespace: cluster.namespace.clone(),
-        }),
+}
+
+/// The run's state named by the plan annotation of the first of its worker Jobs; with no
+/// Job left, an error that says how to name it.
+fn layout_of(cluster: &Cluster, run_id: &str, jobs: &[KubeJob]) -> Result<RunLayout, SubmitError> {
+    let Some(job) = jobs.first() else {
+        return Err(no_state(cluster, run_id));
+    };
+    Ok(RunLayout::from_plan_uri(&plan_of(job)?))
+}
+
+fn no_state(cluster: &Cluster, run_id: &str) -> SubmitError {
+    SubmitError::NoState {
+        run_id: run_id.to_string(),
+        namespace: cluster.namespace.clone(),
     }
 }
 
@@ -225,8 +241,11 @@ pub async fn status(
     run_id: &str,
     known: Option<&RunLayout>,
 ) -> Result<ClusterRunStatus, SubmitError> {
-    let layout = locate(cluster, run_id, known).await?;
     let jobs = cluster.worker_jobs(run_id).await?;
+    let layout = match known {
+        Some(layout) => layout.clone(),
+        None => layout_of(cluster, run_id, &jobs)?,
+    };
     let plan = load_plan(storage, &layout).await?;
     let states = jobs.iter().map(state_of).collect::<Result<Vec<_>, _>>()?;
     let mut progress = Vec::with_capacity(plan.shards.len());

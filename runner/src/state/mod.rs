@@ -10,7 +10,7 @@
 //! <state>/runs/<job>/<run-id>/report.json       the run report
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
 //! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
-//! <state>/history/<schedule>/...                 schedules: one record per fire
+//! <state>/schedules/<schedule>/history/<run-id>.json  schedules: one record per fire
 //! ```
 //!
 //! Each document has one module here that reads and writes it; nothing else spells a path
