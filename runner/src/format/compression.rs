@@ -2,9 +2,10 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_compression::tokio::bufread::{GzipDecoder, ZstdDecoder};
-use tokio::io::{AsyncBufRead, AsyncRead};
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
 use super::options::Compression;
 
@@ -47,7 +48,7 @@ pub fn decompress(
 
 /// The payload of an error that the decompressor raised on the data: the source object is
 /// corrupt or truncated, which a retry does not fix.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("the {compression:?} data is corrupt or truncated: {message}")]
 pub struct CorruptInput {
     pub compression: Compression,
@@ -64,9 +65,7 @@ struct Below(Box<dyn Read + Send>);
 
 impl Read for Below {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0
-            .read(buf)
-            .map_err(|e| io::Error::new(e.kind(), FromBelow(e)))
+        self.0.read(buf).map_err(mark_below)
     }
 }
 
@@ -79,27 +78,36 @@ struct Classified {
 
 impl Read for Classified {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            if e.get_ref().is_some_and(|inner| inner.is::<FromBelow>()) {
-                let kind = e.kind();
-                let inner = e.into_inner().expect("checked above");
-                match inner.downcast::<FromBelow>() {
-                    Ok(below) => below.0,
-                    Err(other) => io::Error::new(kind, other),
-                }
-            } else if e.kind() == io::ErrorKind::Interrupted {
-                e
-            } else {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    CorruptInput {
-                        compression: self.compression,
-                        message: e.to_string(),
-                    },
-                )
-            }
-        })
+        let compression = self.compression;
+        self.inner.read(buf).map_err(|e| classify(e, compression))
     }
+}
+
+/// An error out of a decompressor: one from below passes unchanged, any other one is the
+/// decompressor's verdict on the data.
+fn classify(e: io::Error, compression: Compression) -> io::Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<FromBelow>()) {
+        let kind = e.kind();
+        let inner = e.into_inner().expect("checked above");
+        match inner.downcast::<FromBelow>() {
+            Ok(below) => below.0,
+            Err(other) => io::Error::new(kind, other),
+        }
+    } else if e.kind() == io::ErrorKind::Interrupted {
+        e
+    } else {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            CorruptInput {
+                compression,
+                message: e.to_string(),
+            },
+        )
+    }
+}
+
+fn mark_below(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), FromBelow(e))
 }
 
 /// Whether an error met while reading a source is bad source data (see [`CorruptInput`]).
@@ -108,23 +116,73 @@ pub fn is_corrupt_input(error: &io::Error) -> bool {
 }
 
 /// The same decompression for an async reader (raw objects streamed to a transformer): the
-/// same formats, concatenated gzip members and zstd frames read through as in `decompress`.
+/// same formats, concatenated gzip members and zstd frames read through, and errors told
+/// apart as in `decompress` (a [`CorruptInput`] is the data's fault).
 pub fn decompress_async(
     reader: impl AsyncBufRead + Send + 'static,
     compression: Compression,
 ) -> Pin<Box<dyn AsyncRead + Send>> {
-    match compression {
-        Compression::None => Box::pin(reader),
+    let below = BelowAsync(Box::pin(reader));
+    let inner: Pin<Box<dyn AsyncRead + Send>> = match compression {
+        Compression::None => return Box::pin(below.0),
         Compression::Gzip => {
-            let mut decoder = GzipDecoder::new(reader);
+            let mut decoder = GzipDecoder::new(below);
             decoder.multiple_members(true);
             Box::pin(decoder)
         }
         Compression::Zstd => {
-            let mut decoder = ZstdDecoder::new(reader);
+            let mut decoder = ZstdDecoder::new(below);
             decoder.multiple_members(true);
             Box::pin(decoder)
         }
+    };
+    Box::pin(ClassifiedAsync { inner, compression })
+}
+
+/// The compressed input of an async decompressor: marks its errors as its own.
+struct BelowAsync(Pin<Box<dyn AsyncBufRead + Send>>);
+
+impl AsyncRead for BelowAsync {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.0.as_mut().poll_read(cx, buf).map_err(mark_below)
+    }
+}
+
+impl AsyncBufRead for BelowAsync {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut()
+            .0
+            .as_mut()
+            .poll_fill_buf(cx)
+            .map_err(mark_below)
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        self.0.as_mut().consume(amt)
+    }
+}
+
+/// The decompressed output of an async decompressor, its errors classified.
+struct ClassifiedAsync {
+    inner: Pin<Box<dyn AsyncRead + Send>>,
+    compression: Compression,
+}
+
+impl AsyncRead for ClassifiedAsync {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let compression = self.compression;
+        self.inner
+            .as_mut()
+            .poll_read(cx, buf)
+            .map_err(|e| classify(e, compression))
     }
 }
 
@@ -238,16 +296,7 @@ mod tests {
     #[test]
     fn truncated_or_corrupt_input_is_corrupt_data() {
         for compression in [Compression::Gzip, Compression::Zstd] {
-            let mut w = CompressWriter::new(Vec::new(), compression).unwrap();
-            for i in 0..2_000 {
-                writeln!(w, "{i},{}", i * 7).unwrap();
-            }
-            let bytes = w.finish().unwrap();
-            let truncated = bytes[..bytes.len() / 2].to_vec();
-            let mut corrupt = bytes.clone();
-            corrupt[bytes.len() / 2] ^= 0xff;
-            corrupt[4] ^= 0x55;
-            for input in [truncated, corrupt, b"not compressed at all".to_vec()] {
+            for input in corrupt_inputs(compression) {
                 let error = decompress(Box::new(io::Cursor::new(input)), compression)
                     .read_to_end(&mut Vec::new())
                     .unwrap_err();
@@ -267,6 +316,44 @@ mod tests {
         for compression in [Compression::Gzip, Compression::Zstd] {
             let error = decompress(Box::new(Broken), compression)
                 .read_to_end(&mut Vec::new())
+                .unwrap_err();
+            assert!(!is_corrupt_input(&error), "{compression:?}: {error:?}");
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);
+            assert_eq!(error.to_string(), "network");
+        }
+    }
+
+    fn corrupt_inputs(compression: Compression) -> Vec<Vec<u8>> {
+        let mut w = CompressWriter::new(Vec::new(), compression).unwrap();
+        for i in 0..2_000 {
+            writeln!(w, "{i},{}", i * 7).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        let truncated = bytes[..bytes.len() / 2].to_vec();
+        let mut corrupt = bytes.clone();
+        corrupt[bytes.len() / 2] ^= 0xff;
+        corrupt[4] ^= 0x55;
+        vec![truncated, corrupt, b"not compressed at all".to_vec()]
+    }
+
+    #[tokio::test]
+    async fn async_errors_are_told_apart_as_in_sync() {
+        use tokio::io::AsyncReadExt;
+        for compression in [Compression::Gzip, Compression::Zstd] {
+            for input in corrupt_inputs(compression) {
+                let error = decompress_async(io::Cursor::new(input), compression)
+                    .read_to_end(&mut Vec::new())
+                    .await
+                    .unwrap_err();
+                assert!(is_corrupt_input(&error), "{compression:?}: {error:?}");
+            }
+            let broken =
+                tokio_util::io::StreamReader::new(futures::stream::iter([Err::<bytes::Bytes, _>(
+                    io::Error::new(io::ErrorKind::ConnectionReset, "network"),
+                )]));
+            let error = decompress_async(broken, compression)
+                .read_to_end(&mut Vec::new())
+                .await
                 .unwrap_err();
             assert!(!is_corrupt_input(&error), "{compression:?}: {error:?}");
             assert_eq!(error.kind(), io::ErrorKind::ConnectionReset);

@@ -100,6 +100,16 @@ pub enum BadRecordLimit {
     Fraction(f64),
 }
 
+impl std::fmt::Display for BadRecordLimit {
+    /// As the job file writes it: `5`, or a fraction as a percentage (`2%`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadRecordLimit::Count(n) => write!(f, "{n}"),
+            BadRecordLimit::Fraction(x) => write!(f, "{}%", x * 100.0),
+        }
+    }
+}
+
 impl BadRecordLimit {
     /// Whether `bad` bad records out of `total` decoded records exceed the limit.
     pub fn exceeded(self, bad: u64, total: u64) -> bool {

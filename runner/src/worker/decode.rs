@@ -210,7 +210,8 @@ fn decode_blocking(
                 uri: uri.clone(),
                 bad,
                 total: decoder.records(),
-                limit: format!("{limit:?}"),
+                limit: limit.to_string(),
+                kept: None,
             });
         }
         let rows = decoded.batch.num_rows() as u64;
@@ -228,7 +229,8 @@ fn decode_blocking(
             uri: uri.clone(),
             bad,
             total: stats.records,
-            limit: format!("{limit:?}"),
+            limit: limit.to_string(),
+            kept: None,
         });
     }
     Ok(stats)

@@ -32,12 +32,17 @@ pub enum ObjectError {
         line: u64,
         error: String,
     },
-    #[error("{uri}: {bad} bad records of {total} exceed max_bad_records {limit}")]
+    #[error(
+        "{uri}: {bad} bad records of {total} exceed max_bad_records {limit}{}",
+        kept_note(.kept)
+    )]
     TooManyBadRecords {
         uri: S3Uri,
         bad: u64,
         total: u64,
         limit: String,
+        /// The rejects object holding the bad records met before the object stopped.
+        kept: Option<S3Uri>,
     },
     #[error(transparent)]
     TransformPlan(TransformError),
@@ -107,6 +112,12 @@ impl ObjectError {
             E::Transformer(e) => e.exit_code(),
         }
     }
+}
+
+fn kept_note(kept: &Option<S3Uri>) -> String {
+    kept.as_ref()
+        .map(|uri| format!("; the records rejected so far are in {uri}"))
+        .unwrap_or_default()
 }
 
 /// The storage error under a Parquet read error, if a read of the object failed.

@@ -8,11 +8,12 @@ use tokio::io::AsyncReadExt;
 
 use crate::format;
 use crate::plan::PlannedObject;
-use crate::spec::container::{OutputFormat, StepInput};
+use crate::spec::container::{ContainerStep, OutputFormat, StepInput};
 use crate::storage::uri::S3Uri;
+use crate::transform::container::wire::ByteStream;
 use crate::transform::{self, container};
 use crate::worker::error::ObjectError;
-use crate::worker::object::{Input, ObjectContext};
+use crate::worker::object::{Input, ObjectContext, RawInput};
 use crate::worker::raw::{self, raw_step};
 
 /// What went through.
@@ -32,49 +33,17 @@ pub struct InlineCounts {
 pub async fn transform_object(
     ctx: &ObjectContext,
     object: &PlannedObject,
-    mut out: Box<dyn Write + Send>,
+    out: Box<dyn Write + Send>,
 ) -> Result<InlineCounts, ObjectError> {
     let job = &ctx.job;
     let source = S3Uri::new(job.source.uri.bucket.clone(), object.key.clone());
     if let Some((step, c)) = raw_step(job)
         && c.output == OutputFormat::Opaque
     {
-        let body = raw::body(ctx, &source, object).await?;
-        let failed = |e| container::ContainerError::new(&step.name, &object.key, e);
-        let mut reply = container::transport::exchange(
-            c,
-            &object.key,
-            Some(object.size),
-            container::content_type(StepInput::Raw),
-            body,
-        )
-        .await
-        .map_err(failed)?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut bytes = 0u64;
-        loop {
-            let n = reply.read(&mut buf).await.map_err(|e| {
-                failed(
-                    container::transport::transport_error(&e)
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            container::transport::TransportError::Broken(e.to_string())
-                        }),
-                )
-            })?;
-            if n == 0 {
-                break;
-            }
-            out.write_all(&buf[..n])
-                .map_err(|e| ObjectError::Internal(format!("writing the output: {e}")))?;
-            bytes += n as u64;
-        }
-        out.flush()
-            .map_err(|e| ObjectError::Internal(format!("writing the output: {e}")))?;
-        return Ok(InlineCounts {
-            bytes,
-            ..Default::default()
-        });
+        let (body, watch) = raw::body(ctx, &source, object).await?;
+        return send_opaque(&step.name, c, object, body, out)
+            .await
+            .map_err(|e| watch.explain(e));
     }
     let (bad_tx, mut bad_rx) = tokio::sync::mpsc::channel::<format::BadRecord>(64);
     let key = object.key.clone();
@@ -87,36 +56,40 @@ pub async fn transform_object(
         n
     });
     let input = Input::start(ctx, &source, object, bad_tx).await?;
-    let (stream, task, steps, raw_counter) = input.into_parts(job);
-    let (mut output, _counters) = transform::apply_steps(steps, stream, &object.key)
-        .await
-        .map_err(ObjectError::from_transform)?;
-    let sink = &job.sink;
-    let mut encoder = format::open_encoder(
-        sink.format,
-        output.schema(),
-        &sink.parquet,
-        &sink.csv,
-        sink.compression,
-        out,
-    )
-    .map_err(|e| ObjectError::encode(&source, e))?;
-    while let Some(batch) = output.next().await {
-        let batch = batch.map_err(ObjectError::from_pipeline)?;
-        encoder
-            .write(&batch)
-            .map_err(|e| ObjectError::encode(&source, e))?;
-    }
-    let written = encoder
-        .finish()
+    let (stream, task, steps, raw) = input.into_parts(job);
+    let written = async {
+        let (mut output, _counters) = transform::apply_steps(steps, stream, &object.key)
+            .await
+            .map_err(ObjectError::from_transform)?;
+        let sink = &job.sink;
+        let mut encoder = format::open_encoder(
+            sink.format,
+            output.schema(),
+            &sink.parquet,
+            &sink.csv,
+            sink.compression,
+            out,
+        )
         .map_err(|e| ObjectError::encode(&source, e))?;
+        while let Some(batch) = output.next().await {
+            let batch = batch.map_err(ObjectError::from_pipeline)?;
+            encoder
+                .write(&batch)
+                .map_err(|e| ObjectError::encode(&source, e))?;
+        }
+        encoder
+            .finish()
+            .map_err(|e| ObjectError::encode(&source, e))
+    }
+    .await
+    .map_err(|e| RawInput::explain(raw.as_ref(), e))?;
     let input = match task {
         Some(task) => {
             task.await
                 .unwrap_or_else(|e| Err(ObjectError::from_join(e)))?
                 .records
         }
-        None => raw_counter.map_or(0, |c| c.get().1),
+        None => raw.map_or(0, |r| r.counter.get().1),
     };
     let bad = bad_log.await.unwrap_or(0);
     Ok(InlineCounts {
@@ -124,5 +97,48 @@ pub async fn transform_object(
         output: written,
         bad,
         bytes: 0,
+    })
+}
+
+/// Exchanges `body` with an opaque raw step and writes the reply to `out`.
+async fn send_opaque(
+    step: &str,
+    c: &ContainerStep,
+    object: &PlannedObject,
+    body: ByteStream,
+    mut out: Box<dyn Write + Send>,
+) -> Result<InlineCounts, ObjectError> {
+    let failed = |e| container::ContainerError::new(step, &object.key, e);
+    let mut reply = container::transport::exchange(
+        c,
+        &object.key,
+        Some(object.size),
+        container::content_type(StepInput::Raw),
+        body,
+    )
+    .await
+    .map_err(failed)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let n = reply.read(&mut buf).await.map_err(|e| {
+            failed(
+                container::transport::transport_error(&e)
+                    .cloned()
+                    .unwrap_or_else(|| container::transport::TransportError::Broken(e.to_string())),
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])
+            .map_err(|e| ObjectError::Internal(format!("writing the output: {e}")))?;
+        bytes += n as u64;
+    }
+    out.flush()
+        .map_err(|e| ObjectError::Internal(format!("writing the output: {e}")))?;
+    Ok(InlineCounts {
+        bytes,
+        ..Default::default()
     })
 }

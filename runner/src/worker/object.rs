@@ -81,7 +81,7 @@ pub async fn process(
         output,
         mut counters,
         task,
-        raw_counter,
+        raw,
         checks,
     } = match start_pipeline(ctx, object, &source, &rejects).await {
         Ok(pipeline) => pipeline,
@@ -110,7 +110,7 @@ pub async fn process(
             .unwrap_or_else(|e| Err(ObjectError::from_join(e))),
         // The records came from the raw step's transformer: its output is the input.
         None => {
-            let records = raw_counter.as_ref().map_or(0, |c| c.get().1);
+            let records = raw.as_ref().map_or(0, |r| r.counter.get().1);
             Ok(DecodeStats {
                 records,
                 good: records,
@@ -118,12 +118,14 @@ pub async fn process(
             })
         }
     };
-    if let Some(counter) = raw_counter {
-        counters.insert(0, counter);
+    if let Some(raw) = &raw {
+        counters.insert(0, raw.counter.clone());
     }
     let staged = rejects.finish().await;
 
-    let (stats, parts, rejects) = settle(decoded, encoded, staged).await?;
+    let (stats, parts, rejects) = settle(decoded, encoded, staged)
+        .await
+        .map_err(|e| RawInput::explain(raw.as_ref(), e))?;
     let flow = Flow {
         stats: &stats,
         counters: &counters,
@@ -234,7 +236,7 @@ struct Pipeline {
     counters: Vec<Arc<StepCounter>>,
     /// The decoding of the source (`None` when a raw step's transformer is the input).
     task: Option<AbortOnDropHandle<Result<DecodeStats, ObjectError>>>,
-    raw_counter: Option<Arc<StepCounter>>,
+    raw: Option<RawInput>,
     checks: ObjectChecks,
 }
 
@@ -248,7 +250,7 @@ async fn start_pipeline(
 ) -> Result<Pipeline, ObjectError> {
     let job = &ctx.job;
     let input = Input::start(ctx, source, object, rejects.sender()).await?;
-    let (stream, task, steps, raw_counter) = input.into_parts(job);
+    let (stream, task, steps, raw) = input.into_parts(job);
     let task = task.map(AbortOnDropHandle::new);
     let (output, counters) = transform::apply_steps(steps, stream, &object.key)
         .await
@@ -269,7 +271,7 @@ async fn start_pipeline(
         output,
         counters,
         task,
-        raw_counter,
+        raw,
         checks,
     })
 }
@@ -302,12 +304,24 @@ async fn settle(
             if let Err(e) = d {
                 errors.insert(0, e);
             }
-            Staged::new(parts, staged).abort().await;
             let root = errors
                 .iter()
                 .position(|e| !matches!(e, ObjectError::Cancelled))
                 .unwrap_or(0);
-            Err(errors.swap_remove(root))
+            let mut root = errors.swap_remove(root);
+            let mut staged = Staged::new(parts, staged);
+            // Records rejected before the limit stopped the object are kept, complete, for
+            // the user to see why; its outputs are not.
+            if let ObjectError::TooManyBadRecords { kept, .. } = &mut root
+                && let Some(rejects) = staged.take_rejects()
+            {
+                match rejects.pending.complete().await {
+                    Ok(uploaded) => *kept = Some(uploaded.uri),
+                    Err(error) => tracing::warn!(%error, "completing the rejects upload failed"),
+                }
+            }
+            staged.abort().await;
+            Err(root)
         }
     }
 }
@@ -322,8 +336,25 @@ pub(crate) enum Input {
     Decoded(Decoding),
     Transformed {
         stream: datafusion::execution::SendableRecordBatchStream,
-        counter: Arc<StepCounter>,
+        raw: RawInput,
     },
+}
+
+/// What a raw first step adds to an object's pipeline: its record count, and the watch on the
+/// object's body that tells corrupt data from a broken transformer.
+pub(crate) struct RawInput {
+    pub counter: Arc<StepCounter>,
+    pub watch: raw::SourceWatch,
+}
+
+impl RawInput {
+    /// The error to report for the object (see `SourceWatch::explain`).
+    pub(crate) fn explain(raw: Option<&RawInput>, error: ObjectError) -> ObjectError {
+        match raw {
+            Some(raw) => raw.watch.explain(error),
+            None => error,
+        }
+    }
 }
 
 pub(crate) type DecodeTask = tokio::task::JoinHandle<Result<DecodeStats, ObjectError>>;
@@ -340,7 +371,7 @@ impl Input {
                 Decoding::start(ctx, source, object, rejects).await?,
             ));
         };
-        let body = raw::body(ctx, source, object).await?;
+        let (body, watch) = raw::body(ctx, source, object).await?;
         let stream = transform::container::records_through(
             container,
             &step.name,
@@ -352,7 +383,7 @@ impl Input {
         let counter = Arc::new(StepCounter::default());
         Ok(Input::Transformed {
             stream: transform::count_output(stream, counter.clone()),
-            counter,
+            raw: RawInput { counter, watch },
         })
     }
 
@@ -365,13 +396,11 @@ impl Input {
         datafusion::execution::SendableRecordBatchStream,
         Option<DecodeTask>,
         &[crate::spec::job::Step],
-        Option<Arc<StepCounter>>,
+        Option<RawInput>,
     ) {
         match self {
             Input::Decoded(d) => (d.stream, Some(d.task), &job.steps[..], None),
-            Input::Transformed { stream, counter } => {
-                (stream, None, &job.steps[1..], Some(counter))
-            }
+            Input::Transformed { stream, raw } => (stream, None, &job.steps[1..], Some(raw)),
         }
     }
 }

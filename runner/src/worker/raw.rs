@@ -3,14 +3,17 @@
 //! one output object per source object; a structured reply is decoded into the records
 //! that the rest of the pipeline sees.
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::BytesMut;
 use chrono::Utc;
+use futures::TryStreamExt;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::format::options::Compression;
+use crate::format::{CorruptInput, DecodeError};
 use crate::plan::PlannedObject;
 use crate::plan::keys::output_key_with_extension;
 use crate::spec::container::{ContainerStep, OutputFormat, StepInput};
@@ -31,12 +34,13 @@ pub fn raw_step(job: &Job) -> Option<(&Step, &ContainerStep)> {
     }
 }
 
-/// The object's bytes, decompressed per the source's compression (or its key).
+/// The object's bytes, decompressed per the source's compression (or its key), and a watch
+/// on them.
 pub async fn body(
     ctx: &ObjectContext,
     source: &S3Uri,
     object: &PlannedObject,
-) -> Result<ByteStream, ObjectError> {
+) -> Result<(ByteStream, SourceWatch), ObjectError> {
     let stream = ctx.storage.get(source, Some(&object.etag)).await?;
     let reader = StreamReader::new(stream);
     let compression = ctx
@@ -44,9 +48,45 @@ pub async fn body(
         .source
         .compression
         .unwrap_or_else(|| Compression::from_key(&object.key));
-    Ok(Box::pin(ReaderStream::new(
-        crate::format::decompress_async(reader, compression),
-    )))
+    let watch = SourceWatch {
+        uri: source.clone(),
+        corrupt: Arc::default(),
+    };
+    let seen = watch.corrupt.clone();
+    let stream = ReaderStream::new(crate::format::decompress_async(reader, compression))
+        .inspect_err(move |e| {
+            if let Some(corrupt) = e.get_ref().and_then(|e| e.downcast_ref::<CorruptInput>()) {
+                seen.lock()
+                    .expect("not poisoned")
+                    .get_or_insert(corrupt.clone());
+            }
+        });
+    Ok((Box::pin(stream), watch))
+}
+
+/// Why a raw object's body broke, when the data was at fault: the transformer's side of an
+/// exchange sees only that the body ended early.
+#[derive(Clone)]
+pub struct SourceWatch {
+    uri: S3Uri,
+    corrupt: Arc<Mutex<Option<CorruptInput>>>,
+}
+
+impl SourceWatch {
+    /// The error to report for a failed object: bad source data (exit 4, naming the object)
+    /// when its compressed body was corrupt or truncated, else `error` as it is.
+    pub fn explain(&self, error: ObjectError) -> ObjectError {
+        match self.corrupt.lock().expect("not poisoned").clone() {
+            Some(corrupt) => ObjectError::decode(
+                &self.uri,
+                DecodeError::Read {
+                    origin: self.uri.to_string(),
+                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, corrupt),
+                },
+            ),
+            None => error,
+        }
+    }
 }
 
 /// Sends the object through a step whose output is opaque and stores the reply as the
@@ -60,10 +100,25 @@ pub async fn opaque(
 ) -> Result<DoneMarker, ObjectError> {
     debug_assert_eq!(container.output, OutputFormat::Opaque);
     let started = Instant::now();
+    let source = S3Uri::new(ctx.job.source.uri.bucket.clone(), object.key.clone());
+    let (input, watch) = body(ctx, &source, object).await?;
+    store_reply(ctx, object, relative, step, container, input, started)
+        .await
+        .map_err(|e| watch.explain(e))
+}
+
+/// Exchanges `input` with the transformer and stores its reply.
+async fn store_reply(
+    ctx: &ObjectContext,
+    object: &PlannedObject,
+    relative: &str,
+    step: &Step,
+    container: &ContainerStep,
+    input: ByteStream,
+    started: Instant,
+) -> Result<DoneMarker, ObjectError> {
     let job = &ctx.job;
-    let source = S3Uri::new(job.source.uri.bucket.clone(), object.key.clone());
     let failed = |e: transport::TransportError| ContainerError::new(&step.name, &object.key, e);
-    let input = body(ctx, &source, object).await?;
     let mut reply = transport::exchange(
         container,
         &object.key,
