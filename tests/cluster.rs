@@ -262,9 +262,8 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
     );
 }
 
-/// Issue 15: a cancelled run was a dead end, since status and resume found its plan only
-/// through its worker Job. Now its state in the bucket is enough: status reports it and
-/// resume publishes it; a submit watching the run says it was cancelled (exit 1).
+/// A cancelled run is not a dead end: its state in the bucket is enough, without its worker
+/// Job: status reports it and resume publishes it; a submit watching the run says it was cancelled (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_run_is_reported_from_the_bucket_and_resume_finishes_it() {
     let (storage, loaded, server) = setup(3).await;
@@ -347,8 +346,8 @@ async fn a_cancelled_run_is_reported_from_the_bucket_and_resume_finishes_it() {
     );
 }
 
-/// Issue 15: the report's attempts counted Jobs, not pods; an evicted pod and its
-/// replacement are two attempts of the shard.
+/// The report's attempts count pods, not Jobs: an evicted pod and its replacement are two
+/// attempts of the shard.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_counts_every_pod_of_a_shard_as_an_attempt() {
     let (storage, loaded, server) = setup(2).await;

@@ -401,7 +401,7 @@ async fn access_denied_fails_fast_naming_the_object() {
     assert_no_open_uploads(&storage, &bucket, "after the denials").await;
 }
 
-/// The read-back (issue 16): an output whose stored record count differs from what was
+/// The read-back: an output whose stored record count differs from what was
 /// written fails its object with exit 3, its outputs are deleted, nothing is published
 /// and no upload stays open. The proxy drops the last line of every output read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -469,7 +469,7 @@ fn sluice_without_aws(args: &[&str], dir: &Path, extra: &[(&str, &str)]) -> (i32
 
 /// No silent embedded server where the data cannot be on a local disk: a worker, the
 /// launcher and anything in a pod use the AWS default chain and fail with exit 2 naming
-/// the sources tried; elsewhere the embedded server says why it was chosen (issue 15).
+/// the sources tried; elsewhere the embedded server says why it was chosen.
 #[test]
 fn the_embedded_server_never_stands_in_for_a_worker_a_launcher_or_a_pod() {
     let dir = tempfile::tempdir().unwrap();
@@ -512,7 +512,7 @@ fn the_embedded_server_never_stands_in_for_a_worker_a_launcher_or_a_pod() {
 }
 
 /// What names nothing that exists is a usage error (2), not a transient failure a caller
-/// would retry (issue 15): `transform` of a missing object, `transformer test` of a step
+/// would retry: `transform` of a missing object, `transformer test` of a step
 /// the job does not have or of an input file that is not there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_object_step_or_file_exits_2_not_1() {

@@ -200,7 +200,7 @@ fn eventually(cluster: &Cluster, args: &[&str], done: impl Fn(&str) -> bool) -> 
     panic!("kubectl {args:?} never got there");
 }
 
-/// Issue 15 on a real API server: a 58-character job name submits (the worker Job's name
+/// On a real API server: a 58-character job name submits (the worker Job's name
 /// leaves room for the index), the run's ConfigMap is owned by its Job and goes with it at
 /// cancel, and a launcher that exits 2 fails its Job at once (podFailurePolicy) instead of
 /// running three more pods.

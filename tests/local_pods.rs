@@ -236,7 +236,7 @@ async fn a_permanent_exit_fails_the_index_at_once_and_max_failed_indexes_stops_t
 
 /// A permanent failure of the launcher (exit 2, 3 or 4) fails its Job at once: its
 /// podFailurePolicy says FailJob, so a run that failed validation is not run again three
-/// times; a transient one is retried up to `backoffLimit` (issue 15).
+/// times; a transient one is retried up to `backoffLimit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_launcher_does_not_relaunch_a_permanent_failure() {
     let yaml = "apiVersion: sluice.dev/v1alpha1

@@ -1,4 +1,4 @@
-//! Scheduler failover with a run in flight on a cluster (issue 15): which runs are running
+//! Scheduler failover with a run in flight on a cluster: which runs are running
 //! was kept only in the leader's memory, so a replica taking over the Lease started the
 //! next fire beside the old leader's run (Forbid broken) and the old run stayed `started`
 //! in the history for ever. The new leader now adopts it from the history and the cluster.

@@ -431,7 +431,7 @@ fn example_schedules_load_and_the_kubernetes_one_renders_a_valid_cron_job() {
         .collect();
     assert_eq!(args[..2], ["submit", "--in-cluster"]);
     assert!(!args.contains(&"--run-id"), "{args:?}");
-    // Each fire's run id comes from the scheduled time in the Job's name (issue 15): the
+    // Each fire's run id comes from the scheduled time in the Job's name: the
     // Job controller's pod label, substituted by the kubelet.
     let at = args.iter().position(|a| *a == "--scheduled-job").unwrap();
     assert_eq!(args[at + 1], "$(SLUICE_LAUNCHER_JOB)");

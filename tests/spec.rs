@@ -408,3 +408,42 @@ fn schema_prints_the_json_schema() {
     );
     assert_eq!(spec["parallelism"]["default"], 2);
 }
+
+#[test]
+fn max_record_size_is_a_size_within_bounds() {
+    let source = |size: &str| {
+        format!(
+            "    uri: s3://raw/x/\n    format: csv\n    csv:\n      max_record_size: {size}\n    schema:\n      - {{ name: a, type: string }}\n"
+        )
+    };
+    let loaded = load_str(
+        &job_text(&source("\"64MiB\""), "    uri: s3://out/x/\n", ""),
+        "t.yaml",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(loaded.job.source.csv.max_record_size, 64 << 20);
+    let default = load_str(
+        &job_text(
+            "    uri: s3://raw/x/\n    format: csv\n    schema:\n      - { name: a, type: string }\n",
+            "    uri: s3://out/x/\n",
+            "",
+        ),
+        "t.yaml",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(default.job.source.csv.max_record_size, 8 << 20);
+    assert_eq!(
+        errors_of(&job_text(&source("\"2GiB\""), "    uri: s3://out/x/\n", "")),
+        [
+            "t.yaml:10:24: spec.source.csv.max_record_size: must be between 1KiB and 1GiB (got 2 GiB)"
+        ]
+    );
+    assert_eq!(
+        errors_of(&job_text(&source("lots"), "    uri: s3://out/x/\n", "")),
+        [
+            "t.yaml:10:24: spec.source.csv.max_record_size: is not a byte size (got \"lots\"); write a size like \"16MiB\" or a number of bytes"
+        ]
+    );
+}

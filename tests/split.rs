@@ -155,10 +155,18 @@ fn decode_range(
     data: &[u8],
     start: usize,
     end: usize,
+    options: &CsvReadOptions,
 ) -> Result<(Vec<RecordBatch>, usize), DecodeError> {
-    let options = CsvReadOptions::default();
-    let begin = csv_cut::boundary_in(data, start, &options);
-    let finish = csv_cut::boundary_in(data, end, &options).max(begin);
+    let options = options.clone();
+    let boundary = |cut| {
+        csv_cut::boundary_in(data, cut, &options).map_err(|none| DecodeError::NoRecordBoundary {
+            origin: "range".into(),
+            near: (cut as u64) + none.offset,
+            limit: options.max_record_size,
+        })
+    };
+    let begin = boundary(start)?;
+    let finish = boundary(end)?.max(begin);
     let mut input = if begin > 0 {
         data[..csv_cut::header_len(data, true, &options).unwrap()].to_vec()
     } else {
@@ -182,15 +190,23 @@ fn decode_range(
 
 /// The records of a range that must decode cleanly.
 fn clean_range(data: &[u8], start: usize, end: usize) -> Vec<RecordBatch> {
-    let (batches, bad) = decode_range(data, start, end).unwrap();
+    limited_range(data, start, end, &CsvReadOptions::default())
+}
+
+fn limited_range(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    options: &CsvReadOptions,
+) -> Vec<RecordBatch> {
+    let (batches, bad) = decode_range(data, start, end, options).unwrap();
     assert_eq!(bad, 0, "range {start}..{end}");
     batches
 }
 
 /// Objects full of quoted newlines, doubled quotes and CRLF, cut once at every offset and
 /// twice at many pairs, yield ranges whose records, in order, are the whole object's, and
-/// those are the records an independent CSV reader (the `csv` crate) reads. Issue 16: a
-/// quoted newline in a split object used to fail the run.
+/// those are the records an independent CSV reader (the `csv` crate) reads.
 #[test]
 fn every_cut_of_a_csv_with_quoted_newlines_is_a_record_boundary() {
     for seed in 1..=6u64 {
@@ -216,20 +232,46 @@ fn every_cut_of_a_csv_with_quoted_newlines_is_a_record_boundary() {
     }
 }
 
-/// A cut inside a quoted field longer than the search's lookahead, holding no quote, lands
-/// inside the field: the range before it reads to that point in the true state and refuses
-/// it, so the wrong cut cannot pass.
+/// A quoted field without any quote byte, as long as a record may be, read at every cut
+/// around it: the ranges still hold exactly the whole object's records. Only a record longer
+/// than `max_record_size` fails, and it fails split or not, as bad data.
 #[test]
-fn a_wrong_cut_is_refused_by_the_range_before_it() {
-    let long = "a,b\n".repeat(csv_cut::LOOKAHEAD as usize / 4 + 1000);
-    let data = format!("id,name,fare\n1,\"{long}\",2.5\n2,x,3.5\n");
+fn a_long_quoted_field_without_quotes_splits_like_any_other() {
+    let options = CsvReadOptions {
+        max_record_size: 64 << 10,
+        ..CsvReadOptions::default()
+    };
+    let field = "a,b\n".repeat(10_000);
+    let plain = (0..3_000)
+        .map(|i| format!("{i},p,1.5\n"))
+        .collect::<String>();
+    let data = format!("id,name,fare\n{plain}1,\"{field}\",2.5\n2,x,3.5\n{plain}");
     let data = data.as_bytes();
-    let error = decode_range(data, 0, 100).unwrap_err();
+    let whole = concat_batches(&schema(), &limited_range(data, 0, data.len(), &options)).unwrap();
+    assert_eq!(records_of(&whole), reference_records(data));
+    for cut in (1..data.len()).step_by(997) {
+        let mut batches = limited_range(data, 0, cut, &options);
+        batches.extend(limited_range(data, cut, data.len(), &options));
+        let joined = concat_batches(&schema(), &batches).unwrap();
+        assert_eq!(joined, whole, "cut at {cut}");
+    }
+
+    // Over the limit: the whole object fails on the record, a split one at the cut.
+    let tight = CsvReadOptions {
+        max_record_size: 16 << 10,
+        ..CsvReadOptions::default()
+    };
+    let error = decode_range(data, 0, data.len(), &tight).unwrap_err();
     assert!(
-        matches!(error, DecodeError::CutInsideRecord { .. }),
+        matches!(error, DecodeError::RecordTooLong { .. }),
         "{error:?}"
     );
-    assert!(error.to_string().contains("split_size: off"), "{error}");
+    // The range before a cut inside the field reads the long record and refuses it (after
+    // the cut, the readings left may agree on a boundary inside the field: that range may
+    // fail too, or read records that the failed object never publishes).
+    let error = decode_range(data, 0, data.len() / 2, &tight).unwrap_err();
+    assert!(error.to_string().contains("max_record_size"), "{error}");
+    assert_eq!(error.exit_code(), sluice::exit::ExitCode::BadData);
 }
 
 /// A job `big` reading `in/` as `format`, writing JSONL to `out`.
@@ -407,7 +449,7 @@ async fn split_csv_and_jsonl_objects_equal_a_single_task_run() {
 }
 
 /// A split CSV object full of quoted newlines (cuts land inside quoted fields) publishes the
-/// records of a whole run, byte for byte. Issue 16: it used to fail with exit code 4.
+/// records of a whole run, byte for byte.
 #[tokio::test(flavor = "multi_thread")]
 async fn quoted_newlines_in_a_split_object_equal_a_whole_run() {
     let server = support::embedded();

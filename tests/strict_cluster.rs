@@ -1,7 +1,7 @@
 //! The cluster path against the strict API layer (support/strict_api.rs): what a real API
 //! server would refuse or do that the in-memory fake does not. Names (a 58-character job
 //! name), RBAC from manifests/ for every call the launcher and the scheduler make, and the
-//! run's ConfigMap going with its Job (TTL and cancel). Issue 15.
+//! run's ConfigMap going with its Job (TTL and cancel).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

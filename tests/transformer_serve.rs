@@ -389,7 +389,7 @@ async fn hpull_fetches_the_object_from_the_url() {
     server.stop().await.unwrap();
 }
 
-/// hrev (issue 21): the request names the object by its own path, as a reverse proxy would
+/// hrev: the request names the object by its own path, as a reverse proxy would
 /// forward it; the server fetches the bytes from the URL it is given.
 #[tokio::test]
 async fn hrev_fetches_the_object_named_by_the_path() {

@@ -324,7 +324,7 @@ fn raw_job(dir: &Path, bucket: &str, step: &str) -> PathBuf {
 }
 
 /// The md5 example: one digest per object, of the stored bytes, over hpush, hpull and
-/// hrev (issue 21: hrev gives the same digests as hpush).
+/// hrev (the same digests as hpush).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opaque_outputs_hold_one_digest_per_object_over_hpush_hpull_and_hrev() {
     let server = support::embedded();
@@ -493,7 +493,7 @@ fn on_free_port(dir: &Path, example: &str, port: &str) -> PathBuf {
     path
 }
 
-/// Issue 21: the harness checks the protocol, not only one reply, over every
+/// The harness checks the protocol, not only one reply, over every
 /// communication type asked for: chunked bodies, a dropped request, an object the
 /// transformer cannot fetch (5xx), an input it must refuse (4xx).
 #[test]

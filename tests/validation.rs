@@ -431,8 +431,7 @@ async fn every_kind_fails_on_data_seeded_for_it() {
 }
 
 /// Run-scope SQL reads the outputs of every structured sink format, compressed or not, with
-/// the column types of the data (a sum over a number column). Issue 16: it used to need a
-/// Parquet sink, and `check` accepted it on others.
+/// the column types of the data (a sum over a number column).
 #[tokio::test(flavor = "multi_thread")]
 async fn run_scope_sql_reads_csv_and_json_lines_outputs() {
     let server = support::embedded();

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use memchr::memchr_iter;
 use parquet::file::metadata::ParquetMetaData;
 
-use super::csv_records::{CsvRecords, Dialect};
+use super::csv_records::{CsvRecords, Dialect, MAX_RECORD_BYTES};
 use super::decode::DecodeError;
 
 const ORIGIN: &str = "the stored output";
@@ -34,6 +34,7 @@ pub fn count_csv_records(
         escape: None,
         comment: None,
         ends_at_cut: false,
+        max_record: MAX_RECORD_BYTES,
     };
     let mut records = CsvRecords::new(reader, dialect);
     let mut count = 0u64;

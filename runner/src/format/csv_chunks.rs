@@ -8,9 +8,7 @@
 
 use std::io::{self, BufRead};
 
-use super::csv_records::{
-    BOM, Dialect, FieldSink, MAX_RECORD_BYTES, NoFields, ReadError, Step, step,
-};
+use super::csv_records::{BOM, Dialect, FieldSink, NoFields, ReadError, Step, step};
 
 /// A chunk stops growing past this many bytes, whatever its record count: it bounds the
 /// memory of chunks in flight and keeps a batch's string data far below Utf8's 2 GiB.
@@ -128,6 +126,12 @@ impl ChunkReader {
                     {
                         return Err(ReadError::CutInsideRecord { line });
                     }
+                    if next - pos > self.dialect.max_record {
+                        return Err(ReadError::TooLong {
+                            line,
+                            limit: self.dialect.max_record,
+                        });
+                    }
                     records += 1;
                     pos = next;
                     line += lines;
@@ -186,10 +190,10 @@ impl ChunkReader {
             return Err(ReadError::Io(error));
         }
         let pending = self.buf.len() - record;
-        if pending >= MAX_RECORD_BYTES {
+        if pending >= self.dialect.max_record {
             return Err(ReadError::TooLong {
                 line,
-                limit: MAX_RECORD_BYTES,
+                limit: self.dialect.max_record,
             });
         }
         let target = self.buf.len() + pending.max(READ_BYTES);
@@ -403,6 +407,7 @@ pub(crate) fn locate_records<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::csv_records::MAX_RECORD_BYTES;
     use std::io::{BufReader, Cursor};
 
     const DEFAULT: Dialect = Dialect {
@@ -411,6 +416,7 @@ mod tests {
         escape: None,
         comment: None,
         ends_at_cut: false,
+        max_record: MAX_RECORD_BYTES,
     };
 
     fn reader(input: &[u8], capacity: usize) -> ChunkReader {

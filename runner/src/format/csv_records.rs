@@ -22,7 +22,8 @@ use super::options::CsvReadOptions;
 
 const DEFAULT_BUFFER_BYTES: usize = 1 << 20;
 pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
-/// A record longer than this is an error (an unclosed quote, most likely), not an OOM.
+/// The longest record of all: an output read back (whose records the encoder wrote), and the
+/// cap of a configured limit.
 pub(crate) const MAX_RECORD_BYTES: usize = 1 << 30;
 
 /// Why the next record could not be read.
@@ -70,6 +71,8 @@ pub(crate) struct Dialect {
     /// The input is a byte range of a split object that ends at a cut: its last record must
     /// end with a line terminator outside quotes, or the cut was not a record boundary.
     pub ends_at_cut: bool,
+    /// The longest record, in bytes; a longer one is [`ReadError::TooLong`].
+    pub max_record: usize,
 }
 
 impl Dialect {
@@ -81,6 +84,7 @@ impl Dialect {
             escape: options.escape.filter(|&e| e != options.quote),
             comment: options.comment,
             ends_at_cut: options.ends_at_cut,
+            max_record: usize::try_from(options.max_record_size).unwrap_or(MAX_RECORD_BYTES),
         }
     }
 }
@@ -565,7 +569,7 @@ impl CsvRecords {
             record_start: 0,
             record_raw_end: 0,
             record_line: 0,
-            max_record_bytes: MAX_RECORD_BYTES,
+            max_record_bytes: dialect.max_record,
         }
     }
 
@@ -588,6 +592,12 @@ impl CsvRecords {
                     raw_end,
                     lines,
                 } => {
+                    if next - self.pos > self.max_record_bytes {
+                        return Err(ReadError::TooLong {
+                            line: self.line,
+                            limit: self.max_record_bytes,
+                        });
+                    }
                     self.record_start = self.pos;
                     self.record_raw_end = raw_end;
                     self.record_line = self.line;
@@ -641,13 +651,14 @@ impl CsvRecords {
             self.end -= self.pos;
             self.pos = 0;
         }
+        // What is left is a record not yet complete (or nothing).
+        if self.end >= self.max_record_bytes {
+            return Err(ReadError::TooLong {
+                line: self.line,
+                limit: self.max_record_bytes,
+            });
+        }
         if self.end == self.buf.len() {
-            if self.buf.len() >= self.max_record_bytes {
-                return Err(ReadError::TooLong {
-                    line: self.line,
-                    limit: self.max_record_bytes,
-                });
-            }
             self.buf.resize(self.buf.len() * 2, 0);
         }
         loop {
@@ -678,6 +689,7 @@ mod tests {
         escape: None,
         comment: None,
         ends_at_cut: false,
+        max_record: MAX_RECORD_BYTES,
     };
 
     /// Every record as (line, fields, raw), read with several buffer and reader sizes that

@@ -77,21 +77,32 @@ pub enum DecodeError {
         #[source]
         source: ArrowError,
     },
-    /// A record longer than the decoder buffers (1 GiB): an unclosed quote, most likely.
-    #[error("{origin}: the record at line {line} is longer than {limit} bytes")]
+    /// A record longer than `source.csv.max_record_size`: an unclosed quote, most likely.
+    #[error(
+        "{origin}: the record at line {line} is longer than {limit} bytes (source.csv.max_record_size): an unclosed quote, or raise the limit"
+    )]
     RecordTooLong {
         origin: String,
         line: u64,
         limit: usize,
     },
-    /// A range of a split object ends inside a record, so its cut was not a record boundary:
-    /// a quoted field of more than 4 MiB without a quote byte crosses it (see
-    /// `csv_cut::LOOKAHEAD`), or the object is not CSV of the configured dialect.
+    /// No record boundary follows a cut of a split object: however the bytes after it are
+    /// read, a record there is longer than the limit (see `csv_cut`).
     #[error(
-        "{origin} line {line}: the range ends inside a record, so the cut after it is not a record boundary (a quoted field of more than 4 MiB without a quote crosses it); set `split_size: off` in the job"
+        "{origin}: no record boundary after byte {near}: every reading of the bytes there has a record longer than {limit} bytes (source.csv.max_record_size): an unclosed quote, or raise the limit"
+    )]
+    NoRecordBoundary {
+        origin: String,
+        near: u64,
+        limit: u64,
+    },
+    /// A range of a split object ends inside a record, so its cut was not a record boundary:
+    /// a record there is longer than the limit, or the object is not CSV of the configured
+    /// dialect.
+    #[error(
+        "{origin} line {line}: the range ends inside a record, so the cut after it is not a record boundary: a record there is longer than source.csv.max_record_size, or the object is not CSV of the configured dialect"
     )]
     CutInsideRecord { origin: String, line: u64 },
-    /// Schema inference found no record and no header to name a column.
     #[error("no records to infer a schema from")]
     EmptySample,
 }
@@ -113,6 +124,7 @@ impl DecodeError {
             | E::Json { .. }
             | E::RecordTooLong { .. }
             | E::CutInsideRecord { .. }
+            | E::NoRecordBoundary { .. }
             | E::EmptySample => ExitCode::BadData,
             E::UnsupportedType { .. } | E::InvalidTimeZone { .. } | E::UnsupportedFormat { .. } => {
                 ExitCode::Config

@@ -79,7 +79,13 @@ pub struct CsvReadOptions {
     /// The input is a byte range of a split object ending at a cut (not the object's end):
     /// fail unless its last record ends there (not a job-file field; see docs/resume.md).
     pub ends_at_cut: bool,
+    /// The longest record read, line terminator included; a longer one is bad data. It also
+    /// bounds how far past a cut of a split object its record boundary is looked for.
+    pub max_record_size: u64,
 }
+
+/// The default `source.csv.max_record_size`.
+pub const DEFAULT_MAX_RECORD_SIZE: u64 = 8 << 20;
 
 impl Default for CsvReadOptions {
     fn default() -> Self {
@@ -91,6 +97,7 @@ impl Default for CsvReadOptions {
             null_values: vec![String::new()],
             comment: None,
             ends_at_cut: false,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
         }
     }
 }

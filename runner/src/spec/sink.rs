@@ -245,7 +245,7 @@ impl Check<'_> {
         })
     }
 
-    fn byte_size(&mut self, at: FieldPath, size: &ByteSizeConfig) -> Option<u64> {
+    pub(super) fn byte_size(&mut self, at: FieldPath, size: &ByteSizeConfig) -> Option<u64> {
         match size.bytes() {
             Ok(n) => Some(n),
             Err(message) => {

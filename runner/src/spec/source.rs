@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::FORMAT_METADATA_KEY;
 use crate::format::options::{Compression, CsvReadOptions, SourceFormat};
 use crate::spec::job::Source;
+use crate::spec::size::{ByteSizeConfig, GIB, KIB, show};
 use crate::spec::span::FieldPath;
 use crate::spec::template::Strictness;
 use crate::spec::validate::{Check, Params, path};
@@ -89,6 +90,11 @@ pub struct CsvSourceConfig {
     /// Lines starting with this ASCII character are skipped. Null: no comment lines.
     #[serde(default)]
     pub comment: Option<String>,
+    /// The longest record (line terminator included) that is data rather than a runaway
+    /// quote: a longer one fails the object as bad data. It also bounds how far past a cut
+    /// of a split object the next record boundary is looked for. 1KiB to 1GiB.
+    #[serde(default = "default_max_record_size")]
+    pub max_record_size: ByteSizeConfig,
 }
 
 impl Default for CsvSourceConfig {
@@ -100,8 +106,13 @@ impl Default for CsvSourceConfig {
             escape: None,
             null_values: default_null_values(),
             comment: None,
+            max_record_size: default_max_record_size(),
         }
     }
+}
+
+pub fn default_max_record_size() -> ByteSizeConfig {
+    ByteSizeConfig::Text("8MiB".to_string())
 }
 
 pub fn default_delimiter() -> String {
@@ -262,6 +273,19 @@ impl Check<'_> {
                 }
             }
         }
+        let max_record_size = self
+            .byte_size(base.key("max_record_size"), &c.max_record_size)
+            .and_then(|n| {
+                if (KIB..=GIB).contains(&n) {
+                    Some(n)
+                } else {
+                    self.error(
+                        base.key("max_record_size"),
+                        format!("must be between 1KiB and 1GiB (got {})", show(n)),
+                    );
+                    None
+                }
+            });
         Some(CsvReadOptions {
             delimiter,
             header: c.header,
@@ -270,6 +294,7 @@ impl Check<'_> {
             null_values: c.null_values.clone(),
             comment,
             ends_at_cut: false,
+            max_record_size: max_record_size?,
         })
     }
 

@@ -1,13 +1,15 @@
 //! Where a byte range of a split text object starts and ends: each cut of the plan moves to
 //! the next record boundary (the next line start for JSON lines, a quote-aware search for
 //! CSV, see `format::csv_cut`), and a CSV range after the first reads the object's header
-//! first. Both ranges beside a cut compute the same boundary from the same bytes.
+//! first. Both ranges beside a cut compute the same boundary from the same bytes, or both
+//! fail when a record longer than `max_record_size` leaves none.
 
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::format::csv_cut::{CutSearch, LOOKAHEAD, header_len};
+use crate::format::DecodeError;
+use crate::format::csv_cut::{CutSearch, header_len};
 use crate::format::options::{CsvReadOptions, SourceFormat};
 use crate::plan::split::PlannedRange;
 use crate::storage::uri::S3Uri;
@@ -26,6 +28,16 @@ pub struct RangeSpan {
     pub ends_at_cut: bool,
 }
 
+/// Why a range's span could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum SpanError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// No record boundary after a cut: bad data.
+    #[error(transparent)]
+    Decode(DecodeError),
+}
+
 /// The span of `range` moved to record boundaries, and the header it needs.
 pub async fn range_span(
     storage: &Storage,
@@ -34,7 +46,7 @@ pub async fn range_span(
     range: &PlannedRange,
     format: SourceFormat,
     csv: &CsvReadOptions,
-) -> Result<RangeSpan, StorageError> {
+) -> Result<RangeSpan, SpanError> {
     let size = range.object_size;
     let read = Reader {
         storage,
@@ -69,24 +81,26 @@ impl Reader<'_> {
         cut: u64,
         format: SourceFormat,
         csv: &CsvReadOptions,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<u64, SpanError> {
         match format {
             SourceFormat::Csv => self.csv_boundary(cut, csv).await,
-            _ => self.line_boundary(cut).await,
+            _ => Ok(self.line_boundary(cut).await?),
         }
     }
 
     /// Reads windows from `from` on, growing, handing each to `found` until it returns an
-    /// offset from `from`; the object's size when none does.
-    async fn scan(
+    /// offset from `from` (or fails); the object's size when none does. Up to `lookahead`
+    /// bytes after `from` windows stay small, where the answer usually is.
+    async fn scan<E: From<StorageError>>(
         &self,
         from: u64,
-        mut found: impl FnMut(&[u8]) -> Option<u64>,
-    ) -> Result<u64, StorageError> {
+        lookahead: u64,
+        mut found: impl FnMut(&[u8]) -> Result<Option<u64>, E>,
+    ) -> Result<u64, E> {
         let (mut pos, mut window) = (from, FIRST_WINDOW);
         // Not past the lookahead in one go: in a file without quotes the boundary comes
         // right after it, and the rest of a larger window would be read for nothing.
-        let lookahead_end = from + LOOKAHEAD + FIRST_WINDOW;
+        let lookahead_end = from + lookahead + FIRST_WINDOW;
         while pos < self.size {
             let mut end = (pos + window).min(self.size);
             if pos < lookahead_end {
@@ -96,7 +110,7 @@ impl Reader<'_> {
                 .storage
                 .get_range_of(self.uri, self.etag, pos..end, self.size)
                 .await?;
-            if let Some(offset) = found(&bytes) {
+            if let Some(offset) = found(&bytes)? {
                 return Ok((from + offset).min(self.size));
             }
             pos = end;
@@ -112,31 +126,40 @@ impl Reader<'_> {
             return Ok(cut.min(self.size));
         }
         let mut seen = 0u64;
-        self.scan(cut - 1, |bytes| {
+        self.scan(cut - 1, 0, |bytes| {
             let found = memchr::memchr(b'\n', bytes).map(|i| seen + i as u64 + 1);
             seen += bytes.len() as u64;
-            found
+            Ok::<_, StorageError>(found)
         })
         .await
     }
 
     /// The first true CSV record start after `cut` (0 for 0, the size at or past the end).
-    async fn csv_boundary(&self, cut: u64, csv: &CsvReadOptions) -> Result<u64, StorageError> {
+    async fn csv_boundary(&self, cut: u64, csv: &CsvReadOptions) -> Result<u64, SpanError> {
         if cut == 0 || cut >= self.size {
             return Ok(cut.min(self.size));
         }
         let mut search = CutSearch::new(csv);
-        self.scan(cut, |bytes| search.feed(bytes)).await
+        self.scan(cut, csv.max_record_size, |bytes| {
+            search.feed(bytes).map_err(|none| {
+                SpanError::Decode(DecodeError::NoRecordBoundary {
+                    origin: self.uri.to_string(),
+                    near: cut + none.offset,
+                    limit: csv.max_record_size,
+                })
+            })
+        })
+        .await
     }
 
     /// The object's header: its first record, with anything skipped before it.
     async fn header(&self, csv: &CsvReadOptions) -> Result<BytesMut, StorageError> {
         let mut head = BytesMut::new();
         let len = self
-            .scan(0, |bytes| {
+            .scan(0, 0, |bytes| {
                 head.extend_from_slice(bytes);
                 let eof = head.len() as u64 >= self.size;
-                header_len(&head, eof, csv).map(|n| n as u64)
+                Ok::<_, StorageError>(header_len(&head, eof, csv).map(|n| n as u64))
             })
             .await?;
         head.truncate(len as usize);

@@ -21,7 +21,7 @@ use crate::plan::split::{PlannedRange, RangeUnit};
 use crate::spec::job::OnBadRecord;
 use crate::storage::S3ParquetReader;
 use crate::storage::uri::S3Uri;
-use crate::worker::cut::{RangeSpan, range_span};
+use crate::worker::cut::{RangeSpan, SpanError, range_span};
 use crate::worker::error::ObjectError;
 use crate::worker::object::ObjectContext;
 
@@ -112,7 +112,11 @@ impl Decoding {
                             span,
                             ends_at_cut,
                         } = range_span(&ctx.storage, source, &object.etag, &range, format, &csv)
-                            .await?;
+                            .await
+                            .map_err(|e| match e {
+                                SpanError::Storage(e) => ObjectError::Storage(e),
+                                SpanError::Decode(e) => ObjectError::decode(source, e),
+                            })?;
                         csv.ends_at_cut = ends_at_cut;
                         origin = range_origin(source, &range, &span);
                         ctx.storage
