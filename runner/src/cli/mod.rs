@@ -14,6 +14,7 @@ pub mod gc;
 pub mod logs;
 pub mod plan;
 pub mod render;
+pub mod report;
 pub mod resume;
 pub mod run;
 pub mod runs;
@@ -79,6 +80,9 @@ pub enum Command {
     /// Re-check a published run against its _SUCCESS.json: every listed object still there
     /// with its size, checksum and record count, nothing unlisted under the sink (exit 3 if not).
     Verify(verify::VerifyArgs),
+    /// Write a run's report page (report.html: charts, accounting, rules, rejects) from its
+    /// state, to the bucket and a local file; --open shows it.
+    Report(report::ReportArgs),
     /// Transform one object through the job's steps into a file or stdout (a try-out on a
     /// sample; nothing is written to the sink).
     Transform(transform::TransformArgs),
@@ -128,6 +132,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Resume(args) => resume::run(args),
         Command::Runs(args) => runs::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Report(args) => report::run(args),
         Command::Transform(args) => transform::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Worker(args) => worker::run(args),

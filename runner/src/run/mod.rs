@@ -6,6 +6,7 @@
 pub mod gc;
 pub mod local;
 pub mod publish;
+pub mod report;
 pub mod start;
 pub mod submit;
 pub mod summary;

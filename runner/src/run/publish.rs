@@ -8,9 +8,11 @@ use futures::StreamExt;
 use crate::exit::ExitCode;
 use crate::plan::Plan;
 use crate::pod::ShardOutcome;
+use crate::run::report::{throughput_series, write_html};
 use crate::state::checks::CheckReport;
 use crate::state::manifest::{PublishedOutput, SuccessManifest, write_manifest};
 use crate::state::marker::{DoneMarker, RecordCounts, read_marker};
+use crate::state::phases::PhaseTimes;
 use crate::state::plan::load_job_text;
 use crate::state::progress::{ObjectFailure, read_progress};
 use crate::state::report::{ReportStatus, RunReport, ShardReport, write_report};
@@ -90,10 +92,13 @@ pub async fn publish(
         .collect::<Result<_, _>>()?;
 
     let mut failures = Vec::new();
+    let mut progresses = Vec::with_capacity(plan.shards.len());
     for index in 0..plan.shards.len() as u32 {
-        if let Some(progress) = read_progress(storage, layout, index).await? {
-            failures.extend(progress.failures);
+        let progress = read_progress(storage, layout, index).await?;
+        if let Some(progress) = &progress {
+            failures.extend(progress.failures.iter().cloned());
         }
+        progresses.push(progress);
     }
     let mut records = RecordCounts::default();
     let mut outputs = Vec::new();
@@ -203,6 +208,7 @@ pub async fn publish(
             .iter()
             .map(|s| {
                 let outcome = outcomes.iter().find(|o| o.index == s.index);
+                let progress = progresses.get(s.index as usize).and_then(Option::as_ref);
                 ShardReport {
                     index: s.index,
                     exit_code: outcome.map_or(ExitCode::Transient.code(), |o| o.exit.code()),
@@ -213,14 +219,35 @@ pub async fn publish(
                         .filter(|o| o.exit != ExitCode::Done)
                         .map(|o| o.last_lines.clone())
                         .unwrap_or_default(),
+                    started: progress.and_then(|p| p.started),
+                    finished: progress.and_then(|p| p.updated),
+                    records: progress.map(|p| p.records).unwrap_or_default(),
+                    phases: progress.map(|p| p.phases).unwrap_or_default(),
                 }
             })
             .collect(),
         failures,
         checks,
         exit_code: exit.code(),
+        phases: progresses
+            .iter()
+            .flatten()
+            .fold(PhaseTimes::default(), |mut sum, p| {
+                sum.add(&p.phases);
+                sum
+            }),
+        throughput_series: throughput_series(
+            markers.iter().filter_map(|(_, m)| m.as_ref()),
+            started,
+            finished,
+        ),
     };
     write_report(storage, layout, &report).await?;
+    let done: Vec<&DoneMarker> = markers.iter().filter_map(|(_, m)| m.as_ref()).collect();
+    // The report page is for people; a run is not failed for want of it.
+    if let Err(error) = write_html(storage, layout, &report, &done).await {
+        tracing::warn!(%error, "writing report.html failed");
+    }
     if report.status == ReportStatus::Succeeded {
         let manifest = SuccessManifest {
             job: plan.job.clone(),

@@ -43,6 +43,7 @@ pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
         let _ = writeln!(out, "  rejects   {}", sink.join("_rejected/"));
     }
     let _ = writeln!(out, "  report    {}", layout.report());
+    let _ = writeln!(out, "  page      {}", layout.report_html());
     let checks = crate::state::checks::table(&report.checks);
     if !checks.is_empty() {
         let _ = writeln!(

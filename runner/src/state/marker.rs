@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::state::checks::RuleOutcome;
+use crate::state::phases::PhaseTimes;
 use crate::state::{RunLayout, StateError, read_json_lenient, write_json};
 use crate::storage::Storage;
 
@@ -31,6 +32,9 @@ pub struct DoneMarker {
     pub checks: Vec<RuleOutcome>,
     pub steps: Vec<StepCounts>,
     pub seconds: f64,
+    /// Where the object's time went (see `state::phases`).
+    #[serde(default)]
+    pub phases: PhaseTimes,
     pub finished: DateTime<Utc>,
 }
 

@@ -8,6 +8,7 @@
 //! <state>/runs/<job>/<run-id>/keys/<rule>/<hash>.keys  sorted key hashes for `unique` rules
 //! <state>/runs/<job>/<run-id>/uploads/<i>/<hash>.json  a multipart upload shard i has open
 //! <state>/runs/<job>/<run-id>/report.json       the run report
+//! <state>/runs/<job>/<run-id>/report.html       the run report as a page (charts)
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
 //! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
 //! <state>/schedules/<schedule>/history/<run-id>.json  schedules: one record per fire
@@ -21,6 +22,7 @@ pub mod history;
 pub mod ledger;
 pub mod manifest;
 pub mod marker;
+pub mod phases;
 pub mod plan;
 pub mod progress;
 pub mod report;
@@ -230,6 +232,10 @@ impl RunLayout {
 
     pub fn report(&self) -> S3Uri {
         self.root.join("report.json")
+    }
+
+    pub fn report_html(&self) -> S3Uri {
+        self.root.join("report.html")
     }
 
     pub fn success(&self) -> S3Uri {

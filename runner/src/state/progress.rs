@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::checks::RuleOutcome;
 use crate::state::marker::RecordCounts;
+use crate::state::phases::PhaseTimes;
 use crate::state::{RunLayout, StateError, read_json_lenient, write_json};
 use crate::storage::Storage;
 
@@ -27,7 +28,14 @@ pub struct ShardProgress {
     #[serde(default)]
     pub peak_rss_bytes: u64,
     pub finished: bool,
+    /// When this attempt of the shard started.
+    #[serde(default)]
+    pub started: Option<DateTime<Utc>>,
     pub updated: Option<DateTime<Utc>>,
+    /// Where the time of the objects this attempt processed went, and the time it spent
+    /// writing their markers (see `state::phases`).
+    #[serde(default)]
+    pub phases: PhaseTimes,
 }
 
 /// Why one source object failed.

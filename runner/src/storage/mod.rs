@@ -255,12 +255,29 @@ impl Storage {
 
     /// Writes a small object in one request, with its CRC32C for the server to check.
     pub async fn put_bytes(&self, uri: &S3Uri, body: Bytes) -> Result<(), StorageError> {
-        self.put_object(uri, body).await.map(|_| ())
+        self.put_object(uri, body, None).await.map(|_| ())
+    }
+
+    /// `put_bytes` with a Content-Type, for an object a browser opens (a report page).
+    pub async fn put_bytes_as(
+        &self,
+        uri: &S3Uri,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        self.put_object(uri, body, Some(content_type))
+            .await
+            .map(|_| ())
     }
 
     /// One PutObject with a CRC32C checksum (retried: the same bytes to the same key);
     /// returns the ETag.
-    async fn put_object(&self, uri: &S3Uri, body: Bytes) -> Result<String, StorageError> {
+    async fn put_object(
+        &self,
+        uri: &S3Uri,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<String, StorageError> {
         let checksum = crc32c_base64(crc32c::crc32c(&body));
         retry::retrying("a write", &self.throttle, || async {
             let output = self
@@ -269,6 +286,7 @@ impl Storage {
                 .bucket(&uri.bucket)
                 .key(&uri.key)
                 .checksum_crc32_c(checksum.clone())
+                .set_content_type(content_type.map(str::to_string))
                 .body(ByteStream::from(body.clone()))
                 .send()
                 .await

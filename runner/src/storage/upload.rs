@@ -416,7 +416,7 @@ impl PendingUpload {
     pub async fn complete(mut self) -> Result<Uploaded, StorageError> {
         let state = std::mem::replace(&mut self.state, Pending::Single(Bytes::new()));
         let (etag, parts) = match state {
-            Pending::Single(body) => (self.storage.put_object(&self.uri, body).await?, 1),
+            Pending::Single(body) => (self.storage.put_object(&self.uri, body, None).await?, 1),
             Pending::Multipart { upload_id, parts } => {
                 let count = parts.len();
                 let expected_etag = multipart_etag(parts.iter().map(|p| p.etag.as_str()));

@@ -21,6 +21,7 @@ use crate::plan::split::{PlannedRange, RangeUnit};
 use crate::spec::job::OnBadRecord;
 use crate::storage::S3ParquetReader;
 use crate::storage::uri::S3Uri;
+use crate::worker::clock::{Phase, PhaseClock, TimedPolls, WaitedBytes};
 use crate::worker::cut::{RangeSpan, SpanError, range_span};
 use crate::worker::error::ObjectError;
 use crate::worker::object::ObjectContext;
@@ -54,6 +55,7 @@ impl Decoding {
         source: &S3Uri,
         object: &PlannedObject,
         rejects: mpsc::Sender<BadRecord>,
+        clock: &Arc<PhaseClock>,
     ) -> Result<Decoding, ObjectError> {
         let (tx, rx) = mpsc::channel(BATCHES_IN_FLIGHT);
         let job = ctx.job.clone();
@@ -79,9 +81,11 @@ impl Decoding {
                     .build()
                     .map_err(|e| ObjectError::parquet(source, e))?;
                 let uri = source.clone();
+                let clock = clock.clone();
                 let task = tokio::spawn(async move {
                     let mut stats = DecodeStats::default();
-                    let mut stream = stream;
+                    // Reading the object's pages is in these polls too.
+                    let mut stream = TimedPolls::new(stream, clock, Phase::Decode);
                     while let Some(batch) = stream.next().await {
                         let batch = batch.map_err(|e| ObjectError::parquet(&uri, e))?;
                         stats.records += batch.num_rows() as u64;
@@ -125,6 +129,7 @@ impl Decoding {
                     None => ctx.storage.get(source, Some(&object.etag)).await?,
                 };
                 // Created here, inside the runtime, so the blocking thread can drive it.
+                let body = WaitedBytes::new(body, clock.clone());
                 let reader = SyncIoBridge::new(StreamReader::new(body));
                 let compression = job
                     .source
@@ -132,6 +137,7 @@ impl Decoding {
                     .unwrap_or_else(|| Compression::from_key(&object.key));
                 let uri = source.clone();
                 let decode_schema = schema.clone();
+                let clock = clock.clone();
                 let task = tokio::task::spawn_blocking(move || {
                     let input = format::decompress(Box::new(reader), compression);
                     let decoder = format::open_parallel_decoder(
@@ -144,7 +150,7 @@ impl Decoding {
                         &origin,
                     )
                     .map_err(|e| ObjectError::decode(&uri, e))?;
-                    decode_blocking(decoder, &job, &uri, &origin, tx, rejects)
+                    decode_blocking(decoder, &job, &uri, &origin, tx, rejects, &clock)
                 });
                 (schema, task)
             }
@@ -182,11 +188,15 @@ fn decode_blocking(
     origin: &str,
     tx: BatchSender,
     rejects: mpsc::Sender<BadRecord>,
+    clock: &PhaseClock,
 ) -> Result<DecodeStats, ObjectError> {
     let policy = job.validate.on_bad_record;
     let limit = job.validate.max_bad_records;
     let mut stats = DecodeStats::default();
-    while let Some(decoded) = decoder.next().map_err(|e| ObjectError::decode(uri, e))? {
+    while let Some(decoded) = clock
+        .time(Phase::Decode, || decoder.next())
+        .map_err(|e| ObjectError::decode(uri, e))?
+    {
         for bad in decoded.bad {
             match policy {
                 OnBadRecord::Fail => {
@@ -214,7 +224,7 @@ fn decode_blocking(
                 uri: uri.clone(),
                 bad,
                 total: decoder.records(),
-                limit: limit.to_string(),
+                limit,
                 kept: None,
             });
         }
@@ -233,7 +243,7 @@ fn decode_blocking(
             uri: uri.clone(),
             bad,
             total: stats.records,
-            limit: limit.to_string(),
+            limit,
             kept: None,
         });
     }

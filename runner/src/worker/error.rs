@@ -40,9 +40,9 @@ pub enum ObjectError {
         uri: S3Uri,
         bad: u64,
         total: u64,
-        limit: String,
+        limit: crate::spec::job::BadRecordLimit,
         /// The rejects object holding the bad records met before the object stopped.
-        kept: Option<S3Uri>,
+        kept: Option<Box<S3Uri>>,
     },
     #[error(transparent)]
     TransformPlan(TransformError),
@@ -114,7 +114,7 @@ impl ObjectError {
     }
 }
 
-fn kept_note(kept: &Option<S3Uri>) -> String {
+fn kept_note(kept: &Option<Box<S3Uri>>) -> String {
     kept.as_ref()
         .map(|uri| format!("; the records rejected so far are in {uri}"))
         .unwrap_or_default()

@@ -12,6 +12,7 @@ use crate::spec::container::{ContainerStep, OutputFormat, StepInput};
 use crate::storage::uri::S3Uri;
 use crate::transform::container::wire::ByteStream;
 use crate::transform::{self, container};
+use crate::worker::clock::PhaseClock;
 use crate::worker::error::ObjectError;
 use crate::worker::object::{Input, ObjectContext, RawInput};
 use crate::worker::raw::{self, raw_step};
@@ -40,7 +41,7 @@ pub async fn transform_object(
     if let Some((step, c)) = raw_step(job)
         && c.output == OutputFormat::Opaque
     {
-        let (body, watch) = raw::body(ctx, &source, object).await?;
+        let (body, watch) = raw::body(ctx, &source, object, &PhaseClock::new()).await?;
         return send_opaque(&step.name, c, object, body, out)
             .await
             .map_err(|e| watch.explain(e));
@@ -55,7 +56,7 @@ pub async fn transform_object(
         }
         n
     });
-    let input = Input::start(ctx, &source, object, bad_tx).await?;
+    let input = Input::start(ctx, &source, object, bad_tx, &PhaseClock::new()).await?;
     let (stream, task, steps, raw) = input.into_parts(job);
     let written = async {
         let (mut output, _counters) = transform::apply_steps(steps, stream, &object.key)

@@ -1,6 +1,7 @@
 //! One shard: load the plan, then for each object skip it if done, else get, decode,
 //! transform, validate, encode, upload, commit (a done marker). Progress is written as it goes.
 
+pub mod clock;
 pub mod cut;
 pub mod decode;
 pub mod error;
@@ -161,6 +162,7 @@ async fn shard(
         shard: index,
         objects_total: shard.objects.len() as u64,
         bytes_total: shard.bytes,
+        started: Some(Utc::now()),
         ..ShardProgress::default()
     }));
     let started = Instant::now();
@@ -234,11 +236,17 @@ async fn one_object(
         p.records.add(&marker.records);
         return Ok(marker);
     }
+    let mut committing = None;
     let result = match process_with_retries(ctx, object).await {
-        Ok(marker) => match write_marker(&ctx.storage, layout, &task_key, &marker).await {
-            Ok(()) => Ok(marker),
-            Err(e) => Err((e.exit_code(), error_chain(&e), Vec::new())),
-        },
+        Ok(marker) => {
+            let started = Instant::now();
+            let written = write_marker(&ctx.storage, layout, &task_key, &marker).await;
+            committing = Some(started.elapsed().as_secs_f64());
+            match written {
+                Ok(()) => Ok(marker),
+                Err(e) => Err((e.exit_code(), error_chain(&e), Vec::new())),
+            }
+        }
         Err(e) => {
             let checks = match &e {
                 ObjectError::Validation { outcomes, .. } => outcomes.clone(),
@@ -248,11 +256,13 @@ async fn one_object(
         }
     };
     let mut p = progress.lock().expect("not poisoned");
+    p.phases.commit += committing.unwrap_or_default();
     match &result {
         Ok(marker) => {
             p.objects_done += 1;
             p.bytes_done += object.size;
             p.records.add(&marker.records);
+            p.phases.add(&marker.phases);
         }
         Err((exit, error, checks)) => p.failures.push(ObjectFailure {
             key: task_key,

@@ -22,6 +22,7 @@ use crate::storage::uri::S3Uri;
 use crate::transform::{self, StepCounter};
 use crate::validate::keys::KeysError;
 use crate::validate::object::{KeySpills, ObjectChecks, judge_output_sizes};
+use crate::worker::clock::{Phase, PhaseClock, timed_batches};
 use crate::worker::decode::{DecodeStats, Decoding};
 pub use crate::worker::error::ObjectError;
 use crate::worker::output::{OutputPart, encode_outputs};
@@ -50,6 +51,7 @@ pub async fn process(
     object: &PlannedObject,
 ) -> Result<DoneMarker, ObjectError> {
     let started = Instant::now();
+    let clock = PhaseClock::new();
     let job = &ctx.job;
     let source = S3Uri::new(job.source.uri.bucket.clone(), object.key.clone());
     let relative = object
@@ -61,7 +63,7 @@ pub async fn process(
     if let Some((step, container)) = raw_step(job)
         && container.output == OutputFormat::Opaque
     {
-        return raw::opaque(ctx, object, &relative, step, container).await;
+        return raw::opaque(ctx, object, &relative, step, container, &clock).await;
     }
     let range_suffix = object.range.map(|r| r.stem_suffix()).unwrap_or_default();
     let rejects = RejectsWriter::start(
@@ -83,7 +85,7 @@ pub async fn process(
         task,
         raw,
         checks,
-    } = match start_pipeline(ctx, object, &source, &rejects).await {
+    } = match start_pipeline(ctx, object, &source, &rejects, &clock).await {
         Ok(pipeline) => pipeline,
         Err(e) => {
             rejects.abort().await;
@@ -103,7 +105,14 @@ pub async fn process(
             sink.compression,
         ))
     };
-    let encoded = encode_outputs(ctx.storage.clone(), job.sink.clone(), output, key_for).await;
+    let encoded = encode_outputs(
+        ctx.storage.clone(),
+        job.sink.clone(),
+        output,
+        key_for,
+        clock.clone(),
+    )
+    .await;
     let decoded = match task {
         Some(task) => task
             .await
@@ -130,6 +139,7 @@ pub async fn process(
         stats: &stats,
         counters: &counters,
         rule_rejected: checks.rejected(),
+        clock: &clock,
     };
     // Whatever commit leaves staged when it fails is aborted here, in one place.
     let mut staged = Staged::new(parts, rejects);
@@ -167,6 +177,7 @@ pub async fn process(
             })
             .collect(),
         seconds: started.elapsed().as_secs_f64(),
+        phases: clock.times(),
         finished: Utc::now(),
     })
 }
@@ -191,25 +202,26 @@ async fn commit(
     checks: ObjectChecks,
     staged: &mut Staged,
 ) -> Result<Committed, ObjectError> {
+    let clock = flow.clock;
     let job = &ctx.job;
     let counts = account(source, flow, &job.steps, staged.parts(), staged.rejects())?;
     let spills = ctx.keys.as_ref().map(|prefix| KeySpills {
         storage: &ctx.storage,
         prefix,
     });
-    let mut outcomes = checks
-        .finish(&counts, object.size, spills)
-        .await
-        .map_err(|e| match e {
-            KeysError::Storage(e) => ObjectError::Storage(e),
-            other => ObjectError::Internal(format!("collecting unique keys: {other}")),
-        })?;
+    let judging = Instant::now();
+    let outcomes = checks.finish(&counts, object.size, spills).await;
+    clock.add(Phase::Validate, judging.elapsed());
+    let mut outcomes = outcomes.map_err(|e| match e {
+        KeysError::Storage(e) => ObjectError::Storage(e),
+        other => ObjectError::Internal(format!("collecting unique keys: {other}")),
+    })?;
     if let Some(e) = validation_failure(source, &outcomes) {
         return Err(e);
     }
 
     // Everything balanced in memory: make the outputs visible, then check what was stored.
-    let outputs = complete_and_verify(ctx, staged.take_parts()).await?;
+    let outputs = complete_and_verify(ctx, staged.take_parts(), clock).await?;
     let sizes: Vec<(String, u64)> = outputs.iter().map(|o| (o.uri.clone(), o.size)).collect();
     judge_output_sizes(&job.validate.rules, &mut outcomes, &sizes);
     if let Some(e) = validation_failure(source, &outcomes) {
@@ -218,7 +230,12 @@ async fn commit(
     }
     remove_leftover_spills(ctx, relative, object.range.as_ref(), outputs.len()).await?;
     let rejects = match staged.take_rejects() {
-        Some(rejects) => Some(verify_rejects(ctx, rejects, &outputs).await?),
+        Some(rejects) => {
+            let started = Instant::now();
+            let verified = verify_rejects(ctx, rejects, &outputs).await;
+            clock.add(Phase::ReadBack, started.elapsed());
+            Some(verified?)
+        }
         None => None,
     };
     Ok(Committed {
@@ -247,14 +264,16 @@ async fn start_pipeline(
     object: &PlannedObject,
     source: &S3Uri,
     rejects: &RejectsWriter,
+    clock: &Arc<PhaseClock>,
 ) -> Result<Pipeline, ObjectError> {
     let job = &ctx.job;
-    let input = Input::start(ctx, source, object, rejects.sender()).await?;
+    let input = Input::start(ctx, source, object, rejects.sender(), clock).await?;
     let (stream, task, steps, raw) = input.into_parts(job);
     let task = task.map(AbortOnDropHandle::new);
     let (output, counters) = transform::apply_steps(steps, stream, &object.key)
         .await
         .map_err(ObjectError::from_transform)?;
+    let output = timed_batches(output, clock.clone(), Phase::Transform);
     let (output, checks) = ObjectChecks::attach(
         Arc::new(job.validate.rules.clone()),
         job.validate.examples,
@@ -267,6 +286,7 @@ async fn start_pipeline(
         uri: source.clone(),
         message: e.0,
     })?;
+    let output = timed_batches(output, clock.clone(), Phase::Validate);
     Ok(Pipeline {
         output,
         counters,
@@ -316,7 +336,7 @@ async fn settle(
                 && let Some(rejects) = staged.take_rejects()
             {
                 match rejects.pending.complete().await {
-                    Ok(uploaded) => *kept = Some(uploaded.uri),
+                    Ok(uploaded) => *kept = Some(Box::new(uploaded.uri)),
                     Err(error) => tracing::warn!(%error, "completing the rejects upload failed"),
                 }
             }
@@ -365,13 +385,14 @@ impl Input {
         source: &S3Uri,
         object: &PlannedObject,
         rejects: tokio::sync::mpsc::Sender<crate::format::BadRecord>,
+        clock: &Arc<PhaseClock>,
     ) -> Result<Input, ObjectError> {
         let Some((step, container)) = raw_step(&ctx.job) else {
             return Ok(Input::Decoded(
-                Decoding::start(ctx, source, object, rejects).await?,
+                Decoding::start(ctx, source, object, rejects, clock).await?,
             ));
         };
-        let (body, watch) = raw::body(ctx, source, object).await?;
+        let (body, watch) = raw::body(ctx, source, object, clock).await?;
         let stream = transform::container::records_through(
             container,
             &step.name,
@@ -414,6 +435,8 @@ struct Flow<'a> {
     counters: &'a [Arc<StepCounter>],
     /// Records that rules with `on_fail: reject` took out of the output.
     rule_rejected: u64,
+    /// Where the object's time goes.
+    clock: &'a PhaseClock,
 }
 
 /// The error that fails an object when an error-severity rule failed on it.
@@ -547,7 +570,9 @@ async fn remove_leftover_spills(
 async fn complete_and_verify(
     ctx: &ObjectContext,
     parts: Vec<OutputPart>,
+    clock: &PhaseClock,
 ) -> Result<Vec<OutputObject>, ObjectError> {
+    let completing = Instant::now();
     let mut outputs = Vec::with_capacity(parts.len());
     let mut completed = Vec::new();
     let mut result = Ok(());
@@ -567,6 +592,8 @@ async fn complete_and_verify(
     if result.is_err() {
         Staged::new(parts.collect(), None).abort().await;
     }
+    clock.add(Phase::Upload, completing.elapsed());
+    let reading = Instant::now();
     let mut verified = Vec::with_capacity(outputs.len());
     if result.is_ok() {
         for (uploaded, rows) in &outputs {
@@ -592,6 +619,7 @@ async fn complete_and_verify(
             }
         }
     }
+    clock.add(Phase::ReadBack, reading.elapsed());
     match result {
         Ok(()) => Ok(verified),
         Err(e) => {

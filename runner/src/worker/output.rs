@@ -16,6 +16,7 @@ use crate::format::{self, Encoder};
 use crate::spec::job::Sink;
 use crate::storage::uri::S3Uri;
 use crate::storage::{PendingUpload, Storage, SyncUploadWriter, UploadOptions, sync_upload};
+use crate::worker::clock::{Phase, PhaseClock};
 use crate::worker::error::ObjectError;
 
 /// One output object, fully uploaded but not yet visible.
@@ -31,12 +32,13 @@ pub async fn encode_outputs(
     sink: Sink,
     mut stream: SendableRecordBatchStream,
     key_for: impl Fn(usize) -> S3Uri + Send + 'static,
+    clock: Arc<PhaseClock>,
 ) -> Result<Vec<OutputPart>, ObjectError> {
     let schema = stream.schema();
     let (tx, rx) = mpsc::channel::<RecordBatch>(2);
     let handle = Handle::current();
     let encoder = tokio::task::spawn_blocking(move || {
-        encode_blocking(&storage, &sink, schema, rx, &key_for, &handle)
+        encode_blocking(&storage, &sink, schema, rx, &key_for, &handle, &clock)
     });
     let mut failed = None;
     while let Some(item) = stream.next().await {
@@ -76,6 +78,7 @@ fn encode_blocking(
     mut rx: mpsc::Receiver<RecordBatch>,
     key_for: &dyn Fn(usize) -> S3Uri,
     handle: &Handle,
+    clock: &Arc<PhaseClock>,
 ) -> Result<Vec<OutputPart>, ObjectError> {
     let mut parts: Vec<OutputPart> = Vec::new();
     let mut current: Option<OpenPart> = None;
@@ -89,6 +92,7 @@ fn encode_blocking(
                     schema.clone(),
                     key_for(parts.len()),
                     handle,
+                    clock,
                 )?),
             };
             open.write(&batch)?;
@@ -101,7 +105,7 @@ fn encode_blocking(
         if current.is_some() || parts.is_empty() {
             let last = match current.take() {
                 Some(open) => open,
-                None => OpenPart::open(storage, sink, schema.clone(), key_for(0), handle)?,
+                None => OpenPart::open(storage, sink, schema.clone(), key_for(0), handle, clock)?,
             };
             parts.push(last.close(handle)?);
         }
@@ -127,6 +131,7 @@ struct OpenPart {
     writer: SharedWriter,
     upload: tokio::task::JoinHandle<Result<PendingUpload, crate::storage::StorageError>>,
     rows: u64,
+    clock: Arc<PhaseClock>,
 }
 
 impl OpenPart {
@@ -136,6 +141,7 @@ impl OpenPart {
         schema: SchemaRef,
         uri: S3Uri,
         handle: &Handle,
+        clock: &Arc<PhaseClock>,
     ) -> Result<OpenPart, ObjectError> {
         let options = UploadOptions {
             part_size: sink.part_size,
@@ -145,7 +151,7 @@ impl OpenPart {
             let _runtime = handle.enter();
             sync_upload(storage, uri.clone(), options)
         };
-        let writer = SharedWriter(Arc::new(Mutex::new(Some(writer))));
+        let writer = SharedWriter(Arc::new(Mutex::new(Some(writer))), clock.clone());
         let encoder = format::open_encoder(
             sink.format,
             schema,
@@ -161,12 +167,14 @@ impl OpenPart {
             writer,
             upload,
             rows: 0,
+            clock: clock.clone(),
         })
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ObjectError> {
-        self.encoder
-            .write(batch)
+        let clock = self.clock.clone();
+        clock
+            .time(Phase::Encode, || self.encoder.write(batch))
             .map_err(|e| ObjectError::encode(&self.uri, e))?;
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -179,9 +187,9 @@ impl OpenPart {
     /// Finishes the format, hands the last bytes to the upload and waits until every part
     /// is uploaded.
     fn close(self, handle: &Handle) -> Result<OutputPart, ObjectError> {
-        let rows = self
-            .encoder
-            .finish()
+        let clock = self.clock.clone();
+        let rows = clock
+            .time(Phase::Encode, || self.encoder.finish())
             .map_err(|e| ObjectError::encode(&self.uri, e))?;
         if rows != self.rows {
             return Err(ObjectError::Lost {
@@ -192,8 +200,8 @@ impl OpenPart {
         let writer = self.writer.0.lock().expect("not poisoned").take();
         let handed = writer.map(|w| w.finish()).transpose();
         // If the hand-over failed, the upload task stopped: its error is the reason.
-        let pending = handle
-            .block_on(self.upload)
+        let pending = clock
+            .time(Phase::Upload, || handle.block_on(self.upload))
             .map_err(ObjectError::from_join)??;
         if let Err(e) = handed {
             let _ = handle.block_on(pending.abort());
@@ -210,9 +218,10 @@ impl OpenPart {
     }
 }
 
-/// Lets the encoder own a `Write` while this side keeps the upload writer to finish it.
+/// Lets the encoder own a `Write` while this side keeps the upload writer to finish it. Its
+/// writes wait when the upload is behind: that time is the upload's.
 #[derive(Clone)]
-struct SharedWriter(Arc<Mutex<Option<SyncUploadWriter>>>);
+struct SharedWriter(Arc<Mutex<Option<SyncUploadWriter>>>, Arc<PhaseClock>);
 
 impl SharedWriter {
     fn bytes(&self) -> u64 {
@@ -227,7 +236,7 @@ impl SharedWriter {
 impl Write for SharedWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.0.lock().expect("not poisoned").as_mut() {
-            Some(w) => w.write(buf),
+            Some(w) => self.1.time(Phase::Upload, || w.write(buf)),
             None => Err(std::io::Error::other("upload already finished")),
         }
     }

@@ -23,6 +23,7 @@ use crate::storage::UploadOptions;
 use crate::storage::uri::S3Uri;
 use crate::transform::container::wire::ByteStream;
 use crate::transform::container::{ContainerError, content_type, transport};
+use crate::worker::clock::{PhaseClock, WaitedBytes};
 use crate::worker::error::ObjectError;
 use crate::worker::object::ObjectContext;
 
@@ -40,8 +41,12 @@ pub async fn body(
     ctx: &ObjectContext,
     source: &S3Uri,
     object: &PlannedObject,
+    clock: &Arc<PhaseClock>,
 ) -> Result<(ByteStream, SourceWatch), ObjectError> {
-    let stream = ctx.storage.get(source, Some(&object.etag)).await?;
+    let stream = WaitedBytes::new(
+        ctx.storage.get(source, Some(&object.etag)).await?,
+        clock.clone(),
+    );
     let reader = StreamReader::new(stream);
     let compression = ctx
         .job
@@ -97,17 +102,22 @@ pub async fn opaque(
     relative: &str,
     step: &Step,
     container: &ContainerStep,
+    clock: &Arc<PhaseClock>,
 ) -> Result<DoneMarker, ObjectError> {
     debug_assert_eq!(container.output, OutputFormat::Opaque);
     let started = Instant::now();
     let source = S3Uri::new(ctx.job.source.uri.bucket.clone(), object.key.clone());
-    let (input, watch) = body(ctx, &source, object).await?;
-    store_reply(ctx, object, relative, step, container, input, started)
+    let (input, watch) = body(ctx, &source, object, clock).await?;
+    let mut marker = store_reply(ctx, object, relative, step, container, input)
         .await
-        .map_err(|e| watch.explain(e))
+        .map_err(|e| watch.explain(e))?;
+    marker.seconds = started.elapsed().as_secs_f64();
+    marker.phases = clock.times();
+    Ok(marker)
 }
 
-/// Exchanges `input` with the transformer and stores its reply.
+/// Exchanges `input` with the transformer and stores its reply; the marker's times are the
+/// caller's to fill in.
 async fn store_reply(
     ctx: &ObjectContext,
     object: &PlannedObject,
@@ -115,7 +125,6 @@ async fn store_reply(
     step: &Step,
     container: &ContainerStep,
     input: ByteStream,
-    started: Instant,
 ) -> Result<DoneMarker, ObjectError> {
     let job = &ctx.job;
     let failed = |e: transport::TransportError| ContainerError::new(&step.name, &object.key, e);
@@ -204,7 +213,9 @@ async fn store_reply(
             input: 0,
             output: 0,
         }],
-        seconds: started.elapsed().as_secs_f64(),
+        // The caller times the whole object.
+        seconds: 0.0,
+        phases: Default::default(),
         finished: Utc::now(),
     })
 }
