@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use crate::bench::{TIMESTAMP_FORMAT, decode_encode, duckdb_command, taxi_schema, write_dataset};
 use crate::cli::connect::ConnectArgs;
 use crate::exit::ExitCode;
-use crate::run::summary::human_bytes;
 use crate::run::{LocalRunOptions, run_locally};
 use crate::spec;
+use crate::spec::size::human_bytes;
 use crate::state::progress::ShardProgress;
 use crate::storage::UploadOptions;
 

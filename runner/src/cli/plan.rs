@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use crate::cli::connect::ConnectArgs;
 use crate::exit::ExitCode;
 use crate::run::start::make_plan;
-use crate::run::summary::human_bytes;
 use crate::spec;
+use crate::spec::size::human_bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use crate::cli::connect::ConnectArgs;
 use crate::exit::ExitCode;
-use crate::run::summary::human_bytes;
 use crate::spec;
+use crate::spec::size::human_bytes;
 use crate::state::RunLayout;
 use crate::state::manifest::is_published;
 use crate::state::plan::read_plan;

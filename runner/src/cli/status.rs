@@ -7,7 +7,7 @@ use crate::cli::cluster_args::{ClusterRunArgs, RunStateArgs};
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::format_indexes;
 use crate::run::submit::{self, ClusterRunStatus};
-use crate::run::summary::human_bytes;
+use crate::spec::size::human_bytes;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {

@@ -117,7 +117,8 @@ impl LocalPodRunner {
             env: self.env.clone(),
             cpus: self.cpus,
         });
-        let bar = self.progress_bar(progress.map_or(0, |p| p.2));
+        let bars = self.progress_bars(progress.map_or(0, |p| p.2));
+        let bar = bars.as_ref().map(|b| b.total.clone());
         // Local pods share this machine's loopback, where a sidecar's port can be bound
         // once: each sidecar runs once for the whole run, ready before the first pod.
         let sidecars = match pod.start_sidecars(bar.as_ref()).await {
@@ -223,7 +224,7 @@ impl LocalPodRunner {
                 layout.clone(),
                 shape.completions,
                 total,
-                bar.clone(),
+                bars.clone(),
             ))
         });
         let deadline = shape.deadline;

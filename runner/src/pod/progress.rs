@@ -1,58 +1,181 @@
-//! What the local runner shows while a run goes: one bar over the shards' progress files
-//! on a terminal, a log line every 10 s otherwise.
+//! What the local runner shows while a run goes, from the shards' progress files: on a
+//! terminal a bar per running shard (objects, bytes, rate, ETA) above a bar for the run;
+//! otherwise a plain line every 10 s with the same figures.
 
-use std::time::Duration;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::pod::LocalPodRunner;
+use crate::spec::size::human_bytes;
 use crate::state::RunLayout;
-use crate::state::progress::read_progress;
+use crate::state::progress::{ShardProgress, read_progress};
 use crate::storage::Storage;
 
+/// The bars of a run: one per running shard, above the run's own.
+#[derive(Clone)]
+pub(super) struct Bars {
+    multi: MultiProgress,
+    pub total: ProgressBar,
+}
+
 impl LocalPodRunner {
-    pub(super) fn progress_bar(&self, bytes: u64) -> Option<ProgressBar> {
+    pub(super) fn progress_bars(&self, bytes: u64) -> Option<Bars> {
         if !self.bar {
             return None;
         }
-        let bar = ProgressBar::new(bytes);
-        bar.set_style(
+        let multi = MultiProgress::new();
+        let total = multi.add(ProgressBar::new(bytes));
+        total.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                "{spinner} run     [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
             )
             .expect("valid template"),
         );
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Some(bar)
+        total.enable_steady_tick(Duration::from_millis(200));
+        Some(Bars { multi, total })
     }
 }
 
-/// Sums the shards' progress objects into the bar (or a log line every 10 s).
+/// Follows the shards' progress objects into the bars (or a line every 10 s).
 pub(super) async fn watch_progress(
     storage: Storage,
     layout: RunLayout,
     shards: u32,
     total: u64,
-    bar: Option<ProgressBar>,
+    bars: Option<Bars>,
 ) {
+    let started = Instant::now();
+    let mut shard_bars: Vec<Option<ProgressBar>> = vec![None; shards as usize];
     let mut tick = 0u64;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         tick += 1;
-        let mut done = 0;
-        let mut records = 0;
+        let mut progress = Vec::with_capacity(shards as usize);
         for index in 0..shards {
-            if let Ok(Some(p)) = read_progress(&storage, &layout, index).await {
-                done += p.bytes_done;
-                records += p.records.input;
-            }
+            progress.push(read_progress(&storage, &layout, index).await.ok().flatten());
         }
-        match &bar {
-            Some(bar) => bar.set_position(done),
+        match &bars {
+            Some(bars) => {
+                let done: u64 = progress.iter().flatten().map(|p| p.bytes_done).sum();
+                bars.total.set_position(done);
+                for (slot, p) in shard_bars.iter_mut().zip(&progress) {
+                    show_shard(bars, slot, p.as_ref());
+                }
+            }
             None if tick.is_multiple_of(10) => {
-                tracing::info!(bytes_done = done, bytes_total = total, records, "progress");
+                tracing::info!("{}", progress_line(&progress, total, started.elapsed()));
             }
             None => {}
         }
+    }
+}
+
+/// Keeps a shard's bar in step with its progress: added when it starts, gone when it ends.
+fn show_shard(bars: &Bars, slot: &mut Option<ProgressBar>, progress: Option<&ShardProgress>) {
+    let Some(p) = progress else { return };
+    if p.finished {
+        if let Some(bar) = slot.take() {
+            bar.finish_and_clear();
+        }
+        return;
+    }
+    let bar = slot.get_or_insert_with(|| {
+        let bar = bars
+            .multi
+            .insert_before(&bars.total, ProgressBar::new(p.bytes_total));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "  shard {prefix:<3} {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_prefix(p.shard.to_string());
+        bar
+    });
+    bar.set_position(p.bytes_done);
+    bar.set_message(format!("{}/{} objects", p.objects_done, p.objects_total));
+}
+
+/// The run's progress as one plain line: the run's bytes, rate and ETA, then each shard that
+/// started (objects, bytes, rate, ETA, or done).
+pub(super) fn progress_line(
+    progress: &[Option<ShardProgress>],
+    total: u64,
+    elapsed: Duration,
+) -> String {
+    let done: u64 = progress.iter().flatten().map(|p| p.bytes_done).sum();
+    let seconds = elapsed.as_secs_f64().max(1e-3);
+    let mut line = format!(
+        "progress {} of {} ({:.0}%), {}/s{}",
+        human_bytes(done),
+        human_bytes(total),
+        done as f64 * 100.0 / total.max(1) as f64,
+        human_bytes((done as f64 / seconds) as u64),
+        eta(total.saturating_sub(done), done as f64 / seconds)
+    );
+    for p in progress.iter().flatten() {
+        let _ = write!(
+            line,
+            "; shard {} {}/{} objects {}",
+            p.shard,
+            p.objects_done,
+            p.objects_total,
+            human_bytes(p.bytes_done)
+        );
+        if p.finished {
+            line.push_str(" done");
+        } else {
+            let _ = write!(
+                line,
+                " {}/s{}",
+                human_bytes(p.rate as u64),
+                eta(p.bytes_total.saturating_sub(p.bytes_done), p.rate)
+            );
+        }
+    }
+    line
+}
+
+fn eta(left: u64, rate: f64) -> String {
+    if left == 0 || rate <= 0.0 {
+        return String::new();
+    }
+    format!(", ETA {:.0}s", left as f64 / rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plain_line_has_the_run_and_each_started_shard() {
+        let progress = vec![
+            Some(ShardProgress {
+                shard: 0,
+                objects_total: 4,
+                objects_done: 4,
+                bytes_total: 4 << 20,
+                bytes_done: 4 << 20,
+                finished: true,
+                ..ShardProgress::default()
+            }),
+            Some(ShardProgress {
+                shard: 1,
+                objects_total: 6,
+                objects_done: 2,
+                bytes_total: 6 << 20,
+                bytes_done: 2 << 20,
+                rate: (1 << 20) as f64,
+                ..ShardProgress::default()
+            }),
+            None,
+        ];
+        let line = progress_line(&progress, 16 << 20, Duration::from_secs(3));
+        assert_eq!(
+            line,
+            "progress 6.0 MiB of 16.0 MiB (38%), 2.0 MiB/s, ETA 5s; shard 0 4/4 objects 4.0 MiB done; shard 1 2/6 objects 2.0 MiB 1.0 MiB/s, ETA 4s"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::spec::size::human_bytes;
 use crate::state::RunLayout;
 use crate::state::report::{ReportStatus, RunReport};
 use crate::storage::uri::S3Uri;
@@ -90,32 +91,4 @@ pub fn render(report: &RunReport, layout: &RunLayout, sink: &S3Uri) -> String {
         }
     }
     out
-}
-
-/// Bytes in binary units with one decimal.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn bytes_in_binary_units() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(200 * 1024 * 1024), "200.0 MiB");
-    }
 }

@@ -247,7 +247,7 @@ impl Verification {
             self.rejects,
             self.objects_under_sink,
             self.sink,
-            crate::run::summary::human_bytes(self.bytes_read),
+            crate::spec::size::human_bytes(self.bytes_read),
         ));
         out
     }

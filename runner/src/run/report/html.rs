@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::chart::{self, Span, seconds_label};
 use crate::exit::describe_exit;
-use crate::run::summary::human_bytes as show;
+use crate::spec::size::human_bytes as show;
 use crate::state::marker::{DoneMarker, RecordCounts};
 use crate::state::report::{ReportStatus, RunReport};
 
