@@ -240,15 +240,18 @@ async fn survives_transient_faults(server: &TestServer) {
         max_in_a_row: 2,
         state_burst: 0,
     };
-    let proxy = FaultProxy::start(&server.url, "in/", rates).await;
-    let (storage, bucket) = server.fresh().await;
-    put_inputs(&storage, &bucket, &inputs()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Proxied {
+        proxy,
+        env,
+        storage,
+        bucket,
+        dir,
+    } = proxied(server, rates, &inputs()).await;
     let job = job_file(dir.path(), &bucket);
     let started = Instant::now();
     let out = sluice(
         &["run", job.to_str().unwrap(), "--run-id", "faulty"],
-        &env_for(server, proxy.url()),
+        &env,
         dir.path(),
     );
     let counts = proxy.counts();
@@ -303,15 +306,18 @@ async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
         // Every fault on run state takes all four of the client's attempts.
         state_burst: 4,
     };
-    let proxy = FaultProxy::start(&server.url, "in/", rates).await;
-    let (storage, bucket) = server.fresh().await;
-    put_inputs(&storage, &bucket, &inputs()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Proxied {
+        proxy,
+        env,
+        storage,
+        bucket,
+        dir,
+    } = proxied(server, rates, &inputs()).await;
     let job = job_with_retries(dir.path(), &bucket, 3);
     let started = Instant::now();
     let out = sluice(
         &["run", job.to_str().unwrap(), "--run-id", "stormy"],
-        &env_for(server, proxy.url()),
+        &env,
         dir.path(),
     );
     let counts = proxy.counts();
@@ -337,6 +343,30 @@ async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
     assert_eq!(manifest["records"], clean_records);
     assert_same_outputs(&outputs(&storage, &bucket).await, &clean, "heavy faults");
     assert_no_open_uploads(&storage, &bucket, "heavy faults").await;
+}
+
+/// A fresh bucket holding `inputs`, on `server` behind a fault proxy injecting `rates`, and a
+/// directory for job files.
+struct Proxied {
+    proxy: FaultProxy,
+    env: Vec<(String, String)>,
+    storage: Storage,
+    bucket: String,
+    dir: tempfile::TempDir,
+}
+
+async fn proxied(server: &TestServer, rates: FaultRates, inputs: &[(String, Bytes)]) -> Proxied {
+    let proxy = FaultProxy::start(&server.url, "in/", rates).await;
+    let env = env_for(server, proxy.url());
+    let (storage, bucket) = server.fresh().await;
+    put_inputs(&storage, &bucket, inputs).await;
+    Proxied {
+        proxy,
+        env,
+        storage,
+        bucket,
+        dir: tempfile::tempdir().unwrap(),
+    }
 }
 
 /// Runs `sluice run` and checks that it failed with exit code 2 within a few seconds and
@@ -368,12 +398,13 @@ fn assert_fails_fast(job: &Path, env: &[(String, String)], dir: &Path, names: &[
 /// seconds and name the bucket or the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_fails_fast_naming_the_object() {
-    let server = support::embedded();
-    let proxy = FaultProxy::start(&server.url, "in/", FaultRates::none()).await;
-    let env = env_for(server, proxy.url());
-    let (storage, bucket) = server.fresh().await;
-    put_inputs(&storage, &bucket, &inputs()[1..]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Proxied {
+        proxy,
+        env,
+        storage,
+        bucket,
+        dir,
+    } = proxied(support::embedded(), FaultRates::none(), &inputs()[1..]).await;
     let job = job_file(dir.path(), &bucket);
 
     // One source object denied: its worker fails with 2 and is not retried.
@@ -406,12 +437,13 @@ async fn access_denied_fails_fast_naming_the_object() {
 /// and no upload stays open. The proxy drops the last line of every output read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_back_mismatch_fails_validation_and_leaves_no_output() {
-    let server = support::embedded();
-    let proxy = FaultProxy::start(&server.url, "in/", FaultRates::none()).await;
-    let env = env_for(server, proxy.url());
-    let (storage, bucket) = server.fresh().await;
-    put_inputs(&storage, &bucket, &inputs()[1..]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let Proxied {
+        proxy,
+        env,
+        storage,
+        bucket,
+        dir,
+    } = proxied(support::embedded(), FaultRates::none(), &inputs()[1..]).await;
     let job = job_file(dir.path(), &bucket);
     proxy.tamper(&bucket, "out/");
     let out = sluice(

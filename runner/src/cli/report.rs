@@ -9,8 +9,10 @@ use crate::cli::cluster_args::RunStateArgs;
 use crate::cli::connect::ConnectArgs;
 use crate::cli::exit::UsageError;
 use crate::exit::ExitCode;
-use crate::run::report::{read_markers, write_html};
-use crate::state::plan::load_plan;
+use crate::run::report::write_html;
+use crate::spec;
+use crate::state::marker::read_markers;
+use crate::state::plan::{load_job_text, load_plan};
 use crate::state::report::read_report;
 
 #[derive(Debug, clap::Args)]
@@ -50,15 +52,16 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             .into());
         };
         let plan = load_plan(storage, &layout).await?;
-        let markers = read_markers(storage, &layout, &plan).await?;
-        let markers: Vec<_> = markers.iter().collect();
-        write_html(storage, &layout, &report, &markers).await?;
-        let html = storage
-            .get_bytes(&layout.report_html())
-            .await?
-            .context("report.html vanished right after it was written")?;
-        std::fs::write(&output, &html)
-            .with_context(|| format!("writing {}", output.display()))?;
+        let markers = read_markers(storage, &layout, plan.task_keys()).await?;
+        let markers: Vec<_> = markers.iter().filter_map(|(_, m)| m.as_ref()).collect();
+        let sink = match load_job_text(storage, &layout).await {
+            Ok(text) => spec::load_str(&text, "job.yaml", &[])
+                .ok()
+                .map(|loaded| loaded.job.sink.uri),
+            Err(_) => None,
+        };
+        let html = write_html(storage, &layout, &report, &markers, sink.as_ref()).await?;
+        std::fs::write(&output, html).with_context(|| format!("writing {}", output.display()))?;
         println!("{}", layout.report_html());
         println!("{}", output.display());
         if args.open {

@@ -152,6 +152,14 @@ impl Plan {
         Ok(Some(Arc::new(Schema::new(fields))))
     }
 
+    /// The task key of every object of every shard, in plan order.
+    pub fn task_keys(&self) -> Vec<String> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.objects.iter().map(|o| o.task_key()))
+            .collect()
+    }
+
     pub fn shard(&self, index: u32) -> Option<&Shard> {
         self.shards.get(index as usize)
     }

@@ -3,7 +3,6 @@
 //! write `_SUCCESS.json`, last.
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 
 use crate::exit::ExitCode;
 use crate::plan::Plan;
@@ -11,7 +10,7 @@ use crate::pod::ShardOutcome;
 use crate::run::report::{throughput_series, write_html};
 use crate::state::checks::CheckReport;
 use crate::state::manifest::{PublishedOutput, SuccessManifest, write_manifest};
-use crate::state::marker::{DoneMarker, RecordCounts, read_marker};
+use crate::state::marker::{DoneMarker, RecordCounts, read_markers};
 use crate::state::phases::PhaseTimes;
 use crate::state::plan::load_job_text;
 use crate::state::progress::{ObjectFailure, read_progress};
@@ -20,9 +19,6 @@ use crate::state::uploads::{CleanUpError, abort_recorded};
 use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
 use crate::validate::run::RunFacts;
-
-/// Markers read at the same time while publishing.
-const MARKERS_IN_FLIGHT: usize = 32;
 
 /// Why a run could not be published (a run that failed its checks is a report).
 #[derive(Debug, thiserror::Error)]
@@ -74,22 +70,7 @@ pub async fn publish(
     started: DateTime<Utc>,
 ) -> Result<RunReport, PublishError> {
     abort_open_uploads(storage, layout).await?;
-    let keys: Vec<String> = plan
-        .shards
-        .iter()
-        .flat_map(|s| s.objects.iter().map(|o| o.task_key()))
-        .collect();
-    let markers: Vec<(String, Option<DoneMarker>)> = futures::stream::iter(keys)
-        .map(|key| async move {
-            let marker = read_marker(storage, layout, &key).await;
-            (key, marker)
-        })
-        .buffered(MARKERS_IN_FLIGHT)
-        .map(|(key, marker)| marker.map(|m| (key, m)))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
+    let markers = read_markers(storage, layout, plan.task_keys()).await?;
 
     let mut failures = Vec::new();
     let mut progresses = Vec::with_capacity(plan.shards.len());
@@ -131,7 +112,9 @@ pub async fn publish(
             }),
         }
     }
-    let checks = match rules_of_run(storage, layout).await? {
+    let rules = rules_of_run(storage, layout).await?;
+    let sink = rules.as_ref().ok().map(|job| job.sink.uri.clone());
+    let checks = match rules {
         Ok(job) => {
             let facts = RunFacts {
                 plan,
@@ -245,7 +228,7 @@ pub async fn publish(
     write_report(storage, layout, &report).await?;
     let done: Vec<&DoneMarker> = markers.iter().filter_map(|(_, m)| m.as_ref()).collect();
     // The report page is for people; a run is not failed for want of it.
-    if let Err(error) = write_html(storage, layout, &report, &done).await {
+    if let Err(error) = write_html(storage, layout, &report, &done, sink.as_ref()).await {
         tracing::warn!(%error, "writing report.html failed");
     }
     if report.status == ReportStatus::Succeeded {

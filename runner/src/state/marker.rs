@@ -2,6 +2,7 @@
 //! counted; its one reader and writer.
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::state::checks::RuleOutcome;
@@ -91,6 +92,28 @@ pub async fn read_marker(
     source_key: &str,
 ) -> Result<Option<DoneMarker>, StateError> {
     read_json_lenient(storage, &layout.done_marker(source_key)).await
+}
+
+/// Markers read at the same time.
+const MARKERS_IN_FLIGHT: usize = 32;
+
+/// The done marker of each task key (`None` where there is none, or it does not parse), in
+/// the keys' order.
+pub async fn read_markers(
+    storage: &Storage,
+    layout: &RunLayout,
+    keys: Vec<String>,
+) -> Result<Vec<(String, Option<DoneMarker>)>, StateError> {
+    futures::stream::iter(keys)
+        .map(|key| async move {
+            let marker = read_marker(storage, layout, &key).await;
+            marker.map(|m| (key, m))
+        })
+        .buffered(MARKERS_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Writes the done marker of `source_key`; the last act of finishing an object.

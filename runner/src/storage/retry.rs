@@ -124,8 +124,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+    /// Runs a request that always fails (transiently or not) without waiting; returns how
+    /// many times it was sent.
+    async fn attempts_of_a_failing_request(transient: bool) -> u32 {
         let calls = AtomicU32::new(0);
         let result: Result<(), _> = retrying_with(
             "reading",
@@ -133,12 +134,17 @@ mod tests {
             |_| Duration::ZERO,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(failure(true))
+                Err(failure(transient))
             },
         )
         .await;
         assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), ROUNDS + 1);
+        calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_a_bounded_number_of_times() {
+        assert_eq!(attempts_of_a_failing_request(true).await, ROUNDS + 1);
 
         let calls = AtomicU32::new(0);
         let result = retrying_with(
@@ -190,18 +196,6 @@ mod tests {
 
     #[tokio::test]
     async fn permanent_failures_are_not_retried() {
-        let calls = AtomicU32::new(0);
-        let result: Result<(), _> = retrying_with(
-            "reading",
-            &Throttle::default(),
-            |_| Duration::ZERO,
-            || async {
-                calls.fetch_add(1, Ordering::SeqCst);
-                Err(failure(false))
-            },
-        )
-        .await;
-        assert!(result.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(attempts_of_a_failing_request(false).await, 1);
     }
 }

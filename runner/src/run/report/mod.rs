@@ -7,11 +7,8 @@ mod chart;
 mod html;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 
-use crate::plan::Plan;
-use crate::state::marker::{DoneMarker, read_marker};
-use crate::state::plan::load_job_text;
+use crate::state::marker::DoneMarker;
 use crate::state::report::{RunReport, ThroughputPoint, write_report_html};
 use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
@@ -23,8 +20,6 @@ pub use html::{Page, RejectSample, render};
 const SERIES_POINTS: usize = 60;
 /// Rejected records shown, from the first rejects objects.
 const REJECTS_SHOWN: usize = 20;
-/// Markers read at the same time.
-const MARKERS_IN_FLIGHT: usize = 32;
 
 /// Source bytes and records per second over `[started, finished]`, each object's bytes and
 /// records spread evenly over the time it took (from its marker). Objects done by an earlier
@@ -71,34 +66,19 @@ pub fn throughput_series<'a>(
     points
 }
 
-/// Renders the page for `report` and writes it to the run's state.
+/// Renders the page for `report` (`sink`: the run's sink prefix, if its job could be read),
+/// writes it to the run's state and returns it.
 pub async fn write_html(
     storage: &Storage,
     layout: &RunLayout,
     report: &RunReport,
     markers: &[&DoneMarker],
-) -> Result<(), StateError> {
-    let page = gather(storage, layout, report, markers).await;
-    write_report_html(storage, layout, render(&page)).await
-}
-
-/// Reads the done markers of every task of the plan (the ones that exist).
-pub async fn read_markers(
-    storage: &Storage,
-    layout: &RunLayout,
-    plan: &Plan,
-) -> Result<Vec<DoneMarker>, StateError> {
-    let keys: Vec<String> = plan
-        .shards
-        .iter()
-        .flat_map(|s| s.objects.iter().map(|o| o.task_key()))
-        .collect();
-    let read: Vec<Result<Option<DoneMarker>, StateError>> = futures::stream::iter(keys)
-        .map(|key| async move { read_marker(storage, layout, &key).await })
-        .buffered(MARKERS_IN_FLIGHT)
-        .collect()
-        .await;
-    read.into_iter().filter_map(Result::transpose).collect()
+    sink: Option<&S3Uri>,
+) -> Result<String, StateError> {
+    let page = gather(storage, layout, report, markers, sink).await;
+    let html = render(&page);
+    write_report_html(storage, layout, html.clone()).await?;
+    Ok(html)
 }
 
 /// What the page needs beside the report: where things are, and a sample of rejects.
@@ -107,13 +87,8 @@ async fn gather<'a>(
     layout: &RunLayout,
     report: &'a RunReport,
     markers: &[&'a DoneMarker],
+    sink: Option<&S3Uri>,
 ) -> Page<'a> {
-    let sink = match load_job_text(storage, layout).await {
-        Ok(text) => crate::spec::load_str(&text, "job.yaml", &[])
-            .ok()
-            .map(|loaded| loaded.job.sink.uri.to_string()),
-        Err(_) => None,
-    };
     let mut rejects = Vec::new();
     for (uri, size) in markers
         .iter()
@@ -137,7 +112,7 @@ async fn gather<'a>(
     Page {
         report,
         markers: markers.to_vec(),
-        sink,
+        sink: sink.map(ToString::to_string),
         state: layout.root().to_string(),
         manifest: (report.status == crate::state::report::ReportStatus::Succeeded)
             .then(|| layout.success().to_string()),
