@@ -80,7 +80,7 @@ async fn submit_watches_a_job_to_completion_and_publishes() {
         .await
         .unwrap();
     assert_eq!(submitted.plan.shards.len(), 3);
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -121,7 +121,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
     let submitted = submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, ExitCode::Transient.code());
@@ -173,7 +173,7 @@ async fn a_failed_index_fails_the_run_and_resume_reruns_only_that_shard() {
         .clone()
         .unwrap();
     assert_eq!(args[args.len() - 2..], ["--shard-map", "1"]);
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -213,7 +213,7 @@ async fn a_disruption_does_not_fail_the_run_and_permanent_exits_fail_the_index()
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -223,7 +223,7 @@ async fn a_disruption_does_not_fail_the_run_and_permanent_exits_fail_the_index()
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, ExitCode::Validation.code());
@@ -240,7 +240,7 @@ async fn cancel_deletes_the_runs_jobs_and_pods_and_status_names_a_missing_run() 
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     drop(controller);
@@ -279,7 +279,7 @@ async fn a_cancelled_run_is_reported_from_the_bucket_and_resume_finishes_it() {
     let watcher = {
         let (storage, cluster) = (storage.clone(), cluster.clone());
         tokio::spawn(async move {
-            submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL).await
+            submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false).await
         })
     };
     tokio::time::sleep(POLL * 5).await;
@@ -322,10 +322,17 @@ async fn a_cancelled_run_is_reported_from_the_bucket_and_resume_finishes_it() {
     .unwrap()
     .unwrap();
     assert_eq!(resumed.job, "cluster-test-20261122t070000z-resume-1");
-    let report =
-        submit::watch_and_publish(&storage, &cluster, run_id, Some(&layout), started, POLL)
-            .await
-            .unwrap();
+    let report = submit::watch_and_publish(
+        &storage,
+        &cluster,
+        run_id,
+        Some(&layout),
+        started,
+        POLL,
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
     assert_eq!(report.records.output, 150);
     assert!(storage.head(&layout.success()).await.unwrap().is_some());
@@ -359,7 +366,7 @@ async fn the_report_counts_every_pod_of_a_shard_as_an_attempt() {
     submit::submit(&storage, &cluster, &loaded, &target(&loaded, run_id), true)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, run_id, None, started, POLL, false)
         .await
         .unwrap();
     let attempts: Vec<(u32, u32)> = report

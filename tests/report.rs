@@ -159,3 +159,109 @@ async fn a_failed_run_with_rejects_over_two_shards_gets_its_page() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no report.json"));
 }
+
+/// A one-request HTTP server on loopback standing in for a Pushgateway: it answers 200 and
+/// hands over the request line and body it got.
+fn one_request_server() -> (u16, std::thread::JoinHandle<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut request_line = String::new();
+        reader.read_line(&mut request_line).unwrap();
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).unwrap();
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        (
+            request_line.trim().to_string(),
+            String::from_utf8(body).unwrap(),
+        )
+    });
+    (port, handle)
+}
+
+/// `sluice run --metrics-file --pushgateway`: the run's figures as OpenMetrics text, in a
+/// file and pushed (PUT, grouped by job and run) to a Pushgateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_writes_and_pushes_its_metrics() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    storage
+        .put_bytes(
+            &S3Uri::new(bucket.as_str(), "in/a.csv"),
+            Bytes::from(rows(0, 500, 97)),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobYaml::new("counted")
+        .source(format!("s3://{bucket}/in/"), "csv")
+        .schema(&[("id", "int64"), ("name", "string")])
+        .validate("    on_bad_record: reject\n    max_bad_records: 10")
+        .sink(format!("s3://{bucket}/out/"))
+        .write(dir.path().join("counted.yaml"));
+    let (port, pushed) = one_request_server();
+    let file = dir.path().join("counted.prom");
+    let out = sluice(
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--run-id",
+            "m1",
+            "--metrics-file",
+            file.to_str().unwrap(),
+            "--pushgateway",
+            &format!("http://127.0.0.1:{port}"),
+        ],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Ids 0, 97, ..., 485 are not numbers: 6 rejected of 500.
+    for line in [
+        r#"sluice_run_records_total{job="counted",run="m1",kind="in"} 500"#,
+        r#"sluice_run_records_total{job="counted",run="m1",kind="out"} 494"#,
+        r#"sluice_run_records_total{job="counted",run="m1",kind="rejected"} 6"#,
+        r#"sluice_run_objects_total{job="counted",run="m1",kind="done"} 1"#,
+        r#"sluice_runs_total{job="counted",run="m1",kind="succeeded"} 1"#,
+        r#"sluice_run_exit_code{job="counted",run="m1"} 0"#,
+        "# EOF",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let (request, body) = pushed.join().unwrap();
+    assert_eq!(request, "PUT /metrics/job/counted/run/m1 HTTP/1.1");
+    assert_eq!(body, text);
+
+    // Only plain HTTP: anything else is refused before the run.
+    let out = sluice(
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--pushgateway",
+            "https://gw:9091",
+        ],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

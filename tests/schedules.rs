@@ -8,13 +8,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use sluice::schedule::daemon::{Clock, FiredRun, Scheduler};
 use sluice::schedule::leader::LeaseLock;
+use sluice::schedule::metrics::Metrics;
 use sluice::spec::schedule::load_schedule_file;
 use sluice::state::history::{FireStatus, HistoryRecord, Trigger};
 use sluice::storage::Storage;
 use sluice::storage::uri::S3Uri;
 
 use crate::support::kubeval::check_manifests;
-use crate::support::scheduling::{self, local, scheduler, utc};
+use crate::support::scheduling::{self, local, scheduler, scheduler_counting, utc};
 use crate::support::sluice;
 use crate::support::state;
 use crate::support::{self, TestServer};
@@ -133,7 +134,8 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
     assert_eq!(started, ["fares-20261122T1000Z"]);
     drop(first);
     // Down for 11:00, 12:00 and 13:00; restarted at 13:20 with nothing in memory.
-    let mut restarted = scheduler(server, &storage, &schedule);
+    let metrics = Arc::new(Metrics::default());
+    let mut restarted = scheduler_counting(server, &storage, &schedule, metrics.clone());
     let started = ids(restarted
         .run_once(utc("2026-11-22T13:20:00Z"))
         .await
@@ -146,6 +148,18 @@ async fn after_three_missed_hours_a_restart_runs_them_in_order_each_once() {
             "fares-20261122T1300Z"
         ]
     );
+    // Its /metrics count the three fires, and add up their runs' figures per job: 2 objects
+    // of 3 records each per run.
+    let text = metrics.render();
+    for line in [
+        r#"sluice_schedule_runs_started_total{schedule="fares-hourly"} 3"#,
+        r#"sluice_schedule_runs_succeeded_total{schedule="fares-hourly"} 3"#,
+        r#"sluice_runs_total{job="fares",kind="succeeded"} 3"#,
+        r#"sluice_run_records_total{job="fares",kind="in"} 18"#,
+        r#"sluice_run_objects_total{job="fares",kind="done"} 6"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
     // A third instance at the same time finds nothing to do: each interval ran once.
     let mut again = scheduler(server, &storage, &schedule);
     assert!(ids(again.run_once(utc("2026-11-22T13:30:00Z")).await.unwrap()).is_empty());

@@ -108,7 +108,7 @@ async fn a_58_character_job_name_submits_and_its_config_map_goes_with_its_job() 
         .await
         .unwrap();
     assert_eq!(submitted.job, worker_job_name(&run_id, None));
-    let report = submit::watch_and_publish(&storage, &cluster, &run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &cluster, &run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");
@@ -145,7 +145,7 @@ async fn the_launcher_needs_only_its_role_and_cancel_takes_the_config_map() {
     submit::submit(&storage, &launcher, &loaded, &target, false)
         .await
         .unwrap();
-    let report = submit::watch_and_publish(&storage, &launcher, run_id, None, started, POLL)
+    let report = submit::watch_and_publish(&storage, &launcher, run_id, None, started, POLL, false)
         .await
         .unwrap();
     assert_eq!(report.exit_code, 0, "{report:?}");

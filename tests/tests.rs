@@ -11,7 +11,7 @@ mod layers; // runner/src as layers: imports only go down, no file past 700 line
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
 mod render; // rendered Kubernetes objects: golden files and the strict schema
-mod report; // report.html: the page publish writes, and `sluice report`
+mod report; // report.html, `sluice report`, and run metrics to a file or a Pushgateway
 mod run_state; // across runs: the incremental ledger, gc of abandoned run state
 mod scheduled_tasks; // schedules of task definitions: templated args, catch-up, exit codes, CronJob, check
 mod scheduler_failover; // a new scheduler leader adopts the runs in flight on a cluster

@@ -29,11 +29,21 @@ pub fn local(server: &TestServer) -> Executor {
 
 /// A scheduler of the one schedule file, running locally against `server`.
 pub fn scheduler(server: &TestServer, storage: &Storage, schedule: &Path) -> Scheduler {
+    scheduler_counting(server, storage, schedule, Arc::new(Metrics::default()))
+}
+
+/// [`scheduler`], counting into `metrics`.
+pub fn scheduler_counting(
+    server: &TestServer,
+    storage: &Storage,
+    schedule: &Path,
+    metrics: Arc<Metrics>,
+) -> Scheduler {
     Scheduler::new(
         vec![load_schedule_file(schedule).unwrap()],
         storage.clone(),
         local(server),
-        Arc::new(Metrics::default()),
+        metrics,
     )
 }
 

@@ -2,6 +2,7 @@
 //! completed, then watch and publish as `submit` does. With `--local JOB`, the run is
 //! finished on this machine instead.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use crate::cli::cluster_args::{ClusterRunArgs, RunStateArgs};
@@ -65,6 +66,7 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             known.as_ref(),
             started,
             Duration::from_secs(args.poll.max(1)),
+            std::io::stderr().is_terminal(),
         )
         .await?;
         println!(

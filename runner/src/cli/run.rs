@@ -26,7 +26,44 @@ pub struct RunArgs {
     #[arg(long)]
     pub full: bool,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub connect: ConnectArgs,
+}
+
+/// Where a run's metrics go once it ended (see docs/report.md#metrics).
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Write the run's metrics (OpenMetrics text) to this file, e.g. for node exporter's
+    /// textfile collector.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Push the run's metrics to this Pushgateway (http://host:port), grouped by job and run.
+    #[arg(long, value_name = "URL", value_parser = parse_pushgateway)]
+    pub pushgateway: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Exports the run's metrics where asked; a failure is logged, the run stands.
+    pub async fn export(&self, report: &crate::state::report::RunReport) {
+        if let Err(error) = crate::run::metrics::export(
+            report,
+            self.metrics_file.as_deref(),
+            self.pushgateway.as_deref(),
+        )
+        .await
+        {
+            tracing::error!("{}", crate::exit::error_chain(&error));
+        }
+    }
+}
+
+fn parse_pushgateway(url: &str) -> Result<String, String> {
+    if url.starts_with("http://") {
+        Ok(url.to_string())
+    } else {
+        Err("give the Pushgateway as http://host:port (https is not supported: reach it through a TLS-terminating proxy or a sidecar)".into())
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -50,6 +87,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             full: args.full,
         };
         let run = run_locally(&conn.storage, &loaded, options).await?;
+        args.metrics.export(&run.report).await;
         print!(
             "{}",
             summary::render(&run.report, &run.layout, &loaded.job.sink.uri)

@@ -2,10 +2,13 @@
 //! the shards' progress with an ETA.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::Duration;
 
 use crate::cli::cluster_args::{ClusterRunArgs, RunStateArgs};
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::format_indexes;
+use crate::pod::progress::ProgressView;
 use crate::run::submit::{self, ClusterRunStatus};
 use crate::spec::size::human_bytes;
 
@@ -15,6 +18,13 @@ pub struct StatusArgs {
     pub run: ClusterRunArgs,
     #[command(flatten)]
     pub state: RunStateArgs,
+    /// Follow the run until its Jobs end: a bar per running shard on a terminal, a line
+    /// every 10 s otherwise; then print the status.
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between looks at the run with --watch.
+    #[arg(long, default_value_t = 2, requires = "watch")]
+    pub poll: u64,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -22,7 +32,24 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let conn = args.run.connect.connect(None).await?;
         let cluster = args.run.cluster().await?;
         let known = args.state.layout(&args.run.run)?;
-        let status = submit::status(&conn.storage, &cluster, &args.run.run, known.as_ref()).await?;
+        let look = || submit::status(&conn.storage, &cluster, &args.run.run, known.as_ref());
+        let mut status = look().await?;
+        if args.watch {
+            let mut view = ProgressView::new(
+                std::io::stderr().is_terminal(),
+                status.plan.shards.len(),
+                status.plan.bytes,
+            );
+            while status.latest().is_some_and(|job| !job.finished()) {
+                view.show(&status.progress);
+                tokio::time::sleep(Duration::from_secs(args.poll.max(1))).await;
+                status = look().await?;
+            }
+            view.show(&status.progress);
+            if let Some(bars) = view.bars() {
+                bars.finish();
+            }
+        }
         print!("{}", render(&status));
         Ok(ExitCode::Done)
     })

@@ -1,6 +1,7 @@
 //! `sluice submit JOB`: plan the job, create its ConfigMap and worker Job on a cluster,
 //! watch the Job to its end, publish the run and exit with its outcome.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct SubmitArgs {
     /// Seconds between two looks at the Job while watching.
     #[arg(long, default_value_t = 5)]
     pub poll: u64,
+    #[command(flatten)]
+    pub metrics: crate::cli::run::MetricsArgs,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -95,8 +98,10 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             Some(&submitted.layout),
             started,
             Duration::from_secs(args.poll.max(1)),
+            std::io::stderr().is_terminal(),
         )
         .await?;
+        args.metrics.export(&report).await;
         print!(
             "{}",
             summary::render(&report, &submitted.layout, &job.sink.uri)

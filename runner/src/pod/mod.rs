@@ -12,7 +12,7 @@
 
 mod job;
 mod process;
-mod progress;
+pub mod progress;
 mod sidecar;
 
 use std::collections::BTreeMap;
@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use crate::exit::ExitCode;
 use crate::pod::job::{Verdict, judge, main_container, shape, sidecars};
 use crate::pod::process::PodTemplate;
-use crate::pod::progress::watch_progress;
+use crate::pod::progress::{ProgressView, watch_progress};
 use crate::state::RunLayout;
 use crate::storage::Storage;
 
@@ -117,15 +117,20 @@ impl LocalPodRunner {
             env: self.env.clone(),
             cpus: self.cpus,
         });
-        let bars = self.progress_bars(progress.map_or(0, |p| p.2));
-        let bar = bars.as_ref().map(|b| b.total.clone());
+        let view = ProgressView::new(
+            self.bar,
+            shape.completions as usize,
+            progress.map_or(0, |p| p.2),
+        );
+        let bars = view.bars().cloned();
+        let bar = bars.as_ref().map(|b| b.total().clone());
         // Local pods share this machine's loopback, where a sidecar's port can be bound
         // once: each sidecar runs once for the whole run, ready before the first pod.
         let sidecars = match pod.start_sidecars(bar.as_ref()).await {
             Ok(sidecars) => sidecars,
             Err(why) => {
-                if let Some(bar) = bar {
-                    bar.finish_and_clear();
+                if let Some(bars) = &bars {
+                    bars.finish();
                 }
                 return Ok((0..shape.completions)
                     .map(|index| ShardOutcome {
@@ -218,13 +223,12 @@ impl LocalPodRunner {
                 }
             });
         }
-        let watcher = progress.map(|(storage, layout, total)| {
+        let watcher = progress.map(|(storage, layout, _)| {
             tokio::spawn(watch_progress(
                 storage.clone(),
                 layout.clone(),
                 shape.completions,
-                total,
-                bars.clone(),
+                view,
             ))
         });
         let deadline = shape.deadline;
@@ -245,8 +249,8 @@ impl LocalPodRunner {
         if let Some(watcher) = watcher {
             watcher.abort();
         }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
+        if let Some(bars) = &bars {
+            bars.finish();
         }
         outcomes.sort_by_key(|o| o.index);
         Ok(outcomes)

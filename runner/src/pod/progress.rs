@@ -1,30 +1,30 @@
-//! What the local runner shows while a run goes, from the shards' progress files: on a
+//! How a run's progress is shown while it goes, from its shards' progress files: on a
 //! terminal a bar per running shard (objects, bytes, rate, ETA) above a bar for the run;
-//! otherwise a plain line every 10 s with the same figures.
+//! otherwise a plain line every 10 s with the same figures. The local runner shows it, and
+//! so do `sluice submit`, `sluice resume` and `sluice status --watch` for a run on a cluster.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::pod::LocalPodRunner;
 use crate::spec::size::human_bytes;
 use crate::state::RunLayout;
 use crate::state::progress::{ShardProgress, read_progress};
 use crate::storage::Storage;
 
-/// The bars of a run: one per running shard, above the run's own.
+/// How often the plain line is written.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// The bars of a run on a terminal: one per running shard, above the run's own.
 #[derive(Clone)]
-pub(super) struct Bars {
+pub struct Bars {
     multi: MultiProgress,
-    pub total: ProgressBar,
+    total: ProgressBar,
 }
 
-impl LocalPodRunner {
-    pub(super) fn progress_bars(&self, bytes: u64) -> Option<Bars> {
-        if !self.bar {
-            return None;
-        }
+impl Bars {
+    fn new(bytes: u64) -> Bars {
         let multi = MultiProgress::new();
         let total = multi.add(ProgressBar::new(bytes));
         total.set_style(
@@ -34,41 +34,81 @@ impl LocalPodRunner {
             .expect("valid template"),
         );
         total.enable_steady_tick(Duration::from_millis(200));
-        Some(Bars { multi, total })
+        Bars { multi, total }
+    }
+
+    /// The run's bar: lines printed through it appear above the bars.
+    pub fn total(&self) -> &ProgressBar {
+        &self.total
+    }
+
+    /// Takes every bar off the terminal.
+    pub fn finish(&self) {
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
     }
 }
 
-/// Follows the shards' progress objects into the bars (or a line every 10 s).
+/// The progress of one run, as bars or as lines.
+pub struct ProgressView {
+    bars: Option<Bars>,
+    shard_bars: Vec<Option<ProgressBar>>,
+    total: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl ProgressView {
+    /// A view of `shards` shards and `total` bytes: bars when `terminal`.
+    pub fn new(terminal: bool, shards: usize, total: u64) -> ProgressView {
+        let now = Instant::now();
+        ProgressView {
+            bars: terminal.then(|| Bars::new(total)),
+            shard_bars: vec![None; shards],
+            total,
+            started: now,
+            last_line: now,
+        }
+    }
+
+    pub fn bars(&self) -> Option<&Bars> {
+        self.bars.as_ref()
+    }
+
+    /// Shows the shards' latest progress (index i: shard i; `None` not started).
+    pub fn show(&mut self, progress: &[Option<ShardProgress>]) {
+        let Some(bars) = &self.bars else {
+            if self.last_line.elapsed() >= LINE_EVERY {
+                self.last_line = Instant::now();
+                tracing::info!(
+                    "{}",
+                    progress_line(progress, self.total, self.started.elapsed())
+                );
+            }
+            return;
+        };
+        let done: u64 = progress.iter().flatten().map(|p| p.bytes_done).sum();
+        bars.total.set_position(done);
+        for (slot, p) in self.shard_bars.iter_mut().zip(progress) {
+            show_shard(bars, slot, p.as_ref());
+        }
+    }
+}
+
+/// Reads the run's progress files every second into `view`, until aborted.
 pub(super) async fn watch_progress(
     storage: Storage,
     layout: RunLayout,
     shards: u32,
-    total: u64,
-    bars: Option<Bars>,
+    mut view: ProgressView,
 ) {
-    let started = Instant::now();
-    let mut shard_bars: Vec<Option<ProgressBar>> = vec![None; shards as usize];
-    let mut tick = 0u64;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        tick += 1;
         let mut progress = Vec::with_capacity(shards as usize);
         for index in 0..shards {
             progress.push(read_progress(&storage, &layout, index).await.ok().flatten());
         }
-        match &bars {
-            Some(bars) => {
-                let done: u64 = progress.iter().flatten().map(|p| p.bytes_done).sum();
-                bars.total.set_position(done);
-                for (slot, p) in shard_bars.iter_mut().zip(&progress) {
-                    show_shard(bars, slot, p.as_ref());
-                }
-            }
-            None if tick.is_multiple_of(10) => {
-                tracing::info!("{}", progress_line(&progress, total, started.elapsed()));
-            }
-            None => {}
-        }
+        view.show(&progress);
     }
 }
 
@@ -100,11 +140,7 @@ fn show_shard(bars: &Bars, slot: &mut Option<ProgressBar>, progress: Option<&Sha
 
 /// The run's progress as one plain line: the run's bytes, rate and ETA, then each shard that
 /// started (objects, bytes, rate, ETA, or done).
-pub(super) fn progress_line(
-    progress: &[Option<ShardProgress>],
-    total: u64,
-    elapsed: Duration,
-) -> String {
+pub fn progress_line(progress: &[Option<ShardProgress>], total: u64, elapsed: Duration) -> String {
     let done: u64 = progress.iter().flatten().map(|p| p.bytes_done).sum();
     let seconds = elapsed.as_secs_f64().max(1e-3);
     let mut line = format!(

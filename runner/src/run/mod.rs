@@ -5,6 +5,7 @@
 
 pub mod gc;
 pub mod local;
+pub mod metrics;
 pub mod publish;
 pub mod report;
 pub mod start;

@@ -16,6 +16,7 @@ use crate::kubernetes::render::{
 };
 use crate::plan::Plan;
 use crate::pod::ShardOutcome;
+use crate::pod::progress::ProgressView;
 use crate::run::publish;
 use crate::run::start::{self, StartError};
 use crate::spec::{self, Loaded};
@@ -273,8 +274,10 @@ pub async fn watch_and_publish(
     known: Option<&RunLayout>,
     started: DateTime<Utc>,
     poll: Duration,
+    terminal: bool,
 ) -> Result<RunReport, SubmitError> {
     let layout = locate(cluster, run_id, known).await?;
+    let mut view: Option<ProgressView> = None;
     let mut last_line = String::new();
     let mut seen_jobs = false;
     let status = loop {
@@ -298,16 +301,26 @@ pub async fn watch_and_publish(
             status.bytes_done(),
             status.plan.bytes
         );
+        let view = view.get_or_insert_with(|| {
+            ProgressView::new(terminal, status.plan.shards.len(), status.plan.bytes)
+        });
+        view.show(&status.progress);
         if line != last_line {
-            tracing::info!(
-                run = run_id,
-                job = %latest.name,
-                eta_seconds = status.eta_seconds().map(|s| s.round() as u64),
-                "{line}"
-            );
+            match view.bars() {
+                Some(bars) => bars.total().println(format!("{}: {line}", latest.name)),
+                None => tracing::info!(
+                    run = run_id,
+                    job = %latest.name,
+                    eta_seconds = status.eta_seconds().map(|s| s.round() as u64),
+                    "{line}"
+                ),
+            }
             last_line = line;
         }
         if latest.finished() {
+            if let Some(bars) = view.bars() {
+                bars.finish();
+            }
             break status;
         }
         tokio::time::sleep(poll).await;

@@ -12,9 +12,10 @@ use tokio::task::JoinHandle;
 use crate::schedule::catchup::{Due, due_at};
 use crate::schedule::fire::{self, Executor, PreparedFire};
 use crate::schedule::leader::LeaseLock;
-use crate::schedule::metrics::Metrics;
+use crate::schedule::metrics::{Fire, Metrics};
 use crate::spec::schedule::{ConcurrencyPolicy, Schedule};
 use crate::state::history::{FireStatus, History, HistoryRecord};
+use crate::state::report::read_report;
 use crate::storage::Storage;
 
 /// Where the scheduler gets the time from.
@@ -157,7 +158,7 @@ impl Scheduler {
         for schedule in self.schedules.clone() {
             if let Err(error) = self.tick_schedule(&schedule, now, &mut outcome).await {
                 tracing::error!(schedule = %schedule.name, error = %format!("{error:#}"), "schedule skipped this tick");
-                self.metrics.update(&schedule.name, |c| c.failed += 1);
+                self.metrics.fire(&schedule.name, Fire::Failed);
             }
         }
         Ok(outcome)
@@ -181,11 +182,11 @@ impl Scheduler {
         let plan = due_at(schedule, last, now);
         if plan.beyond_max_runs {
             tracing::warn!(schedule = %name, max_runs = schedule.max_catch_up_runs, "older missed fires are not caught up (catchUp.maxRuns); `sluice backfill` runs them");
-            self.metrics.update(&name, |c| c.missed += 1);
+            self.metrics.fire(&name, Fire::Missed);
         }
         for time in &plan.past_deadline {
             tracing::warn!(schedule = %name, scheduled = %time, "missed: past the starting deadline");
-            self.metrics.update(&name, |c| c.missed += 1);
+            self.metrics.fire(&name, Fire::Missed);
             self.last.insert(name.clone(), Some(*time));
         }
         for due in plan.due {
@@ -245,10 +246,8 @@ impl Scheduler {
             lag_seconds: lag,
         };
         history.write(&record).await?;
-        self.metrics.update(&schedule.name, |c| {
-            c.started += 1;
-            c.lag_seconds = lag;
-        });
+        self.metrics
+            .fire(&schedule.name, Fire::Started { lag_seconds: lag });
         tracing::info!(schedule = %schedule.name, run = %fire.run_id, scheduled = %due.time, trigger = ?due.trigger, lag_seconds = lag, "starting");
         outcome.started.push(fire.run_id.clone());
         self.spawn_run(&schedule.name, fire, record, false);
@@ -275,14 +274,22 @@ impl Scheduler {
             tokio::spawn(async move {
                 let exit =
                     execute_and_record(&executor, &storage, &fire, resume, &mut record).await;
-                metrics.update(&name, |c| {
+                metrics.fire(
+                    &name,
                     if exit == 0 {
-                        c.succeeded += 1;
-                        c.last_success = record.finished_at;
+                        Fire::Succeeded {
+                            finished: record.finished_at,
+                        }
                     } else {
-                        c.failed += 1;
-                    }
-                });
+                        Fire::Failed
+                    },
+                );
+                // A job's run adds its figures (records, bytes, phases) to its job's.
+                if let Some(layout) = fire.layout()
+                    && let Ok(Some(report)) = read_report(&storage, &layout).await
+                {
+                    metrics.run(&report);
+                }
                 let _ = ended.send(fire.run_id.clone());
                 exit
             })

@@ -338,9 +338,16 @@ async fn execute_job(
             let started = Utc::now();
             // Submitting is idempotent per run id: an existing plan and Job are picked up.
             submit::submit(storage, &cluster, loaded, &target, true).await?;
-            let report =
-                submit::watch_and_publish(storage, &cluster, &fire.run_id, None, started, *poll)
-                    .await?;
+            let report = submit::watch_and_publish(
+                storage,
+                &cluster,
+                &fire.run_id,
+                None,
+                started,
+                *poll,
+                false,
+            )
+            .await?;
             Ok(ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient))
         }
     }

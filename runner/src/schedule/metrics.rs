@@ -1,122 +1,161 @@
-//! The scheduler's counters in the Prometheus text format, served with `/healthz` over HTTP.
+//! The scheduler's metrics (prometheus-client, OpenMetrics text), served with `/healthz`
+//! over HTTP: per schedule its fires and their outcomes, and per job the figures of the runs
+//! it fired (records, bytes, objects, phases: `run::metrics`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
-/// Per schedule counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScheduleCounters {
-    pub started: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    /// Fires dropped: past the starting deadline or beyond `catchUp.maxRuns`.
-    pub missed: u64,
-    pub last_success: Option<DateTime<Utc>>,
-    /// Seconds between the scheduled time and the start of the latest run.
-    pub lag_seconds: f64,
+use crate::run::metrics::{RunMetrics, text};
+use crate::state::report::RunReport;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScheduleLabels {
+    schedule: String,
 }
 
 /// Shared by the scheduler loop and the HTTP server.
-#[derive(Debug, Default)]
 pub struct Metrics {
-    schedules: Mutex<BTreeMap<String, ScheduleCounters>>,
-    leader: Mutex<Option<bool>>,
+    registry: Registry,
+    started: Family<ScheduleLabels, Counter>,
+    succeeded: Family<ScheduleLabels, Counter>,
+    failed: Family<ScheduleLabels, Counter>,
+    missed: Family<ScheduleLabels, Counter>,
+    last_success: Family<ScheduleLabels, Gauge>,
+    lag: Family<ScheduleLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while this replica fires: always without leader election.
+    leader: Gauge,
+    runs: RunMetrics,
+}
+
+/// How a fire went, as the scheduler counts it.
+#[derive(Debug, Clone, Copy)]
+pub enum Fire {
+    /// A run started, `lag_seconds` after its scheduled time.
+    Started {
+        lag_seconds: f64,
+    },
+    Succeeded {
+        finished: Option<DateTime<Utc>>,
+    },
+    /// A run failed, or could not be started.
+    Failed,
+    /// Dropped: past the starting deadline or beyond `catchUp.maxRuns`.
+    Missed,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let schedule = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ScheduleLabels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let started = schedule(
+            &mut registry,
+            "sluice_schedule_runs_started",
+            "Runs started by the scheduler",
+        );
+        let succeeded = schedule(
+            &mut registry,
+            "sluice_schedule_runs_succeeded",
+            "Runs that finished with exit code 0",
+        );
+        let failed = schedule(
+            &mut registry,
+            "sluice_schedule_runs_failed",
+            "Runs that failed (or could not be started)",
+        );
+        let missed = schedule(
+            &mut registry,
+            "sluice_schedule_runs_missed",
+            "Fires dropped: past the starting deadline or beyond catchUp.maxRuns",
+        );
+        let last_success = Family::<ScheduleLabels, Gauge>::default();
+        registry.register(
+            "sluice_schedule_last_success_timestamp_seconds",
+            "When the latest successful run finished (Unix time)",
+            last_success.clone(),
+        );
+        let lag = Family::<ScheduleLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "sluice_schedule_lag_seconds",
+            "Seconds between the scheduled time and the start of the latest run",
+            lag.clone(),
+        );
+        let leader = Gauge::default();
+        leader.set(1);
+        registry.register(
+            "sluice_scheduler_leader",
+            "Whether this replica fires: 1 without leader election, else whether it holds the Lease",
+            leader.clone(),
+        );
+        let runs = RunMetrics::register(&mut registry);
+        Metrics {
+            registry,
+            started,
+            succeeded,
+            failed,
+            missed,
+            last_success,
+            lag,
+            leader,
+            runs,
+        }
+    }
 }
 
 impl Metrics {
-    pub fn update(&self, schedule: &str, f: impl FnOnce(&mut ScheduleCounters)) {
-        let mut all = self.schedules.lock().expect("metrics lock");
-        f(all.entry(schedule.to_string()).or_default());
+    /// Counts a fire of `schedule`.
+    pub fn fire(&self, schedule: &str, fire: Fire) {
+        let labels = ScheduleLabels {
+            schedule: schedule.to_string(),
+        };
+        match fire {
+            Fire::Started { lag_seconds } => {
+                self.started.get_or_create(&labels).inc();
+                self.lag.get_or_create(&labels).set(lag_seconds);
+            }
+            Fire::Succeeded { finished } => {
+                self.succeeded.get_or_create(&labels).inc();
+                if let Some(at) = finished {
+                    self.last_success.get_or_create(&labels).set(at.timestamp());
+                }
+            }
+            Fire::Failed => {
+                self.failed.get_or_create(&labels).inc();
+            }
+            Fire::Missed => {
+                self.missed.get_or_create(&labels).inc();
+            }
+        }
     }
 
-    pub fn get(&self, schedule: &str) -> ScheduleCounters {
-        self.schedules
-            .lock()
-            .expect("metrics lock")
-            .get(schedule)
-            .cloned()
-            .unwrap_or_default()
+    /// Adds a fired run's figures to its job's.
+    pub fn run(&self, report: &RunReport) {
+        self.runs.record(report, false);
     }
 
     pub fn set_leader(&self, leader: bool) {
-        *self.leader.lock().expect("metrics lock") = Some(leader);
+        self.leader.set(i64::from(leader));
     }
 
-    /// The Prometheus text exposition of every counter.
+    /// The OpenMetrics text of every metric.
     pub fn render(&self) -> String {
-        let all = self.schedules.lock().expect("metrics lock").clone();
-        let mut out = String::new();
-        let mut family =
-            |name: &str,
-             kind: &str,
-             help: &str,
-             value: &dyn Fn(&ScheduleCounters) -> Option<f64>| {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                for (schedule, c) in &all {
-                    if let Some(v) = value(c) {
-                        let _ = writeln!(out, "{name}{{schedule=\"{}\"}} {v}", escape(schedule));
-                    }
-                }
-            };
-        family(
-            "sluice_schedule_runs_started_total",
-            "counter",
-            "Runs started by the scheduler.",
-            &|c| Some(c.started as f64),
-        );
-        family(
-            "sluice_schedule_runs_succeeded_total",
-            "counter",
-            "Runs that finished with exit code 0.",
-            &|c| Some(c.succeeded as f64),
-        );
-        family(
-            "sluice_schedule_runs_failed_total",
-            "counter",
-            "Runs that failed (or could not be started).",
-            &|c| Some(c.failed as f64),
-        );
-        family(
-            "sluice_schedule_runs_missed_total",
-            "counter",
-            "Fires dropped: past the starting deadline or beyond catchUp.maxRuns.",
-            &|c| Some(c.missed as f64),
-        );
-        family(
-            "sluice_schedule_last_success_timestamp_seconds",
-            "gauge",
-            "When the latest successful run finished (Unix time).",
-            &|c| c.last_success.map(|t| t.timestamp() as f64),
-        );
-        family(
-            "sluice_schedule_lag_seconds",
-            "gauge",
-            "Seconds between the scheduled time and the start of the latest run.",
-            &|c| Some(c.lag_seconds),
-        );
-        if let Some(leader) = *self.leader.lock().expect("metrics lock") {
-            let _ = writeln!(
-                out,
-                "# HELP sluice_scheduler_leader Whether this replica holds the Lease."
-            );
-            let _ = writeln!(out, "# TYPE sluice_scheduler_leader gauge");
-            let _ = writeln!(out, "sluice_scheduler_leader {}", u8::from(leader));
-        }
-        out
+        text(&self.registry)
     }
-}
-
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// Serves `/healthz` and `/metrics` on `addr` until the task is dropped; returns the bound
@@ -153,7 +192,7 @@ fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/metrics" => (
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
         ),
         _ => (
@@ -174,29 +213,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_per_schedule() {
+    fn renders_fires_per_schedule() {
         let m = Metrics::default();
-        m.update("nightly", |c| {
-            c.started += 2;
-            c.succeeded += 1;
-            c.lag_seconds = 1.5;
-        });
+        m.fire("nightly", Fire::Started { lag_seconds: 1.5 });
+        m.fire("nightly", Fire::Started { lag_seconds: 1.5 });
+        m.fire("nightly", Fire::Succeeded { finished: None });
         let text = m.render();
-        assert!(
-            text.contains("sluice_schedule_runs_started_total{schedule=\"nightly\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sluice_schedule_runs_succeeded_total{schedule=\"nightly\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("sluice_schedule_lag_seconds{schedule=\"nightly\"} 1.5\n"),
-            "{text}"
-        );
-        // No success yet: no sample for the timestamp.
+        for line in [
+            "sluice_schedule_runs_started_total{schedule=\"nightly\"} 2",
+            "sluice_schedule_runs_succeeded_total{schedule=\"nightly\"} 1",
+            "sluice_schedule_lag_seconds{schedule=\"nightly\"} 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // No success time yet: no sample for it.
         assert!(
             !text.contains("sluice_schedule_last_success_timestamp_seconds{"),
+            "{text}"
+        );
+        // Without leader election a scheduler fires; with it, while it holds the Lease.
+        assert!(
+            text.lines().any(|l| l == "sluice_scheduler_leader 1"),
+            "{text}"
+        );
+        m.set_leader(false);
+        let text = m.render();
+        assert!(
+            text.lines().any(|l| l == "sluice_scheduler_leader 0"),
             "{text}"
         );
     }
