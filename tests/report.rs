@@ -150,6 +150,36 @@ async fn a_failed_run_with_rejects_over_two_shards_gets_its_page() {
     std::fs::create_dir_all(&kept).unwrap();
     std::fs::write(kept.join("report.html"), &page).unwrap();
 
+    // Resumed, the failed shard runs again (and fails again): its first attempt is in the
+    // report and drawn beside the second.
+    let out = sluice(
+        &["resume", "r1", "--local", job.to_str().unwrap()],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(3));
+    let report = json(&storage, &layout.report()).await.unwrap();
+    let retried: Vec<&serde_json::Value> = report["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["exit_code"] == 3)
+        .collect();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0]["earlier"].as_array().unwrap().len(), 1);
+    assert_eq!(retried[0]["earlier"][0]["finished"], true);
+    let page = storage
+        .get_bytes(&layout.report_html())
+        .await
+        .unwrap()
+        .expect("report.html");
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    assert!(
+        page.contains("attempt 1 of 2: finished with failures and was retried"),
+        "{page}"
+    );
+    assert_eq!(page.matches("<svg").count(), 4);
+
     // A run that was never published has no report to write.
     let out = sluice(
         &["report", "nope", "--job", job.to_str().unwrap()],

@@ -202,6 +202,7 @@ pub async fn publish(
                         .filter(|o| o.exit != ExitCode::Done)
                         .map(|o| o.last_lines.clone())
                         .unwrap_or_default(),
+                    earlier: progress.map(|p| p.earlier.clone()).unwrap_or_default(),
                     started: progress.and_then(|p| p.started),
                     finished: progress.and_then(|p| p.updated),
                     records: progress.map(|p| p.records).unwrap_or_default(),

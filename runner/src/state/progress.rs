@@ -31,11 +31,39 @@ pub struct ShardProgress {
     /// When this attempt of the shard started.
     #[serde(default)]
     pub started: Option<DateTime<Utc>>,
+    /// The shard's earlier attempts (pods before this one), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<AttemptSpan>,
     pub updated: Option<DateTime<Utc>>,
     /// Where the time of the objects this attempt processed went, and the time it spent
     /// writing their markers (see `state::phases`).
     #[serde(default)]
     pub phases: PhaseTimes,
+}
+
+/// When an attempt of a shard ran, as its last progress said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptSpan {
+    pub started: DateTime<Utc>,
+    /// When it last wrote its progress.
+    pub ended: Option<DateTime<Utc>>,
+    /// Whether it finished its objects (it may still have failed some).
+    pub finished: bool,
+}
+
+impl ShardProgress {
+    /// The attempts before the next one: the earlier ones and this one.
+    pub fn attempts_so_far(&self) -> Vec<AttemptSpan> {
+        let mut spans = self.earlier.clone();
+        if let Some(started) = self.started {
+            spans.push(AttemptSpan {
+                started,
+                ended: self.updated,
+                finished: self.finished,
+            });
+        }
+        spans
+    }
 }
 
 /// Why one source object failed.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::checks::CheckReport;
 use crate::state::marker::RecordCounts;
 use crate::state::phases::PhaseTimes;
-use crate::state::progress::ObjectFailure;
+use crate::state::progress::{AttemptSpan, ObjectFailure};
 use crate::state::{RunLayout, StateError, read_json, write_json};
 use crate::storage::Storage;
 
@@ -70,6 +70,9 @@ pub struct ShardReport {
     pub bytes: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub last_lines: Vec<String>,
+    /// Its attempts before the last one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier: Vec<AttemptSpan>,
     /// When its last attempt started and last wrote its progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<DateTime<Utc>>,

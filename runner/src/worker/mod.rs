@@ -26,7 +26,7 @@ use crate::spec;
 use crate::state::checks::RuleOutcome;
 use crate::state::marker::{DoneMarker, read_marker, write_marker};
 use crate::state::plan::{load_job_text, load_plan};
-use crate::state::progress::{ObjectFailure, ShardProgress, write_progress};
+use crate::state::progress::{ObjectFailure, ShardProgress, read_progress, write_progress};
 use crate::state::uploads::{CleanUpError, ShardUploads, abort_recorded};
 use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
@@ -158,11 +158,19 @@ async fn shard(
         fingerprint,
         keys: Some(layout.keys()),
     };
+    // An earlier attempt of this shard left its progress: its span goes on in this one's.
+    let earlier = read_progress(&storage, &layout, index)
+        .await
+        .ok()
+        .flatten()
+        .map(|p| p.attempts_so_far())
+        .unwrap_or_default();
     let progress = Arc::new(Mutex::new(ShardProgress {
         shard: index,
         objects_total: shard.objects.len() as u64,
         bytes_total: shard.bytes,
         started: Some(Utc::now()),
+        earlier,
         ..ShardProgress::default()
     }));
     let started = Instant::now();

@@ -11,9 +11,9 @@ const RIGHT: f64 = 20.0;
 const ROW: f64 = 26.0;
 const AXIS: f64 = 28.0;
 
-/// A bar of a timeline: from `start` to `end` seconds.
+/// A bar of a timeline: in row `row`, from `start` to `end` seconds.
 pub struct Span {
-    pub label: String,
+    pub row: usize,
     pub start: f64,
     pub end: f64,
     pub color: &'static str,
@@ -61,29 +61,40 @@ fn rows_chart(rows: usize, span: f64, label: &str) -> String {
     svg
 }
 
-/// A timeline: one row per span, bars placed on a common time axis of `span` seconds.
-pub fn timeline(rows: &[Span], span: f64) -> String {
+/// A timeline: rows named by `labels`, bars placed on a common time axis of `span` seconds.
+pub fn timeline(labels: &[String], bars: &[Span], span: f64) -> String {
     let span = span.max(1e-3);
-    let mut svg = rows_chart(rows.len(), span, "timeline");
+    let mut svg = rows_chart(labels.len(), span, "timeline");
     let scale = (WIDTH - LEFT - RIGHT) / span;
-    for (i, row) in rows.iter().enumerate() {
-        let y = 4.0 + i as f64 * ROW;
-        let x = LEFT + row.start.max(0.0) * scale;
-        let w = ((row.end - row.start.max(0.0)) * scale).max(2.0);
+    for (i, label) in labels.iter().enumerate() {
+        row_label(&mut svg, i, label);
+    }
+    for bar in bars {
+        let y = 4.0 + bar.row as f64 * ROW;
+        let x = LEFT + bar.start.max(0.0) * scale;
+        let w = ((bar.end - bar.start.max(0.0)) * scale).max(2.0);
         let _ = write!(
             svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" rx="3" fill="{}"><title>{}</title></rect>"#,
-            LEFT - 8.0,
-            y + ROW * 0.65,
-            esc(&row.label),
+            r#"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{:.1}" rx="3" fill="{}"><title>{}</title></rect>"#,
             y + 4.0,
             ROW - 8.0,
-            row.color,
-            esc(&row.title)
+            bar.color,
+            esc(&bar.title)
         );
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// The name of row `i`, left of the plot.
+fn row_label(svg: &mut String, i: usize, label: &str) {
+    let _ = write!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text>"#,
+        LEFT - 8.0,
+        4.0 + i as f64 * ROW + ROW * 0.65,
+        esc(label)
+    );
 }
 
 /// A line of a chart: its name, its colour and its points of (seconds, value).
@@ -152,13 +163,7 @@ pub fn stacked(rows: &[(String, Vec<f64>)], parts: &[(&str, &str)]) -> String {
     let scale = (WIDTH - LEFT - RIGHT) / max;
     for (i, (label, values)) in rows.iter().enumerate() {
         let y = 4.0 + i as f64 * ROW;
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="end" class="label">{}</text>"#,
-            LEFT - 8.0,
-            y + ROW * 0.65,
-            esc(label)
-        );
+        row_label(&mut svg, i, label);
         let mut x = LEFT;
         for (value, (name, color)) in values.iter().zip(parts) {
             let w = value * scale;
@@ -184,6 +189,8 @@ pub fn stacked(rows: &[(String, Vec<f64>)], parts: &[(&str, &str)]) -> String {
 pub fn seconds_label(s: f64) -> String {
     if s < 1.0 && s > 0.0 {
         format!("{s:.2} s")
+    } else if s < 10.0 && s.fract() != 0.0 {
+        format!("{s:.1} s")
     } else if s < 120.0 {
         format!("{s:.0} s")
     } else {
@@ -196,6 +203,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn seconds_read_as_written() {
+        assert_eq!(seconds_label(0.25), "0.25 s");
+        assert_eq!(seconds_label(1.5), "1.5 s");
+        assert_eq!(seconds_label(2.0), "2 s");
+        assert_eq!(seconds_label(75.4), "75 s");
+        assert_eq!(seconds_label(200.0), "3 min 20 s");
+    }
+
+    #[test]
     fn ticks_are_round_and_cover_the_maximum() {
         assert_eq!(ticks(95.0, 4), vec![0.0, 50.0, 100.0]);
         assert_eq!(ticks(7.0, 8), vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
@@ -204,17 +220,15 @@ mod tests {
 
     #[test]
     fn charts_hold_a_mark_per_datum_with_its_title() {
-        let svg = timeline(
-            &[Span {
-                label: "shard <0>".into(),
-                start: 0.0,
-                end: 5.0,
-                color: "#2e7d32",
-                title: "done & dusted".into(),
-            }],
-            10.0,
-        );
-        assert_eq!(svg.matches("<rect").count(), 1);
+        let bar = |start, end| Span {
+            row: 0,
+            start,
+            end,
+            color: "#2e7d32",
+            title: "done & dusted".into(),
+        };
+        let svg = timeline(&["shard <0>".into()], &[bar(0.0, 2.0), bar(3.0, 5.0)], 10.0);
+        assert_eq!(svg.matches("<rect").count(), 2);
         assert!(svg.contains("shard &lt;0&gt;") && svg.contains("done &amp; dusted"));
         let svg = stacked(
             &[

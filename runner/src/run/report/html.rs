@@ -6,7 +6,7 @@ use html_escape::encode_text as esc;
 use serde::Deserialize;
 
 use super::chart::{self, Span, seconds_label};
-use crate::exit::describe_exit;
+use crate::exit::{ExitCode, describe_exit};
 use crate::spec::size::human_bytes as show;
 use crate::state::marker::{DoneMarker, RecordCounts};
 use crate::state::report::{ReportStatus, RunReport};
@@ -133,38 +133,58 @@ fn summary(out: &mut String, page: &Page<'_>) {
 }
 
 fn timeline(out: &mut String, r: &RunReport) {
-    let rows: Vec<Span> = r
-        .shards
-        .iter()
-        .map(|s| {
-            let offset = |t: Option<chrono::DateTime<chrono::Utc>>| {
-                t.map(|t| (t - r.started).num_milliseconds() as f64 / 1000.0)
-            };
-            let start = offset(s.started).unwrap_or(0.0);
-            let end = offset(s.finished).unwrap_or(start);
-            Span {
-                label: format!("shard {}", s.index),
+    let offset =
+        |t: chrono::DateTime<chrono::Utc>| (t - r.started).num_milliseconds() as f64 / 1000.0;
+    let mut labels = Vec::new();
+    let mut bars = Vec::new();
+    for (row, s) in r.shards.iter().enumerate() {
+        labels.push(format!("shard {}", s.index));
+        let attempts = s.earlier.len() + 1;
+        for (k, earlier) in s.earlier.iter().enumerate() {
+            let start = offset(earlier.started);
+            let end = earlier.ended.map_or(start, offset);
+            bars.push(Span {
+                row,
                 start,
                 end,
-                color: exit_color(s.exit_code),
+                color: exit_color(ExitCode::Transient.code()),
                 title: format!(
-                    "shard {}: {} objects, {}, {} attempt(s), exit {}, {} to {}",
+                    "shard {}, attempt {} of {attempts}: {}, {} to {}",
                     s.index,
-                    s.objects,
-                    show(s.bytes),
-                    s.attempts,
-                    describe_exit(s.exit_code),
+                    k + 1,
+                    if earlier.finished {
+                        "finished with failures and was retried"
+                    } else {
+                        "ended without finishing (killed, evicted or crashed)"
+                    },
                     seconds_label(start),
                     seconds_label(end)
                 ),
-            }
-        })
-        .collect();
-    let span = rows.iter().map(|s| s.end).fold(r.seconds, f64::max);
+            });
+        }
+        let start = s.started.map_or(0.0, offset);
+        let end = s.finished.map_or(start, offset);
+        bars.push(Span {
+            row,
+            start,
+            end,
+            color: exit_color(s.exit_code),
+            title: format!(
+                "shard {}, attempt {attempts} of {attempts}: {} objects, {}, exit {}, {} to {}",
+                s.index,
+                s.objects,
+                show(s.bytes),
+                describe_exit(s.exit_code),
+                seconds_label(start),
+                seconds_label(end)
+            ),
+        });
+    }
+    let span = bars.iter().map(|b| b.end).fold(r.seconds, f64::max);
     let _ = write!(
         out,
-        r#"<section><h2>Shards over time</h2><p class="note">Each bar is a shard's last attempt, coloured by its exit code (green done, orange transient, red validation, pink bad data, purple configuration). Hover for details.</p>{}</section>"#,
-        chart::timeline(&rows, span)
+        r#"<section><h2>Shards over time</h2><p class="note">Each bar is an attempt of a shard (a pod), coloured by how it ended: green done, orange transient (an attempt that was retried), red validation, pink bad data, purple configuration. Hover for details.</p>{}</section>"#,
+        chart::timeline(&labels, &bars, span)
     );
 }
 
