@@ -248,18 +248,15 @@ async fn survives_transient_faults(server: &TestServer) {
         dir,
     } = proxied(server, rates, &inputs()).await;
     let job = job_file(dir.path(), &bucket);
-    let started = Instant::now();
-    let out = sluice(
-        &["run", job.to_str().unwrap(), "--run-id", "faulty"],
+    let out = run_timed(
+        &job,
+        "faulty",
         &env,
         dir.path(),
+        &proxy,
+        &format!("fault proxy on {}", server.name),
     );
     let counts = proxy.counts();
-    println!(
-        "fault proxy on {}: {counts}; run took {:.1}s",
-        server.name,
-        started.elapsed().as_secs_f64()
-    );
     assert_eq!(out.status.code(), Some(0), "the run {context} failed");
     assert!(counts.faults() > 0, "no fault was injected");
     for (kind, n) in [
@@ -314,17 +311,8 @@ async fn bookkeeping_survives_faults_beyond_the_clients_attempts() {
         dir,
     } = proxied(server, rates, &inputs()).await;
     let job = job_with_retries(dir.path(), &bucket, 3);
-    let started = Instant::now();
-    let out = sluice(
-        &["run", job.to_str().unwrap(), "--run-id", "stormy"],
-        &env,
-        dir.path(),
-    );
+    let out = run_timed(&job, "stormy", &env, dir.path(), &proxy, "heavy faults");
     let counts = proxy.counts();
-    println!(
-        "heavy faults: {counts}; run took {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -367,6 +355,30 @@ async fn proxied(server: &TestServer, rates: FaultRates, inputs: &[(String, Byte
         bucket,
         dir: tempfile::tempdir().unwrap(),
     }
+}
+
+/// Runs `sluice run` of `job` as `run_id` through the proxy, and prints what it injected
+/// and how long the run took.
+fn run_timed(
+    job: &Path,
+    run_id: &str,
+    env: &[(String, String)],
+    dir: &Path,
+    proxy: &FaultProxy,
+    what: &str,
+) -> Output {
+    let started = Instant::now();
+    let out = sluice(
+        &["run", job.to_str().unwrap(), "--run-id", run_id],
+        env,
+        dir,
+    );
+    println!(
+        "{what}: {}; run took {:.1}s",
+        proxy.counts(),
+        started.elapsed().as_secs_f64()
+    );
+    out
 }
 
 /// Runs `sluice run` and checks that it failed with exit code 2 within a few seconds and

@@ -9,7 +9,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::state::report::{ReportStatus, RunReport};
 
@@ -20,7 +20,7 @@ type FloatCounter = Counter<f64, AtomicU64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The run families, registered in a registry.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RunMetrics {
     runs: Family<Labels, Counter>,
     records: Family<Labels, Counter>,
@@ -35,48 +35,45 @@ pub struct RunMetrics {
 impl RunMetrics {
     /// Creates the families and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> RunMetrics {
-        let m = RunMetrics::default();
-        registry.register(
-            "sluice_runs",
-            "Runs ended, by outcome (succeeded, failed)",
-            m.runs.clone(),
-        );
-        registry.register(
-            "sluice_run_records",
-            "Records by kind: in, out, rejected, skipped, filtered",
-            m.records.clone(),
-        );
-        registry.register(
-            "sluice_run_bytes",
-            "Bytes read from the source and written to the sink",
-            m.bytes.clone(),
-        );
-        registry.register(
-            "sluice_run_objects",
-            "Source objects (tasks) by outcome: done, failed",
-            m.objects.clone(),
-        );
-        registry.register(
-            "sluice_run_phase_seconds",
-            "Busy time of the objects' pipelines by phase (phases overlap)",
-            m.phase_seconds.clone(),
-        );
-        registry.register(
-            "sluice_run_duration_seconds",
-            "Wall time of the latest run",
-            m.duration_seconds.clone(),
-        );
-        registry.register(
-            "sluice_run_finished_timestamp_seconds",
-            "When the latest run was published (Unix time)",
-            m.finished.clone(),
-        );
-        registry.register(
-            "sluice_run_exit_code",
-            "The exit code of the latest run",
-            m.exit_code.clone(),
-        );
-        m
+        let r = registry;
+        RunMetrics {
+            runs: registered(
+                r,
+                "sluice_runs",
+                "Runs ended, by outcome (succeeded, failed)",
+            ),
+            records: registered(
+                r,
+                "sluice_run_records",
+                "Records by kind: in, out, rejected, skipped, filtered",
+            ),
+            bytes: registered(
+                r,
+                "sluice_run_bytes",
+                "Bytes read from the source and written to the sink",
+            ),
+            objects: registered(
+                r,
+                "sluice_run_objects",
+                "Source objects (tasks) by outcome: done, failed",
+            ),
+            phase_seconds: registered(
+                r,
+                "sluice_run_phase_seconds",
+                "Busy time of the objects' pipelines by phase (phases overlap)",
+            ),
+            duration_seconds: registered(
+                r,
+                "sluice_run_duration_seconds",
+                "Wall time of the latest run",
+            ),
+            finished: registered(
+                r,
+                "sluice_run_finished_timestamp_seconds",
+                "When the latest run was published (Unix time)",
+            ),
+            exit_code: registered(r, "sluice_run_exit_code", "The exit code of the latest run"),
+        }
     }
 
     /// Adds a run's figures; `run` labels them with the run id too (one run exported alone).
@@ -130,6 +127,17 @@ impl RunMetrics {
             .get_or_create(&base)
             .set(i64::from(report.exit_code));
     }
+}
+
+/// A new metric (a family, a counter, a gauge) registered in `registry` as `name`.
+pub fn registered<M: Metric + Clone + Default>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// The OpenMetrics text of `registry`.

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::run::metrics::{RunMetrics, text};
+use crate::run::metrics::{RunMetrics, registered, text};
 use crate::state::report::RunReport;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,51 +58,44 @@ pub enum Fire {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::default();
-        let schedule = |registry: &mut Registry, name: &str, help: &str| {
-            let family = Family::<ScheduleLabels, Counter>::default();
-            registry.register(name, help, family.clone());
-            family
-        };
-        let started = schedule(
-            &mut registry,
+        let r = &mut registry;
+        let started = registered(
+            r,
             "sluice_schedule_runs_started",
             "Runs started by the scheduler",
         );
-        let succeeded = schedule(
-            &mut registry,
+        let succeeded = registered(
+            r,
             "sluice_schedule_runs_succeeded",
             "Runs that finished with exit code 0",
         );
-        let failed = schedule(
-            &mut registry,
+        let failed = registered(
+            r,
             "sluice_schedule_runs_failed",
             "Runs that failed (or could not be started)",
         );
-        let missed = schedule(
-            &mut registry,
+        let missed = registered(
+            r,
             "sluice_schedule_runs_missed",
             "Fires dropped: past the starting deadline or beyond catchUp.maxRuns",
         );
-        let last_success = Family::<ScheduleLabels, Gauge>::default();
-        registry.register(
+        let last_success = registered(
+            r,
             "sluice_schedule_last_success_timestamp_seconds",
             "When the latest successful run finished (Unix time)",
-            last_success.clone(),
         );
-        let lag = Family::<ScheduleLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        let lag = registered(
+            r,
             "sluice_schedule_lag_seconds",
             "Seconds between the scheduled time and the start of the latest run",
-            lag.clone(),
         );
-        let leader = Gauge::default();
-        leader.set(1);
-        registry.register(
+        let leader: Gauge = registered(
+            r,
             "sluice_scheduler_leader",
             "Whether this replica fires: 1 without leader election, else whether it holds the Lease",
-            leader.clone(),
         );
-        let runs = RunMetrics::register(&mut registry);
+        leader.set(1);
+        let runs = RunMetrics::register(r);
         Metrics {
             registry,
             started,
