@@ -209,8 +209,7 @@ async fn push(base: &str, report: &RunReport, text: String) -> Result<(), Export
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
         .body(Full::new(bytes::Bytes::from(text)))
         .map_err(|e| failed(e.to_string()))?;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
+    let client = crate::transform::container::transport::http_client();
     let response =
         tokio::time::timeout(std::time::Duration::from_secs(30), client.request(request))
             .await

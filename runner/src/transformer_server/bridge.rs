@@ -56,6 +56,7 @@ pub async fn serve_exec(
             accepted = listener.accept() => accepted?.0,
             () = &mut shutdown => return Ok(()),
         };
+        crate::transform::container::transport::no_delay(&socket);
         let step = step.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| handle(request, step.clone()));

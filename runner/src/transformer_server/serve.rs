@@ -18,7 +18,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use percent_encoding::percent_decode;
 use tokio::net::TcpListener;
@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use super::ops::{Op, OpError, Transform};
 use crate::exit::error_chain;
 use crate::transform::container::protocol::{KEY_HEADER, URL_HEADER, decode_key};
+use crate::transform::container::transport::{http_client, no_delay};
 
 /// Output held back before the status line is sent, so that an object whose whole output
 /// fits gets a clean 4xx when the operation fails on it. Past this, a failure can only
@@ -97,7 +98,7 @@ pub async fn serve_with_shutdown(
     }
     let state = Arc::new(State {
         op,
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: http_client(),
     });
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -114,6 +115,7 @@ pub async fn serve_with_shutdown(
             },
             () = &mut shutdown => break,
         };
+        no_delay(&socket);
         let state = state.clone();
         let service = hyper::service::service_fn(move |request| handle(request, state.clone()));
         let connection = hyper::server::conn::http1::Builder::new()
