@@ -2,7 +2,6 @@
 
 mod connect;
 pub mod embedded;
-mod embedded_list;
 mod error;
 mod parquet;
 mod read;

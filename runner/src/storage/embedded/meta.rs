@@ -1,0 +1,364 @@
+//! Where the embedded server keeps what an object is besides its bytes, in the layout of
+//! s3s-fs (which still serves the rarer operations): next to the bucket directories,
+//! `.bucket-<b64 bucket>.object-<b64 key>.internal.json` holds the ETag, the checksums and
+//! the stamp of the file version they belong to; `...metadata.json` holds the content type,
+//! user metadata and the other attributes given at PUT (`...upload-<id>.metadata.json`
+//! while a multipart upload is open).
+//!
+//! Everything here is blocking file I/O: callers run it on the blocking pool, one hop per
+//! request rather than one per file touched.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read as _};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use base64::prelude::{BASE64_URL_SAFE_NO_PAD, Engine as _};
+use s3s::dto::{Checksum, Metadata as UserMetadata, Timestamp, TimestampFormat};
+
+/// The key under which the info file records which file version its ETag belongs to.
+const STAMP: &str = "sluice_stamp";
+const ETAG: &str = "e_tag";
+
+/// The checksum fields of the info file, as s3s-fs names them.
+const CHECKSUM_FIELDS: [&str; 5] = [
+    "checksum_crc32",
+    "checksum_crc32c",
+    "checksum_sha1",
+    "checksum_sha256",
+    "checksum_crc64nvme",
+];
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The served directory and its naming rules.
+#[derive(Debug, Clone)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+fn b64(s: &str) -> String {
+    BASE64_URL_SAFE_NO_PAD.encode(s)
+}
+
+impl Root {
+    pub fn new(dir: PathBuf) -> Root {
+        Root { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of an object, or `None` for a key that is not a plain relative path (or a
+    /// bucket name with a `/`).
+    pub fn object_path(&self, bucket: &str, key: &str) -> Option<PathBuf> {
+        let relative = Path::new(key);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        (plain && !bucket.is_empty() && !bucket.contains('/') && !bucket.starts_with('.'))
+            .then(|| self.dir.join(bucket).join(relative))
+    }
+
+    pub fn bucket_path(&self, bucket: &str) -> Option<PathBuf> {
+        (!bucket.is_empty() && !bucket.contains('/') && !bucket.starts_with('.'))
+            .then(|| self.dir.join(bucket))
+    }
+
+    pub fn info_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.dir.join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            b64(bucket),
+            b64(key)
+        ))
+    }
+
+    /// The attributes given at PUT; with `upload`, those of an open multipart upload.
+    pub fn attributes_path(&self, bucket: &str, key: &str, upload: Option<&str>) -> PathBuf {
+        let upload = upload.map(|u| format!(".upload-{u}")).unwrap_or_default();
+        self.dir.join(format!(
+            ".bucket-{}.object-{}{upload}.metadata.json",
+            b64(bucket),
+            b64(key)
+        ))
+    }
+
+    /// A temporary file in the served directory, named so that s3s-fs removes it at start
+    /// if a crash left it behind.
+    pub fn temp_path(&self) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!(
+            ".tmp.sluice-{}-{n}.internal.part",
+            std::process::id()
+        ))
+    }
+
+    /// Writes `bytes` to `path` through a temporary file and a rename.
+    pub fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.temp_path();
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+
+    /// Moves a written temporary file into place as an object, creating its directories.
+    pub fn publish(&self, tmp: &Path, object: &Path) -> io::Result<()> {
+        if let Some(parent) = object.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(tmp, object)
+    }
+}
+
+/// Size and modification time: what tells that a file changed behind the server's back.
+pub fn stamp_of(meta: &Metadata) -> String {
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    format!("{}:{modified}", meta.len())
+}
+
+/// What the info file says of one version of an object.
+#[derive(Debug, Clone, Default)]
+pub struct Info {
+    pub etag: String,
+    pub checksum: Checksum,
+}
+
+impl Info {
+    fn to_json(&self, stamp: &str) -> Vec<u8> {
+        let mut map = serde_json::Map::new();
+        map.insert(ETAG.into(), self.etag.clone().into());
+        map.insert(STAMP.into(), stamp.into());
+        for (field, value) in CHECKSUM_FIELDS.iter().zip(checksum_values(&self.checksum)) {
+            if let Some(value) = value {
+                map.insert((*field).into(), value.clone().into());
+            }
+        }
+        serde_json::to_vec(&map).unwrap_or_default()
+    }
+
+    fn from_json(map: &serde_json::Map<String, serde_json::Value>) -> Option<Info> {
+        let text = |field: &str| map.get(field).and_then(|v| v.as_str()).map(str::to_string);
+        let etag = text(ETAG)?;
+        let checksum = Checksum {
+            checksum_crc32: text(CHECKSUM_FIELDS[0]),
+            checksum_crc32c: text(CHECKSUM_FIELDS[1]),
+            checksum_sha1: text(CHECKSUM_FIELDS[2]),
+            checksum_sha256: text(CHECKSUM_FIELDS[3]),
+            checksum_crc64nvme: text(CHECKSUM_FIELDS[4]),
+            ..Default::default()
+        };
+        Some(Info { etag, checksum })
+    }
+}
+
+fn checksum_values(c: &Checksum) -> [&Option<String>; 5] {
+    [
+        &c.checksum_crc32,
+        &c.checksum_crc32c,
+        &c.checksum_sha1,
+        &c.checksum_sha256,
+        &c.checksum_crc64nvme,
+    ]
+}
+
+/// Records `info` for the object version whose metadata is `meta`.
+pub fn save_info(
+    root: &Root,
+    bucket: &str,
+    key: &str,
+    info: &Info,
+    meta: &Metadata,
+) -> io::Result<()> {
+    root.write_atomically(&root.info_path(bucket, key), &info.to_json(&stamp_of(meta)))
+}
+
+/// The object's info, if it is an object; a file written or changed outside S3 gets the MD5
+/// of its content as ETag, computed once per version and recorded.
+pub fn current_info(root: &Root, bucket: &str, key: &str, meta: &Metadata) -> io::Result<Info> {
+    let info_path = root.info_path(bucket, key);
+    let stamp = stamp_of(meta);
+    let recorded: Option<serde_json::Map<String, serde_json::Value>> =
+        match std::fs::read(&info_path) {
+            Ok(raw) => serde_json::from_slice(&raw).ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+    if let Some(map) = &recorded
+        && let Some(info) = Info::from_json(map)
+    {
+        match map.get(STAMP).and_then(|v| v.as_str()) {
+            Some(s) if s == stamp => return Ok(info),
+            // Written through s3s-fs (copy, directory objects) and not stamped yet: its
+            // ETag is the truth.
+            None => {
+                save_info(root, bucket, key, &info, meta)?;
+                return Ok(info);
+            }
+            Some(_) => {}
+        }
+    }
+    let path = root
+        .object_path(bucket, key)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an object key"))?;
+    let info = Info {
+        etag: md5_of_file(&path)?,
+        checksum: Checksum::default(),
+    };
+    save_info(root, bucket, key, &info, meta)?;
+    Ok(info)
+}
+
+fn md5_of_file(path: &Path) -> io::Result<String> {
+    use s3s::crypto::Checksum as _;
+    let mut file = File::open(path)?;
+    let mut md5 = s3s::crypto::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+    }
+    Ok(hex::encode(md5.finalize()))
+}
+
+/// The attributes given when an object was written, in s3s-fs's JSON.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Attributes {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<UserMetadata>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub website_redirect_location: Option<String>,
+}
+
+impl Attributes {
+    pub fn is_empty(&self) -> bool {
+        self.user_metadata.as_ref().is_none_or(|m| m.is_empty())
+            && self.content_encoding.is_none()
+            && self.content_type.is_none()
+            && self.content_disposition.is_none()
+            && self.content_language.is_none()
+            && self.cache_control.is_none()
+            && self.expires.is_none()
+            && self.website_redirect_location.is_none()
+    }
+
+    pub fn set_expires(&mut self, expires: Option<Timestamp>) {
+        self.expires = expires.and_then(|ts| {
+            let mut buf = Vec::new();
+            ts.format(TimestampFormat::DateTime, &mut buf).ok()?;
+            String::from_utf8(buf).ok()
+        });
+    }
+
+    pub fn expires(&self) -> Option<Timestamp> {
+        self.expires
+            .as_ref()
+            .and_then(|s| Timestamp::parse(TimestampFormat::DateTime, s).ok())
+    }
+}
+
+pub fn load_attributes(path: &Path) -> io::Result<Attributes> {
+    match std::fs::read(path) {
+        Ok(raw) => Ok(serde_json::from_slice::<Attributes>(&raw)
+            .or_else(|_| {
+                serde_json::from_slice::<UserMetadata>(&raw).map(|m| Attributes {
+                    user_metadata: Some(m),
+                    ..Default::default()
+                })
+            })
+            .unwrap_or_default()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Attributes::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Saves the attributes, or removes a stale file when there are none.
+pub fn save_attributes(root: &Root, path: &Path, attributes: &Attributes) -> io::Result<()> {
+    if attributes.is_empty() {
+        return remove_if_present(path);
+    }
+    root.write_atomically(
+        path,
+        &serde_json::to_vec(attributes).map_err(io::Error::other)?,
+    )
+}
+
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_changed_outside_s3_gets_the_md5_of_its_new_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().to_path_buf());
+        let path = root.object_path("b", "k/x.csv").unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"hello").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let first = current_info(&root, "b", "k/x.csv", &meta).unwrap();
+        assert_eq!(first.etag, "5d41402abc4b2a76b9719d911017c592");
+        std::fs::write(&path, b"hello, world").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let second = current_info(&root, "b", "k/x.csv", &meta).unwrap();
+        assert_eq!(second.etag, "e4d7f1b4ed2e42d15898f4b27b019da4");
+    }
+
+    #[test]
+    fn keys_that_leave_the_bucket_are_not_objects() {
+        let root = Root::new(PathBuf::from("/srv"));
+        assert!(root.object_path("b", "../x").is_none());
+        assert!(root.object_path("b", "/etc/passwd").is_none());
+        assert!(root.object_path("b/c", "x").is_none());
+        assert!(root.object_path(".hidden", "x").is_none());
+        assert_eq!(
+            root.object_path("b", "a/b.csv").unwrap(),
+            PathBuf::from("/srv/b/a/b.csv")
+        );
+    }
+
+    #[test]
+    fn attributes_without_values_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().to_path_buf());
+        let path = root.attributes_path("b", "k", None);
+        let typed = Attributes {
+            content_type: Some("text/csv".into()),
+            ..Default::default()
+        };
+        save_attributes(&root, &path, &typed).unwrap();
+        assert_eq!(
+            load_attributes(&path).unwrap().content_type.as_deref(),
+            Some("text/csv")
+        );
+        save_attributes(&root, &path, &Attributes::default()).unwrap();
+        assert!(!path.exists());
+    }
+}

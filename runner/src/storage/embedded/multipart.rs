@@ -1,0 +1,489 @@
+//! Multipart uploads: s3s-fs opens them (the record `.upload-<id>.json` and the attributes);
+//! parts, listing, completion and aborts are here. A part is written and hashed once, off
+//! the request thread, to `.upload_id-<id>.part-<n>`, with what it is (ETag, size,
+//! checksums) beside it in `.upload_id-<id>.part-<n>.json`. Completion checks the parts
+//! the client names against those, joins them with in-kernel copies, and publishes the
+//! object by a rename.
+
+use std::io;
+use std::path::PathBuf;
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::body::{self, Digests};
+use super::meta::{self, Info, Root};
+use super::objects::{blocking, bucket_must_exist, check_write_conditions};
+
+/// S3's smallest part, except the last.
+const MIN_PART: u64 = 5 << 20;
+const MAX_PART_NUMBER: i32 = 10_000;
+
+fn internal(error: io::Error) -> s3s::S3Error {
+    s3_error!(error, InternalError)
+}
+
+/// What is recorded of a part.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PartRecord {
+    etag: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crc32: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crc32c: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crc64nvme: Option<String>,
+}
+
+impl PartRecord {
+    fn checksum(&self) -> Checksum {
+        Checksum {
+            checksum_crc32: self.crc32.clone(),
+            checksum_crc32c: self.crc32c.clone(),
+            checksum_sha1: self.sha1.clone(),
+            checksum_sha256: self.sha256.clone(),
+            checksum_crc64nvme: self.crc64nvme.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+fn part_path(root: &Root, upload: &str, part: i32) -> PathBuf {
+    root.dir().join(format!(".upload_id-{upload}.part-{part}"))
+}
+
+fn record_path(root: &Root, upload: &str, part: i32) -> PathBuf {
+    root.dir()
+        .join(format!(".upload_id-{upload}.part-{part}.json"))
+}
+
+/// An upload id is a UUID (s3s-fs makes them), open, and opened by the same access key.
+fn check_upload(root: &Root, upload: &str, access_key: Option<&str>) -> S3Result<()> {
+    if uuid_like(upload).is_none() {
+        return Err(s3_error!(NoSuchUpload));
+    }
+    let record = root.dir().join(format!(".upload-{upload}.json"));
+    let raw = match std::fs::read(&record) {
+        Ok(raw) => raw,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(s3_error!(NoSuchUpload)),
+        Err(e) => return Err(internal(e)),
+    };
+    let owner: Option<String> = serde_json::from_slice(&raw).unwrap_or_default();
+    if owner.as_deref() != access_key {
+        return Err(s3_error!(AccessDenied));
+    }
+    Ok(())
+}
+
+/// `Some` for 36 characters of hex and dashes: nothing that could leave the directory.
+fn uuid_like(id: &str) -> Option<()> {
+    (id.len() == 36 && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')).then_some(())
+}
+
+fn access_key<T>(req: &S3Request<T>) -> Option<String> {
+    req.credentials.as_ref().map(|c| c.access_key.clone())
+}
+
+pub async fn upload_part(
+    root: &Root,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    let key = access_key(&req);
+    let mut input = req.input;
+    let number = input.part_number;
+    if !(1..=MAX_PART_NUMBER).contains(&number) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "part number must be between 1 and 10000"
+        ));
+    }
+    {
+        let (root, upload) = (root.clone(), input.upload_id.clone());
+        blocking(move || check_upload(&root, &upload, key.as_deref())).await?;
+    }
+    let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
+    let headers = Checksum {
+        checksum_crc32: input.checksum_crc32.clone(),
+        checksum_crc32c: input.checksum_crc32c.clone(),
+        checksum_sha1: input.checksum_sha1.clone(),
+        checksum_sha256: input.checksum_sha256.clone(),
+        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+        ..Default::default()
+    };
+    let with_md5 = input.content_md5.is_some();
+    let digests = Digests {
+        md5: with_md5,
+        xxh3: !with_md5,
+        checksums: body::checksums_for(
+            &headers,
+            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        )?,
+    };
+    let tmp = root.temp_path();
+    let written = body::write_body(body, tmp.clone(), digests).await?;
+    let what = format!("part {number}");
+    let sent = body::sent_checksums(headers, req.trailing_headers)?;
+    let checked = body::verify_md5(input.content_md5.as_deref(), written.md5.as_ref(), &what)
+        .and_then(|()| body::verify(&sent, &written.checksum, &what));
+    if let Err(e) = checked {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let digest = written.md5.or(written.xxh3).unwrap_or_default();
+    let checksum = written.checksum;
+    let record = PartRecord {
+        etag: hex::encode(digest),
+        size: written.size,
+        crc32: checksum.checksum_crc32.clone(),
+        crc32c: checksum.checksum_crc32c.clone(),
+        sha1: checksum.checksum_sha1.clone(),
+        sha256: checksum.checksum_sha256.clone(),
+        crc64nvme: checksum.checksum_crc64nvme.clone(),
+    };
+    let output = UploadPartOutput {
+        e_tag: Some(ETag::Strong(record.etag.clone())),
+        checksum_crc32: record.crc32.clone(),
+        checksum_crc32c: record.crc32c.clone(),
+        checksum_sha1: record.sha1.clone(),
+        checksum_sha256: record.sha256.clone(),
+        checksum_crc64nvme: record.crc64nvme.clone(),
+        ..Default::default()
+    };
+    let root = root.clone();
+    let upload = input.upload_id;
+    blocking(move || {
+        // The part file first, then its record: a record always describes its part.
+        let placed = std::fs::rename(&tmp, part_path(&root, &upload, number)).and_then(|()| {
+            root.write_atomically(
+                &record_path(&root, &upload, number),
+                &serde_json::to_vec(&record).map_err(io::Error::other)?,
+            )
+        });
+        placed.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            internal(e)
+        })
+    })
+    .await?;
+    Ok(S3Response::new(output))
+}
+
+/// The parts of an upload in order, with their records (a part written by s3s-fs, by
+/// UploadPartCopy, gets its MD5 as ETag).
+fn parts_of(root: &Root, upload: &str) -> io::Result<Vec<(i32, PartRecord, std::fs::Metadata)>> {
+    let prefix = format!(".upload_id-{upload}.part-");
+    let mut parts = Vec::new();
+    for entry in std::fs::read_dir(root.dir())? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(number) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        let record = match std::fs::read(record_path(root, upload, number)) {
+            Ok(raw) => serde_json::from_slice(&raw).map_err(io::Error::other)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => PartRecord {
+                etag: md5_hex(&entry.path())?,
+                size: meta.len(),
+                crc32: None,
+                crc32c: None,
+                sha1: None,
+                sha256: None,
+                crc64nvme: None,
+            },
+            Err(e) => return Err(e),
+        };
+        parts.push((number, record, meta));
+    }
+    parts.sort_by_key(|(n, ..)| *n);
+    Ok(parts)
+}
+
+fn md5_hex(path: &std::path::Path) -> io::Result<String> {
+    use s3s::crypto::Checksum as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut md5 = s3s::crypto::Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+    }
+    Ok(hex::encode(md5.finalize()))
+}
+
+pub async fn list_parts(
+    root: &Root,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    let key = access_key(&req);
+    let input = req.input;
+    let root = root.clone();
+    let upload = input.upload_id.clone();
+    let after = input.part_number_marker.unwrap_or(0);
+    let max = usize::try_from(input.max_parts.unwrap_or(1000).clamp(1, 1000)).unwrap_or(1000);
+    let parts = blocking(move || {
+        check_upload(&root, &upload, key.as_deref())?;
+        parts_of(&root, &upload).map_err(internal)
+    })
+    .await?;
+    let rest: Vec<_> = parts.into_iter().filter(|(n, ..)| *n > after).collect();
+    let truncated = rest.len() > max;
+    let page: Vec<Part> = rest
+        .into_iter()
+        .take(max)
+        .map(|(number, record, meta)| {
+            let checksum = record.checksum();
+            Part {
+                part_number: Some(number),
+                size: i64::try_from(record.size).ok(),
+                e_tag: Some(ETag::Strong(record.etag)),
+                last_modified: meta.modified().ok().map(Timestamp::from),
+                checksum_crc32: checksum.checksum_crc32,
+                checksum_crc32c: checksum.checksum_crc32c,
+                checksum_sha1: checksum.checksum_sha1,
+                checksum_sha256: checksum.checksum_sha256,
+                checksum_crc64nvme: checksum.checksum_crc64nvme,
+            }
+        })
+        .collect();
+    let next = page.last().and_then(|p| p.part_number);
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(input.upload_id),
+        part_number_marker: input.part_number_marker,
+        next_part_number_marker: if truncated { next } else { None },
+        max_parts: Some(i32::try_from(max).unwrap_or(1000)),
+        is_truncated: Some(truncated),
+        parts: Some(page),
+        ..Default::default()
+    }))
+}
+
+/// Removes an upload's parts, their records, its attributes and its record.
+fn remove_upload(root: &Root, bucket: &str, key: &str, upload: &str) -> io::Result<()> {
+    let prefix = format!(".upload_id-{upload}.part-");
+    for entry in std::fs::read_dir(root.dir())? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix))
+        {
+            meta::remove_if_present(&entry.path())?;
+        }
+    }
+    meta::remove_if_present(&root.attributes_path(bucket, key, Some(upload)))?;
+    meta::remove_if_present(&root.dir().join(format!(".upload-{upload}.json")))
+}
+
+pub async fn abort_multipart_upload(
+    root: &Root,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    let key = access_key(&req);
+    let input = req.input;
+    let root = root.clone();
+    blocking(move || {
+        check_upload(&root, &input.upload_id, key.as_deref())?;
+        remove_upload(&root, &input.bucket, &input.key, &input.upload_id).map_err(internal)
+    })
+    .await?;
+    Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+}
+
+pub async fn complete_multipart_upload(
+    root: &Root,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    let access = access_key(&req);
+    let input = req.input;
+    let named: Vec<CompletedPart> = input
+        .multipart_upload
+        .and_then(|m| m.parts)
+        .unwrap_or_default();
+    if named.is_empty() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "you must specify at least one part"
+        ));
+    }
+    let root = root.clone();
+    let (bucket, key, upload) = (input.bucket, input.key, input.upload_id);
+    let (if_match, if_none_match) = (input.if_match, input.if_none_match);
+    let (etag, checksum_crc32c) = blocking(move || {
+        bucket_must_exist(&root, &bucket)?;
+        check_upload(&root, &upload, access.as_deref())?;
+        let path = root
+            .object_path(&bucket, &key)
+            .ok_or_else(|| s3_error!(InvalidArgument, "the key is not a plain path: {key}"))?;
+        check_write_conditions(
+            &root,
+            &bucket,
+            &key,
+            if_match.as_ref(),
+            if_none_match.as_ref(),
+        )?;
+        let stored = parts_of(&root, &upload).map_err(internal)?;
+        let mut chosen = Vec::with_capacity(named.len());
+        let mut previous = 0;
+        for (i, part) in named.iter().enumerate() {
+            let number = part
+                .part_number
+                .ok_or_else(|| s3_error!(InvalidPart, "a part without a part number"))?;
+            if number <= previous {
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "parts must be listed in ascending order"
+                ));
+            }
+            previous = number;
+            let Some((_, record, _)) = stored.iter().find(|(n, ..)| *n == number) else {
+                return Err(s3_error!(InvalidPart, "part {number} was not uploaded"));
+            };
+            if let Some(given) = &part.e_tag
+                && given.value() != record.etag
+            {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number}: the ETag does not match"
+                ));
+            }
+            if i + 1 < named.len() && record.size < MIN_PART {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "part {number} is {} bytes; every part but the last must be at least 5 MiB",
+                    record.size
+                ));
+            }
+            chosen.push((number, record.clone()));
+        }
+        let etag = multipart_etag(chosen.iter().map(|(_, r)| r.etag.as_str()))?;
+        let crc32c = composite_crc32c(chosen.iter().map(|(_, r)| r.crc32c.as_deref()));
+        let joined = join_parts(&root, &upload, &chosen).map_err(internal)?;
+        let meta = joined_meta(&joined)?;
+        let info = Info {
+            etag: etag.clone(),
+            checksum: Checksum::default(),
+        };
+        // The upload's attributes become the object's (or none: an old object's go).
+        let attributes = meta::load_attributes(&root.attributes_path(&bucket, &key, Some(&upload)))
+            .map_err(internal)?;
+        let placed = meta::save_attributes(
+            &root,
+            &root.attributes_path(&bucket, &key, None),
+            &attributes,
+        )
+        .and_then(|()| meta::save_info(&root, &bucket, &key, &info, &meta))
+        .and_then(|()| root.publish(&joined, &path));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&joined);
+            return Err(internal(e));
+        }
+        remove_upload(&root, &bucket, &key, &upload).map_err(internal)?;
+        Ok((etag, crc32c))
+    })
+    .await?;
+    Ok(S3Response::new(CompleteMultipartUploadOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        checksum_crc32c,
+        ..Default::default()
+    }))
+}
+
+fn joined_meta(path: &std::path::Path) -> S3Result<std::fs::Metadata> {
+    std::fs::metadata(path).map_err(internal)
+}
+
+/// S3's ETag of a multipart object: the MD5 of the parts' digests, then `-<parts>`.
+fn multipart_etag<'a>(etags: impl Iterator<Item = &'a str>) -> S3Result<String> {
+    use s3s::crypto::Checksum as _;
+    let mut md5 = s3s::crypto::Md5::new();
+    let mut count = 0;
+    for etag in etags {
+        let raw =
+            hex::decode(etag).map_err(|_| s3_error!(InternalError, "a part's ETag is not hex"))?;
+        md5.update(&raw);
+        count += 1;
+    }
+    Ok(format!("{}-{count}", hex::encode(md5.finalize())))
+}
+
+/// The composite CRC32C of a multipart object (of the parts' CRC32Cs), when every part has one.
+fn composite_crc32c<'a>(crcs: impl Iterator<Item = Option<&'a str>>) -> Option<String> {
+    use base64::prelude::{BASE64_STANDARD, Engine as _};
+    let mut raw = Vec::new();
+    let mut count = 0;
+    for crc in crcs {
+        raw.extend(BASE64_STANDARD.decode(crc?).ok()?);
+        count += 1;
+    }
+    let crc = crc32c::crc32c(&raw);
+    Some(format!(
+        "{}-{count}",
+        BASE64_STANDARD.encode(crc.to_be_bytes())
+    ))
+}
+
+/// Joins the chosen parts into a temporary file: the first part is renamed, the others are
+/// appended with copy_file_range (in the kernel, no pass through user memory).
+fn join_parts(root: &Root, upload: &str, chosen: &[(i32, PartRecord)]) -> io::Result<PathBuf> {
+    let tmp = root.temp_path();
+    let (first, rest) = chosen
+        .split_first()
+        .ok_or_else(|| io::Error::other("no parts"))?;
+    std::fs::rename(part_path(root, upload, first.0), &tmp)?;
+    let joined = (|| {
+        let mut out = std::fs::OpenOptions::new().append(true).open(&tmp)?;
+        for (number, _) in rest {
+            let mut part = std::fs::File::open(part_path(root, upload, *number))?;
+            std::io::copy(&mut part, &mut out)?;
+        }
+        Ok(())
+    })();
+    match joined {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            // Put the first part back so that the upload can still be completed or aborted.
+            let _ = std::fs::rename(&tmp, part_path(root, upload, first.0));
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_multipart_etag_is_the_md5_of_the_part_digests() {
+        // Two parts whose MD5s are those of "a" and "b".
+        let a = "0cc175b9c0f1b6a831c399e269772661";
+        let b = "92eb5ffee6ae2fec3ad71c777531578f";
+        let mut raw = hex::decode(a).unwrap();
+        raw.extend(hex::decode(b).unwrap());
+        use md5::Digest as _;
+        let expected = format!("{}-2", hex::encode(md5::Md5::digest(&raw)));
+        assert_eq!(multipart_etag([a, b].into_iter()).unwrap(), expected);
+    }
+
+    #[test]
+    fn upload_ids_cannot_name_other_files() {
+        assert!(uuid_like("0b5d5c1e-8f0a-4c3b-9a57-0d5f5e7c2a11").is_some());
+        assert!(uuid_like("../../../../etc/passwd/aaaaaaaaaaaaaaaaaaa").is_none());
+        assert!(uuid_like("0b5d5c1e-8f0a-4c3b-9a57-0d5f5e7c2a1").is_none());
+    }
+}

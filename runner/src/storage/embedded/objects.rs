@@ -1,0 +1,449 @@
+//! GET, HEAD and PUT of whole objects: one blocking call looks an object up (file, ETag,
+//! attributes, and the bytes themselves when it is small); a large body streams in 1 MiB
+//! chunks; a PUT is written and hashed off the request thread and published by a rename.
+
+use std::fs::File;
+use std::io;
+
+use s3s::dto::*;
+use s3s::{S3Request, S3Response, S3Result, s3_error};
+
+use super::body::{self, Digests, SMALL, Span};
+use super::meta::{self, Attributes, Info, Root};
+
+fn internal(error: io::Error) -> s3s::S3Error {
+    s3_error!(error, InternalError)
+}
+
+/// Runs blocking file work on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> S3Result<T> + Send + 'static,
+) -> S3Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| s3_error!(InternalError, "a file task failed: {e}"))?
+}
+
+/// An object looked up for a GET or HEAD.
+struct Found {
+    file: File,
+    meta: std::fs::Metadata,
+    info: Info,
+    attributes: Attributes,
+    /// The bytes, for a small GET.
+    bytes: Option<bytes::Bytes>,
+}
+
+/// The conditions of a GET or HEAD.
+struct Conditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+}
+
+fn check_conditions(conditions: &Conditions<'_>, etag: &str) -> S3Result<()> {
+    let current = ETag::Strong(etag.to_string());
+    if let Some(ETagCondition::ETag(expected)) = conditions.if_match
+        && !current.strong_cmp(expected)
+    {
+        return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+    }
+    match conditions.if_none_match {
+        Some(ETagCondition::Any) => Err(s3_error!(NotModified)),
+        Some(ETagCondition::ETag(expected)) if current.strong_cmp(expected) => {
+            Err(s3_error!(NotModified))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn look_up(
+    root: &Root,
+    bucket: &str,
+    key: &str,
+    conditions: &Conditions<'_>,
+    range: Option<&Range>,
+    read_small: bool,
+) -> S3Result<(Found, Span)> {
+    let path = root
+        .object_path(bucket, key)
+        .ok_or_else(|| s3_error!(NoSuchKey))?;
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            let bucket_exists = root.bucket_path(bucket).is_some_and(|p| p.is_dir());
+            return Err(if bucket_exists {
+                s3_error!(NoSuchKey)
+            } else {
+                s3_error!(NoSuchBucket)
+            });
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let meta = file.metadata().map_err(internal)?;
+    if !meta.is_file() {
+        return Err(s3_error!(NoSuchKey));
+    }
+    let info = meta::current_info(root, bucket, key, &meta).map_err(internal)?;
+    check_conditions(conditions, &info.etag)?;
+    let attributes =
+        meta::load_attributes(&root.attributes_path(bucket, key, None)).map_err(internal)?;
+    let span = match range {
+        None => Span {
+            start: 0,
+            len: meta.len(),
+        },
+        Some(range) => {
+            let r = range
+                .check(meta.len())
+                .map_err(|_| s3_error!(InvalidRange, "the range is not satisfiable"))?;
+            Span {
+                start: r.start,
+                len: r.end - r.start,
+            }
+        }
+    };
+    let bytes = if read_small && span.len <= SMALL {
+        Some(body::read_span(&mut file, &span).map_err(internal)?)
+    } else {
+        None
+    };
+    Ok((
+        Found {
+            file,
+            meta,
+            info,
+            attributes,
+            bytes,
+        },
+        span,
+    ))
+}
+
+fn last_modified(meta: &std::fs::Metadata) -> Option<Timestamp> {
+    meta.modified().ok().map(Timestamp::from)
+}
+
+pub async fn get_object(
+    root: &Root,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    let input = req.input;
+    if input.part_number.is_some() {
+        return Err(s3_error!(NotImplemented, "GET of one part of an object"));
+    }
+    let root2 = root.clone();
+    let (bucket, key) = (input.bucket.clone(), input.key.clone());
+    let (if_match, if_none_match, range) = (
+        input.if_match.clone(),
+        input.if_none_match.clone(),
+        input.range,
+    );
+    let (found, span) = blocking(move || {
+        look_up(
+            &root2,
+            &bucket,
+            &key,
+            &Conditions {
+                if_match: if_match.as_ref(),
+                if_none_match: if_none_match.as_ref(),
+            },
+            range.as_ref(),
+            true,
+        )
+    })
+    .await?;
+    let whole = span.len == found.meta.len();
+    let content_range = (range.is_some()).then(|| {
+        format!(
+            "bytes {}-{}/{}",
+            span.start,
+            (span.start + span.len).saturating_sub(1),
+            found.meta.len()
+        )
+    });
+    let content_length = i64::try_from(span.len).map_err(|_| s3_error!(InternalError))?;
+    let body = match found.bytes {
+        Some(bytes) => body::whole(bytes),
+        None => body::stream_span(found.file, span),
+    };
+    // S3 returns the stored checksums only when asked, and only for the whole object.
+    let checksum = if whole
+        && input
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+    {
+        found.info.checksum.clone()
+    } else {
+        Checksum::default()
+    };
+    let attributes = found.attributes;
+    let expires = attributes.expires();
+    Ok(S3Response::new(GetObjectOutput {
+        body: Some(body),
+        content_length: Some(content_length),
+        content_range,
+        accept_ranges: Some("bytes".into()),
+        last_modified: last_modified(&found.meta),
+        e_tag: Some(ETag::Strong(found.info.etag)),
+        metadata: attributes.user_metadata,
+        content_encoding: attributes.content_encoding,
+        content_type: attributes.content_type,
+        content_disposition: attributes.content_disposition,
+        content_language: attributes.content_language,
+        cache_control: attributes.cache_control,
+        expires,
+        website_redirect_location: attributes.website_redirect_location,
+        checksum_crc32: checksum.checksum_crc32,
+        checksum_crc32c: checksum.checksum_crc32c,
+        checksum_sha1: checksum.checksum_sha1,
+        checksum_sha256: checksum.checksum_sha256,
+        checksum_crc64nvme: checksum.checksum_crc64nvme,
+        ..Default::default()
+    }))
+}
+
+pub async fn head_object(
+    root: &Root,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    let input = req.input;
+    if input.part_number.is_some() {
+        return Err(s3_error!(NotImplemented, "HEAD of one part of an object"));
+    }
+    let root2 = root.clone();
+    let (bucket, key) = (input.bucket.clone(), input.key.clone());
+    let (if_match, if_none_match, range) = (
+        input.if_match.clone(),
+        input.if_none_match.clone(),
+        input.range,
+    );
+    let (found, span) = blocking(move || {
+        look_up(
+            &root2,
+            &bucket,
+            &key,
+            &Conditions {
+                if_match: if_match.as_ref(),
+                if_none_match: if_none_match.as_ref(),
+            },
+            range.as_ref(),
+            false,
+        )
+    })
+    .await?;
+    let whole = span.len == found.meta.len();
+    let checksum = if whole
+        && input
+            .checksum_mode
+            .as_ref()
+            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
+    {
+        found.info.checksum.clone()
+    } else {
+        Checksum::default()
+    };
+    let attributes = found.attributes;
+    let expires = attributes.expires();
+    Ok(S3Response::new(HeadObjectOutput {
+        content_length: Some(i64::try_from(span.len).unwrap_or(i64::MAX)),
+        accept_ranges: Some("bytes".into()),
+        last_modified: last_modified(&found.meta),
+        e_tag: Some(ETag::Strong(found.info.etag)),
+        metadata: attributes.user_metadata,
+        content_encoding: attributes.content_encoding,
+        content_type: attributes.content_type,
+        content_disposition: attributes.content_disposition,
+        content_language: attributes.content_language,
+        cache_control: attributes.cache_control,
+        expires,
+        website_redirect_location: attributes.website_redirect_location,
+        checksum_crc32: checksum.checksum_crc32,
+        checksum_crc32c: checksum.checksum_crc32c,
+        checksum_sha1: checksum.checksum_sha1,
+        checksum_sha256: checksum.checksum_sha256,
+        checksum_crc64nvme: checksum.checksum_crc64nvme,
+        ..Default::default()
+    }))
+}
+
+/// The current ETag of an object, `None` if there is none.
+pub fn existing_etag(root: &Root, bucket: &str, key: &str) -> S3Result<Option<String>> {
+    let Some(path) = root.object_path(bucket, key) else {
+        return Ok(None);
+    };
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => Ok(Some(
+            meta::current_info(root, bucket, key, &meta)
+                .map_err(internal)?
+                .etag,
+        )),
+        Ok(_) => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// If-Match / If-None-Match of a write (PUT or completing an upload).
+pub fn check_write_conditions(
+    root: &Root,
+    bucket: &str,
+    key: &str,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<()> {
+    if if_match.is_none() && if_none_match.is_none() {
+        return Ok(());
+    }
+    let current = existing_etag(root, bucket, key)?;
+    match (if_match, &current) {
+        (Some(_), None) => return Err(s3_error!(PreconditionFailed, "the object does not exist")),
+        (Some(ETagCondition::ETag(expected)), Some(etag))
+            if !ETag::Strong(etag.clone()).strong_cmp(expected) =>
+        {
+            return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+        }
+        _ => {}
+    }
+    match (if_none_match, &current) {
+        (Some(ETagCondition::Any), Some(_)) => {
+            Err(s3_error!(PreconditionFailed, "the object already exists"))
+        }
+        (Some(ETagCondition::ETag(expected)), Some(etag))
+            if ETag::Strong(etag.clone()).strong_cmp(expected) =>
+        {
+            Err(s3_error!(PreconditionFailed, "ETag matches"))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn bucket_must_exist(root: &Root, bucket: &str) -> S3Result<()> {
+    match root.bucket_path(bucket) {
+        Some(path) if path.is_dir() => Ok(()),
+        _ => Err(s3_error!(NoSuchBucket)),
+    }
+}
+
+pub fn sent_checksum_of_put(input: &PutObjectInput) -> Checksum {
+    Checksum {
+        checksum_crc32: input.checksum_crc32.clone(),
+        checksum_crc32c: input.checksum_crc32c.clone(),
+        checksum_sha1: input.checksum_sha1.clone(),
+        checksum_sha256: input.checksum_sha256.clone(),
+        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+        ..Default::default()
+    }
+}
+
+/// A PUT of a whole object (not a directory marker: those go to s3s-fs).
+pub async fn put_object(
+    root: &Root,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let mut input = req.input;
+    if let Some(class) = &input.storage_class
+        && !["STANDARD", "REDUCED_REDUNDANCY"].contains(&class.as_str())
+    {
+        return Err(s3_error!(InvalidStorageClass));
+    }
+    let path = root.object_path(&input.bucket, &input.key).ok_or_else(|| {
+        s3_error!(
+            InvalidArgument,
+            "the key is not a plain path: {}",
+            input.key
+        )
+    })?;
+    {
+        let (root, bucket, key) = (root.clone(), input.bucket.clone(), input.key.clone());
+        let (if_match, if_none_match) = (input.if_match.clone(), input.if_none_match.clone());
+        blocking(move || {
+            bucket_must_exist(&root, &bucket)?;
+            check_write_conditions(
+                &root,
+                &bucket,
+                &key,
+                if_match.as_ref(),
+                if_none_match.as_ref(),
+            )
+        })
+        .await?;
+    }
+    let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
+    let headers = sent_checksum_of_put(&input);
+    let digests = Digests {
+        md5: true,
+        xxh3: false,
+        checksums: body::checksums_for(
+            &headers,
+            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+        )?,
+    };
+    let tmp = root.temp_path();
+    let written = body::write_body(body, tmp.clone(), digests).await?;
+    let sent = body::sent_checksums(headers, req.trailing_headers)?;
+    let checked = body::verify_md5(
+        input.content_md5.as_deref(),
+        written.md5.as_ref(),
+        &input.key,
+    )
+    .and_then(|()| body::verify(&sent, &written.checksum, &input.key));
+    if let Err(e) = checked {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let info = Info {
+        etag: hex::encode(written.md5.unwrap_or_default()),
+        checksum: written.checksum,
+    };
+    let mut attributes = Attributes {
+        user_metadata: input.metadata,
+        content_encoding: input.content_encoding,
+        content_type: input.content_type,
+        content_disposition: input.content_disposition,
+        content_language: input.content_language,
+        cache_control: input.cache_control,
+        expires: None,
+        website_redirect_location: input.website_redirect_location,
+    };
+    attributes.set_expires(input.expires);
+    let output = PutObjectOutput {
+        e_tag: Some(ETag::Strong(info.etag.clone())),
+        checksum_crc32: info.checksum.checksum_crc32.clone(),
+        checksum_crc32c: info.checksum.checksum_crc32c.clone(),
+        checksum_sha1: info.checksum.checksum_sha1.clone(),
+        checksum_sha256: info.checksum.checksum_sha256.clone(),
+        checksum_crc64nvme: info.checksum.checksum_crc64nvme.clone(),
+        size: i64::try_from(written.size).ok(),
+        ..Default::default()
+    };
+    let root = root.clone();
+    let (bucket, key) = (input.bucket, input.key);
+    blocking(move || {
+        let done = meta::save_attributes(
+            &root,
+            &root.attributes_path(&bucket, &key, None),
+            &attributes,
+        )
+        .and_then(|()| meta::save_info(&root, &bucket, &key, &info, &written.meta))
+        .and_then(|()| root.publish(&tmp, &path));
+        done.map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            internal(e)
+        })
+    })
+    .await?;
+    Ok(S3Response::new(output))
+}
