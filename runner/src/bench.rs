@@ -1,7 +1,16 @@
-//! `sluice bench`: throughput and peak memory of CSV -> typed Parquet, end to end through
-//! S3 and the worker, and for decode + encode alone, with the DuckDB command that does the
-//! same conversion so both can be timed on the same file.
+//! `sluice bench`: scenarios that print figures next to an anchor run in the same command
+//! (docs/performance.md): the conversion (convert.rs), a transformer's cost
+//! (transformer.rs), the embedded server alone (server.rs), many small objects (small.rs)
+//! and listing and planning many keys (listing.rs). The data they share is here.
 
+pub mod anchor;
+pub mod convert;
+pub mod listing;
+pub mod server;
+pub mod small;
+pub mod transformer;
+
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -95,12 +104,70 @@ pub fn decode_encode(
     )
 }
 
-/// The DuckDB command that performs the same conversion on the same file.
-pub fn duckdb_command(csv: &Path, threads: usize) -> String {
+/// The bucket of the benchmarks' data on the embedded server.
+pub const BUCKET: &str = "bench";
+
+/// A job converting CSV under `source` (only `include` if given) to typed Parquet in
+/// `s3://bench-out/<name>/`, no SQL step.
+pub fn csv_to_parquet_job(name: &str, source: &str, include: Option<&str>, shards: u32) -> String {
+    let mut columns = String::new();
+    for field in taxi_schema().fields() {
+        let kind = match field.data_type() {
+            DataType::Timestamp(..) => "timestamp",
+            DataType::Int32 => "int32",
+            DataType::Float64 => "float64",
+            _ => "string",
+        };
+        let _ = write!(columns, "\n      - {{ name: {}, type: {kind}", field.name());
+        if kind == "timestamp" {
+            let _ = write!(columns, ", format: \"{TIMESTAMP_FORMAT}\"");
+        }
+        columns.push_str(" }");
+    }
+    let include = include
+        .map(|i| format!("\n    include: [\"{i}\"]"))
+        .unwrap_or_default();
     format!(
-        "duckdb -c \"SET threads={threads}; COPY (SELECT * FROM read_csv('{}', header=true, timestampformat='{TIMESTAMP_FORMAT}')) TO '/tmp/sluice-bench-duckdb.parquet' (FORMAT parquet, COMPRESSION zstd);\"",
-        csv.display()
+        "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata:
+  name: {name}
+spec:
+  source:
+    uri: {source}{include}
+    format: csv
+    schema:{columns}
+  sink:
+    uri: s3://{BUCKET}-out/{name}/
+    format: parquet
+  parallelism: {shards}
+  shards: {shards}
+"
     )
+}
+
+/// `sluice run` of a loaded job with `parallelism` workers, each pinned to `cpus` CPUs.
+pub async fn local_run(
+    conn: &crate::cli::connect::Connection,
+    loaded: &crate::spec::Loaded,
+    parallelism: u32,
+    cpus: Option<usize>,
+) -> anyhow::Result<crate::run::LocalRun> {
+    let options = crate::run::LocalRunOptions {
+        program: std::env::current_exe()?,
+        env: conn.endpoint.env.clone(),
+        parallelism: Some(parallelism),
+        run_id: Some(format!(
+            "{}-{}",
+            loaded.job.name,
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
+        )),
+        bar: false,
+        cpus,
+        resume: false,
+        full: false,
+    };
+    Ok(crate::run::run_locally(&conn.storage, loaded, options).await?)
 }
 
 #[cfg(test)]

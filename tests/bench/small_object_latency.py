@@ -3,7 +3,9 @@
 of PUT, GET and HEAD of a 1 KiB object, one request at a time over one kept-alive connection
 (boto3), then GET+PUT pairs per second with 16 threads.
 
-    python3 tests/bench/small_object_latency.py http://127.0.0.1:9000 [REQUESTS]
+    python3 tests/bench/small_object_latency.py http://127.0.0.1:9000 [REQUESTS] [--json]
+
+With --json the figures go to stderr and one JSON line to stdout (for `sluice bench server`).
 
 Talks only to the endpoint given (loopback); credentials are the embedded server's defaults
 unless AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are set.
@@ -16,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+import json  # noqa: E402
 
 import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
@@ -42,8 +46,12 @@ def timed(f, n):
 
 
 def main():
-    endpoint = sys.argv[1]
-    n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
+    args = [a for a in sys.argv[1:] if a != "--json"]
+    as_json = "--json" in sys.argv[1:]
+    out = sys.stderr if as_json else sys.stdout
+    endpoint = args[0]
+    n = int(args[1]) if len(args) > 1 else 200
+    figures = {"tool": "boto3", "version": boto3.__version__, "requests": n}
     s3 = client(endpoint)
     bucket = "latency"
     try:
@@ -58,7 +66,9 @@ def main():
     }
     for name, ms in results.items():
         ms.sort()
-        print(f"{name:4} 1 KiB: median {statistics.median(ms):6.2f} ms, p95 {ms[int(len(ms) * 0.95)]:6.2f} ms ({n} requests)")
+        median, p95 = statistics.median(ms), ms[int(len(ms) * 0.95)]
+        figures[name] = {"median_ms": median, "p95_ms": p95}
+        print(f"{name:4} 1 KiB: median {median:6.2f} ms, p95 {p95:6.2f} ms ({n} requests)", file=out)
 
     def pair(i):
         s3.get_object(Bucket=bucket, Key=f"k/{i % n}")["Body"].read()
@@ -69,7 +79,10 @@ def main():
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(pair, range(pairs)))
     took = time.perf_counter() - t
-    print(f"GET+PUT pairs, 16 threads: {pairs / took:7.1f} per second ({pairs} pairs in {took:.2f} s)")
+    figures["pairs_per_second"] = pairs / took
+    print(f"GET+PUT pairs, 16 threads: {pairs / took:7.1f} per second ({pairs} pairs in {took:.2f} s)", file=out)
+    if as_json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,15 @@ Credentials default to the embedded server's (sluice / sluice-local-secret, us-e
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY override them.
 
 What is checked, with random content from a fixed seed (--seed) and exact byte/sha256 comparison:
-bucket creation; single PUTs of 0 B, 1 B, 1 KiB and 5 MiB+1 (round trip, ETag = quoted MD5);
+bucket creation; single PUTs of 0 B, 1 B, 1 KiB and 5 MiB+1 (round trip, ETag = quoted MD5),
+PUTs with "Expect: 100-continue" after an empty one on one connection, error bodies;
 range GETs (first byte, middle, suffix, open-ended, end past the size, unsatisfiable = 416);
 HEAD (length, ETag, user metadata, content type); low-level multipart (create, 3 parts, list
 parts, list uploads, complete, abort); high-level multipart transfers (boto3 upload_fileobj /
 download_fileobj with 5 MiB parts, `aws s3 cp` both ways); listing ~2,500 keys (pagination with
-continuation tokens, byte order, delimiters, StartAfter, boto3 paginators, `aws s3 ls`,
-`aws s3api list-objects-v2`); deletes (single, batch of 100, missing key); `aws s3 sync` up and
+continuation tokens, byte order, delimiters, StartAfter, EncodingType=url, entry fields, boto3
+paginators, `aws s3 ls`, `aws s3api list-objects-v2`; keys that are also prefixes, "folder/"
+markers); deletes (single, batch of 100, missing key); `aws s3 sync` up and
 down; bucket deletion.
 
 Prints one line per check ("ok  <name>" or "FAIL <name>: <why>"), then a summary line
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -200,7 +203,7 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def make_client(endpoint, pool=10):
+def make_client(endpoint, pool=10, read_timeout=20):
     return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
@@ -212,7 +215,7 @@ def make_client(endpoint, pool=10):
             retries={"total_max_attempts": 1},
             max_pool_connections=pool,
             connect_timeout=10,
-            read_timeout=60,
+            read_timeout=read_timeout,
         ),
     )
 
@@ -282,7 +285,7 @@ class Conformance:
         return self.state[key]
 
     def aws(self, *args, timeout=180):
-        cmd = ["aws", "--endpoint-url", self.endpoint, "--region", REGION, *args]
+        cmd = ["aws", "--endpoint-url", self.endpoint, "--region", REGION, "--cli-read-timeout", "20", *args]
         proc = subprocess.run(
             cmd, env=self.cli_env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
         )
@@ -359,6 +362,39 @@ class Conformance:
         ensure(got == data, mismatch("get-object file", got, data))
         ensure(meta.get("ContentLength") == len(data), mismatch("get-object ContentLength", meta.get("ContentLength"), len(data)))
         ensure(meta.get("ETag") == etag, mismatch("get-object ETag", meta.get("ETag"), etag))
+
+    def expect_continue_after_empty(self):
+        # a file-like body makes botocore send "Expect: 100-continue", as `aws s3 cp/sync` do;
+        # an empty object first, then objects with bodies, all on one kept-alive connection
+        client = make_client(self.endpoint, pool=1, read_timeout=10)
+        for i, size in enumerate((0, 100, 0, 5)):
+            data = self.random_bytes(size)
+            key = f"expect/{i}-{size}.bin"
+            started = time.perf_counter()
+            try:
+                client.put_object(Bucket=self.bucket, Key=key, Body=io.BytesIO(data))
+            except Exception as exc:  # noqa: BLE001
+                raise CheckFailed(
+                    f"PUT #{i + 1} of sizes 0, 100, 0, 5 B on one connection ({size} B) "
+                    f"failed after {time.perf_counter() - started:.1f}s: {describe_error(exc)}"
+                )
+            _, got = self.get_bytes(self.bucket, key)
+            ensure(got == data, mismatch(f"GET {key}", got, data))
+
+    def error_body(self):
+        raw = {}
+
+        def grab(response_dict, **_):
+            raw["body"] = response_dict.get("body") or b""
+
+        self.s3.meta.events.register("before-parse.s3.GetObject", grab)
+        try:
+            expect_client_error(lambda: self.s3.get_object(Bucket=self.bucket, Key="never/there"), 404, ("NoSuchKey",))
+        finally:
+            self.s3.meta.events.unregister("before-parse.s3.GetObject", grab)
+        body = raw.get("body", b"").decode("utf-8", "replace")
+        ensure("<Code>NoSuchKey</Code>" in body, f"error body without <Code>NoSuchKey</Code>: {body[:300]!r}")
+        ensure(re.search(r"<Message>[^<]+</Message>", body), f"error body without a <Message>: {body[:300]!r}")
 
     # -- ranges --------------------------------------------------------------------------------
 
@@ -705,6 +741,40 @@ class Conformance:
             keys += [o["Key"] for o in page.get("Contents", [])]
         compare_key_lists("list_objects (v1) paginator", keys, want)
 
+    def list_entry_fields(self):
+        self.need("listing")
+        for op in ("list_objects_v2", "list_objects"):
+            for page in self.s3.get_paginator(op).paginate(Bucket=self.bucket, Prefix="list/b/y/"):
+                for o in page.get("Contents", []):
+                    body = o["Key"].encode("utf-8")
+                    got = (o.get("Size"), o.get("ETag"), o.get("LastModified") is not None)
+                    want = (len(body), f'"{md5_hex(body)}"', True)
+                    ensure(got == want, mismatch(f"{op} entry {o['Key']!r} (Size, ETag, has LastModified)", got, want))
+
+    def list_encoding_url(self):
+        self.need("listing")
+        raw = {}
+
+        def grab(response_dict, **_):
+            raw["body"] = response_dict.get("body") or b""
+
+        self.s3.meta.events.register("before-parse.s3.ListObjectsV2", grab)
+        try:
+            self.s3.list_objects_v2(Bucket=self.bucket, Prefix="list/plus+sign/", EncodingType="url")
+        finally:
+            self.s3.meta.events.unregister("before-parse.s3.ListObjectsV2", grab)
+        body = raw.get("body", b"").decode("utf-8", "replace")
+        ensure("<EncodingType>url</EncodingType>" in body, f"no <EncodingType>url</EncodingType> in {body[:400]!r}")
+        keys = re.findall(r"<Key>([^<]*)</Key>", body)
+        prefixes = re.findall(r"<Prefix>([^<]*)</Prefix>", body)
+        want_key = "list/plus+sign/a+b=c.txt"
+        decoded = [urllib.parse.unquote_plus(k) for k in keys]
+        ensure(decoded == [want_key], f"<Key> values {keys!r} url-decode to {decoded!r}, want [{want_key!r}] (keys must be url-encoded when EncodingType=url)")
+        ensure(
+            [urllib.parse.unquote_plus(p) for p in prefixes[:1]] == ["list/plus+sign/"],
+            f"<Prefix> {prefixes[:1]!r} does not url-decode to 'list/plus+sign/'",
+        )
+
     def list_cli_ls(self):
         want = self.need("listing")
         out, _ = self.aws("s3", "ls", "--recursive", f"s3://{self.bucket}/list/")
@@ -721,21 +791,22 @@ class Conformance:
         keys = [o["Key"] for o in json.loads(out or "{}").get("Contents", [])]
         compare_key_lists("aws s3api list-objects-v2", keys, want)
 
-    def key_and_prefix(self):
-        # S3 keys are not paths: "dual/x" and "dual/x/y" coexist, and so does a "folder/" marker
-        bodies = {"dual/x": b"file x", "dual/x/y": b"file under x", "dual/folder/": b"", "dual/folder/inner": b"in"}
+    def coexisting_keys(self, prefix, bodies, want_delimited):
+        # S3 keys are not paths: "p/x" and "p/x/y" coexist, and so do a "folder/" marker and its contents.
+        # A client of its own, so that a connection a PUT here leaves unusable stays out of later checks
+        # (an empty PUT and the next PUT on its connection are checked on their own above).
+        client = make_client(self.endpoint, pool=1)
         for key, body in bodies.items():
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+            client.put_object(Bucket=self.bucket, Key=key, Body=body)
         for key, body in bodies.items():
             _, got = self.get_bytes(self.bucket, key)
             ensure(got == body, mismatch(f"GET {key!r}", got, body))
-        resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="dual/")
+        resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         keys = [o["Key"] for o in resp.get("Contents", [])]
-        compare_key_lists("listing of dual/", keys, byte_order(bodies))
-        resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="dual/", Delimiter="/")
+        compare_key_lists(f"listing of {prefix}", keys, byte_order(bodies))
+        resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
         got = ([o["Key"] for o in resp.get("Contents", [])], [p["Prefix"] for p in resp.get("CommonPrefixes", [])])
-        want = (["dual/x"], ["dual/folder/", "dual/x/"])
-        ensure(got == want, mismatch("delimited listing of dual/ (keys, prefixes)", got, want))
+        ensure(got == want_delimited, mismatch(f"delimited listing of {prefix} (keys, prefixes)", got, want_delimited))
 
     # -- deletes -------------------------------------------------------------------------------
 
@@ -857,13 +928,18 @@ class Conformance:
             keys += [o["Key"] for o in page.get("Contents", [])]
         for i in range(0, len(keys), 1000):
             resp = self.s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
-            ensure(not resp.get("Errors"), f"delete_objects errors: {resp.get('Errors')[:2]}")
+            errors = resp.get("Errors") or []
+            ensure(not errors, f"delete_objects errors: {errors[:2]}")
 
     def delete_nonempty_bucket(self):
         self.need("bucket")
         expect_client_error(lambda: self.s3.delete_bucket(Bucket=self.bucket), 409, ("BucketNotEmpty",))
 
     def delete_bucket(self, bucket):
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            raise CheckFailed(f"bucket {bucket} is already gone before emptying it: {describe_error(exc)}")
         self.empty_bucket(bucket)
         resp = self.s3.delete_bucket(Bucket=bucket)
         status = resp["ResponseMetadata"]["HTTPStatusCode"]
@@ -881,6 +957,8 @@ class Conformance:
             c(f"put_object/get_object {label} round trip", self.put_get, size)
             c(f"put_object {label} ETag is the quoted MD5", self.put_etag, size)
         c("aws s3api put-object/get-object 1 KiB+3", self.cli_put_get)
+        c("PUT after a 0 B PUT on one kept-alive connection (Expect: 100-continue)", self.expect_continue_after_empty)
+        c("error XML has Code and Message (NoSuchKey)", self.error_body)
         size = 5 * MIB + 1
         c("range bytes=0-0", self.range_get, "bytes=0-0", 0, 0)
         c("range bytes=10-1000", self.range_get, "bytes=10-1000", 10, 1000)
@@ -915,9 +993,12 @@ class Conformance:
         c("list_objects_v2 StartAfter=list/a-c (absent key)", self.list_start_after, "list/a-c")
         c("boto3 list_objects_v2 paginator", self.list_paginator_v2)
         c("boto3 list_objects (v1) paginator", self.list_paginator_v1)
+        c("listing entries carry Size, ETag, LastModified (v2 and v1)", self.list_entry_fields)
+        c("list_objects_v2 EncodingType=url: keys url-encoded in the XML", self.list_encoding_url)
         c("aws s3 ls --recursive", self.list_cli_ls)
         c("aws s3api list-objects-v2", self.list_cli_s3api)
-        c("a key and the same key + '/...' coexist; 'dir/' marker keys", self.key_and_prefix)
+        c("keys dual/x and dual/x/y coexist", self.coexisting_keys, "dual/", {"dual/x": b"file x", "dual/x/y": b"under x"}, (["dual/x"], ["dual/x/"]))
+        c("0-byte 'folder/' marker key beside folder/inner", self.coexisting_keys, "marker/", {"marker/folder/inner": b"in", "marker/folder/": b""}, ([], ["marker/folder/"]))
         c("delete_object, then get is NoSuchKey and head is 404", self.delete_one)
         c("delete_objects batch of 100", self.delete_batch)
         c("delete_object of a missing key is 204", self.delete_missing)

@@ -179,8 +179,8 @@ pub fn save_info(
     root.write_atomically(&root.info_path(bucket, key), &info.to_json(&stamp_of(meta)))
 }
 
-/// The object's info, if it is an object; a file written or changed outside S3 gets the MD5
-/// of its content as ETag, computed once per version and recorded.
+/// The object's info; a file written or changed outside S3 gets the MD5 of its content as
+/// ETag, recorded for the version unless the file is small.
 pub fn current_info(root: &Root, bucket: &str, key: &str, meta: &Metadata) -> io::Result<Info> {
     let info_path = root.info_path(bucket, key);
     let stamp = stamp_of(meta);
@@ -211,9 +211,16 @@ pub fn current_info(root: &Root, bucket: &str, key: &str, meta: &Metadata) -> io
         etag: md5_of_file(&path)?,
         checksum: Checksum::default(),
     };
-    save_info(root, bucket, key, &info, meta)?;
+    // A small file's MD5 costs less than writing it down: a listing of a million files
+    // dropped in by hand writes nothing.
+    if meta.len() > REMEMBER_ABOVE {
+        save_info(root, bucket, key, &info, meta)?;
+    }
     Ok(info)
 }
+
+/// Files dropped in by hand up to this size get their ETag computed each time it is asked.
+const REMEMBER_ABOVE: u64 = 64 << 10;
 
 fn md5_of_file(path: &Path) -> io::Result<String> {
     use s3s::crypto::Checksum as _;
