@@ -59,7 +59,18 @@ pub async fn make_plan(
     run_id: &str,
     full: bool,
 ) -> Result<Plan, StartError> {
-    let mut listing = storage.list(&job.source.uri).await?;
+    make_plan_observed(storage, job, run_id, full, &mut |_| {}).await
+}
+
+/// [`make_plan`], telling `listed` how many source objects are listed so far.
+pub async fn make_plan_observed(
+    storage: &Storage,
+    job: &Job,
+    run_id: &str,
+    full: bool,
+    listed: &mut (dyn FnMut(usize) + Send),
+) -> Result<Plan, StartError> {
+    let mut listing = storage.list_observed(&job.source.uri, listed).await?;
     if job.mode == RunMode::Incremental && !full {
         let ledger = Ledger::new(&job.state, &job.name);
         ledger.repair(storage).await?;

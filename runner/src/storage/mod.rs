@@ -24,11 +24,10 @@ pub use upload::{
 };
 pub use uri::S3Uri;
 
-/// How large objects are read: above `threshold` bytes, in ranges of `range_size` with
-/// `in_flight` requests at once.
+/// How objects are read: one GET up to `range_size` bytes; larger ones in ranges of
+/// `range_size` with `in_flight` requests at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadTuning {
-    pub threshold: u64,
     pub range_size: u64,
     pub in_flight: usize,
 }
@@ -36,7 +35,6 @@ pub struct ReadTuning {
 impl Default for ReadTuning {
     fn default() -> ReadTuning {
         ReadTuning {
-            threshold: 32 << 20,
             range_size: 8 << 20,
             in_flight: 4,
         }
@@ -129,6 +127,16 @@ impl Storage {
 
     /// Every object under a prefix (the key of `prefix` taken literally), sorted by key.
     pub async fn list(&self, prefix: &S3Uri) -> Result<Vec<ObjectInfo>, StorageError> {
+        self.list_observed(prefix, &mut |_| {}).await
+    }
+
+    /// [`Storage::list`], telling `listed` the number of objects listed so far after each
+    /// page.
+    pub async fn list_observed(
+        &self,
+        prefix: &S3Uri,
+        listed: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<Vec<ObjectInfo>, StorageError> {
         let mut objects = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -144,6 +152,7 @@ impl Storage {
                         .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
                 });
             }
+            listed(objects.len());
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated().unwrap_or(false) => token = Some(next.into()),
                 _ => break,

@@ -53,9 +53,96 @@ impl Stream for ObjectStream {
 
 impl Storage {
     /// Streams an object. With `etag`, the read fails if the object is not (or no longer)
-    /// that version. Objects above the read threshold are fetched as concurrent ranged GETs,
-    /// each with `If-Match`, and yielded in order.
+    /// that version. The first request is a GET of the first range (no HEAD before it): an
+    /// object no larger than a range is that one response, streamed; the rest of a larger
+    /// one follows as concurrent ranged GETs pinned to the ETag, yielded in order.
     pub async fn get(&self, uri: &S3Uri, etag: Option<&str>) -> Result<ObjectStream, StorageError> {
+        let range_size = self.read.range_size.max(1);
+        let first = self
+            .client
+            .get_object()
+            .bucket(&uri.bucket)
+            .key(&uri.key)
+            .range(format!("bytes=0-{}", range_size - 1))
+            .set_if_match(etag.map(str::to_string))
+            .send()
+            .await;
+        let first = match first {
+            Ok(output) => output,
+            Err(e) => {
+                let failure = S3Failure::from_sdk(e);
+                // An empty object has no byte 0: S3 answers 416.
+                if failure.status == Some(416) {
+                    return self.get_empty(uri, etag).await;
+                }
+                return Err(changed_or(uri, etag, failure, get_error));
+            }
+        };
+        let current = first.e_tag().unwrap_or_default().to_string();
+        let size = match first.content_range().and_then(total_of_content_range) {
+            Some(total) => total,
+            // A server that ignores ranges sends the whole object.
+            None => first.content_length().unwrap_or(0).max(0) as u64,
+        };
+        let pin = etag
+            .map(str::to_string)
+            .or_else(|| (!current.is_empty()).then(|| current.clone()));
+        if size <= range_size || first.content_range().is_none() {
+            let inner = resuming_body(self.client.clone(), uri.clone(), pin, size, first.body);
+            return Ok(ObjectStream {
+                size,
+                etag: current,
+                inner,
+            });
+        }
+        let head = first.body;
+        let first_len = range_size;
+        let client = self.client.clone();
+        let target = uri.clone();
+        let starts = (first_len..size).step_by(range_size as usize);
+        let rest = stream::iter(starts)
+            .map(move |start| {
+                let client = client.clone();
+                let uri = target.clone();
+                let pin = pin.clone();
+                let end = (start + range_size).min(size);
+                async move {
+                    get_range(&client, &uri, start..end, pin.as_deref())
+                        .await
+                        .map_err(io::Error::other)
+                }
+            })
+            .buffered(self.read.in_flight);
+        let first_uri = uri.clone();
+        let first_chunk = stream::once(async move {
+            let bytes = head.collect().await.map_err(|e| {
+                io::Error::other(StorageError::GetObject {
+                    uri: first_uri.clone(),
+                    source: S3Failure::local(FailureKind::Connection, e.to_string()),
+                })
+            })?;
+            let bytes = bytes.into_bytes();
+            if bytes.len() as u64 != first_len {
+                return Err(io::Error::other(StorageError::BadResponse {
+                    uri: first_uri,
+                    detail: format!("asked for the first {first_len} bytes, got {}", bytes.len()),
+                }));
+            }
+            Ok(bytes)
+        });
+        Ok(ObjectStream {
+            size,
+            etag: current,
+            inner: first_chunk.chain(rest).boxed(),
+        })
+    }
+
+    /// An object whose first byte does not exist: empty, if a HEAD says so.
+    async fn get_empty(
+        &self,
+        uri: &S3Uri,
+        etag: Option<&str>,
+    ) -> Result<ObjectStream, StorageError> {
         let head = self
             .client
             .head_object()
@@ -66,62 +153,25 @@ impl Storage {
             .await
             .map_err(|e| changed_or(uri, etag, S3Failure::from_sdk(e), head_error))?;
         let size = head.content_length().unwrap_or(0).max(0) as u64;
-        let current = head.e_tag().unwrap_or_default().to_string();
-        if let Some(expected) = etag
-            && !current.is_empty()
-            && current != expected
-        {
-            return Err(StorageError::ObjectChanged {
+        if size != 0 {
+            return Err(StorageError::BadResponse {
                 uri: uri.clone(),
-                etag: expected.to_string(),
+                detail: format!(
+                    "a read from byte 0 was refused as out of range, yet the object has {size} bytes"
+                ),
             });
         }
-        let pin = etag
-            .map(str::to_string)
-            .or_else(|| (!current.is_empty()).then(|| current.clone()));
-
-        if size <= self.read.threshold {
-            let output = self
-                .client
-                .get_object()
-                .bucket(&uri.bucket)
-                .key(&uri.key)
-                .set_if_match(pin.clone())
-                .send()
-                .await
-                .map_err(|e| changed_or(uri, pin.as_deref(), S3Failure::from_sdk(e), get_error))?;
-            let inner = resuming_body(self.client.clone(), uri.clone(), pin, size, output.body);
-            return Ok(ObjectStream {
-                size,
-                etag: current,
-                inner,
-            });
-        }
-
-        let client = self.client.clone();
-        let uri = uri.clone();
-        let range_size = self.read.range_size;
-        let starts = (0..size).step_by(range_size as usize);
-        let inner = stream::iter(starts)
-            .map(move |start| {
-                let client = client.clone();
-                let uri = uri.clone();
-                let pin = pin.clone();
-                let end = (start + range_size).min(size);
-                async move {
-                    get_range(&client, &uri, start..end, pin.as_deref())
-                        .await
-                        .map_err(io::Error::other)
-                }
-            })
-            .buffered(self.read.in_flight)
-            .boxed();
         Ok(ObjectStream {
-            size,
-            etag: current,
-            inner,
+            size: 0,
+            etag: head.e_tag().unwrap_or_default().to_string(),
+            inner: stream::empty().boxed(),
         })
     }
+}
+
+/// The total size in a Content-Range header: `bytes 0-99/1234` -> 1234.
+fn total_of_content_range(range: &str) -> Option<u64> {
+    range.rsplit_once('/')?.1.trim().parse().ok()
 }
 
 impl Storage {

@@ -14,6 +14,7 @@ pub mod read_back;
 pub mod rejects;
 pub mod staged;
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,15 +73,56 @@ impl WorkerError {
 /// Tuning of one worker process.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerOptions {
-    /// Source objects processed at the same time.
+    /// Source objects processed at the same time, at most: small objects go this many at
+    /// a time, large ones fewer, as the memory budget allows (see [`InFlight`]).
     pub objects_in_flight: usize,
 }
 
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            objects_in_flight: 2,
+            objects_in_flight: 16,
         }
+    }
+}
+
+/// How many objects are worked on at once, sized by their size: each object holds a share
+/// of a memory budget while it is processed. A large object's share is what its output
+/// parts in flight and a few decoded batches take; the budget is two of those, so two
+/// large objects (or one large and many small, or many small) are in flight at a time.
+pub struct InFlight {
+    budget: tokio::sync::Semaphore,
+    large_mib: u32,
+}
+
+/// Decoded batches, decode chunks and encoder state of one object beside its output parts.
+const BATCH_MIB: u64 = 32;
+
+impl InFlight {
+    pub fn for_sink(part_size: u64, parts_in_flight: usize) -> InFlight {
+        let large = (part_size.saturating_mul(parts_in_flight as u64) >> 20) + BATCH_MIB;
+        let large_mib = u32::try_from(large).unwrap_or(u32::MAX / 2);
+        InFlight {
+            budget: tokio::sync::Semaphore::new(2 * large_mib as usize),
+            large_mib,
+        }
+    }
+
+    /// The share of an object of `size` bytes, in MiB: about four times its size (decoded,
+    /// encoded, buffered for a single PUT), at least 1, at most a large object's share.
+    pub fn share(&self, size: u64) -> u32 {
+        let estimate = size.saturating_mul(4).div_ceil(1 << 20).max(1);
+        u32::try_from(estimate)
+            .unwrap_or(u32::MAX)
+            .min(self.large_mib)
+    }
+
+    /// Waits for the share of an object of `size` bytes; it is given back when dropped.
+    pub async fn enter(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
+        self.budget
+            .acquire_many(self.share(size))
+            .await
+            .expect("the budget is never closed")
     }
 }
 
@@ -173,6 +215,26 @@ async fn shard(
         earlier,
         ..ShardProgress::default()
     }));
+    // Which objects have a done marker, from one listing instead of a GET per object; an
+    // object without one is not looked up. If the listing fails, every marker is read.
+    let markers = match storage.list(&layout.done_prefix()).await {
+        Ok(listed) => Some(
+            listed
+                .into_iter()
+                .map(|o| o.key)
+                .collect::<HashSet<String>>(),
+        ),
+        Err(error) => {
+            tracing::warn!(
+                shard = index,
+                "listing the done markers: {error}; reading each one instead"
+            );
+            None
+        }
+    };
+    let markers = &markers;
+    let in_flight = InFlight::for_sink(ctx.job.sink.part_size, ctx.job.sink.parts_in_flight);
+    let in_flight = &in_flight;
     let started = Instant::now();
     let reporter =
         spawn_progress_writer(storage.clone(), layout.clone(), progress.clone(), started);
@@ -184,7 +246,8 @@ async fn shard(
                 let layout = &layout;
                 let progress = progress.clone();
                 async move {
-                    let outcome = one_object(ctx, layout, &object, &progress).await;
+                    let _share = in_flight.enter(object.size).await;
+                    let outcome = one_object(ctx, layout, &object, &progress, markers).await;
                     (object, outcome)
                 }
             })
@@ -230,10 +293,15 @@ async fn one_object(
     layout: &RunLayout,
     object: &PlannedObject,
     progress: &Mutex<ShardProgress>,
+    markers: &Option<HashSet<String>>,
 ) -> ObjectOutcome {
     let task_key = object.task_key();
+    let listed = markers
+        .as_ref()
+        .is_none_or(|m| m.contains(&layout.done_marker(&task_key).key));
     // Resume: an object whose marker matches its ETag and the job's fingerprint is done.
-    if let Ok(Some(marker)) = read_marker(&ctx.storage, layout, &task_key).await
+    if listed
+        && let Ok(Some(marker)) = read_marker(&ctx.storage, layout, &task_key).await
         && marker.etag == object.etag
         && marker.fingerprint == ctx.fingerprint
     {
@@ -368,4 +436,31 @@ pub fn peak_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_objects_go_many_at_a_time_and_large_ones_two() {
+        // 16 MiB parts, 4 in flight: a large object's share is 64 + 32 MiB, the budget 192.
+        let in_flight = InFlight::for_sink(16 << 20, 4);
+        assert_eq!(in_flight.share(14_000), 1);
+        assert_eq!(in_flight.share(10 << 20), 40);
+        assert_eq!(in_flight.share(1 << 30), 96);
+        assert_eq!(in_flight.budget.available_permits(), 192);
+    }
+
+    #[tokio::test]
+    async fn a_third_large_object_waits_for_a_share() {
+        let in_flight = InFlight::for_sink(16 << 20, 4);
+        let a = in_flight.enter(1 << 30).await;
+        let _b = in_flight.enter(1 << 30).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), in_flight.enter(1 << 30)).await;
+        assert!(third.is_err(), "a third large object entered");
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(5), in_flight.enter(1 << 30)).await;
+        assert!(third.is_ok());
+    }
 }

@@ -391,7 +391,7 @@ pub async fn complete_multipart_upload(
         .and_then(|()| root.publish(&joined, &path));
         if let Err(e) = placed {
             let _ = std::fs::remove_file(&joined);
-            return Err(internal(e));
+            return Err(super::objects::key_and_prefix(e, &key));
         }
         remove_upload(&root, &bucket, &key, &upload).map_err(internal)?;
         Ok((etag, crc32c))

@@ -15,6 +15,23 @@ fn internal(error: io::Error) -> s3s::S3Error {
     s3_error!(error, InternalError)
 }
 
+/// An object is a file: a key cannot be an object and also continue with `/` into more
+/// keys. Writing one says so instead of failing as an internal error.
+pub fn key_and_prefix(error: io::Error, key: &str) -> s3s::S3Error {
+    match error.kind() {
+        io::ErrorKind::NotADirectory
+        | io::ErrorKind::IsADirectory
+        | io::ErrorKind::DirectoryNotEmpty => {
+            s3_error!(
+                InvalidArgument,
+                "the embedded server keeps each object as a file, so a key cannot also be the \
+                 prefix of other keys: {key} collides with an object or a prefix already stored"
+            )
+        }
+        _ => internal(error),
+    }
+}
+
 /// Runs blocking file work on the blocking pool.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> S3Result<T> + Send + 'static,
@@ -441,7 +458,7 @@ pub async fn put_object(
         .and_then(|()| root.publish(&tmp, &path));
         done.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            internal(e)
+            key_and_prefix(e, &key)
         })
     })
     .await?;

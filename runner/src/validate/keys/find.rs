@@ -38,7 +38,6 @@ impl Default for MergeOptions {
 /// Spills are read in modest ranges, one ahead, so memory stays `fan_in x` a few MiB
 /// however large a spill is and no connection idles while the merge works elsewhere.
 const SPILL_READS: ReadTuning = ReadTuning {
-    threshold: 1 << 20,
     range_size: 1 << 20,
     in_flight: 2,
 };
