@@ -182,6 +182,16 @@ impl Listed {
     }
 }
 
+fn holds_a_file(dir: &std::path::Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() || holds_a_file(&entry.path())? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn io_error(error: std::io::Error) -> s3s::S3Error {
     s3_error!(error, InternalError)
 }
@@ -250,8 +260,8 @@ impl S3 for Store {
             let dir = root
                 .bucket_path(&bucket)
                 .ok_or_else(|| s3_error!(NoSuchBucket))?;
-            let mut entries = std::fs::read_dir(dir).map_err(io_error)?;
-            if entries.next().is_some() {
+            // Directories left by deleted keys hold no object: only a file does.
+            if holds_a_file(&dir).map_err(io_error)? {
                 return Err(s3_error!(BucketNotEmpty));
             }
             Ok(())

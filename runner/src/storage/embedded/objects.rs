@@ -21,7 +21,8 @@ pub fn key_and_prefix(error: io::Error, key: &str) -> s3s::S3Error {
     match error.kind() {
         io::ErrorKind::NotADirectory
         | io::ErrorKind::IsADirectory
-        | io::ErrorKind::DirectoryNotEmpty => {
+        | io::ErrorKind::DirectoryNotEmpty
+        | io::ErrorKind::AlreadyExists => {
             s3_error!(
                 InvalidArgument,
                 "the embedded server keeps each object as a file, so a key cannot also be the \
