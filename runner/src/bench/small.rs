@@ -13,7 +13,7 @@ use crate::spec::size::human_bytes;
 /// Rows per object, about.
 const ROWS: usize = 100;
 /// Bytes of a taxi row, about.
-const ROW_BYTES: usize = 140;
+const ROW_BYTES: usize = 106;
 
 /// Writes `count` small CSV objects into `dir` unless exactly that many are there; returns
 /// their total size.

@@ -208,7 +208,7 @@ pub fn current_info(root: &Root, bucket: &str, key: &str, meta: &Metadata) -> io
         .object_path(bucket, key)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not an object key"))?;
     let info = Info {
-        etag: md5_of_file(&path)?,
+        etag: md5_of_file(&path, meta.len())?,
         checksum: Checksum::default(),
     };
     // A small file's MD5 costs less than writing it down: a listing of a million files
@@ -222,11 +222,13 @@ pub fn current_info(root: &Root, bucket: &str, key: &str, meta: &Metadata) -> io
 /// Files dropped in by hand up to this size get their ETag computed each time it is asked.
 const REMEMBER_ABOVE: u64 = 64 << 10;
 
-fn md5_of_file(path: &Path) -> io::Result<String> {
+/// The MD5 of a file of about `len` bytes, read in chunks of at most 1 MiB (a buffer no
+/// larger than the file: listing a million small files allocates no megabytes).
+pub fn md5_of_file(path: &Path, len: u64) -> io::Result<String> {
     use s3s::crypto::Checksum as _;
     let mut file = File::open(path)?;
     let mut md5 = s3s::crypto::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = vec![0u8; usize::try_from(len.clamp(1, 1 << 20)).unwrap_or(1 << 20)];
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {

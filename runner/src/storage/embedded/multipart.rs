@@ -192,7 +192,7 @@ fn parts_of(root: &Root, upload: &str) -> io::Result<Vec<(i32, PartRecord, std::
         let record = match std::fs::read(record_path(root, upload, number)) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(io::Error::other)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => PartRecord {
-                etag: md5_hex(&entry.path())?,
+                etag: meta::md5_of_file(&entry.path(), meta.len())?,
                 size: meta.len(),
                 crc32: None,
                 crc32c: None,
@@ -206,22 +206,6 @@ fn parts_of(root: &Root, upload: &str) -> io::Result<Vec<(i32, PartRecord, std::
     }
     parts.sort_by_key(|(n, ..)| *n);
     Ok(parts)
-}
-
-fn md5_hex(path: &std::path::Path) -> io::Result<String> {
-    use s3s::crypto::Checksum as _;
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path)?;
-    let mut md5 = s3s::crypto::Md5::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        md5.update(&buf[..n]);
-    }
-    Ok(hex::encode(md5.finalize()))
 }
 
 pub async fn list_parts(
