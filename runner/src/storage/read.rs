@@ -115,13 +115,14 @@ impl Storage {
             .buffered(self.read.in_flight);
         let first_uri = uri.clone();
         let first_chunk = stream::once(async move {
-            let bytes = head.collect().await.map_err(|e| {
-                io::Error::other(StorageError::GetObject {
-                    uri: first_uri.clone(),
-                    source: S3Failure::local(FailureKind::Connection, e.to_string()),
-                })
-            })?;
-            let bytes = bytes.into_bytes();
+            let bytes = collect_exactly(head, first_len as usize)
+                .await
+                .map_err(|e| {
+                    io::Error::other(StorageError::GetObject {
+                        uri: first_uri.clone(),
+                        source: S3Failure::local(FailureKind::Connection, e.to_string()),
+                    })
+                })?;
             if bytes.len() as u64 != first_len {
                 return Err(io::Error::other(StorageError::BadResponse {
                     uri: first_uri,
@@ -279,8 +280,8 @@ pub(super) async fn get_range(
             .send()
             .await
             .map_err(|e| changed_or(uri, etag, S3Failure::from_sdk(e), get_error))?;
-        match output.body.collect().await {
-            Ok(body) => break body.into_bytes(),
+        match collect_exactly(output.body, (range.end - range.start) as usize).await {
+            Ok(body) => break body,
             Err(e) if broken < BODY_RETRIES => {
                 broken += 1;
                 tracing::warn!(%uri, attempt = broken, "the body of a ranged read broke off ({e}); reading the range again");
@@ -307,6 +308,19 @@ pub(super) async fn get_range(
         });
     }
     Ok(bytes)
+}
+
+/// A response body read into one buffer of the expected size (no second copy of the
+/// chunks as `collect` + `into_bytes` would make).
+async fn collect_exactly(
+    mut body: ByteStream,
+    expected: usize,
+) -> Result<Bytes, aws_sdk_s3::primitives::ByteStreamError> {
+    let mut buffer = bytes::BytesMut::with_capacity(expected);
+    while let Some(chunk) = body.try_next().await? {
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer.freeze())
 }
 
 /// Times a response body that broke off is picked up again, in a row without progress,

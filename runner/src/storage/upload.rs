@@ -166,13 +166,23 @@ impl Upload {
         }
         self.crc = crc32c::crc32c_append(self.crc, &data);
         self.size += data.len() as u64;
-        self.buffer.extend_from_slice(&data);
         let part_size = self.opts.part_size as usize;
-        while self.buffer.len() >= part_size {
-            let part = self.buffer.split_to(part_size).freeze();
-            if let Err(e) = self.send_part(part).await {
-                self.fail().await;
-                return Err(e);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let take = (part_size - self.buffer.len()).min(rest.len());
+            grow_within(&mut self.buffer, take, part_size);
+            self.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buffer.len() == part_size {
+                // A part is its own allocation of exactly its size: parts in flight hold
+                // `part_size` each, not a shared buffer twice as large.
+                // The object is large: the next part gets its whole buffer at once.
+                let next = BytesMut::with_capacity(part_size);
+                let part = std::mem::replace(&mut self.buffer, next).freeze();
+                if let Err(e) = self.send_part(part).await {
+                    self.fail().await;
+                    return Err(e);
+                }
             }
         }
         Ok(())
@@ -607,6 +617,19 @@ impl SyncUploadWriter {
     }
 }
 
+/// Makes room for `more` bytes in a part buffer: growing by doubling (small objects stay
+/// small) but never past `limit`, the part size.
+fn grow_within(buffer: &mut BytesMut, more: usize, limit: usize) {
+    let needed = buffer.len() + more;
+    if needed <= buffer.capacity() {
+        return;
+    }
+    let capacity = needed.max(buffer.len() * 2).min(limit.max(needed));
+    let mut grown = BytesMut::with_capacity(capacity);
+    grown.extend_from_slice(buffer);
+    *buffer = grown;
+}
+
 fn upload_stopped() -> io::Error {
     io::Error::new(
         io::ErrorKind::BrokenPipe,
@@ -633,6 +656,24 @@ impl io::Write for SyncUploadWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_buffers_grow_by_doubling_up_to_the_part_size() {
+        let mut buffer = BytesMut::new();
+        grow_within(&mut buffer, 100, 1000);
+        assert!(buffer.capacity() >= 100);
+        buffer.extend_from_slice(&[1; 100]);
+        grow_within(&mut buffer, 300, 1000);
+        assert!(
+            buffer.capacity() >= 400 && buffer.capacity() < 1000,
+            "{}",
+            buffer.capacity()
+        );
+        buffer.extend_from_slice(&[2; 300]);
+        grow_within(&mut buffer, 600, 1000);
+        assert_eq!(buffer.capacity(), 1000);
+        assert_eq!(&buffer[..], [[1u8; 100].as_slice(), &[2; 300]].concat());
+    }
 
     #[test]
     fn checksums_in_s3_and_report_form() {
