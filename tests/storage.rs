@@ -676,3 +676,116 @@ async fn gc_aborts_stale_uploads_under_the_jobs_prefixes_only() {
         assert_eq!(left[0].0, "elsewhere/keep.bin");
     }
 }
+
+/// What completing a multipart upload refuses, as S3 does: a part smaller than 5 MiB that is
+/// not the last, an ETag that is not the part's, parts out of order; and an aborted upload is
+/// gone. Nothing becomes visible from a refused completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completing_an_upload_checks_its_parts_like_s3() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let client = storage.client();
+        let key = "checked/parts.bin";
+        let upload = client
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let id = upload.upload_id().unwrap().to_string();
+        let mut etags = Vec::new();
+        for (number, body) in [
+            (1, pattern(5 * MIB, 1)),
+            (2, pattern(5 * MIB, 2)),
+            (3, pattern(100, 3)),
+            (4, pattern(MIB, 4)),
+        ] {
+            let part = client
+                .upload_part()
+                .bucket(&bucket)
+                .key(key)
+                .upload_id(&id)
+                .part_number(number)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap();
+            etags.push(part.e_tag().unwrap().to_string());
+        }
+        let complete = |parts: Vec<(i32, String)>| {
+            let parts = parts
+                .into_iter()
+                .map(|(n, e)| CompletedPart::builder().part_number(n).e_tag(e).build())
+                .collect::<Vec<_>>();
+            client
+                .complete_multipart_upload()
+                .bucket(&bucket)
+                .key(key)
+                .upload_id(&id)
+                .multipart_upload(
+                    CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+        };
+        fn code(e: impl aws_sdk_s3::error::ProvideErrorMetadata) -> String {
+            e.code().unwrap_or_default().to_string()
+        }
+        // Part 3 is 100 bytes and not the last.
+        let small = complete(vec![(3, etags[2].clone()), (4, etags[3].clone())]).await;
+        assert_eq!(
+            code(small.unwrap_err()),
+            "EntityTooSmall",
+            "{}",
+            server.name
+        );
+        let wrong = complete(vec![(1, etags[1].clone()), (2, etags[1].clone())]).await;
+        assert_eq!(code(wrong.unwrap_err()), "InvalidPart", "{}", server.name);
+        // S3 refuses parts out of order; moto completes them (in the order listed).
+        if server.name == "embedded" {
+            let unordered = complete(vec![(2, etags[1].clone()), (1, etags[0].clone())]).await;
+            assert_eq!(code(unordered.unwrap_err()), "InvalidPartOrder");
+        }
+        let uri = S3Uri::new(&bucket, key);
+        assert_eq!(storage.head(&uri).await.unwrap(), None, "{}", server.name);
+        // Parts 2 and 4 make a valid object (numbers need not be consecutive).
+        complete(vec![(2, etags[1].clone()), (4, etags[3].clone())])
+            .await
+            .unwrap();
+        let mut want = pattern(5 * MIB, 2).to_vec();
+        want.extend_from_slice(&pattern(MIB, 4));
+        assert!(
+            read_all(&storage, &uri).await == want,
+            "{}: bytes differ",
+            server.name
+        );
+
+        let aborted = client
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key("checked/aborted.bin")
+            .send()
+            .await
+            .unwrap();
+        let aborted_id = aborted.upload_id().unwrap();
+        client
+            .abort_multipart_upload()
+            .bucket(&bucket)
+            .key("checked/aborted.bin")
+            .upload_id(aborted_id)
+            .send()
+            .await
+            .unwrap();
+        let listed = client
+            .list_parts()
+            .bucket(&bucket)
+            .key("checked/aborted.bin")
+            .upload_id(aborted_id)
+            .send()
+            .await;
+        assert_eq!(code(listed.unwrap_err()), "NoSuchUpload", "{}", server.name);
+    }
+}

@@ -146,16 +146,39 @@ spec:
     )
 }
 
+/// Where a scenario runs: the S3 it reaches and the embedded server's directory, where the
+/// generated data is written.
+pub struct Target {
+    pub storage: crate::storage::Storage,
+    pub endpoint: crate::storage::Endpoint,
+    /// The S3 is the embedded default, serving `dir`.
+    pub embedded: bool,
+    pub dir: std::path::PathBuf,
+}
+
+impl Target {
+    /// Fails unless the S3 is the embedded default.
+    pub fn require_embedded(&self, scenario: &str) -> anyhow::Result<()> {
+        if self.embedded {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "the {scenario} scenario runs on the embedded default only (unset AWS_ENDPOINT_URL and --endpoint)"
+            )
+        }
+    }
+}
+
 /// `sluice run` of a loaded job with `parallelism` workers, each pinned to `cpus` CPUs.
 pub async fn local_run(
-    conn: &crate::cli::connect::Connection,
+    target: &Target,
     loaded: &crate::spec::Loaded,
     parallelism: u32,
     cpus: Option<usize>,
 ) -> anyhow::Result<crate::run::LocalRun> {
     let options = crate::run::LocalRunOptions {
         program: std::env::current_exe()?,
-        env: conn.endpoint.env.clone(),
+        env: target.endpoint.env.clone(),
         parallelism: Some(parallelism),
         run_id: Some(format!(
             "{}-{}",
@@ -167,7 +190,7 @@ pub async fn local_run(
         resume: false,
         full: false,
     };
-    Ok(crate::run::run_locally(&conn.storage, loaded, options).await?)
+    Ok(crate::run::run_locally(&target.storage, loaded, options).await?)
 }
 
 #[cfg(test)]

@@ -424,7 +424,6 @@ impl Shared {
             Some(Fault::ResetGetBody | Fault::LoseCompleteAnswer) | None => {}
         }
         let tamper = req.method() == Method::GET
-            && !req.headers().contains_key("range")
             && self
                 .tampered
                 .lock()
@@ -432,7 +431,14 @@ impl Shared {
                 .iter()
                 .any(|p| path.starts_with(p));
         let (status, mut headers, mut body) = self.forward(req).await?;
-        if tamper && status == StatusCode::OK {
+        // A whole object, asked for whole or as a range from byte 0 that covers it all.
+        let whole = status == StatusCode::OK
+            || (status == StatusCode::PARTIAL_CONTENT
+                && headers
+                    .get(hyper::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(covers_all));
+        if tamper && whole {
             let text = body.strip_suffix(b"\n").unwrap_or(&body);
             let keep = text
                 .iter()
@@ -448,6 +454,10 @@ impl Shared {
                 headers.remove(name);
             }
             headers.insert(hyper::header::CONTENT_LENGTH, body.len().into());
+            if status == StatusCode::PARTIAL_CONTENT {
+                let range = format!("bytes 0-{}/{}", body.len().saturating_sub(1), body.len());
+                headers.insert(hyper::header::CONTENT_RANGE, range.parse().unwrap());
+            }
         }
         if fault == Some(Fault::LoseCompleteAnswer) {
             return Err(broken(
@@ -701,4 +711,15 @@ fn s3_error(status: StatusCode, code: &str, message: &str, resource: &str) -> Re
         format!("fault-{id:08}").parse().unwrap(),
     );
     response
+}
+
+/// `bytes 0-(n-1)/n`: a range answer that is the whole object.
+fn covers_all(content_range: &str) -> bool {
+    let Some(rest) = content_range.strip_prefix("bytes 0-") else {
+        return false;
+    };
+    let Some((last, total)) = rest.split_once('/') else {
+        return false;
+    };
+    matches!((last.parse::<u64>(), total.parse::<u64>()), (Ok(l), Ok(t)) if l + 1 == t)
 }

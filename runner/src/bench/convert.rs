@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use crate::bench::{
-    BUCKET, anchor, csv_to_parquet_job, decode_encode, local_run, taxi_schema, write_dataset,
+    BUCKET, Target, anchor, csv_to_parquet_job, decode_encode, local_run, taxi_schema,
+    write_dataset,
 };
-use crate::cli::connect::ConnectArgs;
 use crate::spec;
 use crate::spec::size::human_bytes;
 use crate::state::progress::ShardProgress;
@@ -19,9 +19,9 @@ pub struct ConvertOptions {
     pub anchors: bool,
 }
 
-pub fn run(connect: &ConnectArgs, options: &ConvertOptions) -> anyhow::Result<()> {
+pub async fn run(target: &Target, options: &ConvertOptions) -> anyhow::Result<()> {
     let name = format!("taxi-{}mib.csv", options.mib);
-    let path = connect.embedded_dir.join(BUCKET).join(&name);
+    let path = target.dir.join(BUCKET).join(&name);
     if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < (options.mib as u64) << 20 {
         eprintln!("generating {} ...", path.display());
         write_dataset(&path, options.mib << 20)?;
@@ -43,41 +43,36 @@ pub fn run(connect: &ConnectArgs, options: &ConvertOptions) -> anyhow::Result<()
         );
         alone.push(t.mb_per_second());
     }
-    let mut whole_run = Vec::new();
-    let mut endpoint = None;
-    crate::cli::runtime()?.block_on(async {
-        let conn = connect.connect(None).await?;
-        if options.end_to_end {
-            whole_run = end_to_end(&conn, &name, &path).await?;
-        }
-        if options.anchors {
-            println!("anchors, on the same file:");
-            let duckdb = anchor::run(
-                "duckdb_csv_to_parquet.py",
-                &["--json".into(), path.display().to_string()],
-                &[],
-            );
-            report_duckdb(&duckdb, size, &alone, &whole_run);
-            if conn.embedded.is_some() {
-                endpoint = Some(conn.endpoint.url.clone());
-                let polars = anchor::run(
-                    "polars_s3_csv_to_parquet.py",
-                    &[
-                        conn.endpoint.url.clone(),
-                        format!("s3://{BUCKET}/{name}"),
-                        format!(
-                            "s3://{BUCKET}-out/polars/{}.parquet",
-                            name.trim_end_matches(".csv")
-                        ),
-                    ],
-                    &conn.endpoint.env,
-                );
-                report_polars(&polars, size, &whole_run);
-            }
-        }
-        Ok::<_, anyhow::Error>(())
-    })?;
-    if endpoint.is_none() && options.anchors {
+    let whole_run = if options.end_to_end {
+        end_to_end(target, &name, &path).await?
+    } else {
+        Vec::new()
+    };
+    if !options.anchors {
+        return Ok(());
+    }
+    println!("anchors, on the same file:");
+    let duckdb = anchor::run(
+        "duckdb_csv_to_parquet.py",
+        &["--json".into(), path.display().to_string()],
+        &[],
+    );
+    report_duckdb(&duckdb, size, &alone, &whole_run);
+    if target.embedded {
+        let polars = anchor::run(
+            "polars_s3_csv_to_parquet.py",
+            &[
+                target.endpoint.url.clone(),
+                format!("s3://{BUCKET}/{name}"),
+                format!(
+                    "s3://{BUCKET}-out/polars/{}.parquet",
+                    name.trim_end_matches(".csv")
+                ),
+            ],
+            &target.endpoint.env,
+        );
+        report_polars(&polars, size, &whole_run);
+    } else {
         println!("  polars through S3: runs on the embedded default only");
     }
     Ok(())
@@ -151,23 +146,19 @@ fn report_polars(result: &Result<serde_json::Value, String>, size: u64, whole_ru
 
 /// `sluice run` of the one-object job, the worker pinned to 1 then 2 CPUs; returns the
 /// whole run's MB/s for each.
-async fn end_to_end(
-    conn: &crate::cli::connect::Connection,
-    name: &str,
-    path: &Path,
-) -> anyhow::Result<Vec<f64>> {
+async fn end_to_end(target: &Target, name: &str, path: &Path) -> anyhow::Result<Vec<f64>> {
     let job_yaml = csv_to_parquet_job("bench", &format!("s3://{BUCKET}/"), Some(name), 1);
     let loaded = spec::load_str(&job_yaml, "bench job", &[])?;
-    if conn.embedded.is_some() {
+    if target.embedded {
         let job = &loaded.job;
         for bucket in [BUCKET, &job.sink.uri.bucket, &job.state.bucket] {
-            conn.storage.create_bucket(bucket).await?;
+            target.storage.create_bucket(bucket).await?;
         }
     }
     let source = loaded.job.source.uri.join(name);
-    if conn.embedded.is_none() {
+    if !target.embedded {
         // Not the embedded server: upload the file so the run reads it from S3.
-        let mut upload = conn.storage.upload(
+        let mut upload = target.storage.upload(
             source.clone(),
             UploadOptions {
                 part_size: 16 << 20,
@@ -189,8 +180,8 @@ async fn end_to_end(
     println!("end to end (S3 -> worker -> S3 multipart, read back and verified):");
     let mut rates = Vec::new();
     for cpus in [1, 2] {
-        let run = local_run(conn, &loaded, 1, Some(cpus)).await?;
-        let progress: ShardProgress = conn
+        let run = local_run(target, &loaded, 1, Some(cpus)).await?;
+        let progress: ShardProgress = target
             .storage
             .get_bytes(&run.layout.progress(0))
             .await?

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::cli::connect::ConnectArgs;
+use crate::bench::Target;
 use crate::spec;
 use crate::storage::uri::S3Uri;
 
@@ -54,23 +54,20 @@ pub fn write_keys(dir: &Path, count: usize) -> std::io::Result<()> {
 }
 
 /// Runs the scenario over `count` keys.
-pub fn run(connect: &ConnectArgs, count: usize) -> anyhow::Result<()> {
+pub async fn run(target: &Target, count: usize) -> anyhow::Result<()> {
+    target.require_embedded("listing")?;
     let prefix = format!("n{count}");
-    let dir = connect.embedded_dir.join(BUCKET).join(&prefix);
+    let dir = target.dir.join(BUCKET).join(&prefix);
     eprintln!("writing {count} keys under {} (once) ...", dir.display());
     let started = Instant::now();
     write_keys(&dir, count)?;
     eprintln!("  ready in {:.1}s", started.elapsed().as_secs_f64());
-    crate::cli::runtime()?.block_on(async {
-        let conn = connect.connect(None).await?;
-        if conn.embedded.is_none() {
-            anyhow::bail!("the listing scenario runs on the embedded default only (unset AWS_ENDPOINT_URL and --endpoint)");
-        }
-        conn.storage.create_bucket(BUCKET).await?;
+    {
+        target.storage.create_bucket(BUCKET).await?;
         let uri = S3Uri::new(BUCKET.to_string(), format!("{prefix}/"));
         println!("{count} keys, 1,000 per directory, embedded default:");
         let started = Instant::now();
-        let listed = conn.storage.list(&uri).await?;
+        let listed = target.storage.list(&uri).await?;
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "  ListObjectsV2, pages of 1,000: {} keys in {seconds:.2}s ({:.0} keys/s)",
@@ -98,15 +95,19 @@ spec:
         );
         let loaded = spec::load_str(&yaml, "listing bench job", &[])?;
         for bucket in [&loaded.job.sink.uri.bucket, &loaded.job.state.bucket] {
-            conn.storage.create_bucket(bucket).await?;
+            target.storage.create_bucket(bucket).await?;
         }
         let run_id = crate::plan::new_run_id(&loaded.job.name, chrono::Utc::now());
         let started = Instant::now();
-        let plan = crate::run::start::make_plan(&conn.storage, &loaded.job, &run_id, false).await?;
+        let plan =
+            crate::run::start::make_plan(&target.storage, &loaded.job, &run_id, false).await?;
         let planned = started.elapsed().as_secs_f64();
         let layout = crate::state::RunLayout::new(&loaded.job.state, &loaded.job.name, &run_id);
         let body = serde_json::to_vec(&plan)?;
-        conn.storage.put_bytes(&layout.plan(), body.clone().into()).await?;
+        target
+            .storage
+            .put_bytes(&layout.plan(), body.clone().into())
+            .await?;
         let total = started.elapsed().as_secs_f64();
         println!(
             "  plan (list, select, balance into {} shards): {planned:.2}s; with the plan written ({}): {total:.2}s",
@@ -117,8 +118,8 @@ spec:
             "  peak RSS of this process (client and embedded server): {}",
             crate::spec::size::human_bytes(crate::worker::peak_rss_bytes())
         );
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

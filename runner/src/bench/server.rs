@@ -239,7 +239,7 @@ async fn small_latency(
 
 /// Runs the scenario on a server process of its own, serving a directory beside the
 /// embedded one, and prints the figures next to boto3's.
-pub fn report(embedded_dir: &Path, mib: usize, anchors: bool) -> anyhow::Result<()> {
+pub async fn report(embedded_dir: &Path, mib: usize, anchors: bool) -> anyhow::Result<()> {
     let dir: PathBuf = embedded_dir.with_file_name("bench-server");
     std::fs::create_dir_all(&dir)?;
     let server = ServerProcess::start(&dir)?;
@@ -247,7 +247,7 @@ pub fn report(embedded_dir: &Path, mib: usize, anchors: bool) -> anyhow::Result<
         "the embedded server alone (`sluice s3 serve` at {}):",
         server.url
     );
-    let figures = crate::cli::runtime()?.block_on(run(&server, &dir, mib, 500))?;
+    let figures = run(&server, &dir, mib, 500).await?;
     let line = |what: &str, m: &Measured| {
         let per_core = m
             .mb_per_server_core()

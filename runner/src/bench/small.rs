@@ -4,8 +4,7 @@
 
 use std::path::Path;
 
-use crate::bench::{BUCKET, anchor, csv_to_parquet_job, local_run};
-use crate::cli::connect::ConnectArgs;
+use crate::bench::{BUCKET, Target, anchor, csv_to_parquet_job, local_run};
 use crate::demo::{DatasetShape, generate_object};
 use crate::spec;
 use crate::spec::size::human_bytes;
@@ -42,26 +41,27 @@ pub fn write_small_objects(dir: &Path, count: usize) -> std::io::Result<u64> {
 }
 
 /// Runs the scenario: `count` objects, 2 shards, the job's default tuning.
-pub fn run(connect: &ConnectArgs, count: usize, anchors: bool) -> anyhow::Result<()> {
+pub async fn run(target: &Target, count: usize, anchors: bool) -> anyhow::Result<()> {
+    target.require_embedded("small-objects")?;
     let prefix = format!("small-{count}");
-    let dir = connect.embedded_dir.join(BUCKET).join(&prefix);
+    let dir = target.dir.join(BUCKET).join(&prefix);
     eprintln!("writing {count} small objects under {} ...", dir.display());
     let bytes = write_small_objects(&dir, count)?;
     println!(
         "{count} CSV objects of about {ROWS} rows ({} in all) -> typed Parquet, 2 shards, embedded default:",
         human_bytes(bytes)
     );
-    crate::cli::runtime()?.block_on(async {
-        let conn = connect.connect(None).await?;
-        if conn.embedded.is_none() {
-            anyhow::bail!("the small-objects scenario runs on the embedded default only (unset AWS_ENDPOINT_URL and --endpoint)");
-        }
+    {
         let yaml = csv_to_parquet_job("bench-small", &format!("s3://{BUCKET}/{prefix}/"), None, 2);
         let loaded = spec::load_str(&yaml, "small-objects bench job", &[])?;
-        for bucket in [BUCKET, &loaded.job.sink.uri.bucket, &loaded.job.state.bucket] {
-            conn.storage.create_bucket(bucket).await?;
+        for bucket in [
+            BUCKET,
+            &loaded.job.sink.uri.bucket,
+            &loaded.job.state.bucket,
+        ] {
+            target.storage.create_bucket(bucket).await?;
         }
-        let run = local_run(&conn, &loaded, 2, None).await?;
+        let run = local_run(target, &loaded, 2, None).await?;
         let rate = run.report.objects_done as f64 / run.report.seconds;
         println!(
             "  sluice run: {rate:>7.1} objects/s ({} objects, {} records in {:.2}s, exit {})",
@@ -79,16 +79,19 @@ pub fn run(connect: &ConnectArgs, count: usize, anchors: bool) -> anyhow::Result
             let boto3 = anchor::run(
                 "boto3_get_put.py",
                 &[
-                    conn.endpoint.url.clone(),
+                    target.endpoint.url.clone(),
                     format!("s3://{BUCKET}/{prefix}/"),
                     format!("s3://{BUCKET}-out/boto3-{prefix}/"),
                     "--threads".into(),
                     "16".into(),
                 ],
-                &conn.endpoint.env,
+                &target.endpoint.env,
             );
             match boto3 {
-                Ok(value) => match (anchor::number(&value, "objects"), anchor::number(&value, "seconds")) {
+                Ok(value) => match (
+                    anchor::number(&value, "objects"),
+                    anchor::number(&value, "seconds"),
+                ) {
                     (Some(objects), Some(seconds)) if seconds > 0.0 => {
                         let theirs = objects / seconds;
                         println!(
@@ -102,8 +105,8 @@ pub fn run(connect: &ConnectArgs, count: usize, anchors: bool) -> anyhow::Result
                 Err(why) => println!("  boto3: skipped: {why}"),
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 #[cfg(test)]

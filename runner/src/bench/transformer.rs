@@ -1,8 +1,7 @@
 //! `sluice bench transformer`: the cost of a transformer: the same CSV -> Parquet run over
 //! 64 MiB objects, directly and through an identity hpush transformer.
 
-use crate::bench::{BUCKET, local_run, write_dataset};
-use crate::cli::connect::ConnectArgs;
+use crate::bench::{BUCKET, Target, local_run, write_dataset};
 use crate::spec;
 
 /// Size of each object of the transformer benchmark.
@@ -10,9 +9,10 @@ const TRANSFORMER_OBJECT_MIB: usize = 64;
 
 /// The same conversion directly and through an identity hpush transformer, on the embedded
 /// server (the objects are written into its directory).
-pub fn run(connect: &ConnectArgs, mib: usize) -> anyhow::Result<()> {
+pub async fn run(target: &Target, mib: usize) -> anyhow::Result<()> {
+    target.require_embedded("transformer")?;
     let objects = (mib / TRANSFORMER_OBJECT_MIB).max(1);
-    let dir = connect.embedded_dir.join(BUCKET).join("tx");
+    let dir = target.dir.join(BUCKET).join("tx");
     for i in 0..objects {
         let path = dir.join(format!("part-{i:02}.csv"));
         if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
@@ -44,29 +44,29 @@ pub fn run(connect: &ConnectArgs, mib: usize) -> anyhow::Result<()> {
     println!(
         "transformer overhead: {objects} objects of {TRANSFORMER_OBJECT_MIB} MiB, CSV -> Parquet (schema inferred), one worker:"
     );
-    crate::cli::runtime()?.block_on(async {
-        let conn = connect.connect(None).await?;
-        if conn.embedded.is_none() {
-            anyhow::bail!("--transformer runs on the embedded server only (unset AWS_ENDPOINT_URL and --endpoint)");
-        }
-        conn.storage.create_bucket(BUCKET).await?;
-        conn.storage.create_bucket(&format!("{BUCKET}-out")).await?;
-        let mut rates = Vec::new();
-        for (label, yaml) in [("direct", direct), ("through identity hpush", through)] {
-            let loaded = spec::load_str(&yaml, "transformer bench job", &[])?;
-            let run = local_run(&conn, &loaded, 1, None).await?;
-            let rate = run.report.bytes as f64 / 1e6 / run.report.seconds;
-            println!(
-                "  {label:<24} {rate:>7.1} MB/s ({} records, {:.2}s, exit {})",
-                run.report.records.output,
-                run.report.seconds,
-                run.exit.code()
-            );
-            rates.push(rate);
-        }
-        println!("  through the transformer: {:.0}% of the direct throughput", rates[1] / rates[0] * 100.0);
-        Ok(())
-    })
+    target.storage.create_bucket(BUCKET).await?;
+    target
+        .storage
+        .create_bucket(&format!("{BUCKET}-out"))
+        .await?;
+    let mut rates = Vec::new();
+    for (label, yaml) in [("direct", direct), ("through identity hpush", through)] {
+        let loaded = spec::load_str(&yaml, "transformer bench job", &[])?;
+        let run = local_run(target, &loaded, 1, None).await?;
+        let rate = run.report.bytes as f64 / 1e6 / run.report.seconds;
+        println!(
+            "  {label:<24} {rate:>7.1} MB/s ({} records, {:.2}s, exit {})",
+            run.report.records.output,
+            run.report.seconds,
+            run.exit.code()
+        );
+        rates.push(rate);
+    }
+    println!(
+        "  through the transformer: {:.0}% of the direct throughput",
+        rates[1] / rates[0] * 100.0
+    );
+    Ok(())
 }
 
 fn transformer_job(name: &str, format: &str, transform: &str) -> String {

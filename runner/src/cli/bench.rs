@@ -44,19 +44,32 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let anchors = !args.no_anchors;
-    match args.scenario {
-        Scenario::Convert => bench::convert::run(
-            &args.connect,
-            &bench::convert::ConvertOptions {
-                mib: args.mib,
-                end_to_end: !args.no_end_to_end,
-                anchors,
-            },
-        )?,
-        Scenario::Transformer => bench::transformer::run(&args.connect, args.mib)?,
-        Scenario::Server => bench::server::report(&args.connect.embedded_dir, args.mib, anchors)?,
-        Scenario::Small => bench::small::run(&args.connect, args.objects, anchors)?,
-        Scenario::List => bench::listing::run(&args.connect, args.keys)?,
-    }
+    crate::cli::runtime()?.block_on(async {
+        if args.scenario == Scenario::Server {
+            // A server process of its own: no connection here.
+            return bench::server::report(&args.connect.embedded_dir, args.mib, anchors).await;
+        }
+        let conn = args.connect.connect(None).await?;
+        let target = bench::Target {
+            storage: conn.storage.clone(),
+            endpoint: conn.endpoint.clone(),
+            embedded: conn.embedded.is_some(),
+            dir: args.connect.embedded_dir.clone(),
+        };
+        match args.scenario {
+            Scenario::Convert => {
+                let options = bench::convert::ConvertOptions {
+                    mib: args.mib,
+                    end_to_end: !args.no_end_to_end,
+                    anchors,
+                };
+                bench::convert::run(&target, &options).await
+            }
+            Scenario::Transformer => bench::transformer::run(&target, args.mib).await,
+            Scenario::Small => bench::small::run(&target, args.objects, anchors).await,
+            Scenario::List => bench::listing::run(&target, args.keys).await,
+            Scenario::Server => unreachable!("handled above"),
+        }
+    })?;
     Ok(ExitCode::Done)
 }

@@ -97,6 +97,7 @@ impl Storage {
         }
         let head = first.body;
         let first_len = range_size;
+        let pin_first = pin.clone();
         let client = self.client.clone();
         let target = uri.clone();
         let starts = (first_len..size).step_by(range_size as usize);
@@ -113,23 +114,22 @@ impl Storage {
                 }
             })
             .buffered(self.read.in_flight);
-        let first_uri = uri.clone();
+        let (client, first_uri, first_pin) = (self.client.clone(), uri.clone(), pin_first);
         let first_chunk = stream::once(async move {
-            let bytes = collect_exactly(head, first_len as usize)
-                .await
-                .map_err(|e| {
-                    io::Error::other(StorageError::GetObject {
-                        uri: first_uri.clone(),
-                        source: S3Failure::local(FailureKind::Connection, e.to_string()),
-                    })
-                })?;
-            if bytes.len() as u64 != first_len {
-                return Err(io::Error::other(StorageError::BadResponse {
-                    uri: first_uri,
-                    detail: format!("asked for the first {first_len} bytes, got {}", bytes.len()),
-                }));
+            match collect_exactly(head, first_len as usize).await {
+                Ok(bytes) if bytes.len() as u64 == first_len => Ok(bytes),
+                // The body broke off (or came short): ask for the range again, pinned.
+                broken => {
+                    tracing::warn!(
+                        uri = %first_uri,
+                        "the first range of a read broke off ({:?}); reading it again",
+                        broken.err()
+                    );
+                    get_range(&client, &first_uri, 0..first_len, first_pin.as_deref())
+                        .await
+                        .map_err(io::Error::other)
+                }
             }
-            Ok(bytes)
         });
         Ok(ObjectStream {
             size,

@@ -192,6 +192,21 @@ pub fn whole(bytes: Bytes) -> StreamingBlob {
     StreamingBlob::wrap(futures::stream::iter([Ok::<_, io::Error>(bytes)]))
 }
 
+/// The `x-amz-checksum-*` headers of a PutObject or UploadPart input (they name them alike).
+macro_rules! checksum_headers {
+    ($input:expr) => {
+        s3s::dto::Checksum {
+            checksum_crc32: $input.checksum_crc32.clone(),
+            checksum_crc32c: $input.checksum_crc32c.clone(),
+            checksum_sha1: $input.checksum_sha1.clone(),
+            checksum_sha256: $input.checksum_sha256.clone(),
+            checksum_crc64nvme: $input.checksum_crc64nvme.clone(),
+            ..Default::default()
+        }
+    };
+}
+pub(crate) use checksum_headers;
+
 /// A hasher for the checksums a request carries (headers) or announces (algorithm, for
 /// a trailer).
 pub fn checksums_for(given: &Checksum, algorithm: Option<&str>) -> S3Result<ChecksumHasher> {

@@ -107,14 +107,7 @@ pub async fn upload_part(
         blocking(move || check_upload(&root, &upload, key.as_deref())).await?;
     }
     let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
-    let headers = Checksum {
-        checksum_crc32: input.checksum_crc32.clone(),
-        checksum_crc32c: input.checksum_crc32c.clone(),
-        checksum_sha1: input.checksum_sha1.clone(),
-        checksum_sha256: input.checksum_sha256.clone(),
-        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-        ..Default::default()
-    };
+    let headers = body::checksum_headers!(input);
     let with_md5 = input.content_md5.is_some();
     let digests = Digests {
         md5: with_md5,
@@ -322,19 +315,22 @@ pub async fn complete_multipart_upload(
             if_none_match.as_ref(),
         )?;
         let stored = parts_of(&root, &upload).map_err(internal)?;
+        // As S3 checks: the order of the list first, then each part, then the sizes.
+        let numbers = named
+            .iter()
+            .map(|p| {
+                p.part_number
+                    .ok_or_else(|| s3_error!(InvalidPart, "a part without a part number"))
+            })
+            .collect::<S3Result<Vec<i32>>>()?;
+        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "parts must be listed in ascending order"
+            ));
+        }
         let mut chosen = Vec::with_capacity(named.len());
-        let mut previous = 0;
-        for (i, part) in named.iter().enumerate() {
-            let number = part
-                .part_number
-                .ok_or_else(|| s3_error!(InvalidPart, "a part without a part number"))?;
-            if number <= previous {
-                return Err(s3_error!(
-                    InvalidPartOrder,
-                    "parts must be listed in ascending order"
-                ));
-            }
-            previous = number;
+        for (part, &number) in named.iter().zip(&numbers) {
             let Some((_, record, _)) = stored.iter().find(|(n, ..)| *n == number) else {
                 return Err(s3_error!(InvalidPart, "part {number} was not uploaded"));
             };
@@ -346,14 +342,17 @@ pub async fn complete_multipart_upload(
                     "part {number}: the ETag does not match"
                 ));
             }
-            if i + 1 < named.len() && record.size < MIN_PART {
-                return Err(s3_error!(
-                    EntityTooSmall,
-                    "part {number} is {} bytes; every part but the last must be at least 5 MiB",
-                    record.size
-                ));
-            }
             chosen.push((number, record.clone()));
+        }
+        if let Some((number, record)) = chosen[..chosen.len() - 1]
+            .iter()
+            .find(|(_, r)| r.size < MIN_PART)
+        {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "part {number} is {} bytes; every part but the last must be at least 5 MiB",
+                record.size
+            ));
         }
         let etag = multipart_etag(chosen.iter().map(|(_, r)| r.etag.as_str()))?;
         let crc32c = composite_crc32c(chosen.iter().map(|(_, r)| r.crc32c.as_deref()));

@@ -146,6 +146,72 @@ fn last_modified(meta: &std::fs::Metadata) -> Option<Timestamp> {
     meta.modified().ok().map(Timestamp::from)
 }
 
+/// Looks an object up off the request thread for a GET (`read_small`) or a HEAD.
+async fn find(
+    root: &Root,
+    bucket: &str,
+    key: &str,
+    conditions: (Option<ETagCondition>, Option<ETagCondition>),
+    range: Option<Range>,
+    read_small: bool,
+) -> S3Result<(Found, Span)> {
+    let root = root.clone();
+    let (bucket, key) = (bucket.to_string(), key.to_string());
+    blocking(move || {
+        look_up(
+            &root,
+            &bucket,
+            &key,
+            &Conditions {
+                if_match: conditions.0.as_ref(),
+                if_none_match: conditions.1.as_ref(),
+            },
+            range.as_ref(),
+            read_small,
+        )
+    })
+    .await
+}
+
+/// S3 returns the stored checksums only when asked, and only for the whole object.
+fn returned_checksum(found: &Found, span: &Span, mode: Option<&ChecksumMode>) -> Checksum {
+    let asked = mode.is_some_and(|m| m.as_str() == ChecksumMode::ENABLED);
+    if asked && span.len == found.meta.len() {
+        found.info.checksum.clone()
+    } else {
+        Checksum::default()
+    }
+}
+
+/// A GET's or HEAD's output: `$output { fields... }` plus what both say of the object.
+macro_rules! object_output {
+    ($output:ident { $($field:ident: $value:expr),* $(,)? }, $found:expr, $checksum:expr) => {{
+        let Found { meta, info, attributes, .. } = $found;
+        let checksum: Checksum = $checksum;
+        let expires = attributes.expires();
+        $output {
+            $($field: $value,)*
+            accept_ranges: Some("bytes".into()),
+            last_modified: last_modified(&meta),
+            e_tag: Some(ETag::Strong(info.etag)),
+            metadata: attributes.user_metadata,
+            content_encoding: attributes.content_encoding,
+            content_type: attributes.content_type,
+            content_disposition: attributes.content_disposition,
+            content_language: attributes.content_language,
+            cache_control: attributes.cache_control,
+            expires,
+            website_redirect_location: attributes.website_redirect_location,
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            ..Default::default()
+        }
+    }};
+}
+
 pub async fn get_object(
     root: &Root,
     req: S3Request<GetObjectInput>,
@@ -154,29 +220,18 @@ pub async fn get_object(
     if input.part_number.is_some() {
         return Err(s3_error!(NotImplemented, "GET of one part of an object"));
     }
-    let root2 = root.clone();
-    let (bucket, key) = (input.bucket.clone(), input.key.clone());
-    let (if_match, if_none_match, range) = (
-        input.if_match.clone(),
-        input.if_none_match.clone(),
+    let conditions = (input.if_match, input.if_none_match);
+    let (mut found, span) = find(
+        root,
+        &input.bucket,
+        &input.key,
+        conditions,
         input.range,
-    );
-    let (found, span) = blocking(move || {
-        look_up(
-            &root2,
-            &bucket,
-            &key,
-            &Conditions {
-                if_match: if_match.as_ref(),
-                if_none_match: if_none_match.as_ref(),
-            },
-            range.as_ref(),
-            true,
-        )
-    })
+        true,
+    )
     .await?;
-    let whole = span.len == found.meta.len();
-    let content_range = (range.is_some()).then(|| {
+    let checksum = returned_checksum(&found, &span, input.checksum_mode.as_ref());
+    let content_range = input.range.is_some().then(|| {
         format!(
             "bytes {}-{}/{}",
             span.start,
@@ -185,45 +240,19 @@ pub async fn get_object(
         )
     });
     let content_length = i64::try_from(span.len).map_err(|_| s3_error!(InternalError))?;
-    let body = match found.bytes {
+    let body = match found.bytes.take() {
         Some(bytes) => body::whole(bytes),
         None => body::stream_span(found.file, span),
     };
-    // S3 returns the stored checksums only when asked, and only for the whole object.
-    let checksum = if whole
-        && input
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-    {
-        found.info.checksum.clone()
-    } else {
-        Checksum::default()
-    };
-    let attributes = found.attributes;
-    let expires = attributes.expires();
-    Ok(S3Response::new(GetObjectOutput {
-        body: Some(body),
-        content_length: Some(content_length),
-        content_range,
-        accept_ranges: Some("bytes".into()),
-        last_modified: last_modified(&found.meta),
-        e_tag: Some(ETag::Strong(found.info.etag)),
-        metadata: attributes.user_metadata,
-        content_encoding: attributes.content_encoding,
-        content_type: attributes.content_type,
-        content_disposition: attributes.content_disposition,
-        content_language: attributes.content_language,
-        cache_control: attributes.cache_control,
-        expires,
-        website_redirect_location: attributes.website_redirect_location,
-        checksum_crc32: checksum.checksum_crc32,
-        checksum_crc32c: checksum.checksum_crc32c,
-        checksum_sha1: checksum.checksum_sha1,
-        checksum_sha256: checksum.checksum_sha256,
-        checksum_crc64nvme: checksum.checksum_crc64nvme,
-        ..Default::default()
-    }))
+    Ok(S3Response::new(object_output!(
+        GetObjectOutput {
+            body: Some(body),
+            content_length: Some(content_length),
+            content_range: content_range,
+        },
+        found,
+        checksum
+    )))
 }
 
 pub async fn head_object(
@@ -234,60 +263,25 @@ pub async fn head_object(
     if input.part_number.is_some() {
         return Err(s3_error!(NotImplemented, "HEAD of one part of an object"));
     }
-    let root2 = root.clone();
-    let (bucket, key) = (input.bucket.clone(), input.key.clone());
-    let (if_match, if_none_match, range) = (
-        input.if_match.clone(),
-        input.if_none_match.clone(),
+    let conditions = (input.if_match, input.if_none_match);
+    let (found, span) = find(
+        root,
+        &input.bucket,
+        &input.key,
+        conditions,
         input.range,
-    );
-    let (found, span) = blocking(move || {
-        look_up(
-            &root2,
-            &bucket,
-            &key,
-            &Conditions {
-                if_match: if_match.as_ref(),
-                if_none_match: if_none_match.as_ref(),
-            },
-            range.as_ref(),
-            false,
-        )
-    })
+        false,
+    )
     .await?;
-    let whole = span.len == found.meta.len();
-    let checksum = if whole
-        && input
-            .checksum_mode
-            .as_ref()
-            .is_some_and(|m| m.as_str() == ChecksumMode::ENABLED)
-    {
-        found.info.checksum.clone()
-    } else {
-        Checksum::default()
-    };
-    let attributes = found.attributes;
-    let expires = attributes.expires();
-    Ok(S3Response::new(HeadObjectOutput {
-        content_length: Some(i64::try_from(span.len).unwrap_or(i64::MAX)),
-        accept_ranges: Some("bytes".into()),
-        last_modified: last_modified(&found.meta),
-        e_tag: Some(ETag::Strong(found.info.etag)),
-        metadata: attributes.user_metadata,
-        content_encoding: attributes.content_encoding,
-        content_type: attributes.content_type,
-        content_disposition: attributes.content_disposition,
-        content_language: attributes.content_language,
-        cache_control: attributes.cache_control,
-        expires,
-        website_redirect_location: attributes.website_redirect_location,
-        checksum_crc32: checksum.checksum_crc32,
-        checksum_crc32c: checksum.checksum_crc32c,
-        checksum_sha1: checksum.checksum_sha1,
-        checksum_sha256: checksum.checksum_sha256,
-        checksum_crc64nvme: checksum.checksum_crc64nvme,
-        ..Default::default()
-    }))
+    let checksum = returned_checksum(&found, &span, input.checksum_mode.as_ref());
+    let content_length = i64::try_from(span.len).unwrap_or(i64::MAX);
+    Ok(S3Response::new(object_output!(
+        HeadObjectOutput {
+            content_length: Some(content_length),
+        },
+        found,
+        checksum
+    )))
 }
 
 /// The current ETag of an object, `None` if there is none.
@@ -355,17 +349,6 @@ pub fn bucket_must_exist(root: &Root, bucket: &str) -> S3Result<()> {
     }
 }
 
-pub fn sent_checksum_of_put(input: &PutObjectInput) -> Checksum {
-    Checksum {
-        checksum_crc32: input.checksum_crc32.clone(),
-        checksum_crc32c: input.checksum_crc32c.clone(),
-        checksum_sha1: input.checksum_sha1.clone(),
-        checksum_sha256: input.checksum_sha256.clone(),
-        checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-        ..Default::default()
-    }
-}
-
 /// A PUT of a whole object (not a directory marker: those go to s3s-fs).
 pub async fn put_object(
     root: &Root,
@@ -400,7 +383,7 @@ pub async fn put_object(
         .await?;
     }
     let body = input.body.take().ok_or_else(|| s3_error!(IncompleteBody))?;
-    let headers = sent_checksum_of_put(&input);
+    let headers = body::checksum_headers!(input);
     let digests = Digests {
         md5: true,
         xxh3: false,
