@@ -97,19 +97,62 @@ pub async fn write_body(body: StreamingBlob, path: PathBuf, digests: Digests) ->
     })
 }
 
+/// Reads a small body whole (its Content-Length says it is small): written in the same
+/// blocking call as the rest of its PUT, with [`write_bytes`].
+pub async fn read_small(body: StreamingBlob, len: usize) -> S3Result<Bytes> {
+    let mut body = body;
+    let mut buf = BytesMut::with_capacity(len);
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| s3_error!(IncompleteBody, "reading the request body: {e}"))?;
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Writes `bytes` to `path` computing `digests`, on the calling (blocking) thread.
+pub fn write_bytes(path: &Path, bytes: &[u8], digests: Digests) -> io::Result<Written> {
+    let mut hashing = Hashing::new(digests);
+    hashing.update(bytes);
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    let meta = file.metadata()?;
+    Ok(hashing.finish(bytes.len() as u64, meta))
+}
+
+impl Hashing {
+    fn new(digests: Digests) -> Hashing {
+        Hashing {
+            md5: digests.md5.then(s3s::crypto::Md5::new),
+            xxh3: digests
+                .xxh3
+                .then(|| Box::new(xxhash_rust::xxh3::Xxh3::new())),
+            checksums: digests.checksums,
+        }
+    }
+
+    fn finish(self, size: u64, meta: std::fs::Metadata) -> Written {
+        Written {
+            size,
+            md5: self.md5.map(|m| {
+                let mut out = [0u8; 16];
+                out.copy_from_slice(m.finalize().as_ref());
+                out
+            }),
+            xxh3: self.xxh3.map(|x| x.digest128().to_be_bytes()),
+            checksum: self.checksums.finalize(),
+            meta,
+        }
+    }
+}
+
 fn write_chunks(
     path: &Path,
     mut rx: mpsc::Receiver<Bytes>,
     digests: Digests,
 ) -> io::Result<Written> {
     let mut file = File::create(path)?;
-    let mut hashing = Hashing {
-        md5: digests.md5.then(s3s::crypto::Md5::new),
-        xxh3: digests
-            .xxh3
-            .then(|| Box::new(xxhash_rust::xxh3::Xxh3::new())),
-        checksums: digests.checksums,
-    };
+    let mut hashing = Hashing::new(digests);
     let mut buf = BytesMut::with_capacity(CHUNK);
     let mut size = 0u64;
     while let Some(chunk) = rx.blocking_recv() {
@@ -127,17 +170,7 @@ fn write_chunks(
     }
     file.write_all(&buf)?;
     let meta = file.metadata()?;
-    Ok(Written {
-        size,
-        md5: hashing.md5.map(|m| {
-            let mut out = [0u8; 16];
-            out.copy_from_slice(m.finalize().as_ref());
-            out
-        }),
-        xxh3: hashing.xxh3.map(|x| x.digest128().to_be_bytes()),
-        checksum: hashing.checksums.finalize(),
-        meta,
-    })
+    Ok(hashing.finish(size, meta))
 }
 
 /// The part of a file a GET returns.

@@ -19,11 +19,11 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(fs: FileSystem, dir: PathBuf) -> Store {
-        Store {
+    pub fn new(fs: FileSystem, dir: PathBuf) -> std::io::Result<Store> {
+        Ok(Store {
             fs,
-            root: Root::new(dir),
-        }
+            root: Root::open(dir)?,
+        })
     }
 
     /// Removes what is recorded of a deleted object, so that a file put there later by

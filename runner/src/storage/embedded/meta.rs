@@ -42,9 +42,36 @@ fn b64(s: &str) -> String {
     BASE64_URL_SAFE_NO_PAD.encode(s)
 }
 
+/// Temporary files are spread over this many directories: creating and renaming files takes
+/// a lock on their directory, and concurrent PUTs should not all wait for one.
+const TEMP_SHARDS: u64 = 16;
+
+/// Where this process keeps its temporary files, below the served directory.
+fn temp_dir(dir: &Path) -> PathBuf {
+    dir.join(".sluice-tmp").join(std::process::id().to_string())
+}
+
 impl Root {
-    pub fn new(dir: PathBuf) -> Root {
-        Root { dir }
+    /// The served directory. Temporary files left by a process that is gone are removed;
+    /// this process's temporary directories are made.
+    pub fn open(dir: PathBuf) -> io::Result<Root> {
+        let base = dir.join(".sluice-tmp");
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            for entry in entries.flatten() {
+                let alive = entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|pid| Path::new("/proc").join(pid).exists());
+                if !alive {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let temp = temp_dir(&dir);
+        for shard in 0..TEMP_SHARDS {
+            std::fs::create_dir_all(temp.join(shard.to_string()))?;
+        }
+        Ok(Root { dir })
     }
 
     pub fn dir(&self) -> &Path {
@@ -85,14 +112,13 @@ impl Root {
         ))
     }
 
-    /// A temporary file in the served directory, named so that s3s-fs removes it at start
-    /// if a crash left it behind.
+    /// A temporary file of this process (removed by the next server over this directory if
+    /// a crash leaves it behind).
     pub fn temp_path(&self) -> PathBuf {
         let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.dir.join(format!(
-            ".tmp.sluice-{}-{n}.internal.part",
-            std::process::id()
-        ))
+        temp_dir(&self.dir)
+            .join((n % TEMP_SHARDS).to_string())
+            .join(n.to_string())
     }
 
     /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -305,7 +331,12 @@ pub fn load_attributes(path: &Path) -> io::Result<Attributes> {
 /// Saves the attributes, or removes a stale file when there are none.
 pub fn save_attributes(root: &Root, path: &Path, attributes: &Attributes) -> io::Result<()> {
     if attributes.is_empty() {
-        return remove_if_present(path);
+        // Looking costs no lock on the directory; an unlink of nothing would.
+        return if path.exists() {
+            remove_if_present(path)
+        } else {
+            Ok(())
+        };
     }
     root.write_atomically(
         path,
@@ -327,7 +358,7 @@ mod tests {
     #[test]
     fn a_file_changed_outside_s3_gets_the_md5_of_its_new_content() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().to_path_buf());
+        let root = Root::open(dir.path().to_path_buf()).unwrap();
         let path = root.object_path("b", "k/x.csv").unwrap();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, b"hello").unwrap();
@@ -342,7 +373,9 @@ mod tests {
 
     #[test]
     fn keys_that_leave_the_bucket_are_not_objects() {
-        let root = Root::new(PathBuf::from("/srv"));
+        let root = Root {
+            dir: PathBuf::from("/srv"),
+        };
         assert!(root.object_path("b", "../x").is_none());
         assert!(root.object_path("b", "/etc/passwd").is_none());
         assert!(root.object_path("b/c", "x").is_none());
@@ -356,7 +389,7 @@ mod tests {
     #[test]
     fn attributes_without_values_leave_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let root = Root::new(dir.path().to_path_buf());
+        let root = Root::open(dir.path().to_path_buf()).unwrap();
         let path = root.attributes_path("b", "k", None);
         let typed = Attributes {
             content_type: Some("text/csv".into()),

@@ -54,7 +54,7 @@ impl EmbeddedServer {
         let fs =
             FileSystem::new(dir).map_err(|e| failed(std::io::Error::other(format!("{e:?}"))))?;
         let root = dir.canonicalize().map_err(failed)?;
-        let store = Store::new(fs, root.clone());
+        let store = Store::new(fs, root.clone()).map_err(failed)?;
         let service = {
             let mut builder = S3ServiceBuilder::new(store);
             builder.set_auth(SimpleAuth::from_single(

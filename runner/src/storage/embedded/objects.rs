@@ -349,6 +349,12 @@ pub fn bucket_must_exist(root: &Root, bucket: &str) -> S3Result<()> {
     }
 }
 
+/// A PUT's body: small and in memory, or already written to its temporary file.
+enum Body {
+    Small(bytes::Bytes, Digests),
+    Written(body::Written),
+}
+
 /// A PUT of a whole object (not a directory marker: those go to s3s-fs).
 pub async fn put_object(
     root: &Root,
@@ -367,7 +373,9 @@ pub async fn put_object(
             input.key
         )
     })?;
-    {
+    // Conditions are checked before the body is read; without any, the bucket is checked
+    // in the same call that publishes the object.
+    if input.if_match.is_some() || input.if_none_match.is_some() {
         let (root, bucket, key) = (root.clone(), input.bucket.clone(), input.key.clone());
         let (if_match, if_none_match) = (input.if_match.clone(), input.if_none_match.clone());
         blocking(move || {
@@ -393,22 +401,17 @@ pub async fn put_object(
         )?,
     };
     let tmp = root.temp_path();
-    let written = body::write_body(body, tmp.clone(), digests).await?;
-    let sent = body::sent_checksums(headers, req.trailing_headers)?;
-    let checked = body::verify_md5(
-        input.content_md5.as_deref(),
-        written.md5.as_ref(),
-        &input.key,
-    )
-    .and_then(|()| body::verify(&sent, &written.checksum, &input.key));
-    if let Err(e) = checked {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let info = Info {
-        etag: hex::encode(written.md5.unwrap_or_default()),
-        checksum: written.checksum,
+    // A small body is read whole and written in the one blocking call of its PUT; a large
+    // one streams to its file as it arrives.
+    let small = input
+        .content_length
+        .and_then(|n| usize::try_from(n).ok())
+        .filter(|n| *n as u64 <= SMALL);
+    let body = match small {
+        Some(len) => Body::Small(body::read_small(body, len).await?, digests),
+        None => Body::Written(body::write_body(body, tmp.clone(), digests).await?),
     };
+    let sent = body::sent_checksums(headers, req.trailing_headers)?;
     let mut attributes = Attributes {
         user_metadata: input.metadata,
         content_encoding: input.content_encoding,
@@ -420,31 +423,48 @@ pub async fn put_object(
         website_redirect_location: input.website_redirect_location,
     };
     attributes.set_expires(input.expires);
-    let output = PutObjectOutput {
-        e_tag: Some(ETag::Strong(info.etag.clone())),
-        checksum_crc32: info.checksum.checksum_crc32.clone(),
-        checksum_crc32c: info.checksum.checksum_crc32c.clone(),
-        checksum_sha1: info.checksum.checksum_sha1.clone(),
-        checksum_sha256: info.checksum.checksum_sha256.clone(),
-        checksum_crc64nvme: info.checksum.checksum_crc64nvme.clone(),
-        size: i64::try_from(written.size).ok(),
-        ..Default::default()
-    };
     let root = root.clone();
-    let (bucket, key) = (input.bucket, input.key);
-    blocking(move || {
-        let done = meta::save_attributes(
+    let (bucket, key, content_md5) = (input.bucket, input.key, input.content_md5);
+    let written = blocking(move || {
+        let discard = |e: s3s::S3Error| {
+            let _ = std::fs::remove_file(&tmp);
+            e
+        };
+        let written = match body {
+            Body::Small(bytes, digests) => {
+                body::write_bytes(&tmp, &bytes, digests).map_err(|e| discard(internal(e)))?
+            }
+            Body::Written(written) => written,
+        };
+        body::verify_md5(content_md5.as_deref(), written.md5.as_ref(), &key)
+            .and_then(|()| body::verify(&sent, &written.checksum, &key))
+            .and_then(|()| bucket_must_exist(&root, &bucket))
+            .map_err(discard)?;
+        let info = Info {
+            etag: hex::encode(written.md5.unwrap_or_default()),
+            checksum: written.checksum.clone(),
+        };
+        meta::save_attributes(
             &root,
             &root.attributes_path(&bucket, &key, None),
             &attributes,
         )
         .and_then(|()| meta::save_info(&root, &bucket, &key, &info, &written.meta))
-        .and_then(|()| root.publish(&tmp, &path));
-        done.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            key_and_prefix(e, &key)
-        })
+        .and_then(|()| root.publish(&tmp, &path))
+        .map_err(|e| discard(key_and_prefix(e, &key)))?;
+        Ok(written)
     })
     .await?;
+    let checksum = written.checksum;
+    let output = PutObjectOutput {
+        e_tag: Some(ETag::Strong(hex::encode(written.md5.unwrap_or_default()))),
+        checksum_crc32: checksum.checksum_crc32,
+        checksum_crc32c: checksum.checksum_crc32c,
+        checksum_sha1: checksum.checksum_sha1,
+        checksum_sha256: checksum.checksum_sha256,
+        checksum_crc64nvme: checksum.checksum_crc64nvme,
+        size: i64::try_from(written.size).ok(),
+        ..Default::default()
+    };
     Ok(S3Response::new(output))
 }
