@@ -351,8 +351,8 @@ pub fn bucket_must_exist(root: &Root, bucket: &str) -> S3Result<()> {
 
 /// A PUT's body: small and in memory, or already written to its temporary file.
 enum Body {
-    Small(bytes::Bytes, Digests),
-    Written(body::Written),
+    Small(bytes::Bytes, Box<Digests>),
+    Written(Box<body::Written>),
 }
 
 /// A PUT of a whole object (not a directory marker: those go to s3s-fs).
@@ -408,8 +408,10 @@ pub async fn put_object(
         .and_then(|n| usize::try_from(n).ok())
         .filter(|n| *n as u64 <= SMALL);
     let body = match small {
-        Some(len) => Body::Small(body::read_small(body, len).await?, digests),
-        None => Body::Written(body::write_body(body, tmp.clone(), digests).await?),
+        Some(len) => Body::Small(body::read_small(body, len).await?, Box::new(digests)),
+        None => Body::Written(Box::new(
+            body::write_body(body, tmp.clone(), digests).await?,
+        )),
     };
     let sent = body::sent_checksums(headers, req.trailing_headers)?;
     let mut attributes = Attributes {
@@ -432,9 +434,9 @@ pub async fn put_object(
         };
         let written = match body {
             Body::Small(bytes, digests) => {
-                body::write_bytes(&tmp, &bytes, digests).map_err(|e| discard(internal(e)))?
+                body::write_bytes(&tmp, &bytes, *digests).map_err(|e| discard(internal(e)))?
             }
-            Body::Written(written) => written,
+            Body::Written(written) => *written,
         };
         body::verify_md5(content_md5.as_deref(), written.md5.as_ref(), &key)
             .and_then(|()| body::verify(&sent, &written.checksum, &key))
