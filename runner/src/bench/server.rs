@@ -181,9 +181,12 @@ pub async fn run(
         Ok(bytes)
     })
     .await?;
+    // An earlier run's object is deleted first: replacing it would count freeing its pages.
+    let put_uri = S3Uri::new(bucket.to_string(), format!("put-{mib}mib.bin"));
+    storage.delete(&put_uri).await?;
     let put = measured(pid, async {
         let mut upload = storage.upload(
-            S3Uri::new(bucket.to_string(), format!("put-{mib}mib.bin")),
+            put_uri.clone(),
             UploadOptions {
                 part_size: 16 << 20,
                 parts_in_flight: 4,
