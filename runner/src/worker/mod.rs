@@ -254,7 +254,8 @@ async fn shard(
             .buffer_unordered(options.objects_in_flight.max(1))
             .collect()
             .await;
-    reporter.abort();
+    // Stopped, not aborted: a write it has in flight lands before the final one, never after.
+    reporter.stop().await;
 
     let mut code = ExitCode::Done;
     for (object, outcome) in &results {
@@ -402,14 +403,29 @@ fn rate(bytes: u64, started: Instant) -> f64 {
     bytes as f64 / started.elapsed().as_secs_f64().max(1e-3)
 }
 
+/// The task writing a shard's progress every `PROGRESS_EVERY`.
+struct ProgressWriter {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProgressWriter {
+    /// Stops the task after the write it may have in flight.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 fn spawn_progress_writer(
     storage: Storage,
     layout: RunLayout,
     progress: Arc<Mutex<ShardProgress>>,
     started: Instant,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
+) -> ProgressWriter {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        while !*stopped.borrow() {
             let snapshot = {
                 let mut p = progress.lock().expect("not poisoned");
                 p.updated = Some(Utc::now());
@@ -420,9 +436,13 @@ fn spawn_progress_writer(
             if let Err(error) = write_progress(&storage, &layout, &snapshot).await {
                 tracing::warn!(error = %error_chain(&error), "writing progress failed");
             }
-            tokio::time::sleep(PROGRESS_EVERY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+                _ = stopped.changed() => break,
+            }
         }
-    })
+    });
+    ProgressWriter { stop, task }
 }
 
 /// This process's peak resident set size in bytes (0 where /proc is not available).
