@@ -166,26 +166,35 @@ pub async fn upload_part(
     Ok(S3Response::new(output))
 }
 
-/// The parts of an upload in order, with their records (a part written by s3s-fs, by
-/// UploadPartCopy, gets its MD5 as ETag).
-fn parts_of(root: &Root, upload: &str) -> io::Result<Vec<(i32, PartRecord, std::fs::Metadata)>> {
+/// The numbers of an upload's stored parts, in order: one read of the served directory.
+fn part_numbers(root: &Root, upload: &str) -> io::Result<Vec<i32>> {
     let prefix = format!(".upload_id-{upload}.part-");
-    let mut parts = Vec::new();
+    let mut numbers = Vec::new();
     for entry in std::fs::read_dir(root.dir())? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(number) = name
+        let name = entry?.file_name();
+        if let Some(number) = name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
             .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let meta = entry.metadata()?;
+        {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// The parts of an upload in order, with their records (a part written by s3s-fs, by
+/// UploadPartCopy, gets its MD5 as ETag).
+fn parts_of(root: &Root, upload: &str) -> io::Result<Vec<(i32, PartRecord, std::fs::Metadata)>> {
+    let mut parts = Vec::new();
+    for number in part_numbers(root, upload)? {
+        let path = part_path(root, upload, number);
+        let meta = std::fs::metadata(&path)?;
         let record = match std::fs::read(record_path(root, upload, number)) {
             Ok(raw) => serde_json::from_slice(&raw).map_err(io::Error::other)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => PartRecord {
-                etag: meta::md5_of_file(&entry.path(), meta.len())?,
+                etag: meta::md5_of_file(&path, meta.len())?,
                 size: meta.len(),
                 crc32: None,
                 crc32c: None,
@@ -197,7 +206,6 @@ fn parts_of(root: &Root, upload: &str) -> io::Result<Vec<(i32, PartRecord, std::
         };
         parts.push((number, record, meta));
     }
-    parts.sort_by_key(|(n, ..)| *n);
     Ok(parts)
 }
 
@@ -250,18 +258,17 @@ pub async fn list_parts(
     }))
 }
 
-/// Removes an upload's parts, their records, its attributes and its record.
-fn remove_upload(root: &Root, bucket: &str, key: &str, upload: &str) -> io::Result<()> {
-    let prefix = format!(".upload_id-{upload}.part-");
-    for entry in std::fs::read_dir(root.dir())? {
-        let entry = entry?;
-        if entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix))
-        {
-            meta::remove_if_present(&entry.path())?;
-        }
+/// Removes an upload's parts (`numbers`), their records, its attributes and its record.
+fn remove_upload(
+    root: &Root,
+    bucket: &str,
+    key: &str,
+    upload: &str,
+    numbers: &[i32],
+) -> io::Result<()> {
+    for &number in numbers {
+        meta::remove_if_present(&part_path(root, upload, number))?;
+        meta::remove_if_present(&record_path(root, upload, number))?;
     }
     meta::remove_if_present(&root.attributes_path(bucket, key, Some(upload)))?;
     meta::remove_if_present(&root.dir().join(format!(".upload-{upload}.json")))
@@ -276,7 +283,9 @@ pub async fn abort_multipart_upload(
     let root = root.clone();
     blocking(move || {
         check_upload(&root, &input.upload_id, key.as_deref())?;
-        remove_upload(&root, &input.bucket, &input.key, &input.upload_id).map_err(internal)
+        let numbers = part_numbers(&root, &input.upload_id).map_err(internal)?;
+        remove_upload(&root, &input.bucket, &input.key, &input.upload_id, &numbers)
+            .map_err(internal)
     })
     .await?;
     Ok(S3Response::new(AbortMultipartUploadOutput::default()))
@@ -357,7 +366,7 @@ pub async fn complete_multipart_upload(
         let etag = multipart_etag(chosen.iter().map(|(_, r)| r.etag.as_str()))?;
         let crc32c = composite_crc32c(chosen.iter().map(|(_, r)| r.crc32c.as_deref()));
         let joined = join_parts(&root, &upload, &chosen).map_err(internal)?;
-        let meta = joined_meta(&joined)?;
+        let meta = std::fs::metadata(&joined).map_err(internal)?;
         let info = Info {
             etag: etag.clone(),
             checksum: Checksum::default(),
@@ -376,7 +385,9 @@ pub async fn complete_multipart_upload(
             let _ = std::fs::remove_file(&joined);
             return Err(super::objects::key_and_prefix(e, &key));
         }
-        remove_upload(&root, &bucket, &key, &upload).map_err(internal)?;
+        // Every stored part goes, those left out of the object too (the first was moved).
+        let numbers: Vec<i32> = stored.iter().map(|(n, ..)| *n).collect();
+        remove_upload(&root, &bucket, &key, &upload, &numbers).map_err(internal)?;
         Ok((etag, crc32c))
     })
     .await?;
@@ -385,10 +396,6 @@ pub async fn complete_multipart_upload(
         checksum_crc32c,
         ..Default::default()
     }))
-}
-
-fn joined_meta(path: &std::path::Path) -> S3Result<std::fs::Metadata> {
-    std::fs::metadata(path).map_err(internal)
 }
 
 /// S3's ETag of a multipart object: the MD5 of the parts' digests, then `-<parts>`.
