@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["kubernetes", "pod"],
     &["run"],
     &["task"],
+    &["pipeline"],
     &["schedule"],
     &["demo"],
     &["bench"],

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod exit;
 pub mod format;
 pub mod kubernetes;
+pub mod pipeline;
 pub mod plan;
 pub mod pod;
 pub mod run;

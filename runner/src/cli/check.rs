@@ -9,7 +9,7 @@ use crate::spec::{self, Job};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// Job files, task definitions or schedules to check. Each problem prints as FILE:LINE:COLUMN: FIELD: MESSAGE.
+    /// Job files, task definitions, schedules or pipelines to check. Each problem prints as FILE:LINE:COLUMN: FIELD: MESSAGE.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Set a param for `{{ params.NAME }}` templates, replacing or adding to spec.params.
@@ -27,6 +27,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         let checked = match spec::kind_of(file).as_deref() {
             Some(spec::task::KIND) => check_task(file),
             Some(spec::schedule::KIND) => check_schedule(file),
+            Some(spec::pipeline::KIND) => crate::cli::pipeline::check(file, &args.params),
             _ => check_job(file, &args.params, &runtime),
         };
         match checked {
@@ -86,6 +87,7 @@ fn check_schedule(file: &Path) -> anyhow::Result<String> {
     let target = match &fire.target {
         FireTarget::Job(loaded) => format!("job {}", loaded.job.name),
         FireTarget::Task { def, .. } => format!("task {}", def.family),
+        FireTarget::Pipeline(pipeline) => format!("pipeline {}", pipeline.name),
     };
     Ok(format!(
         "schedule {}: {target}, next {}",

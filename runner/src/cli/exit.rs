@@ -60,6 +60,8 @@ fn stated_code(cause: &(dyn std::error::Error + 'static)) -> Option<ExitCode> {
         crate::pod::PodRunError,
         crate::task::TaskError,
         crate::schedule::fire::FireError,
+        crate::pipeline::PipelineError,
+        crate::pipeline::ExecuteError,
         crate::plan::PlanError,
         crate::format::DecodeError,
         crate::format::EncodeError,

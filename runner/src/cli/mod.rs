@@ -12,6 +12,7 @@ pub mod demo;
 mod exit;
 pub mod gc;
 pub mod logs;
+pub mod pipeline;
 pub mod plan;
 pub mod render;
 pub mod report;
@@ -54,6 +55,7 @@ pub enum Command {
     /// (jobs/taxi-csv-to-parquet.yaml) on it.
     Demo(demo::DemoArgs),
     /// Plan a job and run it locally: every shard as a local worker process, then publish.
+    /// A pipeline runs its steps in DAG order, each as such a run.
     Run(run::RunArgs),
     /// List and shard a job's source and print the shard table, without running anything.
     Plan(plan::PlanArgs),

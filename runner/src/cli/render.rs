@@ -16,7 +16,8 @@ use crate::state::RunLayout;
 
 #[derive(Debug, clap::Args)]
 pub struct RenderArgs {
-    /// The job file, task definition, or schedule file (rendered as a CronJob).
+    /// The job file, task definition, pipeline (its ConfigMap and launcher Job), or
+    /// schedule file (rendered as a CronJob).
     pub job: PathBuf,
     /// Set a param for this run (repeatable): --param month=2026-01
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
@@ -56,6 +57,21 @@ pub fn run(args: RenderArgs) -> anyhow::Result<ExitCode> {
     }
     if spec::kind_of(&args.job).as_deref() == Some(spec::task::KIND) {
         return render_task(&args);
+    }
+    if crate::cli::pipeline::is_pipeline(&args.job) {
+        if args.no_launcher || args.task.any() {
+            return Err(usage(
+                &args,
+                "a pipeline is rendered as its launcher; --no-launcher and the task overrides are for job files and task definitions",
+            ));
+        }
+        return crate::cli::pipeline::render(
+            &args.job,
+            &args.params,
+            args.image.as_deref(),
+            args.namespace.as_deref(),
+            args.run_id.clone(),
+        );
     }
     if args.task.any() {
         return Err(usage(

@@ -20,7 +20,9 @@ pub struct ResumeArgs {
     #[arg(long, default_value_t = 5)]
     pub poll: u64,
     /// Finish a run that `sluice run` started, on this machine: the job file locates its
-    /// state; every shard runs again and skips the objects already done.
+    /// state; every shard runs again and skips the objects already done. Given a pipeline
+    /// file, the pipeline run: every step that did not succeed runs again (a job step
+    /// resumes its own run).
     #[arg(long, value_name = "JOB", conflicts_with_all = ["state", "job"])]
     pub local: Option<std::path::PathBuf>,
     #[command(flatten)]
@@ -87,6 +89,15 @@ pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
 
 fn resume_locally(args: &ResumeArgs, job: &std::path::Path) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
+    if crate::cli::pipeline::is_pipeline(job) {
+        return crate::cli::pipeline::run_here(
+            job,
+            &[],
+            Some(args.run.run.clone()),
+            &args.run.connect,
+            true,
+        );
+    }
     let loaded = crate::spec::load_file(job, &[])?;
     crate::cli::runtime()?.block_on(async {
         let conn = args

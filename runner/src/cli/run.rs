@@ -10,7 +10,7 @@ use crate::spec;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The job file.
+    /// The job file (or pipeline file).
     pub job: PathBuf,
     /// Set a param for this run (repeatable): --param month=2026-01
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
@@ -67,6 +67,21 @@ fn parse_pushgateway(url: &str) -> Result<String, String> {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if crate::cli::pipeline::is_pipeline(&args.job) {
+        if args.parallelism.is_some() || args.full {
+            return Err(crate::cli::exit::UsageError::new(
+                "--parallelism and --full are for job files; a pipeline's steps run as their files say",
+            )
+            .into());
+        }
+        return crate::cli::pipeline::run_here(
+            &args.job,
+            &args.params,
+            args.run_id.clone(),
+            &args.connect,
+            false,
+        );
+    }
     let loaded = spec::load_file(&args.job, &args.params)?;
     crate::cli::runtime()?.block_on(async {
         let conn = args.connect.connect(loaded.job.endpoint.as_deref()).await?;

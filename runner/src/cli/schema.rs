@@ -8,8 +8,8 @@ use crate::exit::ExitCode;
 /// `# yaml-language-server: $schema=sluice-job.schema.json` comment.
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
-    /// Which file format: `Job`, `TaskDefinition` or `Schedule`.
-    #[arg(long, default_value = "Job", value_parser = ["Job", "TaskDefinition", "Schedule"])]
+    /// Which file format: `Job`, `TaskDefinition`, `Schedule` or `Pipeline`.
+    #[arg(long, default_value = "Job", value_parser = ["Job", "TaskDefinition", "Schedule", "Pipeline"])]
     pub kind: String,
 }
 
@@ -17,6 +17,7 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     let schema = match args.kind.as_str() {
         "TaskDefinition" => crate::spec::task::json_schema(),
         "Schedule" => crate::spec::schedule::json_schema(),
+        "Pipeline" => crate::spec::pipeline::json_schema(),
         _ => crate::spec::json_schema(),
     };
     println!("{}", serde_json::to_string_pretty(&schema)?);

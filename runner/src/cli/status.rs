@@ -22,12 +22,19 @@ pub struct StatusArgs {
     /// every 10 s otherwise; then print the status.
     #[arg(long)]
     pub watch: bool,
+    /// The run is a pipeline run of this pipeline file: show its steps from the record in
+    /// the bucket (no cluster needed), each running job step with its progress.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["state", "job", "watch"])]
+    pub pipeline: Option<std::path::PathBuf>,
     /// Seconds between looks at the run with --watch.
     #[arg(long, default_value_t = 2, requires = "watch")]
     pub poll: u64,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    if let Some(pipeline) = &args.pipeline {
+        return crate::cli::pipeline::status(&args.run.run, pipeline, &args.run.connect);
+    }
     crate::cli::runtime()?.block_on(async {
         let conn = args.run.connect.connect(None).await?;
         let cluster = args.run.cluster().await?;

@@ -16,7 +16,7 @@ use crate::spec;
 
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
-    /// The job file.
+    /// The job file (or pipeline file).
     pub job: PathBuf,
     /// Set a param for this run (repeatable): --param month=2026-01
     #[arg(long = "param", value_name = "NAME=VALUE", value_parser = spec::parse_param_override)]
@@ -55,6 +55,9 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    if crate::cli::pipeline::is_pipeline(&args.job) {
+        return crate::cli::pipeline::submit(&args);
+    }
     let loaded = spec::load_file(&args.job, &args.params)?;
     let job = &loaded.job;
     let run_id = match (&args.run_id, &args.scheduled_job) {

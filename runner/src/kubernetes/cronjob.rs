@@ -1,16 +1,18 @@
-//! A schedule as a native Kubernetes CronJob: the ConfigMap of its job (with the schedule's
-//! fixed params) and a CronJob whose pods run the launcher, as `sluice render` renders it
-//! for one run; or, for a task definition, a CronJob of the task's Job. Kubernetes starts at most one missed run and knows no data intervals, so
+//! A schedule as a native Kubernetes CronJob: the ConfigMap of its job or pipeline (with the
+//! schedule's fixed params) and a CronJob whose pods run the launcher, as `sluice render`
+//! renders it for one run; or, for a task definition, a CronJob of the task's Job. Kubernetes starts at most one missed run and knows no data intervals, so
 //! templated params cannot be rendered (docs/scheduling.md).
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job as KubeJob, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, ObjectFieldSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::kubernetes::pipeline::{PipelineTarget, pipeline_config_map, pipeline_launcher_job};
 use crate::kubernetes::render::{
     ANNOTATION_RUN_ID, LABEL_RUN, MAX_CRON_JOB_NAME, Target, config_map, launcher_job, name_within,
 };
 use crate::spec::Job;
+use crate::spec::pipeline::Pipeline;
 use crate::spec::schedule::Schedule;
 
 /// Label naming the schedule on the CronJob, its Jobs and pods.
@@ -38,8 +40,32 @@ pub fn cron_job(
 ) -> (ConfigMap, CronJob) {
     // The objects shared by every run are named after the schedule.
     let target = Target::new(job, image, namespace, schedule.name.clone());
-    let mut map = config_map(job, resolved_yaml, &target);
-    let mut launcher = launcher_job(job, &target);
+    let map = config_map(job, resolved_yaml, &target);
+    let launcher = launcher_job(job, &target);
+    launcher_cron_job(schedule, map, launcher)
+}
+
+/// The ConfigMap and CronJob of a schedule whose target is a pipeline: the pipeline's files
+/// (with the schedule's fixed params) and a CronJob of its launcher; each run gets the id
+/// `<pipeline>-<scheduled time>`, as with a job.
+pub fn pipeline_cron_job(
+    schedule: &Schedule,
+    pipeline: &Pipeline,
+    image: Option<&str>,
+    namespace: Option<&str>,
+) -> (ConfigMap, CronJob) {
+    let target = PipelineTarget::new(pipeline, image, namespace, schedule.name.clone());
+    let map = pipeline_config_map(pipeline, &target);
+    let launcher = pipeline_launcher_job(pipeline, &target);
+    launcher_cron_job(schedule, map, launcher)
+}
+
+/// A launcher Job (and the ConfigMap it mounts) made into a CronJob of the schedule.
+fn launcher_cron_job(
+    schedule: &Schedule,
+    mut map: ConfigMap,
+    mut launcher: KubeJob,
+) -> (ConfigMap, CronJob) {
     let strip = |meta: &mut ObjectMeta| {
         if let Some(labels) = meta.labels.as_mut() {
             labels.remove(LABEL_RUN);

@@ -4,17 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::Cluster;
 use crate::kubernetes::render::Target;
-use crate::pod::PodOutput;
-use crate::run::local::LocalRunError;
-use crate::run::submit::{self, SubmitError};
-use crate::run::{LocalRunOptions, run_locally};
+pub use crate::pipeline::Executor;
+use crate::pipeline::{ExecuteError, PipelineError, PipelineOptions, run_pipeline};
+use crate::spec::pipeline::{Pipeline, load_pipeline_file};
 use crate::spec::schedule::cron::run_id;
 use crate::spec::schedule::params::FireTimes;
 use crate::spec::schedule::{Schedule, ScheduleTarget};
@@ -22,9 +20,10 @@ use crate::spec::task::TaskDefinition;
 use crate::spec::{self, Loaded};
 use crate::state::RunLayout;
 use crate::state::history::{FireStatus, History};
+use crate::state::pipeline::PipelineLayout;
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
-use crate::task::{Overrides, TaskError, Where, run_task};
+use crate::task::{Overrides, TaskError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FireError {
@@ -41,35 +40,20 @@ pub enum FireError {
     },
     /// The fire's run could not be carried out (a run that ran and failed has an exit code).
     #[error(transparent)]
-    Local(Box<LocalRunError>),
+    Execute(#[from] ExecuteError),
     #[error(transparent)]
-    Submit(Box<SubmitError>),
-    #[error(transparent)]
-    TaskRun(#[from] TaskError),
+    Pipeline(#[from] PipelineError),
 }
 
 impl FireError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            FireError::Local(e) => e.exit_code(),
-            FireError::Submit(e) => e.exit_code(),
-            FireError::TaskRun(e) => e.exit_code(),
+            FireError::Execute(e) => e.exit_code(),
+            FireError::Pipeline(e) => e.exit_code(),
             FireError::Params { .. } | FireError::Target(_) | FireError::Task { .. } => {
                 ExitCode::Config
             }
         }
-    }
-}
-
-impl From<LocalRunError> for FireError {
-    fn from(error: LocalRunError) -> Self {
-        FireError::Local(Box::new(error))
-    }
-}
-
-impl From<SubmitError> for FireError {
-    fn from(error: SubmitError) -> Self {
-        FireError::Submit(Box::new(error))
     }
 }
 
@@ -82,6 +66,8 @@ pub enum FireTarget {
         def: Box<TaskDefinition>,
         overrides: Overrides,
     },
+    /// A pipeline loaded with the rendered params as its own params.
+    Pipeline(Box<Pipeline>),
 }
 
 /// A fire ready to run.
@@ -107,7 +93,19 @@ impl PreparedFire {
                 &loaded.job.name,
                 &self.run_id,
             )),
-            FireTarget::Task { .. } => None,
+            FireTarget::Task { .. } | FireTarget::Pipeline(_) => None,
+        }
+    }
+
+    /// The run's record of a pipeline target.
+    pub fn pipeline_layout(&self) -> Option<PipelineLayout> {
+        match &self.target {
+            FireTarget::Pipeline(pipeline) => Some(PipelineLayout::new(
+                &pipeline.state,
+                &pipeline.name,
+                &self.run_id,
+            )),
+            _ => None,
         }
     }
 
@@ -163,6 +161,18 @@ pub fn prepare(schedule: &Schedule, time: DateTime<Utc>) -> Result<PreparedFire,
             let def = Box::new(def);
             (id, state, FireTarget::Task { def, overrides })
         }
+        ScheduleTarget::Pipeline(path) => {
+            let pipeline = load_pipeline_file(path, &params)?;
+            let state = schedule
+                .state
+                .clone()
+                .unwrap_or_else(|| pipeline.state.clone());
+            (
+                run_id(&pipeline.name, time),
+                state,
+                FireTarget::Pipeline(Box::new(pipeline)),
+            )
+        }
     };
     Ok(PreparedFire {
         schedule: schedule.name.clone(),
@@ -203,34 +213,6 @@ fn task_error(schedule: &Schedule, path: &Path) -> impl FnOnce(TaskError) -> Fir
     }
 }
 
-/// Where the runs of a scheduler go.
-#[derive(Clone)]
-pub enum Executor {
-    /// On this machine, through the local pod runner.
-    Local {
-        /// The `sluice` executable the workers run.
-        program: PathBuf,
-        /// Environment of every worker (the S3 endpoint and credentials).
-        env: Vec<(String, String)>,
-    },
-    /// On a cluster, through the submit path: ConfigMap, worker Job, watch, publish.
-    Cluster {
-        client: kube::Client,
-        image: Option<String>,
-        namespace: Option<String>,
-        poll: Duration,
-    },
-}
-
-impl std::fmt::Debug for Executor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Executor::Local { program, .. } => write!(f, "Local({})", program.display()),
-            Executor::Cluster { namespace, .. } => write!(f, "Cluster({namespace:?})"),
-        }
-    }
-}
-
 /// Whether the run of this fire was started already (its history record, or for a job
 /// its plan, exists): a second trigger of the same scheduled time is then a no-op.
 pub async fn already_started(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
@@ -243,6 +225,11 @@ pub async fn already_started(storage: &Storage, fire: &PreparedFire) -> anyhow::
 /// Whether the fire is a job's run that was planned already, so that running it again
 /// resumes it with its own plan.
 pub async fn resumable(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
+    if let Some(layout) = fire.pipeline_layout() {
+        return Ok(crate::state::pipeline::read_record(storage, &layout)
+            .await?
+            .is_some());
+    }
     match fire.layout() {
         Some(layout) => Ok(crate::state::plan::is_planned(storage, &layout).await?),
         None => Ok(false),
@@ -252,6 +239,9 @@ pub async fn resumable(storage: &Storage, fire: &PreparedFire) -> anyhow::Result
 /// Whether the run of this fire finished its work: a job's run was published, a task's
 /// run succeeded.
 pub async fn published(storage: &Storage, fire: &PreparedFire) -> anyhow::Result<bool> {
+    if let Some(layout) = fire.pipeline_layout() {
+        return Ok(crate::state::pipeline::is_published(storage, &layout).await?);
+    }
     match fire.layout() {
         Some(layout) => Ok(crate::state::manifest::is_published(storage, &layout).await?),
         None => Ok(fire
@@ -263,8 +253,8 @@ pub async fn published(storage: &Storage, fire: &PreparedFire) -> anyhow::Result
 }
 
 /// Runs the fire to its end and returns its exit code: the run's (sluice's exit codes) for
-/// a job, the essential container's for a task. `resume` finishes a job's run that was
-/// started before (its own plan) instead of planning a new one; a task runs again.
+/// a job or a pipeline, the essential container's for a task. `resume` finishes a job's (or
+/// a pipeline's) run that was started before instead of starting a new one; a task runs again.
 pub async fn execute(
     executor: &Executor,
     storage: &Storage,
@@ -272,83 +262,23 @@ pub async fn execute(
     resume: bool,
 ) -> Result<i32, FireError> {
     match &fire.target {
-        FireTarget::Job(loaded) => Ok(execute_job(executor, storage, fire, loaded, resume)
-            .await?
-            .code()),
+        FireTarget::Job(loaded) => {
+            let report = executor
+                .run_job(storage, loaded, &fire.run_id, resume)
+                .await?;
+            Ok(report.exit_code)
+        }
         FireTarget::Task { def, overrides } => {
-            let how = match executor {
-                Executor::Local { program, env } => Where::Local {
-                    program: program.clone(),
-                    env: env.clone(),
-                    output: PodOutput::Prefixed,
-                },
-                Executor::Cluster {
-                    client,
-                    namespace,
-                    poll,
-                    ..
-                } => Where::Cluster {
-                    cluster: Cluster::new(
-                        client.clone(),
-                        namespace.as_deref().unwrap_or(&overrides.namespace(def)),
-                    ),
-                    poll: *poll,
-                },
-            };
-            Ok(run_task(def, overrides, how).await?.exit_code)
+            Ok(executor.run_task(def, overrides).await?.exit_code)
         }
-    }
-}
-
-async fn execute_job(
-    executor: &Executor,
-    storage: &Storage,
-    fire: &PreparedFire,
-    loaded: &Loaded,
-    resume: bool,
-) -> Result<ExitCode, FireError> {
-    match executor {
-        Executor::Local { program, env } => {
-            let options = LocalRunOptions {
-                program: program.clone(),
-                env: env.clone(),
-                parallelism: None,
-                run_id: Some(fire.run_id.clone()),
-                bar: false,
-                cpus: None,
+        FireTarget::Pipeline(pipeline) => {
+            let options = PipelineOptions {
+                run_id: fire.run_id.clone(),
                 resume,
-                full: false,
+                create_buckets: false,
             };
-            let run = run_locally(storage, loaded, options).await?;
-            Ok(run.exit)
-        }
-        Executor::Cluster {
-            client,
-            image,
-            namespace,
-            poll,
-        } => {
-            let target = Target::new(
-                &loaded.job,
-                image.as_deref(),
-                namespace.as_deref(),
-                fire.run_id.clone(),
-            );
-            let cluster = Cluster::new(client.clone(), &target.namespace);
-            let started = Utc::now();
-            // Submitting is idempotent per run id: an existing plan and Job are picked up.
-            submit::submit(storage, &cluster, loaded, &target, true).await?;
-            let report = submit::watch_and_publish(
-                storage,
-                &cluster,
-                &fire.run_id,
-                None,
-                started,
-                *poll,
-                false,
-            )
-            .await?;
-            Ok(ExitCode::from_code(report.exit_code).unwrap_or(ExitCode::Transient))
+            let run = run_pipeline(executor, storage, pipeline, options).await?;
+            Ok(run.exit.code())
         }
     }
 }
@@ -367,9 +297,30 @@ pub async fn stop(executor: &Executor, fire: &PreparedFire) -> anyhow::Result<()
             FireTarget::Task { def, overrides } => namespace
                 .clone()
                 .unwrap_or_else(|| overrides.namespace(def)),
+            FireTarget::Pipeline(pipeline) => {
+                return stop_pipeline(client, namespace.as_deref(), pipeline, &fire.run_id).await;
+            }
         };
         Cluster::new(client.clone(), &namespace)
             .delete_run(&fire.run_id)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the Jobs and pods of every step of a pipeline run, in the scheduler's namespace
+/// (`--namespace`) or the default one.
+async fn stop_pipeline(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    pipeline: &Pipeline,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    let namespace = namespace.unwrap_or(crate::kubernetes::render::DEFAULT_NAMESPACE);
+    let cluster = Cluster::new(client.clone(), namespace);
+    for step in &pipeline.steps {
+        cluster
+            .delete_run(&crate::spec::pipeline::step_run_id(run_id, &step.name))
             .await?;
     }
     Ok(())
@@ -389,6 +340,10 @@ pub async fn create_embedded_buckets(storage: &Storage, schedule: &Schedule) -> 
     if let FireTarget::Job(loaded) = &fire.target {
         buckets.push(loaded.job.sink.uri.bucket.clone());
         buckets.push(loaded.job.state.bucket.clone());
+    }
+    if let FireTarget::Pipeline(pipeline) = &fire.target {
+        buckets.push(pipeline.state.bucket.clone());
+        buckets.extend(pipeline.buckets.iter().cloned());
     }
     buckets.sort();
     buckets.dedup();
@@ -483,6 +438,16 @@ pub fn render_cron_job(
             let job = crate::task::render(&def, &overrides).map_err(task_error(schedule, path))?;
             let cron = crate::kubernetes::cronjob::task_cron_job(schedule, job);
             vec![serde_json::to_value(cron).expect("objects serialize")]
+        }
+        ScheduleTarget::Pipeline(path) => {
+            let pipeline = load_pipeline_file(path, &params)?;
+            let (map, cron) = crate::kubernetes::cronjob::pipeline_cron_job(
+                schedule, &pipeline, image, namespace,
+            );
+            vec![
+                serde_json::to_value(map).expect("objects serialize"),
+                serde_json::to_value(cron).expect("objects serialize"),
+            ]
         }
     };
     Ok(crate::kubernetes::render::to_yaml(&objects))

@@ -54,7 +54,7 @@ impl JobFile {
 #[serde(deny_unknown_fields)]
 pub struct SpecConfig {
     /// Named values substituted for `{{ params.NAME }}` in `source.uri`, `source.include`,
-    /// `source.exclude`, `sink.uri`, `state` and transform `sql`. `--param NAME=VALUE`
+    /// `source.exclude`, `sink.uri`, `state`, transform `sql` and rule `sql`. `--param NAME=VALUE`
     /// replaces or adds a value. Numbers and booleans are read as their text.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[serde(deserialize_with = "scalar_string_map")]

@@ -1,5 +1,5 @@
 //! The file formats: job files (raw structs, loading with located errors, validation into
-//! `Job`), task definitions (task.rs) and schedules (schedule/).
+//! `Job`), task definitions (task.rs), schedules (schedule/) and pipelines (pipeline/).
 //!
 //! Loading reads the text twice: yaml-rust2's event parser records where every field path
 //! is written, and serde_yaml_ng gives the value that each part of the file is deserialized
@@ -19,6 +19,7 @@ pub mod kubernetes;
 mod load;
 pub mod metadata;
 mod number_or_text;
+pub mod pipeline;
 pub mod rules;
 pub mod schedule;
 pub mod shards;

@@ -122,7 +122,7 @@ impl Check<'_> {
         };
         let source = self.unit(Unit::Source, |v| v.source(&spec.source, &params));
         let steps = self.steps(&spec.transform, &params);
-        let validation = self.unit(Unit::Validate, |v| v.validation(&spec.validate));
+        let validation = self.unit(Unit::Validate, |v| v.validation(&spec.validate, &params));
         let sink = self.unit(Unit::Sink, |v| v.sink(&spec.sink, &params));
         let parallelism = self.unit(Unit::Parallelism, |v| {
             if spec.parallelism < 1 {

@@ -9,7 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::spec::job::{BadRecordLimit, OnBadRecord, Validation};
 use crate::spec::number_or_text::{NumberOrText, number_or_text};
-use crate::spec::validate::{Check, path};
+use crate::spec::template::Strictness;
+use crate::spec::validate::{Check, Params, path};
 
 /// `spec.validate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -111,7 +112,7 @@ impl JsonSchema for BadRecordLimitConfig {
 }
 
 impl Check<'_> {
-    pub(super) fn validation(&mut self, c: &ValidateConfig) -> Option<Validation> {
+    pub(super) fn validation(&mut self, c: &ValidateConfig, params: &Params) -> Option<Validation> {
         let at = path("spec.validate.max_bad_records");
         let limit = match bad_record_limit(&c.max_bad_records) {
             Ok(limit) => Some(limit),
@@ -120,7 +121,15 @@ impl Check<'_> {
                 None
             }
         };
-        let rules = crate::spec::rules::check(&c.rules, &mut self.problems);
+        // A rule's `sql` takes `{{ params.NAME }}` as a transform's does.
+        let mut rules = c.rules.clone();
+        for (i, rule) in rules.iter_mut().enumerate() {
+            if let Some(sql) = &rule.sql {
+                let at = path("spec.validate.rules").index(i).key("sql");
+                rule.sql = Some(self.template(&at, sql, params, Strictness::Lenient)?);
+            }
+        }
+        let rules = crate::spec::rules::check(&rules, &mut self.problems);
         Some(Validation {
             on_bad_record: c.on_bad_record,
             max_bad_records: limit?,

@@ -12,6 +12,8 @@
 //! <state>/runs/<job>/<run-id>/_SUCCESS.json     written last: every output with size, rows, checksum
 //! <state>/ledger/<job>/...                       incremental jobs: what published runs consumed
 //! <state>/schedules/<schedule>/history/<run-id>.json  schedules: one record per fire
+//! <state>/pipelines/<pipeline>/<run-id>/pipeline.json  pipelines: every step's run and outcome
+//! <state>/pipelines/<pipeline>/<run-id>/_SUCCESS.json  written once every step succeeded
 //! ```
 //!
 //! Each document has one module here that reads and writes it; nothing else spells a path
@@ -23,6 +25,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod marker;
 pub mod phases;
+pub mod pipeline;
 pub mod plan;
 pub mod progress;
 pub mod report;

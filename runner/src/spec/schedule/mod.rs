@@ -50,10 +50,10 @@ pub struct ScheduleSpecConfig {
     /// The IANA time zone the cron expression is read in (`Europe/Berlin`). Default `UTC`.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
-    /// The job file or task definition to run, relative to this schedule file. Its `kind`
-    /// decides how it is run.
+    /// The job file, task definition or pipeline to run, relative to this schedule file.
+    /// Its `kind` decides how it is run.
     pub target: String,
-    /// Params passed to the target as `--param NAME=VALUE`, each a template over
+    /// Params passed to the target as `--param NAME=VALUE` (a pipeline's own params), each a template over
     /// `schedule.time`, `interval.start` and `interval.end` (see docs/scheduling.md).
     #[serde(default, deserialize_with = "scalar_string_map")]
     pub params: BTreeMap<String, String>,
@@ -63,7 +63,8 @@ pub struct ScheduleSpecConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Where the schedule's run history is kept (`s3://bucket/prefix/`). Default: the job
-    /// target's `state`. Required for a TaskDefinition target, which has no bucket.
+    /// target's `state` (a pipeline's). Required for a TaskDefinition target, which has no
+    /// bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// What to do when a run is due while an earlier run of this schedule is still running:
@@ -148,12 +149,16 @@ pub enum ScheduleTarget {
     Job(PathBuf),
     /// A task definition (`kind: TaskDefinition`).
     TaskDefinition(PathBuf),
+    /// A pipeline (`kind: Pipeline`): the schedule's params become the pipeline's params.
+    Pipeline(PathBuf),
 }
 
 impl ScheduleTarget {
     pub fn path(&self) -> &Path {
         match self {
-            ScheduleTarget::Job(p) | ScheduleTarget::TaskDefinition(p) => p,
+            ScheduleTarget::Job(p)
+            | ScheduleTarget::TaskDefinition(p)
+            | ScheduleTarget::Pipeline(p) => p,
         }
     }
 }
@@ -314,10 +319,12 @@ fn validate(
             .ok(),
     };
     match &target {
-        Ok(ScheduleTarget::Job(_)) if s.args.is_some() => problems.push(Problem::at_key(
-            spec.key("args"),
-            "only a TaskDefinition target takes args; give a job its values as `params`",
-        )),
+        Ok(ScheduleTarget::Job(_) | ScheduleTarget::Pipeline(_)) if s.args.is_some() => {
+            problems.push(Problem::at_key(
+                spec.key("args"),
+                "only a TaskDefinition target takes args; give a job or a pipeline its values as `params`",
+            ))
+        }
         Ok(ScheduleTarget::TaskDefinition(_)) => {
             if s.state.is_none() {
                 problems.push(Problem::new(
@@ -356,7 +363,7 @@ fn validate(
 /// The target file, classified by its `kind`.
 fn read_target(target: &str, base: &Path) -> Result<ScheduleTarget, String> {
     if target.trim().is_empty() {
-        return Err("must name a job file or task definition".into());
+        return Err("must name a job file, task definition or pipeline".into());
     }
     let path = base.join(target);
     let text = std::fs::read_to_string(&path)
@@ -366,12 +373,13 @@ fn read_target(target: &str, base: &Path) -> Result<ScheduleTarget, String> {
     match value.get("kind").and_then(Value::as_str) {
         Some(crate::spec::file::KIND) => Ok(ScheduleTarget::Job(path)),
         Some("TaskDefinition") => Ok(ScheduleTarget::TaskDefinition(path)),
+        Some(crate::spec::pipeline::KIND) => Ok(ScheduleTarget::Pipeline(path)),
         Some(other) => Err(format!(
-            "{} has kind {other:?}; a schedule runs a Job or a TaskDefinition",
+            "{} has kind {other:?}; a schedule runs a Job, a TaskDefinition or a Pipeline",
             path.display()
         )),
         None => Err(format!(
-            "{} has no `kind`; a schedule runs a Job or a TaskDefinition",
+            "{} has no `kind`; a schedule runs a Job, a TaskDefinition or a Pipeline",
             path.display()
         )),
     }

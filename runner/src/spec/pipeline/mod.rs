@@ -1,0 +1,744 @@
+//! The pipeline file (`kind: Pipeline`): a DAG of job and task steps. Raw structs, loading
+//! with located errors, and validation into a `Pipeline`: step names, `depends_on` (unknown
+//! steps, cycles), templates (every variable known and upstream), and every step's target
+//! loaded as it would run, with the pipeline's params and placeholder results upstream.
+
+pub mod dag;
+pub mod templates;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::error::{Problem, SpecError, SpecErrors};
+use crate::spec::file::{API_VERSION, scalar_string_map};
+use crate::spec::kubernetes::{DEFAULT_TTL_SECONDS, PodSettings};
+use crate::spec::metadata::{Metadata, check_metadata};
+use crate::spec::span::FieldPath;
+use crate::spec::task::TaskDefinition;
+use crate::spec::{Loaded, load_str, load_task_str};
+use crate::storage::uri::S3Uri;
+
+use dag::Dag;
+use templates::{JOB_FIELDS, RenderContext, Scope, StepResult, TASK_FIELDS};
+
+/// The `kind` of a pipeline file.
+pub const KIND: &str = "Pipeline";
+/// The longest step name: a step's run id is the pipeline's run id and the step's name.
+const MAX_STEP_NAME: usize = 40;
+
+/// A pipeline: job and task steps, each run once per pipeline run after the steps it
+/// depends on succeeded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// The version of the file format. Must be `sluice.dev/v1alpha1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    /// The kind of file. Must be `Pipeline`.
+    pub kind: String,
+    /// The pipeline's name (a DNS-1123 label): it names its runs and its state.
+    pub metadata: Metadata,
+    /// The steps and how they run.
+    pub spec: PipelineSpecConfig,
+}
+
+/// The `spec:` section of a pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpecConfig {
+    /// Named values the steps' templates read as `{{ params.NAME }}`. `--param NAME=VALUE`
+    /// (and a schedule's params) replace or add values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "scalar_string_map")]
+    #[schemars(with = "BTreeMap<String, crate::spec::file::ParamValueSchema>")]
+    pub params: BTreeMap<String, String>,
+    /// How many steps run at the same time, among those whose dependencies succeeded
+    /// (at least 1). Each job step runs its own `parallelism` workers.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Where the pipeline's runs are recorded (`s3://bucket/prefix/`). Default: the `state`
+    /// of its first job step. Required when no step is a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The steps, each a job or a task definition.
+    pub steps: Vec<StepConfig>,
+}
+
+fn default_parallelism() -> u32 {
+    2
+}
+
+/// One entry of `spec.steps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// The step's name, unique in the pipeline: a lowercase letter, then lowercase letters,
+    /// digits and `_` (at most 40), so that templates can name it as `steps.NAME`.
+    pub name: String,
+    /// A job to run: a job file's path (relative to the pipeline file) or the job inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<TargetConfig>,
+    /// A task definition to run: its path (relative to the pipeline file) or inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TargetConfig>,
+    /// Params of the step, each a template over `params`, `pipeline` and the results of
+    /// upstream steps (`steps.NAME.FIELD`): a job step gets them as `--param NAME=VALUE`, a
+    /// task step as environment variables of its essential container.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(deserialize_with = "scalar_string_map")]
+    #[schemars(with = "BTreeMap<String, crate::spec::file::ParamValueSchema>")]
+    pub params: BTreeMap<String, String>,
+    /// A task step's arguments for its essential container (they replace its `command`),
+    /// each a template like `params`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// The steps that must succeed before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+impl StepConfig {
+    pub const FIELDS: &'static [&'static str] =
+        &["name", "job", "task", "params", "args", "depends_on"];
+}
+
+/// A step's target: a path, or the file's content inline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TargetConfig {
+    /// A path relative to the pipeline file.
+    Path(String),
+    /// The job file or task definition itself.
+    Inline(serde_json::Map<String, serde_json::Value>),
+}
+
+/// What a step runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Job,
+    Task,
+}
+
+impl StepKind {
+    fn key(self) -> &'static str {
+        match self {
+            StepKind::Job => "job",
+            StepKind::Task => "task",
+        }
+    }
+
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            StepKind::Job => JOB_FIELDS,
+            StepKind::Task => TASK_FIELDS,
+        }
+    }
+}
+
+/// The text of a step's target and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSource {
+    /// Names the target in errors: its path, or the pipeline file and the step's field.
+    pub origin: String,
+    pub text: String,
+}
+
+/// A validated step.
+#[derive(Debug, Clone)]
+pub struct PipelineStep {
+    pub name: String,
+    pub kind: StepKind,
+    pub source: StepSource,
+    /// Templates, by param name.
+    pub params: BTreeMap<String, String>,
+    /// A task step's argument templates.
+    pub args: Option<Vec<String>>,
+    /// Indexes of the steps this one depends on.
+    pub depends_on: Vec<usize>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    /// The pipeline file as the user named it.
+    pub origin: String,
+    /// The file's params with the overrides merged in.
+    pub params: BTreeMap<String, String>,
+    pub parallelism: u32,
+    /// Where the pipeline's runs are recorded.
+    pub state: S3Uri,
+    /// The S3 endpoint of the first job step that names one.
+    pub endpoint: Option<String>,
+    /// The first job step's `kubernetes` settings (namespace, image, environment,
+    /// placement): the pipeline's launcher runs with them.
+    pub kubernetes: PodSettings,
+    /// The sink and state buckets of the job steps as loaded with the pipeline's params (a
+    /// step whose sink depends on results upstream may use others).
+    pub buckets: Vec<String>,
+    pub steps: Vec<PipelineStep>,
+    /// Step indexes, every step after its dependencies.
+    pub order: Vec<usize>,
+    /// The file as read, with the overrides merged into its params.
+    pub raw: PipelineFile,
+}
+
+/// The run id of a step of a pipeline run.
+pub fn step_run_id(pipeline_run: &str, step: &str) -> String {
+    format!("{pipeline_run}-{}", step.replace('_', "-"))
+}
+
+impl Pipeline {
+    /// The step named `name`.
+    pub fn step(&self, name: &str) -> Option<&PipelineStep> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Renders a step's params for a run, given the results of the steps before it.
+    pub fn render_params(
+        &self,
+        step: &PipelineStep,
+        run_id: &str,
+        results: &BTreeMap<String, StepResult>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let ctx = self.context(run_id, results);
+        step.params
+            .iter()
+            .map(|(name, source)| {
+                templates::render(source, &ctx)
+                    .map(|value| (name.clone(), value))
+                    .map_err(|e| format!("steps.{}.params.{name}: {e}", step.name))
+            })
+            .collect()
+    }
+
+    /// Renders a task step's args, when it has any.
+    pub fn render_args(
+        &self,
+        step: &PipelineStep,
+        run_id: &str,
+        results: &BTreeMap<String, StepResult>,
+    ) -> Result<Option<Vec<String>>, String> {
+        let Some(args) = &step.args else {
+            return Ok(None);
+        };
+        let ctx = self.context(run_id, results);
+        args.iter()
+            .enumerate()
+            .map(|(i, source)| {
+                templates::render(source, &ctx)
+                    .map_err(|e| format!("steps.{}.args[{i}]: {e}", step.name))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    fn context<'a>(
+        &'a self,
+        run_id: &'a str,
+        results: &'a BTreeMap<String, StepResult>,
+    ) -> RenderContext<'a> {
+        RenderContext {
+            params: &self.params,
+            pipeline: &self.name,
+            run_id,
+            steps: results,
+        }
+    }
+
+    /// The pipeline as files for a ConfigMap: `pipeline.yaml`, whose steps name
+    /// `step-<name>.yaml`, and each step's target under that key. The launcher in a cluster
+    /// reads the pipeline from the mounted directory.
+    pub fn bundle(&self) -> BTreeMap<String, String> {
+        let mut raw = self.raw.clone();
+        let mut files = BTreeMap::new();
+        for (config, step) in raw.spec.steps.iter_mut().zip(&self.steps) {
+            let key = format!("step-{}.yaml", step.name.replace('_', "-"));
+            let target = Some(TargetConfig::Path(key.clone()));
+            match step.kind {
+                StepKind::Job => config.job = target,
+                StepKind::Task => config.task = target,
+            }
+            files.insert(key, step.source.text.clone());
+        }
+        let text = serde_yaml_ng::to_string(&raw).expect("a pipeline file serializes");
+        files.insert(BUNDLE_KEY.to_string(), text);
+        files
+    }
+}
+
+/// The key of the pipeline file in a bundle.
+pub const BUNDLE_KEY: &str = "pipeline.yaml";
+
+impl PipelineStep {
+    /// Loads a job step's target with the step's rendered params.
+    pub fn load_job(&self, params: &[(String, String)]) -> Result<Loaded, SpecErrors> {
+        load_str(&self.source.text, &self.source.origin, params)
+    }
+
+    /// Loads a task step's definition.
+    pub fn load_task(&self) -> Result<TaskDefinition, SpecErrors> {
+        load_task_str(&self.source.text, &self.source.origin)
+    }
+}
+
+/// Loads and validates a pipeline file; the steps' files are read and checked too.
+/// `overrides` replace or add params.
+pub fn load_pipeline_file(
+    path: &Path,
+    overrides: &[(String, String)],
+) -> Result<Pipeline, SpecErrors> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecErrors::unreadable(&origin, format!("cannot read the pipeline file: {e}"))
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    load_pipeline_str(&text, &origin, base, overrides)
+}
+
+/// Loads pipeline text; step paths are relative to `base`.
+pub fn load_pipeline_str(
+    text: &str,
+    origin: &str,
+    base: &Path,
+    overrides: &[(String, String)],
+) -> Result<Pipeline, SpecErrors> {
+    let (spans, value) = crate::spec::load::parse(text, origin)?;
+    let mut problems = Vec::new();
+    let file = crate::spec::collect::read_collecting::<PipelineFile>(
+        &value,
+        &FieldPath::root(),
+        &mut problems,
+    );
+    let mut targets = Vec::new();
+    let pipeline = file.and_then(|mut file| {
+        file.spec
+            .params
+            .extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        validate(file, origin, base, &mut problems, &mut targets)
+    });
+    let mut errors: Vec<SpecError> = problems.iter().map(|p| p.locate(origin, &spans)).collect();
+    errors.sort_by_key(|e| (e.line, e.column));
+    errors.extend(targets);
+    match pipeline {
+        Some(pipeline) if errors.is_empty() => Ok(pipeline),
+        _ => Err(SpecErrors { errors }),
+    }
+}
+
+/// Every check of the file, then every step's target loaded (its errors, located in its own
+/// file, go to `targets`).
+fn validate(
+    file: PipelineFile,
+    origin: &str,
+    base: &Path,
+    problems: &mut Vec<Problem>,
+    targets: &mut Vec<SpecError>,
+) -> Option<Pipeline> {
+    let top = FieldPath::root();
+    let spec = top.key("spec");
+    let before = problems.len();
+    if file.api_version != API_VERSION {
+        problems.push(Problem::new(
+            top.key("apiVersion"),
+            format!("must be {API_VERSION} (got {:?})", file.api_version),
+        ));
+    }
+    if file.kind != KIND {
+        problems.push(Problem::new(
+            top.key("kind"),
+            format!("must be {KIND} (got {:?})", file.kind),
+        ));
+    }
+    check_metadata(&file.metadata, problems);
+    let s = &file.spec;
+    if s.parallelism == 0 {
+        problems.push(Problem::new(spec.key("parallelism"), "must be at least 1"));
+    }
+    let state = match &s.state {
+        None => None,
+        Some(text) => text
+            .parse::<S3Uri>()
+            .map_err(|e| problems.push(Problem::new(spec.key("state"), e.to_string())))
+            .ok(),
+    };
+    if s.steps.is_empty() {
+        problems.push(Problem::new(
+            spec.key("steps"),
+            "must list at least one step",
+        ));
+    }
+    for name in s.params.keys() {
+        if !crate::spec::template::is_param_name(name) {
+            problems.push(Problem::at_key(
+                spec.key("params").key(name),
+                "not a valid param name: a letter or '_', then letters, digits, '_' or '-'",
+            ));
+        }
+    }
+
+    // Names first: depends_on and templates refer to them.
+    let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, step) in s.steps.iter().enumerate() {
+        let at = spec.key("steps").index(i).key("name");
+        if !is_step_name(&step.name) {
+            problems.push(Problem::new(
+                at,
+                format!(
+                    "must be a lowercase letter, then lowercase letters, digits and '_', at most {MAX_STEP_NAME} characters (got {:?})",
+                    step.name
+                ),
+            ));
+        } else if index.insert(&step.name, i).is_some() {
+            problems.push(Problem::new(
+                at,
+                format!("another step is named {:?} already", step.name),
+            ));
+        }
+    }
+    let mut depends_on = Vec::with_capacity(s.steps.len());
+    for (i, step) in s.steps.iter().enumerate() {
+        let at = spec.key("steps").index(i).key("depends_on");
+        let mut deps = Vec::new();
+        for (j, name) in step.depends_on.iter().enumerate() {
+            match index.get(name.as_str()) {
+                Some(&d) if deps.contains(&d) => problems.push(Problem::new(
+                    at.index(j),
+                    format!("{name:?} is listed twice"),
+                )),
+                Some(&d) => deps.push(d),
+                None => {
+                    let known: Vec<&str> = index.keys().copied().collect();
+                    let hint = crate::spec::collect::unknown_field(name, &known);
+                    let hint = hint.trim_start_matches("unknown field");
+                    problems.push(Problem::new(
+                        at.index(j),
+                        format!("unknown step {name:?}{hint}"),
+                    ))
+                }
+            }
+        }
+        depends_on.push(deps);
+    }
+    let dag = Dag {
+        depends_on: &depends_on,
+    };
+    let order = match dag.order() {
+        Ok(order) => Some(order),
+        Err(cycle) => {
+            let names: Vec<&str> = cycle.iter().map(|&i| s.steps[i].name.as_str()).collect();
+            problems.push(Problem::new(
+                spec.key("steps").index(cycle[0]).key("depends_on"),
+                format!(
+                    "the steps depend on each other in a cycle: {}",
+                    names.join(" -> ")
+                ),
+            ));
+            None
+        }
+    };
+
+    let mut kinds: BTreeMap<String, &'static [&'static str]> = BTreeMap::new();
+    let mut sources = Vec::with_capacity(s.steps.len());
+    for (i, step) in s.steps.iter().enumerate() {
+        let at = spec.key("steps").index(i);
+        let (kind, target) = match (&step.job, &step.task) {
+            (Some(t), None) => (StepKind::Job, t),
+            (None, Some(t)) => (StepKind::Task, t),
+            (Some(_), Some(_)) => {
+                problems.push(Problem::at_key(
+                    at.key("task"),
+                    "a step runs a job or a task, not both",
+                ));
+                sources.push(None);
+                continue;
+            }
+            (None, None) => {
+                problems.push(Problem::new(
+                    at.clone(),
+                    "names neither a `job` nor a `task` to run",
+                ));
+                sources.push(None);
+                continue;
+            }
+        };
+        kinds.insert(step.name.clone(), kind.fields());
+        if kind == StepKind::Job && step.args.is_some() {
+            problems.push(Problem::at_key(
+                at.key("args"),
+                "only a task step takes args; give a job its values as `params`",
+            ));
+        }
+        match read_target(target, kind, base, origin, &at) {
+            Ok(source) => sources.push(Some((kind, source))),
+            Err(why) => {
+                problems.push(Problem::new(at.key(kind.key()), why));
+                sources.push(None);
+            }
+        }
+    }
+
+    let upstream = order
+        .as_ref()
+        .map(|order| dag.upstream(order))
+        .unwrap_or_else(|| vec![BTreeSet::new(); s.steps.len()]);
+    for (i, step) in s.steps.iter().enumerate() {
+        let names: BTreeSet<String> = upstream[i]
+            .iter()
+            .map(|&u| s.steps[u].name.clone())
+            .collect();
+        let scope = Scope {
+            params: &s.params,
+            steps: &kinds,
+            upstream: &names,
+        };
+        let at = spec.key("steps").index(i);
+        for (name, source) in &step.params {
+            if !crate::spec::template::is_param_name(name) {
+                problems.push(Problem::at_key(
+                    at.key("params").key(name),
+                    "not a valid param name: a letter or '_', then letters, digits, '_' or '-'",
+                ));
+            }
+            for why in templates::check(source, &scope) {
+                problems.push(Problem::new(at.key("params").key(name), why));
+            }
+        }
+        for (j, source) in step.args.iter().flatten().enumerate() {
+            for why in templates::check(source, &scope) {
+                problems.push(Problem::new(at.key("args").index(j), why));
+            }
+        }
+    }
+    if problems.len() > before {
+        return None;
+    }
+
+    let steps: Vec<PipelineStep> = s
+        .steps
+        .iter()
+        .zip(sources)
+        .zip(depends_on)
+        .map(|((step, source), depends_on)| {
+            let (kind, source) = source.expect("every target was read");
+            PipelineStep {
+                name: step.name.clone(),
+                kind,
+                source,
+                params: step.params.clone(),
+                args: step.args.clone(),
+                depends_on,
+            }
+        })
+        .collect();
+    let order = order.expect("no cycle");
+    let previews = preview(&file, &steps, &order, targets);
+    let first_job = steps
+        .iter()
+        .position(|s| s.kind == StepKind::Job)
+        .and_then(|i| previews[i].as_ref());
+    let state = match (state, first_job) {
+        (Some(state), _) => state,
+        (None, Some(loaded)) => loaded.job.state.clone(),
+        (None, None) => {
+            if !steps.iter().any(|s| s.kind == StepKind::Job) {
+                problems.push(Problem::new(
+                    spec.clone(),
+                    "no step is a job, whose state the pipeline's runs could be recorded beside: name where in `spec.state` (s3://bucket/prefix/)",
+                ));
+            }
+            return None;
+        }
+    };
+    let endpoint = previews
+        .iter()
+        .flatten()
+        .find_map(|loaded| loaded.job.endpoint.clone());
+    let kubernetes = first_job
+        .map(|loaded| loaded.job.kubernetes.clone())
+        .unwrap_or_else(|| PodSettings {
+            ttl_seconds_after_finished: DEFAULT_TTL_SECONDS,
+            ..Default::default()
+        });
+    if !targets.is_empty() {
+        return None;
+    }
+    let mut buckets: Vec<String> = previews
+        .iter()
+        .flatten()
+        .flat_map(|l| [l.job.sink.uri.bucket.clone(), l.job.state.bucket.clone()])
+        .chain([state.bucket.clone()])
+        .collect();
+    buckets.sort();
+    buckets.dedup();
+    Some(Pipeline {
+        name: file.metadata.name.clone(),
+        origin: origin.to_string(),
+        params: file.spec.params.clone(),
+        parallelism: file.spec.parallelism,
+        state,
+        endpoint,
+        kubernetes,
+        buckets,
+        steps,
+        order,
+        raw: file,
+    })
+}
+
+/// Every step's target loaded as a run would load it: job steps with their params rendered
+/// over placeholder results upstream (a job's sink as its `output`, zero counts), task steps
+/// with their args and params applied. A step whose upstream did not load is not tried (its
+/// params could not be rendered). Returns the loaded jobs by step.
+fn preview(
+    file: &PipelineFile,
+    steps: &[PipelineStep],
+    order: &[usize],
+    errors: &mut Vec<SpecError>,
+) -> Vec<Option<Loaded>> {
+    let pipeline_run = format!("{}-check", file.metadata.name);
+    let mut results: BTreeMap<String, StepResult> = BTreeMap::new();
+    let mut loaded: Vec<Option<Loaded>> = vec![None; steps.len()];
+    let mut broken = vec![false; steps.len()];
+    let ctx_params = &file.spec.params;
+    for &i in order {
+        let step = &steps[i];
+        if step.depends_on.iter().any(|&d| broken[d]) {
+            broken[i] = true;
+            continue;
+        }
+        let ctx = RenderContext {
+            params: ctx_params,
+            pipeline: &file.metadata.name,
+            run_id: &pipeline_run,
+            steps: &results,
+        };
+        let params: Result<Vec<(String, String)>, String> = step
+            .params
+            .iter()
+            .map(|(k, v)| templates::render(v, &ctx).map(|v| (k.clone(), v)))
+            .collect();
+        let run_id = step_run_id(&pipeline_run, &step.name);
+        let mut result = StepResult {
+            run_id: run_id.clone(),
+            ..Default::default()
+        };
+        let params = match params {
+            Ok(params) => params,
+            Err(why) => {
+                errors.push(SpecError {
+                    origin: step.source.origin.clone(),
+                    line: 0,
+                    column: 0,
+                    path: String::new(),
+                    message: format!("step {}: params do not render: {why}", step.name),
+                });
+                broken[i] = true;
+                continue;
+            }
+        };
+        match step.kind {
+            StepKind::Job => match step.load_job(&params) {
+                Ok(job) => {
+                    result.output = Some(job.job.sink.uri.to_string());
+                    result.state = Some(job.job.state.to_string());
+                    for field in [
+                        &mut result.records_in,
+                        &mut result.records_out,
+                        &mut result.rejected,
+                        &mut result.objects,
+                        &mut result.outputs,
+                        &mut result.output_bytes,
+                    ] {
+                        *field = Some(0);
+                    }
+                    loaded[i] = Some(job);
+                }
+                Err(e) => {
+                    errors.extend(e.errors);
+                    broken[i] = true;
+                }
+            },
+            StepKind::Task => {
+                if let Err(e) = step.load_task() {
+                    errors.extend(e.errors);
+                    broken[i] = true;
+                }
+            }
+        }
+        results.insert(step.name.clone(), result);
+    }
+    loaded
+}
+
+/// Reads a step's target and checks that it is of the step's kind.
+fn read_target(
+    target: &TargetConfig,
+    kind: StepKind,
+    base: &Path,
+    origin: &str,
+    at: &FieldPath,
+) -> Result<StepSource, String> {
+    let (source, value) = match target {
+        TargetConfig::Path(path) => {
+            if path.trim().is_empty() {
+                return Err("must name a file".into());
+            }
+            let full: PathBuf = base.join(path);
+            let text = std::fs::read_to_string(&full)
+                .map_err(|e| format!("cannot read {}: {e}", full.display()))?;
+            let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+                .map_err(|e| format!("{} is not YAML: {e}", full.display()))?;
+            let source = StepSource {
+                origin: full.display().to_string(),
+                text,
+            };
+            (source, value)
+        }
+        TargetConfig::Inline(map) => {
+            let text = serde_yaml_ng::to_string(map).expect("a mapping serializes");
+            let value = serde_yaml_ng::to_value(map).expect("a mapping converts");
+            let source = StepSource {
+                origin: format!("{origin} ({}.{}, inline)", at, kind.key()),
+                text,
+            };
+            (source, value)
+        }
+    };
+    let expected = match kind {
+        StepKind::Job => crate::spec::file::KIND,
+        StepKind::Task => crate::spec::task::KIND,
+    };
+    match value.get("kind").and_then(serde_yaml_ng::Value::as_str) {
+        Some(k) if k == expected => Ok(source),
+        Some(other) => Err(format!(
+            "{} has kind {other:?}; `{}` takes a {expected}",
+            source.origin,
+            kind.key()
+        )),
+        None => Err(format!(
+            "{} has no `kind`; `{}` takes a {expected}",
+            source.origin,
+            kind.key()
+        )),
+    }
+}
+
+fn is_step_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_STEP_NAME
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// The JSON Schema of the pipeline file format.
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(PipelineFile).to_value()
+}
