@@ -83,7 +83,10 @@ async fn config_map_exists(api: &StrictApi, run_id: &str) -> bool {
 #[test]
 fn the_layer_reads_the_roles_of_manifests() {
     let rbac = crate::support::strict_api::Rbac::from_manifests();
-    assert_eq!(rbac.accounts(), ["sluice-launcher", "sluice-scheduler"]);
+    assert_eq!(
+        rbac.accounts(),
+        ["sluice-launcher", "sluice-pipeline", "sluice-scheduler"]
+    );
 }
 
 /// The scheduler's path (it creates the ConfigMap): a 58-character job name submits, every

@@ -10,6 +10,7 @@ mod kubernetes_e2e; // a real cluster, when SLUICE_TEST_KUBECONFIG is set
 mod layers; // runner/src as layers: imports only go down, no file past 700 lines
 mod local_pods; // the local pod runner executing rendered worker Jobs
 mod manifests; // manifests/: every object passes the Kubernetes 1.33 strict schema
+mod pipelines; // pipelines: DAG order and bound, results into params, failures, resume, check, launcher, cluster, schedules
 mod render; // rendered Kubernetes objects: golden files and the strict schema
 mod report; // report.html, `sluice report`, and run metrics to a file or a Pushgateway
 mod run_state; // across runs: the incremental ledger, gc of abandoned run state

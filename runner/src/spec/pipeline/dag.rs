@@ -52,19 +52,21 @@ impl Dag<'_> {
         }
     }
 
-    /// The steps upstream of each step: its dependencies, theirs, and so on. `order` must be
-    /// an order from [`Dag::order`].
-    pub fn upstream(&self, order: &[usize]) -> Vec<BTreeSet<usize>> {
-        let mut upstream = vec![BTreeSet::new(); self.depends_on.len()];
-        for &i in order {
-            let mut all = BTreeSet::new();
-            for &d in &self.depends_on[i] {
-                all.insert(d);
-                all.extend(upstream[d].iter().copied());
-            }
-            upstream[i] = all;
-        }
-        upstream
+    /// The steps upstream of each step: its dependencies, theirs, and so on (a step in a
+    /// cycle is upstream of itself).
+    pub fn upstream(&self) -> Vec<BTreeSet<usize>> {
+        (0..self.depends_on.len())
+            .map(|start| {
+                let mut seen = BTreeSet::new();
+                let mut todo: Vec<usize> = self.depends_on[start].clone();
+                while let Some(step) = todo.pop() {
+                    if seen.insert(step) {
+                        todo.extend(self.depends_on[step].iter().copied());
+                    }
+                }
+                seen
+            })
+            .collect()
     }
 }
 
@@ -79,7 +81,7 @@ mod tests {
         let dag = Dag { depends_on: &deps };
         let order = dag.order().unwrap();
         assert_eq!(order, vec![0, 4, 1, 2, 3]);
-        let up = dag.upstream(&order);
+        let up = dag.upstream();
         assert_eq!(up[3], BTreeSet::from([0, 1, 2]));
         assert!(up[4].is_empty());
     }
@@ -90,6 +92,7 @@ mod tests {
         let deps = vec![vec![1], vec![2], vec![1]];
         let dag = Dag { depends_on: &deps };
         assert_eq!(dag.order().unwrap_err(), vec![1, 2, 1]);
+        assert_eq!(dag.upstream()[0], BTreeSet::from([1, 2]));
         let own = vec![vec![0]];
         assert_eq!(Dag { depends_on: &own }.order().unwrap_err(), vec![0, 0]);
     }

@@ -482,10 +482,7 @@ fn validate(
         }
     }
 
-    let upstream = order
-        .as_ref()
-        .map(|order| dag.upstream(order))
-        .unwrap_or_else(|| vec![BTreeSet::new(); s.steps.len()]);
+    let upstream = dag.upstream();
     for (i, step) in s.steps.iter().enumerate() {
         let names: BTreeSet<String> = upstream[i]
             .iter()
