@@ -322,3 +322,109 @@ spec:
     assert_eq!(failed, "1");
     kubectl(&cluster, &["delete", "job", &launcher]);
 }
+
+/// A pipeline of two job steps, the second reading what the first published, driven by its
+/// launcher inside the cluster (`submit --detach` creates the ConfigMap and launcher Job)
+/// with the rights of `sluice-pipeline`; published once both steps are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_runs_through_its_launcher_on_a_real_cluster() {
+    let Some(cluster) = cluster() else { return };
+    let storage =
+        Storage::with_endpoint(&cluster.endpoint, &cluster.access_key, &cluster.secret_key).await;
+    let bucket = crate::support::fresh_bucket(&storage).await;
+    for i in 0..3 {
+        let uri: S3Uri = format!("s3://{bucket}/in/{i}.csv").parse().unwrap();
+        storage
+            .put_bytes(&uri, format!("id,value\n{i}1,1\n{i}2,2\n").into())
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let job = |name: &str, source: &str, format: &str, extra: &str| {
+        format!(
+            "apiVersion: sluice.dev/v1alpha1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  params: {{input: none, expected: 0}}
+  source: {{uri: \"{source}\", format: {format}}}
+{extra}  sink: {{uri: s3://{bucket}/{name}/, format: jsonl}}
+  endpoint: {}
+  shards: 1
+  kubernetes:
+    envFrom:
+      - secretRef: {{name: sluice-test-s3}}
+",
+            cluster.endpoint
+        )
+    };
+    std::fs::write(
+        dir.path().join("first.yaml"),
+        job("first", &format!("s3://{bucket}/in/"), "csv", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("second.yaml"),
+        job(
+            "second",
+            "{{ params.input }}",
+            "jsonl",
+            "  validate:\n    rules:\n      - {name: all, scope: run, sql: \"SELECT count(*) = {{ params.expected }} FROM output\"}\n",
+        ),
+    )
+    .unwrap();
+    let pipeline = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &pipeline,
+        "apiVersion: sluice.dev/v1alpha1
+kind: Pipeline
+metadata: {name: e2e-pipeline}
+spec:
+  steps:
+    - {name: first, job: first.yaml}
+    - name: second
+      job: second.yaml
+      depends_on: [first]
+      params: {input: \"{{ steps.first.output }}\", expected: \"{{ steps.first.records_out }}\"}
+",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "submit",
+            pipeline.to_str().unwrap(),
+            "--image",
+            &cluster.image,
+            "--detach",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let state: S3Uri = format!("s3://{bucket}/_sluice/").parse().unwrap();
+    let layout = sluice::state::pipeline::PipelineLayout::new(&state, "e2e-pipeline", &run_id);
+    for _ in 0..300 {
+        if sluice::state::pipeline::is_published(&storage, &layout)
+            .await
+            .unwrap()
+        {
+            let record = sluice::state::pipeline::read_record(&storage, &layout)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(record.steps[1].params["expected"], "6");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    panic!(
+        "pipeline run {run_id} was not published within 5 minutes:\n{}",
+        kubectl(&cluster, &["get", "jobs,pods", "-o", "wide"])
+    );
+}

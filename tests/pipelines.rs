@@ -527,11 +527,41 @@ fn the_example_pipeline_checks_and_renders_a_launcher_the_strict_schema_accepts(
     assert_eq!(names(&bundled), names(&example));
     assert_eq!(bundled.state, example.state);
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "jobs/taxi-pipeline.yaml"])
+        .args([
+            "check",
+            "jobs/taxi-pipeline.yaml",
+            "schedules/taxi-pipeline-monthly.yaml",
+        ])
         .current_dir(root)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
+    // A schedule of the pipeline with fixed params is a native CronJob of its launcher.
+    let schedule = dir.path().join("monthly.yaml");
+    std::fs::write(
+        &schedule,
+        format!(
+            "apiVersion: sluice.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: taxi-monthly\nspec:\n  cron: \"0 3 1 * *\"\n  target: {}\n  params:\n    month: \"2026-01\"\n",
+            root.join("jobs/taxi-pipeline.yaml").display()
+        ),
+    )
+    .unwrap();
+    let schedule = sluice::spec::schedule::load_schedule_file(&schedule).unwrap();
+    let yaml =
+        sluice::schedule::fire::render_cron_job(&schedule, Some("sluice:test"), None).unwrap();
+    check_manifests(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs[0]["kind"], "ConfigMap");
+    assert_eq!(docs[1]["kind"], "CronJob");
+    let pod = &docs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let args = pod["containers"][0]["args"].as_array().unwrap();
+    assert!(args.iter().any(|a| a == "--scheduled-job"), "{args:?}");
+    assert_eq!(
+        pod["volumes"][1]["configMap"]["name"],
+        docs[0]["metadata"]["name"]
+    );
 }
 
 /// The DAG on a cluster: each job step through the submit path, as the launcher drives it,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::error::{Problem, SpecError, SpecErrors};
 use crate::spec::file::{API_VERSION, scalar_string_map};
-use crate::spec::kubernetes::{DEFAULT_TTL_SECONDS, PodSettings};
+use crate::spec::kubernetes::{DEFAULT_TTL_SECONDS, PodSettings, is_credential_name};
 use crate::spec::metadata::{Metadata, check_metadata};
 use crate::spec::span::FieldPath;
 use crate::spec::task::TaskDefinition;
@@ -467,6 +467,14 @@ fn validate(
             }
         };
         kinds.insert(step.name.clone(), kind.fields());
+        if kind == StepKind::Task {
+            for name in step.params.keys().filter(|n| is_credential_name(n)) {
+                problems.push(Problem::at_key(
+                    at.key("params").key(name),
+                    "looks like a credential; a task step's params are environment variables in plain text in the Job's pod spec: put it in the container's `secrets`",
+                ));
+            }
+        }
         if kind == StepKind::Job && step.args.is_some() {
             problems.push(Problem::at_key(
                 at.key("args"),
