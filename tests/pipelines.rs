@@ -620,6 +620,30 @@ async fn on_a_cluster_the_launcher_drives_the_steps_with_its_role_alone() {
         .map(|r| r["records"].as_i64().unwrap())
         .sum();
     assert_eq!(counted, 6);
+    // `submit --detach` leaves the run to a launcher in the cluster: its ConfigMap and Job.
+    let target = sluice::kubernetes::pipeline::PipelineTarget::new(
+        &pipeline,
+        Some("sluice:test"),
+        Some("sluice"),
+        "clustered-2".into(),
+    );
+    let admin = sluice::kubernetes::cluster::Cluster::new(api.client_as(None), "sluice");
+    let launcher = sluice::kubernetes::pipeline::create_launcher(&admin, &pipeline, &target)
+        .await
+        .unwrap();
+    assert_eq!(
+        launcher.metadata.name.as_deref(),
+        Some("clustered-2-pipeline-launcher")
+    );
+    let maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(api.client_as(None), "sluice");
+    let map = maps.get("clustered-2-pipeline").await.unwrap();
+    let files = map.data.unwrap();
+    assert!(files.contains_key("pipeline.yaml") && files.contains_key("step-totals.yaml"));
+    // Creating them again (a retried submit) finds them.
+    sluice::kubernetes::pipeline::create_launcher(&admin, &pipeline, &target)
+        .await
+        .unwrap();
 }
 
 /// A schedule whose target is a pipeline: missed intervals are caught up, oldest first,

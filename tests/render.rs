@@ -172,6 +172,19 @@ fn every_example_file_renders_schema_valid_objects() {
                 checked += 1;
                 continue;
             }
+            if spec::kind_of(&path).as_deref() == Some(spec::pipeline::KIND) {
+                use sluice::kubernetes::pipeline as objects;
+                let pipeline = spec::pipeline::load_pipeline_file(&path, &[]).unwrap();
+                let target = objects::PipelineTarget::new(&pipeline, None, None, "p-1".into());
+                let yaml = to_yaml(&[
+                    serde_json::to_value(objects::pipeline_config_map(&pipeline, &target)).unwrap(),
+                    serde_json::to_value(objects::pipeline_launcher_job(&pipeline, &target))
+                        .unwrap(),
+                ]);
+                check_manifests(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                checked += 1;
+                continue;
+            }
             let (launcher, worker) = render_all(&path);
             check_manifests(&launcher).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             check_manifests(&worker).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

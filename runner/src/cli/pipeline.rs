@@ -10,7 +10,9 @@ use crate::cli::submit::SubmitArgs;
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::Cluster;
 use crate::kubernetes::cronjob::scheduled_time_of;
-use crate::kubernetes::pipeline::{PipelineTarget, pipeline_config_map, pipeline_launcher_job};
+use crate::kubernetes::pipeline::{
+    PipelineTarget, create_launcher, pipeline_config_map, pipeline_launcher_job,
+};
 use crate::kubernetes::render::to_yaml;
 use crate::pipeline::summary::{self, StepProgress};
 use crate::pipeline::{Executor, PipelineOptions, run_pipeline, running_progress};
@@ -84,38 +86,96 @@ pub fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
     crate::cli::runtime()?.block_on(async {
         let cluster = Cluster::connect(&target.namespace).await?;
         if args.detach {
-            cluster
-                .create_once(&pipeline_config_map(&pipeline, &target))
-                .await?;
-            cluster
-                .create_once(&pipeline_launcher_job(&pipeline, &target))
-                .await?;
+            create_launcher(&cluster, &pipeline, &target).await?;
             println!("{run_id}");
             return Ok(ExitCode::Done);
         }
         let refuse = args
             .in_cluster
             .then_some("`sluice submit --in-cluster` is the launcher of a run on the cluster");
-        let conn = args
-            .connect
-            .connect_refusing_embedded(pipeline.endpoint.as_deref(), refuse)
-            .await?;
-        let executor = Executor::Cluster {
-            client: cluster.client.clone(),
-            image: Some(target.image.clone()),
+        let on = OnCluster {
+            cluster: &cluster,
+            image: &target.image,
             namespace: args.namespace.clone(),
-            poll: Duration::from_secs(args.poll.max(1)),
+            poll: args.poll,
+            refuse,
         };
-        let layout = PipelineLayout::new(&pipeline.state, &pipeline.name, &run_id);
-        let resume = read_record(&conn.storage, &layout).await?.is_some();
-        let options = PipelineOptions {
-            run_id,
-            resume,
-            create_buckets: false,
+        drive(&pipeline, run_id, &on, &args.connect).await
+    })
+}
+
+/// Where a pipeline's steps run on a cluster.
+struct OnCluster<'a> {
+    cluster: &'a Cluster,
+    image: &'a str,
+    /// Every step's namespace, when one is forced (the launcher's own).
+    namespace: Option<String>,
+    poll: u64,
+    refuse: Option<&'a str>,
+}
+
+/// Drives the pipeline run `run_id` with every step on the cluster; a run whose record
+/// exists is resumed.
+async fn drive(
+    pipeline: &Pipeline,
+    run_id: String,
+    on: &OnCluster<'_>,
+    connect: &ConnectArgs,
+) -> anyhow::Result<ExitCode> {
+    let conn = connect
+        .connect_refusing_embedded(pipeline.endpoint.as_deref(), on.refuse)
+        .await?;
+    let executor = Executor::Cluster {
+        client: on.cluster.client.clone(),
+        image: Some(on.image.to_string()),
+        namespace: on.namespace.clone(),
+        poll: Duration::from_secs(on.poll.max(1)),
+    };
+    let layout = PipelineLayout::new(&pipeline.state, &pipeline.name, &run_id);
+    let resume = read_record(&conn.storage, &layout).await?.is_some();
+    let options = PipelineOptions {
+        run_id,
+        resume,
+        create_buckets: false,
+    };
+    let run = run_pipeline(&executor, &conn.storage, pipeline, options).await?;
+    print!("{}", summary::render(&run.record, &run.layout, &|_| None));
+    Ok(run.exit)
+}
+
+/// `sluice resume RUN --pipeline FILE`: the pipeline run finished with its steps on the
+/// cluster; every step that did not succeed runs again.
+pub fn resume_on_cluster(
+    run_id: &str,
+    file: &Path,
+    namespace: &str,
+    image: Option<&str>,
+    poll: u64,
+    connect: &ConnectArgs,
+) -> anyhow::Result<ExitCode> {
+    let pipeline = load_pipeline_file(file, &[])?;
+    let target = PipelineTarget::new(&pipeline, image, Some(namespace), run_id.to_string());
+    crate::cli::runtime()?.block_on(async {
+        let cluster = Cluster::connect(&target.namespace).await?;
+        let layout = PipelineLayout::new(&pipeline.state, &pipeline.name, run_id);
+        let conn = connect.connect(pipeline.endpoint.as_deref()).await?;
+        if read_record(&conn.storage, &layout).await?.is_none() {
+            return Err(UsageError::new(format!(
+                "pipeline {} has no run {run_id} (no {}) to resume",
+                pipeline.name,
+                layout.record()
+            ))
+            .into());
+        }
+        drop(conn);
+        let on = OnCluster {
+            cluster: &cluster,
+            image: &target.image,
+            namespace: Some(target.namespace.clone()),
+            poll,
+            refuse: None,
         };
-        let run = run_pipeline(&executor, &conn.storage, &pipeline, options).await?;
-        print!("{}", summary::render(&run.record, &run.layout, &|_| None));
-        Ok(run.exit)
+        drive(&pipeline, run_id.to_string(), &on, connect).await
     })
 }
 

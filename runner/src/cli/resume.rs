@@ -25,6 +25,10 @@ pub struct ResumeArgs {
     /// resumes its own run).
     #[arg(long, value_name = "JOB", conflicts_with_all = ["state", "job"])]
     pub local: Option<std::path::PathBuf>,
+    /// The run is a pipeline run of this pipeline file: finish it with its steps on the
+    /// cluster (every step that did not succeed runs again; a job step resumes its own run).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["local", "state", "job", "detach"])]
+    pub pipeline: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub state: RunStateArgs,
     /// The image of the new worker Job when no Job of the run is left to take it from
@@ -36,6 +40,16 @@ pub struct ResumeArgs {
 pub fn run(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     if let Some(job) = &args.local {
         return resume_locally(&args, job);
+    }
+    if let Some(pipeline) = &args.pipeline {
+        return crate::cli::pipeline::resume_on_cluster(
+            &args.run.run,
+            pipeline,
+            &args.run.namespace,
+            args.image.as_deref(),
+            args.poll,
+            &args.run.connect,
+        );
     }
     crate::cli::runtime()?.block_on(async {
         let started = chrono::Utc::now();

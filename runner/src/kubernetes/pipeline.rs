@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::kubernetes::cluster::{Cluster, ClusterError};
 use crate::kubernetes::pod::{Identity, environment, hardened, job_of, pod_spec};
 use crate::kubernetes::render::{
     ANNOTATION_RUN_ID, JOB_FILE_DIR, LABEL_COMPONENT, LABEL_RUN, LAUNCHER_CONTAINER,
@@ -89,6 +90,21 @@ fn metadata(
         )])),
         ..Default::default()
     }
+}
+
+/// Creates a pipeline run's ConfigMap and launcher Job on the cluster (each unless it
+/// exists), so that the launcher drives the run from inside; returns the launcher Job.
+pub async fn create_launcher(
+    cluster: &Cluster,
+    pipeline: &Pipeline,
+    target: &PipelineTarget,
+) -> Result<KubeJob, ClusterError> {
+    cluster
+        .create_once(&pipeline_config_map(pipeline, target))
+        .await?;
+    cluster
+        .create_once(&pipeline_launcher_job(pipeline, target))
+        .await
 }
 
 /// The ConfigMap of the pipeline's files (see `Pipeline::bundle`).

@@ -159,7 +159,7 @@ mod tests {
                 step("other", StepStatus::Running, &[]),
             ],
         };
-        let state: crate::storage::uri::S3Uri = "s3://b/_sluice/".parse().unwrap();
+        let state: crate::storage::uri::S3Uri = "s3://lake/_sluice/".parse().unwrap();
         let layout = PipelineLayout::new(&state, "p", "p-1");
         let progress = |name: &str| {
             (name == "other").then_some(StepProgress {
@@ -178,6 +178,6 @@ mod tests {
         );
         assert!(text.contains("p-1-other (1/4 objects, 50%)"), "{text}");
         assert!(text.contains("skipped    check"), "{text}");
-        assert!(text.ends_with("record: s3://b/_sluice/pipelines/p/p-1/pipeline.json\n"));
+        assert!(text.ends_with("record: s3://lake/_sluice/pipelines/p/p-1/pipeline.json\n"));
     }
 }
