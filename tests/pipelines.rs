@@ -621,7 +621,7 @@ async fn on_a_cluster_the_launcher_drives_the_steps_with_its_role_alone() {
         .sum();
     assert_eq!(counted, 6);
     // `submit --detach` leaves the run to a launcher in the cluster: its ConfigMap and Job.
-    let target = sluice::kubernetes::pipeline::PipelineTarget::new(
+    let target = sluice::kubernetes::pipeline::pipeline_target(
         &pipeline,
         Some("sluice:test"),
         Some("sluice"),

@@ -175,7 +175,7 @@ fn every_example_file_renders_schema_valid_objects() {
             if spec::kind_of(&path).as_deref() == Some(spec::pipeline::KIND) {
                 use sluice::kubernetes::pipeline as objects;
                 let pipeline = spec::pipeline::load_pipeline_file(&path, &[]).unwrap();
-                let target = objects::PipelineTarget::new(&pipeline, None, None, "p-1".into());
+                let target = objects::pipeline_target(&pipeline, None, None, "p-1".into());
                 let yaml = to_yaml(&[
                     serde_json::to_value(objects::pipeline_config_map(&pipeline, &target)).unwrap(),
                     serde_json::to_value(objects::pipeline_launcher_job(&pipeline, &target))

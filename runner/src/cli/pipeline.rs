@@ -9,9 +9,8 @@ use crate::cli::exit::UsageError;
 use crate::cli::submit::SubmitArgs;
 use crate::exit::ExitCode;
 use crate::kubernetes::cluster::Cluster;
-use crate::kubernetes::cronjob::scheduled_time_of;
 use crate::kubernetes::pipeline::{
-    PipelineTarget, create_launcher, pipeline_config_map, pipeline_launcher_job,
+    create_launcher, pipeline_config_map, pipeline_launcher_job, pipeline_target,
 };
 use crate::kubernetes::render::to_yaml;
 use crate::pipeline::summary::{self, StepProgress};
@@ -65,19 +64,8 @@ fn new_run_id(pipeline: &Pipeline) -> String {
 /// ConfigMap and launcher Job instead and return. Submitting an existing run id resumes it.
 pub fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
     let pipeline = load_pipeline_file(&args.job, &args.params)?;
-    let run_id = match (&args.run_id, &args.scheduled_job) {
-        (Some(run_id), _) => run_id.clone(),
-        (None, Some(name)) => {
-            let time = scheduled_time_of(name).ok_or_else(|| {
-                UsageError::new(format!(
-                    "--scheduled-job {name:?} is not the name of a Job a CronJob created (`<cronjob>-<minutes since the epoch>`)"
-                ))
-            })?;
-            crate::spec::schedule::cron::run_id(&pipeline.name, time)
-        }
-        (None, None) => new_run_id(&pipeline),
-    };
-    let target = PipelineTarget::new(
+    let run_id = crate::cli::submit::run_id_of(args, &pipeline.name)?;
+    let target = pipeline_target(
         &pipeline,
         args.image.as_deref(),
         args.namespace.as_deref(),
@@ -154,7 +142,7 @@ pub fn resume_on_cluster(
     connect: &ConnectArgs,
 ) -> anyhow::Result<ExitCode> {
     let pipeline = load_pipeline_file(file, &[])?;
-    let target = PipelineTarget::new(&pipeline, image, Some(namespace), run_id.to_string());
+    let target = pipeline_target(&pipeline, image, Some(namespace), run_id.to_string());
     crate::cli::runtime()?.block_on(async {
         let cluster = Cluster::connect(&target.namespace).await?;
         let layout = PipelineLayout::new(&pipeline.state, &pipeline.name, run_id);
@@ -189,7 +177,7 @@ pub fn render(
 ) -> anyhow::Result<ExitCode> {
     let pipeline = load_pipeline_file(file, params)?;
     let run_id = run_id.unwrap_or_else(|| new_run_id(&pipeline));
-    let target = PipelineTarget::new(&pipeline, image, namespace, run_id);
+    let target = pipeline_target(&pipeline, image, namespace, run_id);
     let objects = [
         serde_json::to_value(pipeline_config_map(&pipeline, &target))?,
         serde_json::to_value(pipeline_launcher_job(&pipeline, &target))?,

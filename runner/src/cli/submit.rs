@@ -54,24 +54,30 @@ pub struct SubmitArgs {
     pub connect: ConnectArgs,
 }
 
+/// The run id: `--run-id`, else the one of the scheduled fire `--scheduled-job` names, else
+/// a new `<name>-<UTC time>`.
+pub fn run_id_of(args: &SubmitArgs, name: &str) -> Result<String, UsageError> {
+    Ok(match (&args.run_id, &args.scheduled_job) {
+        (Some(run_id), _) => run_id.clone(),
+        (None, Some(job)) => {
+            let time = scheduled_time_of(job).ok_or_else(|| {
+                UsageError::new(format!(
+                    "--scheduled-job {job:?} is not the name of a Job a CronJob created (`<cronjob>-<minutes since the epoch>`)"
+                ))
+            })?;
+            crate::spec::schedule::cron::run_id(name, time)
+        }
+        (None, None) => crate::plan::new_run_id(name, chrono::Utc::now()),
+    })
+}
+
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     if crate::cli::pipeline::is_pipeline(&args.job) {
         return crate::cli::pipeline::submit(&args);
     }
     let loaded = spec::load_file(&args.job, &args.params)?;
     let job = &loaded.job;
-    let run_id = match (&args.run_id, &args.scheduled_job) {
-        (Some(run_id), _) => run_id.clone(),
-        (None, Some(name)) => {
-            let time = scheduled_time_of(name).ok_or_else(|| {
-                UsageError::new(format!(
-                    "--scheduled-job {name:?} is not the name of a Job a CronJob created (`<cronjob>-<minutes since the epoch>`)"
-                ))
-            })?;
-            crate::spec::schedule::cron::run_id(&job.name, time)
-        }
-        (None, None) => crate::plan::new_run_id(&job.name, chrono::Utc::now()),
-    };
+    let run_id = run_id_of(&args, &job.name)?;
     let target = Target::new(
         job,
         args.image.as_deref(),

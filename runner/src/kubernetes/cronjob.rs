@@ -7,7 +7,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job as KubeJob, JobSpec,
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, EnvVarSource, ObjectFieldSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::kubernetes::pipeline::{PipelineTarget, pipeline_config_map, pipeline_launcher_job};
+use crate::kubernetes::pipeline::{pipeline_config_map, pipeline_launcher_job, pipeline_target};
 use crate::kubernetes::render::{
     ANNOTATION_RUN_ID, LABEL_RUN, MAX_CRON_JOB_NAME, Target, config_map, launcher_job, name_within,
 };
@@ -54,7 +54,7 @@ pub fn pipeline_cron_job(
     image: Option<&str>,
     namespace: Option<&str>,
 ) -> (ConfigMap, CronJob) {
-    let target = PipelineTarget::new(pipeline, image, namespace, schedule.name.clone());
+    let target = pipeline_target(pipeline, image, namespace, schedule.name.clone());
     let map = pipeline_config_map(pipeline, &target);
     let launcher = pipeline_launcher_job(pipeline, &target);
     launcher_cron_job(schedule, map, launcher)

@@ -5,20 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job as KubeJob, JobSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, ResourceRequirements, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::batch::v1::Job as KubeJob;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::kubernetes::cluster::{Cluster, ClusterError};
-use crate::kubernetes::pod::{Identity, environment, hardened, job_of, pod_spec};
 use crate::kubernetes::render::{
-    ANNOTATION_RUN_ID, JOB_FILE_DIR, LABEL_COMPONENT, LABEL_RUN, LAUNCHER_CONTAINER,
-    launcher_failure_policy, object_name, run_label,
+    ANNOTATION_RUN_ID, LABEL_COMPONENT, LABEL_RUN, Launcher, Target, launcher_of, object_name,
+    run_label,
 };
-use crate::spec::kubernetes::DEFAULT_IMAGE;
 use crate::spec::pipeline::{BUNDLE_KEY, Pipeline};
 
 /// Label naming the pipeline on its launcher, ConfigMap and pods.
@@ -29,33 +24,13 @@ pub const PIPELINE_SERVICE_ACCOUNT: &str = "sluice-pipeline";
 
 /// Where and as what a pipeline run's objects are rendered: the flags win over the first
 /// job step's `kubernetes` settings, which win over the defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineTarget {
-    pub image: String,
-    pub namespace: String,
-    pub run_id: String,
-}
-
-impl PipelineTarget {
-    pub fn new(
-        pipeline: &Pipeline,
-        image: Option<&str>,
-        namespace: Option<&str>,
-        run_id: String,
-    ) -> PipelineTarget {
-        let settings = &pipeline.kubernetes;
-        PipelineTarget {
-            image: image
-                .or(settings.image.as_deref())
-                .unwrap_or(DEFAULT_IMAGE)
-                .to_string(),
-            namespace: namespace
-                .or(settings.namespace.as_deref())
-                .unwrap_or(crate::kubernetes::render::DEFAULT_NAMESPACE)
-                .to_string(),
-            run_id,
-        }
-    }
+pub fn pipeline_target(
+    pipeline: &Pipeline,
+    image: Option<&str>,
+    namespace: Option<&str>,
+    run_id: String,
+) -> Target {
+    Target::from_settings(&pipeline.kubernetes, image, namespace, run_id)
 }
 
 pub fn pipeline_config_map_name(run_id: &str) -> String {
@@ -66,12 +41,7 @@ pub fn pipeline_launcher_name(run_id: &str) -> String {
     object_name(run_id, "pipeline-launcher")
 }
 
-fn metadata(
-    pipeline: &Pipeline,
-    target: &PipelineTarget,
-    name: String,
-    component: &str,
-) -> ObjectMeta {
+fn metadata(pipeline: &Pipeline, target: &Target, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(target.namespace.clone()),
@@ -97,7 +67,7 @@ fn metadata(
 pub async fn create_launcher(
     cluster: &Cluster,
     pipeline: &Pipeline,
-    target: &PipelineTarget,
+    target: &Target,
 ) -> Result<KubeJob, ClusterError> {
     cluster
         .create_once(&pipeline_config_map(pipeline, target))
@@ -108,7 +78,7 @@ pub async fn create_launcher(
 }
 
 /// The ConfigMap of the pipeline's files (see `Pipeline::bundle`).
-pub fn pipeline_config_map(pipeline: &Pipeline, target: &PipelineTarget) -> ConfigMap {
+pub fn pipeline_config_map(pipeline: &Pipeline, target: &Target) -> ConfigMap {
     ConfigMap {
         metadata: metadata(
             pipeline,
@@ -125,77 +95,21 @@ pub fn pipeline_config_map(pipeline: &Pipeline, target: &PipelineTarget) -> Conf
 /// mounted pipeline file. It exits with the pipeline's outcome; a run that ended with a code
 /// a retry cannot fix fails the Job at once, a transient failure retries it (and the retry
 /// resumes the run).
-pub fn pipeline_launcher_job(pipeline: &Pipeline, target: &PipelineTarget) -> KubeJob {
-    let settings = &pipeline.kubernetes;
-    let meta = metadata(
-        pipeline,
-        target,
-        pipeline_launcher_name(&target.run_id),
-        "pipeline-launcher",
-    );
-    let endpoint = pipeline.endpoint.iter().map(|endpoint| EnvVar {
-        name: "AWS_ENDPOINT_URL".into(),
-        value: Some(endpoint.clone()),
-        ..Default::default()
-    });
-    let container = hardened(Container {
-        name: LAUNCHER_CONTAINER.into(),
-        image: Some(target.image.clone()),
-        command: Some(vec!["sluice".into()]),
-        args: Some(vec![
-            "submit".into(),
-            "--in-cluster".into(),
-            format!("{JOB_FILE_DIR}/{BUNDLE_KEY}"),
-            "--run-id".into(),
-            target.run_id.clone(),
-            "--image".into(),
-            target.image.clone(),
-            "--namespace".into(),
-            target.namespace.clone(),
-        ]),
-        env: Some(environment(endpoint.collect(), &settings.env)),
-        env_from: (!settings.env_from.is_empty()).then(|| settings.env_from.clone()),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("100m".into())),
-                ("memory".to_string(), Quantity("256Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_string(),
-                Quantity("512Mi".into()),
-            )])),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "pipeline".into(),
-            mount_path: JOB_FILE_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    let identity = Identity {
-        service_account: Some(PIPELINE_SERVICE_ACCOUNT.into()),
-        api_token: true,
-    };
-    let files = Volume {
-        name: "pipeline".into(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: pipeline_config_map_name(&target.run_id),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut pod = pod_spec(settings, identity, vec![container], Vec::new(), vec![files]);
-    pod.affinity = None;
-    let spec = JobSpec {
-        completions: Some(1),
-        parallelism: Some(1),
-        backoff_limit: Some(3),
-        pod_failure_policy: Some(launcher_failure_policy()),
-        pod_replacement_policy: Some("Failed".into()),
-        ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
-        ..Default::default()
-    };
-    job_of(meta, spec, pod)
+pub fn pipeline_launcher_job(pipeline: &Pipeline, target: &Target) -> KubeJob {
+    launcher_of(Launcher {
+        meta: metadata(
+            pipeline,
+            target,
+            pipeline_launcher_name(&target.run_id),
+            "pipeline-launcher",
+        ),
+        settings: &pipeline.kubernetes,
+        endpoint: pipeline.endpoint.as_deref(),
+        image: &target.image,
+        namespace: &target.namespace,
+        run_id: &target.run_id,
+        file: BUNDLE_KEY,
+        config_map: pipeline_config_map_name(&target.run_id),
+        service_account: PIPELINE_SERVICE_ACCOUNT,
+    })
 }

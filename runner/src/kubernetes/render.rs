@@ -21,7 +21,7 @@ use crate::exit::ExitCode;
 use crate::kubernetes::pod::{Identity, environment, hardened, job_of, pod_spec};
 use crate::kubernetes::sidecars::{sidecar_volumes, transformer_sidecars};
 use crate::spec::Job;
-use crate::spec::kubernetes::DEFAULT_IMAGE;
+use crate::spec::kubernetes::{DEFAULT_IMAGE, PodSettings};
 use crate::storage::uri::S3Uri;
 
 /// The namespace of a job's objects unless the job or `--namespace` names another.
@@ -57,7 +57,16 @@ pub struct Target {
 impl Target {
     /// The flags win over the job file, which wins over the defaults.
     pub fn new(job: &Job, image: Option<&str>, namespace: Option<&str>, run_id: String) -> Target {
-        let settings = &job.kubernetes;
+        Target::from_settings(&job.kubernetes, image, namespace, run_id)
+    }
+
+    /// The flags win over `settings` (a job file's `kubernetes`), which win over the defaults.
+    pub fn from_settings(
+        settings: &PodSettings,
+        image: Option<&str>,
+        namespace: Option<&str>,
+        run_id: String,
+    ) -> Target {
         Target {
             image: image
                 .or(settings.image.as_deref())
@@ -328,24 +337,60 @@ fn failure_policy(container: &str, action: &str) -> PodFailurePolicy {
 /// it plans, creates the worker Job, waits for it, publishes the run and exits with the
 /// run's outcome. Submitting is idempotent per run id, so a retried launcher resumes.
 pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
-    let settings = &job.kubernetes;
-    let meta = metadata(job, target, launcher_job_name(&target.run_id), "launcher");
+    launcher_of(Launcher {
+        meta: metadata(job, target, launcher_job_name(&target.run_id), "launcher"),
+        settings: &job.kubernetes,
+        endpoint: job.endpoint.as_deref(),
+        image: &target.image,
+        namespace: &target.namespace,
+        run_id: &target.run_id,
+        file: JOB_FILE_KEY,
+        config_map: config_map_name(&target.run_id),
+        service_account: LAUNCHER_SERVICE_ACCOUNT,
+    })
+}
+
+/// What a launcher Job (of a job's run or of a pipeline's) is made of.
+pub struct Launcher<'a> {
+    pub meta: ObjectMeta,
+    pub settings: &'a PodSettings,
+    pub endpoint: Option<&'a str>,
+    pub image: &'a str,
+    pub namespace: &'a str,
+    pub run_id: &'a str,
+    /// The file `sluice submit --in-cluster` reads, a key of the ConfigMap.
+    pub file: &'a str,
+    /// The ConfigMap mounted at [`JOB_FILE_DIR`].
+    pub config_map: String,
+    pub service_account: &'a str,
+}
+
+/// One pod running `sluice submit --in-cluster` on a file of a mounted ConfigMap, retried
+/// for transient failures only (its podFailurePolicy), placed by the settings but for the
+/// workers' affinity (the launcher only plans and waits).
+pub fn launcher_of(launcher: Launcher) -> KubeJob {
+    let settings = launcher.settings;
+    let endpoint = launcher.endpoint.map(|endpoint| EnvVar {
+        name: "AWS_ENDPOINT_URL".into(),
+        value: Some(endpoint.to_string()),
+        ..Default::default()
+    });
     let container = hardened(Container {
         name: LAUNCHER_CONTAINER.into(),
-        image: Some(target.image.clone()),
+        image: Some(launcher.image.to_string()),
         command: Some(vec!["sluice".into()]),
         args: Some(vec![
             "submit".into(),
             "--in-cluster".into(),
-            format!("{JOB_FILE_DIR}/{JOB_FILE_KEY}"),
+            format!("{JOB_FILE_DIR}/{}", launcher.file),
             "--run-id".into(),
-            target.run_id.clone(),
+            launcher.run_id.to_string(),
             "--image".into(),
-            target.image.clone(),
+            launcher.image.to_string(),
             "--namespace".into(),
-            target.namespace.clone(),
+            launcher.namespace.to_string(),
         ]),
-        env: Some(pod_env(job)),
+        env: Some(environment(endpoint.into_iter().collect(), &settings.env)),
         env_from: (!settings.env_from.is_empty()).then(|| settings.env_from.clone()),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
@@ -367,24 +412,18 @@ pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
         ..Default::default()
     });
     let identity = Identity {
-        service_account: Some(LAUNCHER_SERVICE_ACCOUNT.into()),
+        service_account: Some(launcher.service_account.into()),
         api_token: true,
     };
-    let job_file = Volume {
+    let files = Volume {
         name: "job".into(),
         config_map: Some(ConfigMapVolumeSource {
-            name: config_map_name(&target.run_id),
+            name: launcher.config_map,
             ..Default::default()
         }),
         ..Default::default()
     };
-    let mut pod = pod_spec(
-        settings,
-        identity,
-        vec![container],
-        Vec::new(),
-        vec![job_file],
-    );
+    let mut pod = pod_spec(settings, identity, vec![container], Vec::new(), vec![files]);
     // The launcher only plans and waits: the workers' affinity is theirs, not its.
     pod.affinity = None;
     let spec = JobSpec {
@@ -398,7 +437,7 @@ pub fn launcher_job(job: &Job, target: &Target) -> KubeJob {
         ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
         ..Default::default()
     };
-    job_of(meta, spec, pod)
+    job_of(launcher.meta, spec, pod)
 }
 
 /// The environment of worker and launcher containers: the job's endpoint, the scratch

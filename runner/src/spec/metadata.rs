@@ -21,6 +21,31 @@ pub struct Metadata {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Checks the header every kind of file shares: `apiVersion` is this version's, `kind` is
+/// `expected`.
+pub(crate) fn check_header(
+    api_version: &str,
+    kind: &str,
+    expected: &str,
+    problems: &mut Vec<Problem>,
+) {
+    if api_version != crate::spec::file::API_VERSION {
+        problems.push(Problem::new(
+            FieldPath::parse("apiVersion"),
+            format!(
+                "must be {} (got {api_version:?})",
+                crate::spec::file::API_VERSION
+            ),
+        ));
+    }
+    if kind != expected {
+        problems.push(Problem::new(
+            FieldPath::parse("kind"),
+            format!("must be {expected} (got {kind:?})"),
+        ));
+    }
+}
+
 /// Checks `metadata`: the name is a DNS-1123 label, the labels are Kubernetes labels.
 pub(crate) fn check_metadata(m: &Metadata, problems: &mut Vec<Problem>) {
     if !is_dns_label(&m.name) {

@@ -14,9 +14,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::error::{Problem, SpecError, SpecErrors};
-use crate::spec::file::{API_VERSION, scalar_string_map};
+use crate::spec::file::scalar_string_map;
 use crate::spec::kubernetes::{DEFAULT_TTL_SECONDS, PodSettings, is_credential_name};
-use crate::spec::metadata::{Metadata, check_metadata};
+use crate::spec::metadata::{Metadata, check_header, check_metadata};
 use crate::spec::span::FieldPath;
 use crate::spec::task::TaskDefinition;
 use crate::spec::{Loaded, load_str, load_task_str};
@@ -344,18 +344,7 @@ fn validate(
     let top = FieldPath::root();
     let spec = top.key("spec");
     let before = problems.len();
-    if file.api_version != API_VERSION {
-        problems.push(Problem::new(
-            top.key("apiVersion"),
-            format!("must be {API_VERSION} (got {:?})", file.api_version),
-        ));
-    }
-    if file.kind != KIND {
-        problems.push(Problem::new(
-            top.key("kind"),
-            format!("must be {KIND} (got {:?})", file.kind),
-        ));
-    }
+    check_header(&file.api_version, &file.kind, KIND, problems);
     check_metadata(&file.metadata, problems);
     let s = &file.spec;
     if s.parallelism == 0 {

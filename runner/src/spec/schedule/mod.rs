@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use crate::spec::error::{Problem, SpecError, SpecErrors};
-use crate::spec::file::{API_VERSION, scalar_string_map};
+use crate::spec::file::scalar_string_map;
 use crate::spec::kubernetes::is_credential_name;
 use crate::spec::metadata::Metadata;
 use crate::spec::schedule::cron::CronSchedule;
@@ -227,18 +227,7 @@ fn validate(
     let top = FieldPath::root();
     let spec = top.key("spec");
     let before = problems.len();
-    if file.api_version != API_VERSION {
-        problems.push(Problem::new(
-            top.key("apiVersion"),
-            format!("must be {API_VERSION} (got {:?})", file.api_version),
-        ));
-    }
-    if file.kind != KIND {
-        problems.push(Problem::new(
-            top.key("kind"),
-            format!("must be {KIND} (got {:?})", file.kind),
-        ));
-    }
+    crate::spec::metadata::check_header(&file.api_version, &file.kind, KIND, problems);
     let name = &file.metadata.name;
     if !crate::spec::metadata::is_dns_label(name) {
         problems.push(Problem::new(
