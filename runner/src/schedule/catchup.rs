@@ -87,7 +87,12 @@ mod tests {
     use crate::spec::schedule::load_schedule_str;
 
     fn schedule(extra: &str) -> Schedule {
-        let dir = std::env::temp_dir().join(format!("sluice-catchup-{}", std::process::id()));
+        // A directory per call: tests run side by side, and one writing the file while
+        // another reads it would read it empty.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("sluice-catchup-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("job.yaml"), "kind: Job\n").unwrap();
         let text = format!(
