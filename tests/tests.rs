@@ -22,6 +22,7 @@ mod split; // large objects split into ranges: quote-safe cuts, split runs equal
 mod storage; // the storage module: listing, ranged reads, multipart uploads, aborts
 mod strict_cluster; // the cluster path against a strict API layer: names, RBAC from manifests/, cleanup with the Job
 mod support; // S3 servers for tests: embedded and moto
+mod tables; // partitioned outputs: Hive paths, escaping, bounded open partitions, verify, check errors
 mod tasks; // task definitions: local runs, sidecars, errors, the rendered Job, --kube
 mod transformer_python; // the Python example transformer in all three modes
 mod transformer_serve; // the built-in transformer server: health, hpush, hpull

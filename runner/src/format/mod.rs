@@ -20,6 +20,7 @@ mod jsonl_decode;
 mod jsonl_encode;
 pub mod options;
 mod parquet_encode;
+pub mod partition;
 mod temporal;
 mod throughput;
 

@@ -144,6 +144,10 @@ pub struct Sink {
     pub max_object_size: u64,
     /// The output key template, relative to the sink prefix (see `plan::keys`).
     pub key: String,
+    /// Hive-style partition columns, outermost first (empty: no partitions).
+    pub partition_by: Vec<String>,
+    /// Partitions of one object written at the same time.
+    pub max_open_partitions: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -56,6 +56,24 @@ pub struct SinkConfig {
     /// `{{ source.stem }}`, `{{ source.name }}`, `{{ source.key }}`.
     #[serde(default = "default_key")]
     pub key: String,
+    /// Columns whose values name Hive-style directories (`column=value/`, in this order)
+    /// under the sink prefix, with the output key below them. The columns are not stored in
+    /// the files (readers take them from the path, as Spark, Trino, DuckDB and polars do);
+    /// values are escaped as Hive escapes them, a null or empty value is
+    /// `__HIVE_DEFAULT_PARTITION__`. Each column must be in the output and be a string,
+    /// integer, boolean, date or timestamp column.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    /// How many partitions of one object are written at the same time (at least 1). When an
+    /// object's records reach one more, the partition written to longest ago has its output
+    /// finished, and its next records start its next numbered object (`{{ part }}`): memory
+    /// stays bounded however many partitions an object holds.
+    #[serde(default = "default_max_open_partitions")]
+    pub max_open_partitions: u32,
+}
+
+pub fn default_max_open_partitions() -> u32 {
+    32
 }
 
 pub fn default_sink_format() -> SinkFormat {
@@ -232,6 +250,20 @@ impl Check<'_> {
                 self.error(base.key("key"), message);
             }
         }
+        for (i, column) in s.partition_by.iter().enumerate() {
+            let at = base.key("partition_by").index(i);
+            if column.trim().is_empty() {
+                self.error(at, "must name a column");
+            } else if s.partition_by[..i].contains(column) {
+                self.error(at, format!("{column:?} is listed twice"));
+            }
+        }
+        if s.max_open_partitions < 1 {
+            self.error(
+                base.key("max_open_partitions"),
+                "must be at least 1 (got 0)",
+            );
+        }
         Some(Sink {
             uri: uri?.as_prefix(),
             format: s.format,
@@ -242,6 +274,8 @@ impl Check<'_> {
             parts_in_flight: s.parts_in_flight as usize,
             max_object_size: max_object_size?,
             key: s.key.clone(),
+            partition_by: s.partition_by.clone(),
+            max_open_partitions: s.max_open_partitions as usize,
         })
     }
 

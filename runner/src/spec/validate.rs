@@ -210,6 +210,17 @@ impl Check<'_> {
         }
 
         let (metadata, sink) = (metadata?, sink?);
+        let opaque = steps.iter().flatten().any(|step| {
+            matches!(&step.kind, crate::spec::job::StepKind::Container(c)
+                if c.output == crate::spec::container::OutputFormat::Opaque)
+        });
+        if opaque && !sink.partition_by.is_empty() {
+            self.error(
+                path("spec.sink.partition_by"),
+                "the last step's output is opaque (objects, not records): there are no columns to partition by",
+            );
+            return None;
+        }
         let state = match spec.state {
             Some(_) => state?.as_prefix(),
             None => S3Uri::new(sink.uri.bucket.clone(), "_sluice/"),

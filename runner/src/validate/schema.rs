@@ -1,6 +1,7 @@
-//! Rules checked against the output schema before anything runs: a rule naming a column
-//! the output does not have, a bound of the wrong type, or an assertion that does not
-//! answer with a boolean is a configuration error.
+//! Rules (and partition columns) checked against the output schema before anything runs: a
+//! rule naming a column the output does not have, a bound of the wrong type, an assertion
+//! that does not answer with a boolean, or a partition column the output lacks is a
+//! configuration error.
 
 use std::sync::Arc;
 
@@ -79,7 +80,7 @@ pub async fn check(
     origin: &str,
     input: Option<SchemaRef>,
 ) -> Result<(), SpecErrors> {
-    if job.validate.rules.is_empty() {
+    if job.validate.rules.is_empty() && job.sink.partition_by.is_empty() {
         return Ok(());
     }
     let Some(input) = input else {
@@ -88,7 +89,16 @@ pub async fn check(
     let Some(output) = output_schema(job, input).await else {
         return Ok(());
     };
-    let found = problems(job, &output).await;
+    let mut found = problems(job, &output).await;
+    if !job.sink.partition_by.is_empty()
+        && let Err(why) =
+            crate::format::partition::Partitioner::new(&output, &job.sink.partition_by)
+    {
+        found.push(Problem::new(
+            FieldPath::parse("spec.sink.partition_by"),
+            why,
+        ));
+    }
     if found.is_empty() {
         return Ok(());
     }

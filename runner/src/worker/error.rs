@@ -81,6 +81,8 @@ pub enum ObjectError {
     },
     #[error("{uri}: a validation rule cannot be applied: {message}")]
     Rule { uri: S3Uri, message: String },
+    #[error("{uri}: spec.sink.partition_by: {message}")]
+    Partition { uri: S3Uri, message: String },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("stopped because another part of the pipeline failed")]
@@ -106,7 +108,7 @@ impl ObjectError {
             E::StepCount { .. } | E::Lost { .. } | E::ReadBack { .. } | E::Validation { .. } => {
                 ExitCode::Validation
             }
-            E::Rule { .. } => ExitCode::Config,
+            E::Rule { .. } | E::Partition { .. } => ExitCode::Config,
             E::Encode { source, .. } => source.exit_code(),
             E::Internal(_) | E::Cancelled => ExitCode::Transient,
             E::Transformer(e) => e.exit_code(),

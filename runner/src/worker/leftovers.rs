@@ -26,7 +26,12 @@ pub async fn abort_leftover_uploads(
         let Some(relative) = upload.key.strip_prefix(job.sink.uri.key.as_str()) else {
             continue;
         };
-        if keys.iter().any(|k| k.matches(relative)) {
+        // A partitioned output's key has its partition path before the key template's.
+        let unpartitioned = without_partitions(relative, &job.sink.partition_by);
+        if keys
+            .iter()
+            .any(|k| k.matches(relative) || unpartitioned.is_some_and(|r| k.matches(r)))
+        {
             tracing::info!(
                 uri = %S3Uri::new(job.sink.uri.bucket.clone(), upload.key.clone()),
                 upload_id = %upload.upload_id,
@@ -39,6 +44,19 @@ pub async fn abort_leftover_uploads(
         }
     }
     Ok(aborted)
+}
+
+/// The key below the partition path `col=value/...` of `columns` (in order), if it has one.
+fn without_partitions<'a>(key: &'a str, columns: &[String]) -> Option<&'a str> {
+    if columns.is_empty() {
+        return None;
+    }
+    let mut rest = key;
+    for column in columns {
+        let value_and_rest = rest.strip_prefix(column.as_str())?.strip_prefix('=')?;
+        rest = &value_and_rest[value_and_rest.find('/')? + 1..];
+    }
+    Some(rest)
 }
 
 /// The keys (relative to the sink prefix) one source object writes: `before` + `after` for
@@ -164,6 +182,18 @@ mod tests {
         ] {
             assert!(!k.matches(other), "{other}: {k:?}");
         }
+    }
+
+    #[test]
+    fn a_partitioned_output_is_found_below_its_partition_path() {
+        let columns = ["day".to_string(), "city".to_string()];
+        assert_eq!(
+            without_partitions("day=2026-01-01/city=a%2Fb/2026/a.jsonl", &columns),
+            Some("2026/a.jsonl")
+        );
+        assert_eq!(without_partitions("day=x/2026/a.jsonl", &columns), None);
+        assert_eq!(without_partitions("city=x/day=y/a.jsonl", &columns), None);
+        assert_eq!(without_partitions("2026/a.jsonl", &[]), None);
     }
 
     #[test]

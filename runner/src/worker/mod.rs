@@ -12,6 +12,7 @@ pub mod output;
 pub mod raw;
 pub mod read_back;
 pub mod rejects;
+pub mod spills;
 pub mod staged;
 
 use std::collections::HashSet;

@@ -1,6 +1,7 @@
 //! One source object, streaming: get -> decompress -> decode -> transform -> encode ->
 //! upload; then account for every record, complete the uploads and read the counts back.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,8 +11,6 @@ use datafusion::execution::SendableRecordBatchStream;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::plan::PlannedObject;
-use crate::plan::keys::task_output_key;
-use crate::plan::split::PlannedRange;
 use crate::spec::container::{OutputFormat, StepInput};
 use crate::spec::job::Job;
 use crate::spec::job::StepKind;
@@ -29,6 +28,7 @@ use crate::worker::output::{OutputPart, encode_outputs};
 use crate::worker::raw::{self, raw_step};
 use crate::worker::read_back::{stored_rejects, stored_rows};
 use crate::worker::rejects::{RejectsWriter, StagedRejects};
+use crate::worker::spills::{Leftovers, output_uri, remove_leftover_spills};
 use crate::worker::staged::Staged;
 
 /// What every object of a shard shares.
@@ -95,21 +95,14 @@ pub async fn process(
     let sink = job.sink.clone();
     let relative_for_keys = relative.clone();
     let range = object.range;
-    let key_for = move |part: usize| {
-        sink.uri.join(&task_output_key(
-            &sink.key,
-            &relative_for_keys,
-            range.as_ref(),
-            part,
-            sink.format,
-            sink.compression,
-        ))
+    let key_for = move |partition: Option<&str>, part: usize| {
+        output_uri(&sink, partition, &relative_for_keys, range.as_ref(), part)
     };
     let encoded = encode_outputs(
         ctx.storage.clone(),
         job.sink.clone(),
         output,
-        key_for,
+        Box::new(key_for),
         clock.clone(),
     )
     .await;
@@ -221,6 +214,10 @@ async fn commit(
     }
 
     // Everything balanced in memory: make the outputs visible, then check what was stored.
+    let mut written: BTreeMap<Option<String>, usize> = BTreeMap::new();
+    for part in staged.parts() {
+        *written.entry(part.partition.clone()).or_default() += 1;
+    }
     let outputs = complete_and_verify(ctx, staged.take_parts(), clock).await?;
     let sizes: Vec<(String, u64)> = outputs.iter().map(|o| (o.uri.clone(), o.size)).collect();
     judge_output_sizes(&job.validate.rules, &mut outcomes, &sizes);
@@ -228,7 +225,15 @@ async fn commit(
         delete_outputs(ctx, &outputs).await;
         return Err(e);
     }
-    remove_leftover_spills(ctx, relative, object.range.as_ref(), outputs.len()).await?;
+    for (partition, count) in written {
+        let leftovers = Leftovers {
+            partition: partition.as_deref(),
+            relative,
+            range: object.range.as_ref(),
+            written: count,
+        };
+        remove_leftover_spills(ctx, leftovers).await?;
+    }
     let rejects = match staged.take_rejects() {
         Some(rejects) => {
             let started = Instant::now();
@@ -536,33 +541,6 @@ fn account(
         });
     }
     Ok(counts)
-}
-
-/// Deletes the numbered outputs beyond the `written` ones that an earlier, longer attempt
-/// (or run) left under the same keys, so that the sink holds exactly this object's outputs.
-async fn remove_leftover_spills(
-    ctx: &ObjectContext,
-    relative: &str,
-    range: Option<&PlannedRange>,
-    written: usize,
-) -> Result<(), ObjectError> {
-    let sink = &ctx.job.sink;
-    for part in written.max(1).. {
-        let uri = sink.uri.join(&task_output_key(
-            &sink.key,
-            relative,
-            range,
-            part,
-            sink.format,
-            sink.compression,
-        ));
-        if ctx.storage.head(&uri).await?.is_none() {
-            return Ok(());
-        }
-        tracing::info!(%uri, "removing a spill-over object left by an earlier attempt");
-        ctx.storage.delete(&uri).await?;
-    }
-    Ok(())
 }
 
 /// Completes every output upload, then reads each stored object's record count back. A

@@ -1,7 +1,9 @@
 //! The encoding end of an object's pipeline: a blocking thread encodes batches into output
 //! objects, each streamed to S3 as a multipart upload, spilling into a numbered next object
-//! once `max_object_size` is passed. Uploads are staged, not completed: the caller decides.
+//! once `max_object_size` is passed; with `partition_by`, one series of objects per Hive
+//! partition path. Uploads are staged, not completed: the caller decides.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +14,7 @@ use futures::StreamExt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::format::partition::Partitioner;
 use crate::format::{self, Encoder};
 use crate::spec::job::Sink;
 use crate::storage::uri::S3Uri;
@@ -22,23 +25,38 @@ use crate::worker::error::ObjectError;
 /// One output object, fully uploaded but not yet visible.
 pub struct OutputPart {
     pub uri: S3Uri,
+    /// The partition path it is under (`None` without `partition_by`).
+    pub partition: Option<String>,
     pub rows: u64,
     pub pending: PendingUpload,
 }
 
-/// Encodes `stream` into output objects named by `key_for(part)`.
+/// Names an output object: by its partition path (`None` without `partition_by`) and its
+/// number within that partition.
+pub type KeyFor = dyn Fn(Option<&str>, usize) -> S3Uri + Send + Sync;
+
+/// Encodes `stream` into output objects named by `key_for`: one series of numbered objects,
+/// or with `partition_by` one series per partition path.
 pub async fn encode_outputs(
     storage: Storage,
     sink: Sink,
     mut stream: SendableRecordBatchStream,
-    key_for: impl Fn(usize) -> S3Uri + Send + 'static,
+    key_for: Box<KeyFor>,
     clock: Arc<PhaseClock>,
 ) -> Result<Vec<OutputPart>, ObjectError> {
     let schema = stream.schema();
     let (tx, rx) = mpsc::channel::<RecordBatch>(2);
     let handle = Handle::current();
     let encoder = tokio::task::spawn_blocking(move || {
-        encode_blocking(&storage, &sink, schema, rx, &key_for, &handle, &clock)
+        Outputs {
+            storage: &storage,
+            sink: &sink,
+            key_for: &*key_for,
+            handle: &handle,
+            clock: &clock,
+            parts: Vec::new(),
+        }
+        .encode(schema, rx)
     });
     let mut failed = None;
     while let Some(item) = stream.next().await {
@@ -71,56 +89,167 @@ pub async fn encode_outputs(
     }
 }
 
-fn encode_blocking(
-    storage: &Storage,
-    sink: &Sink,
-    schema: SchemaRef,
-    mut rx: mpsc::Receiver<RecordBatch>,
-    key_for: &dyn Fn(usize) -> S3Uri,
-    handle: &Handle,
-    clock: &Arc<PhaseClock>,
-) -> Result<Vec<OutputPart>, ObjectError> {
-    let mut parts: Vec<OutputPart> = Vec::new();
-    let mut current: Option<OpenPart> = None;
-    let result = (|| {
+/// The objects of one source object's output, written on the encoding thread.
+struct Outputs<'a> {
+    storage: &'a Storage,
+    sink: &'a Sink,
+    key_for: &'a KeyFor,
+    handle: &'a Handle,
+    clock: &'a Arc<PhaseClock>,
+    /// The objects finished so far (staged, not completed).
+    parts: Vec<OutputPart>,
+}
+
+/// One partition's output: its open object, if any, and how many it finished.
+struct Partition {
+    open: Option<OpenPart>,
+    finished: usize,
+    /// The batch it was last written from (the longest idle one is finished first).
+    used: u64,
+}
+
+impl Outputs<'_> {
+    /// Encodes every batch of `rx`. On an error every upload of the object is aborted: the
+    /// finished ones here, the open ones as they are dropped.
+    fn encode(
+        mut self,
+        schema: SchemaRef,
+        rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<Vec<OutputPart>, ObjectError> {
+        let result = if self.sink.partition_by.is_empty() {
+            self.encode_whole(schema, rx)
+        } else {
+            self.encode_partitioned(schema, rx)
+        };
+        match result {
+            Ok(()) => Ok(self.parts),
+            Err(error) => {
+                for part in self.parts {
+                    let _ = self.handle.block_on(part.pending.abort());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn open(&self, schema: &SchemaRef, uri: S3Uri) -> Result<OpenPart, ObjectError> {
+        OpenPart::open(
+            self.storage,
+            self.sink,
+            schema.clone(),
+            uri,
+            self.handle,
+            self.clock,
+        )
+    }
+
+    fn close(&mut self, open: OpenPart, partition: Option<&str>) -> Result<(), ObjectError> {
+        let mut part = open.close(self.handle)?;
+        part.partition = partition.map(str::to_string);
+        self.parts.push(part);
+        Ok(())
+    }
+
+    /// Every record into one series of objects, spilling past `max_object_size`.
+    fn encode_whole(
+        &mut self,
+        schema: SchemaRef,
+        mut rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<(), ObjectError> {
+        let mut current: Option<OpenPart> = None;
         while let Some(batch) = rx.blocking_recv() {
             let open = match current.as_mut() {
                 Some(open) => open,
-                None => current.insert(OpenPart::open(
-                    storage,
-                    sink,
-                    schema.clone(),
-                    key_for(parts.len()),
-                    handle,
-                    clock,
-                )?),
+                None => current.insert(self.open(&schema, (self.key_for)(None, self.parts.len()))?),
             };
             open.write(&batch)?;
-            if open.bytes() >= sink.max_object_size {
+            if open.bytes() >= self.sink.max_object_size {
                 let full = current.take().expect("just written");
-                parts.push(full.close(handle)?);
+                self.close(full, None)?;
             }
         }
         // Always at least one object, so an empty input still has its (empty) output.
-        if current.is_some() || parts.is_empty() {
-            let last = match current.take() {
-                Some(open) => open,
-                None => OpenPart::open(storage, sink, schema.clone(), key_for(0), handle, clock)?,
-            };
-            parts.push(last.close(handle)?);
+        match current.take() {
+            Some(open) => self.close(open, None),
+            None if self.parts.is_empty() => {
+                let empty = self.open(&schema, (self.key_for)(None, 0))?;
+                self.close(empty, None)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records routed to one series of objects per partition path, without the partition
+    /// columns. At most `max_open_partitions` objects are open; one more finishes the
+    /// longest idle one, whose next records start its next numbered object.
+    fn encode_partitioned(
+        &mut self,
+        schema: SchemaRef,
+        mut rx: mpsc::Receiver<RecordBatch>,
+    ) -> Result<(), ObjectError> {
+        let partitioner =
+            Partitioner::new(&schema, &self.sink.partition_by).map_err(|message| {
+                ObjectError::Partition {
+                    uri: self.sink.uri.clone(),
+                    message,
+                }
+            })?;
+        let data_schema = partitioner.data_schema().clone();
+        let mut partitions: HashMap<String, Partition> = HashMap::new();
+        let mut open_now = 0;
+        let mut batches = 0u64;
+        while let Some(batch) = rx.blocking_recv() {
+            batches += 1;
+            let split = partitioner.split(&batch).map_err(|e| {
+                ObjectError::Internal(format!("splitting a batch by partition: {e}"))
+            })?;
+            for (path, records) in split {
+                let opening = partitions.get(&path).is_none_or(|p| p.open.is_none());
+                if opening && open_now >= self.sink.max_open_partitions {
+                    let idle = partitions
+                        .iter()
+                        .filter(|(_, p)| p.open.is_some())
+                        .min_by(|a, b| (a.1.used, a.0).cmp(&(b.1.used, b.0)))
+                        .map(|(path, _)| path.clone())
+                        .expect("a partition is open");
+                    let partition = partitions.get_mut(&idle).expect("listed");
+                    let open = partition.open.take().expect("open");
+                    partition.finished += 1;
+                    open_now -= 1;
+                    self.close(open, Some(&idle))?;
+                }
+                let partition = partitions.entry(path.clone()).or_insert(Partition {
+                    open: None,
+                    finished: 0,
+                    used: 0,
+                });
+                partition.used = batches;
+                if partition.open.is_none() {
+                    let uri = (self.key_for)(Some(&path), partition.finished);
+                    partition.open = Some(self.open(&data_schema, uri)?);
+                    open_now += 1;
+                }
+                let open = partition.open.as_mut().expect("opened");
+                open.write(&records)?;
+                if open.bytes() >= self.sink.max_object_size {
+                    let full = partition.open.take().expect("open");
+                    partition.finished += 1;
+                    open_now -= 1;
+                    self.close(full, Some(&path))?;
+                }
+            }
+        }
+        // The last objects, in path order (so that the outputs' order does not depend on
+        // a hash map's).
+        let mut last: Vec<(String, OpenPart)> = partitions
+            .into_iter()
+            .filter_map(|(path, p)| p.open.map(|open| (path, open)))
+            .collect();
+        last.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, open) in last {
+            self.close(open, Some(&path))?;
         }
         Ok(())
-    })();
-    match result {
-        Ok(()) => Ok(parts),
-        Err(error) => {
-            // Dropping an open part's writer aborts its upload; staged parts abort here.
-            drop(current);
-            for part in parts {
-                let _ = handle.block_on(part.pending.abort());
-            }
-            Err(error)
-        }
     }
 }
 
@@ -212,6 +341,7 @@ impl OpenPart {
         }
         Ok(OutputPart {
             uri: self.uri,
+            partition: None,
             rows,
             pending,
         })
