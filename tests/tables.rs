@@ -244,3 +244,200 @@ fn partition_columns_the_output_lacks_or_cannot_name_fail_the_check() {
         "{stderr}"
     );
 }
+
+/// A Delta table job over `in/`: typed records partitioned by day.
+fn delta_job(bucket: &str, mode: &str) -> JobYaml {
+    job(bucket, "    format: delta\n    partition_by: [day]")
+        .set("mode", mode)
+        .set("retries", 0)
+}
+
+/// The data files of `version` of the table at `out/` (read with the deltalake crate), and
+/// the records they hold (from their footers).
+async fn table_at(storage: &Storage, bucket: &str, version: u64) -> (Vec<String>, u64) {
+    let uri = S3Uri::new(bucket.to_string(), "out/".to_string());
+    let files = sluice::run::table::files_at(storage, &uri, version)
+        .await
+        .unwrap();
+    let mut rows = 0;
+    for file in &files {
+        let key = S3Uri::new(bucket.to_string(), format!("out/{file}"));
+        let size = storage.head(&key).await.unwrap().unwrap().size;
+        let footer = sluice::storage::parquet_metadata(storage, &key, size)
+            .await
+            .unwrap();
+        rows += footer.file_metadata().num_rows() as u64;
+    }
+    (files, rows)
+}
+
+async fn manifest_table(storage: &Storage, bucket: &str, run: &str) -> serde_json::Value {
+    let manifest = crate::support::state::json(
+        storage,
+        &crate::support::state::run(bucket, "by-city", run).success(),
+    )
+    .await
+    .unwrap();
+    manifest["table"].clone()
+}
+
+async fn delta_versions(server: &'static TestServer) {
+    let (storage, bucket) = server.fresh().await;
+    put(&storage, &bucket, "in/a.csv", rows(0, 30, 10)).await;
+    put(&storage, &bucket, "in/b.csv", rows(100, 6, 3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = delta_job(&bucket, "full").write(dir.path().join("job.yaml"));
+    let run = |id: &str| {
+        let out = sluice(
+            &["run", file.to_str().unwrap(), "--run-id", id],
+            server,
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", server.name);
+    };
+    // A full run creates the table: version 0 holds every record, in its partitions.
+    run("d-1");
+    let (files, records) = table_at(&storage, &bucket, 0).await;
+    assert_eq!(records, 36, "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with("day=2026-01-0") && f.contains("/d-1/")),
+        "{files:?}"
+    );
+    assert_eq!(manifest_table(&storage, &bucket, "d-1").await["version"], 0);
+    // A second full run is a new version that replaces the rows.
+    run("d-2");
+    let (files, records) = table_at(&storage, &bucket, 1).await;
+    assert_eq!(records, 36);
+    assert!(files.iter().all(|f| f.contains("/d-2/")), "{files:?}");
+    // The first version is still readable as it was (its files are its own).
+    assert_eq!(table_at(&storage, &bucket, 0).await.1, 36);
+    let out = sluice(
+        &["verify", "d-2", "--job", file.to_str().unwrap()],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    // An incremental run appends only what is new.
+    let file = delta_job(&bucket, "incremental").write(dir.path().join("job.yaml"));
+    let out = sluice(
+        &["run", file.to_str().unwrap(), "--run-id", "d-3"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    put(&storage, &bucket, "in/c.csv", rows(200, 4, 2)).await;
+    let out = sluice(
+        &["run", file.to_str().unwrap(), "--run-id", "d-4"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let (files, records) = table_at(&storage, &bucket, 3).await;
+    assert_eq!(records, 36 + 4, "{files:?}");
+    assert_eq!(files.iter().filter(|f| f.contains("/d-4/")).count(), 2);
+    // An independent reader sees the same table.
+    let read = crate::support::delta_reader::read(server, &format!("s3://{bucket}/out"), "day");
+    assert_eq!(read["version"], 3, "{read}");
+    assert_eq!(read["rows"], 40, "{read}");
+    assert_eq!(read["distinct"], 2, "{read}");
+    assert_eq!(read["partitions"], serde_json::json!(["day"]), "{read}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_runs_commit_one_version_each_full_replaces_incremental_appends() {
+    delta_versions(support::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_runs_commit_one_version_each_on_moto() {
+    let Some(moto) = support::moto() else { return };
+    delta_versions(moto).await;
+}
+
+/// `sluice run` killed just before its commit reaches the store leaves the table as it was;
+/// killed just after, before `_SUCCESS.json`, the commit stands. Either way resume leaves
+/// exactly one version of the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_around_its_commit_resumes_to_exactly_one_version() {
+    use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    use crate::support::fault_proxy::{FaultProxy, FaultRates, Point, Trap};
+
+    let server = support::embedded();
+    for after in [false, true] {
+        let (storage, bucket) = server.fresh().await;
+        put(&storage, &bucket, "in/a.csv", rows(0, 30, 10)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = delta_job(&bucket, "full").write(dir.path().join("job.yaml"));
+        // A first version, so that the killed run's is the second.
+        let out = sluice(
+            &["run", file.to_str().unwrap(), "--run-id", "k-0"],
+            server,
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0));
+
+        let proxy = FaultProxy::start(&server.url, "in/", FaultRates::none()).await;
+        let pgid = Arc::new(AtomicI32::new(0));
+        let target = pgid.clone();
+        proxy.arm(Trap {
+            point: Point::TableCommit,
+            occurrence: 1,
+            after,
+            action: Box::new(move || {
+                let pgid = target.load(Ordering::SeqCst);
+                if pgid > 0 {
+                    // SAFETY: kill(2) on a process group we started.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
+            }),
+        });
+        let mut env = server.env();
+        env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
+        env.push(("AWS_ENDPOINT_URL".into(), proxy.url().to_string()));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", file.to_str().unwrap(), "--run-id", "k-1"])
+            .envs(env)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        pgid.store(child.id() as i32, Ordering::SeqCst);
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "after: {after}");
+        let log = S3Uri::new(bucket.clone(), "out/_delta_log/".to_string());
+        let entries = |list: Vec<sluice::storage::ObjectInfo>| {
+            list.iter().filter(|o| o.key.ends_with(".json")).count()
+        };
+        assert_eq!(
+            entries(storage.list(&log).await.unwrap()),
+            if after { 2 } else { 1 },
+            "after: {after}"
+        );
+        let out = sluice(
+            &["resume", "k-1", "--local", file.to_str().unwrap()],
+            server,
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "after: {after}");
+        assert_eq!(
+            entries(storage.list(&log).await.unwrap()),
+            2,
+            "after: {after}"
+        );
+        assert_eq!(manifest_table(&storage, &bucket, "k-1").await["version"], 1);
+        let (files, records) = table_at(&storage, &bucket, 1).await;
+        assert_eq!(records, 30, "after: {after}");
+        assert!(files.iter().all(|f| f.contains("/k-1/")), "{files:?}");
+    }
+}

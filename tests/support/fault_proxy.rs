@@ -139,6 +139,9 @@ pub enum Point {
     MarkerPut,
     /// The PUT of `_SUCCESS.json`: the action runs before or after the server stores it.
     Publish,
+    /// The PUT of a Delta table's log entry (`_delta_log/<version>.json`), its commit: the
+    /// action runs before or after the server stores it. Not among the crash trials' points.
+    TableCommit,
 }
 
 impl Point {
@@ -336,6 +339,8 @@ fn classify(req: &Request<Incoming>, source_prefix: &str) -> Classified {
         Some(Point::MarkerPut)
     } else if method == Method::PUT && key.ends_with("/_SUCCESS.json") {
         Some(Point::Publish)
+    } else if method == Method::PUT && key.contains("_delta_log/") && key.ends_with(".json") {
+        Some(Point::TableCommit)
     } else {
         None
     };
@@ -521,7 +526,7 @@ impl Shared {
                 self.fire(&trap);
                 Err(broken("killed after the upload completed"))
             }
-            Point::MarkerPut | Point::Publish => {
+            Point::MarkerPut | Point::Publish | Point::TableCommit => {
                 if trap.after {
                     self.forward(req).await?;
                 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod controller;
+pub mod delta_reader;
 mod embedded;
 pub mod fault_proxy;
 pub mod job_yaml;

@@ -10,7 +10,7 @@ use crate::pod::ShardOutcome;
 use crate::run::report::{throughput_series, write_html};
 use crate::state::checks::CheckReport;
 use crate::state::manifest::{PublishedOutput, SuccessManifest, write_manifest};
-use crate::state::marker::{DoneMarker, RecordCounts, read_markers};
+use crate::state::marker::{DoneMarker, OutputObject, RecordCounts, read_markers};
 use crate::state::phases::PhaseTimes;
 use crate::state::plan::load_job_text;
 use crate::state::progress::{ObjectFailure, read_progress};
@@ -114,6 +114,7 @@ pub async fn publish(
     }
     let rules = rules_of_run(storage, layout).await?;
     let sink = rules.as_ref().ok().map(|job| job.sink.uri.clone());
+    let table_job = rules.as_ref().ok().filter(|job| job.sink.delta).cloned();
     let checks = match rules {
         Ok(job) => {
             let facts = RunFacts {
@@ -145,7 +146,7 @@ pub async fn publish(
         }
     };
     // The most severe code of a failed shard (see `ExitCode::severity`), else of a failure.
-    let exit = outcomes
+    let mut exit = outcomes
         .iter()
         .map(|o| o.exit)
         .filter(|e| *e != ExitCode::Done)
@@ -165,6 +166,23 @@ pub async fn publish(
                 .then_some(ExitCode::Validation)
         })
         .unwrap_or(ExitCode::Done);
+    // A Delta table sees the run's files only now, every check having passed.
+    let mut table = None;
+    if let Some(job) = table_job.filter(|_| exit == ExitCode::Done) {
+        let files: Vec<&OutputObject> = outputs.iter().map(|o| &o.object).collect();
+        match commit_table(storage, &job, plan, &files).await {
+            Ok(commit) => table = Some(commit),
+            Err(error) => {
+                exit = error.exit_code();
+                failures.push(ObjectFailure {
+                    key: job.sink.uri.to_string(),
+                    exit_code: exit.code(),
+                    error: crate::exit::error_chain(&error),
+                    checks: Vec::new(),
+                });
+            }
+        }
+    }
     let finished = Utc::now();
     let seconds = (finished - started).num_milliseconds().max(1) as f64 / 1000.0;
     let report = RunReport {
@@ -240,10 +258,36 @@ pub async fn publish(
             records,
             outputs,
             rejects,
+            table,
         };
         write_manifest(storage, layout, &manifest).await?;
     }
     Ok(report)
+}
+
+/// Commits the run's data files to its Delta table, its partition columns typed as the
+/// job's output has them when that is known before running.
+async fn commit_table(
+    storage: &Storage,
+    job: &crate::spec::Job,
+    plan: &Plan,
+    files: &[&OutputObject],
+) -> Result<crate::state::manifest::TableVersion, crate::run::table::TableError> {
+    let input = match &job.source.schema {
+        Some(schema) => Some(schema.clone()),
+        None => plan.arrow_schema().ok().flatten(),
+    };
+    let output = match input {
+        Some(input) => crate::validate::schema::output_schema(job, input).await,
+        None => None,
+    };
+    let run = crate::run::table::RunFiles {
+        run_id: &plan.run_id,
+        outputs: files,
+        append: plan.incremental,
+        output,
+    };
+    crate::run::table::commit(storage, job, run).await
 }
 
 /// The run's resolved job, read back from its state (the rules to judge at publish).

@@ -63,6 +63,13 @@ pub enum VerifyError {
         #[source]
         source: crate::spec::SpecErrors,
     },
+    #[error("reading version {version} of the Delta table at {uri}")]
+    Table {
+        uri: S3Uri,
+        version: u64,
+        #[source]
+        source: Box<crate::run::table::TableError>,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -72,6 +79,7 @@ impl VerifyError {
         use VerifyError as E;
         match self {
             E::Storage(e) => e.exit_code(),
+            E::Table { source, .. } => source.exit_code(),
             // A manifest that no longer parses was changed after publish.
             E::BadManifest { .. } | E::BadListedUri { .. } => ExitCode::Validation,
             E::NotPublished { .. }
@@ -112,6 +120,8 @@ pub enum Problem {
     Unreadable { uri: String, error: String },
     /// An object under the sink prefix that the manifest does not list.
     Extra { uri: String, size: u64 },
+    /// A listed data file of a Delta table that the version the run committed lacks.
+    NotInTable { uri: String, version: u64 },
 }
 
 impl Problem {
@@ -124,6 +134,7 @@ impl Problem {
             Problem::RowsChanged { .. } => "rows changed",
             Problem::Unreadable { .. } => "unreadable",
             Problem::Extra { .. } => "extra",
+            Problem::NotInTable { .. } => "not in table",
         }
     }
 
@@ -134,7 +145,8 @@ impl Problem {
             | Problem::ChecksumChanged { uri, .. }
             | Problem::RowsChanged { uri, .. }
             | Problem::Unreadable { uri, .. }
-            | Problem::Extra { uri, .. } => uri,
+            | Problem::Extra { uri, .. }
+            | Problem::NotInTable { uri, .. } => uri,
         }
     }
 
@@ -153,6 +165,9 @@ impl Problem {
             } => format!("{expected} records listed, {found} stored"),
             Problem::Unreadable { error, .. } => error.clone(),
             Problem::Extra { size, .. } => format!("{size} bytes, not in the manifest"),
+            Problem::NotInTable { version, .. } => {
+                format!("listed in the manifest, not a file of table version {version}")
+            }
         }
     }
 
@@ -164,6 +179,7 @@ impl Problem {
             Problem::RowsChanged { .. } => 3,
             Problem::Unreadable { .. } => 4,
             Problem::Extra { .. } => 5,
+            Problem::NotInTable { .. } => 6,
         }
     }
 }
@@ -335,9 +351,21 @@ pub async fn verify_run(
 
     let state = job.state.as_prefix();
     let state_in_sink = state.bucket == sink.bucket && state.key.starts_with(&sink.key);
+    // A Delta table's prefix also holds its log and other runs' files: what this run owns
+    // there is what lies in its own directory.
+    let own = |key: &str| {
+        !job.sink.delta || {
+            let relative = key.strip_prefix(sink.key.as_str()).unwrap_or(key);
+            relative
+                .split('/')
+                .any(|segment| segment == manifest.run_id)
+                && !relative.starts_with("_delta_log/")
+        }
+    };
     let under_sink: Vec<_> = under_sink
         .into_iter()
         .filter(|o| !(state_in_sink && o.key.starts_with(&state.key)))
+        .filter(|o| own(&o.key) || o.key.contains("/_rejected/"))
         .collect();
     let mut problems: Vec<Problem> = under_sink
         .iter()
@@ -347,6 +375,29 @@ pub async fn verify_run(
             size: o.size,
         })
         .collect();
+    if let Some(table) = &manifest.table {
+        let files = crate::run::table::files_at(storage, &sink, table.version)
+            .await
+            .map_err(|e| VerifyError::Table {
+                uri: sink.clone(),
+                version: table.version,
+                source: Box::new(e),
+            })?;
+        let files: HashSet<String> = files.into_iter().collect();
+        for o in &manifest.outputs {
+            let relative = o
+                .object
+                .uri
+                .strip_prefix(&sink.to_string())
+                .unwrap_or(&o.object.uri);
+            if !files.contains(relative) {
+                problems.push(Problem::NotInTable {
+                    uri: o.object.uri.clone(),
+                    version: table.version,
+                });
+            }
+        }
+    }
     let mut bytes_read = 0;
     let mut objects_read = 0;
     for checked in checked {

@@ -148,6 +148,12 @@ pub struct Sink {
     pub partition_by: Vec<String>,
     /// Partitions of one object written at the same time.
     pub max_open_partitions: usize,
+    /// The outputs are the data files of a Delta Lake table at `uri`, committed at publish.
+    pub delta: bool,
+    /// The directory of a run's data files below each partition path: a Delta table's
+    /// files are the run's own (a later run must not overwrite what a version refers to).
+    /// Set by the worker to the run id; `None` outside a Delta table.
+    pub run_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,9 +27,11 @@ pub const MAX_PARTS: u64 = 10_000;
 pub struct SinkConfig {
     /// The sink prefix, `s3://bucket/prefix/`. It must not lie inside the source prefix.
     pub uri: String,
-    /// How output objects are encoded.
+    /// How output objects are encoded: `parquet`, `csv`, `jsonl`, or `delta`: a Delta Lake
+    /// table at the sink prefix, its data files Parquet, committed once per run at publish
+    /// (see docs/tables.md).
     #[serde(default = "default_sink_format")]
-    pub format: SinkFormat,
+    pub format: SinkFormatConfig,
     /// Parquet options; only for `format: parquet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<ParquetSinkConfig>,
@@ -76,8 +78,31 @@ pub fn default_max_open_partitions() -> u32 {
     32
 }
 
-pub fn default_sink_format() -> SinkFormat {
-    SinkFormat::Parquet
+pub fn default_sink_format() -> SinkFormatConfig {
+    SinkFormatConfig::Parquet
+}
+
+/// `spec.sink.format`: an encoding of output objects, or a table of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormatConfig {
+    Parquet,
+    Csv,
+    Jsonl,
+    /// A Delta Lake table of Parquet data files.
+    Delta,
+}
+
+impl SinkFormatConfig {
+    /// The encoding of the data files, and whether they make a Delta table.
+    pub fn files(self) -> (SinkFormat, bool) {
+        match self {
+            SinkFormatConfig::Parquet => (SinkFormat::Parquet, false),
+            SinkFormatConfig::Csv => (SinkFormat::Csv, false),
+            SinkFormatConfig::Jsonl => (SinkFormat::Jsonl, false),
+            SinkFormatConfig::Delta => (SinkFormat::Parquet, true),
+        }
+    }
 }
 
 pub fn default_part_size() -> ByteSizeConfig {
@@ -128,8 +153,9 @@ impl Check<'_> {
     pub(super) fn sink(&mut self, s: &SinkConfig, params: &Params) -> Option<Sink> {
         let base = path("spec.sink");
         let uri = self.uri(base.key("uri"), &s.uri, params);
-        let format_name = s.format.extension();
-        let parquet = match (&s.parquet, s.format) {
+        let (format, delta) = s.format.files();
+        let format_name = if delta { "delta" } else { format.extension() };
+        let parquet = match (&s.parquet, format) {
             (None, _) => Some(ParquetWriteOptions::default()),
             (Some(p), SinkFormat::Parquet) => {
                 if p.row_group_rows < 1 {
@@ -151,7 +177,7 @@ impl Check<'_> {
                 None
             }
         };
-        let csv = match (&s.csv, s.format) {
+        let csv = match (&s.csv, format) {
             (None, _) => Some(CsvWriteOptions::default()),
             (Some(c), SinkFormat::Csv) => {
                 let at = base.key("csv").key("delimiter");
@@ -175,7 +201,7 @@ impl Check<'_> {
                 None
             }
         };
-        let compression = match (s.compression, s.format) {
+        let compression = match (s.compression, format) {
             (Some(c), SinkFormat::Parquet) if c != Compression::None => {
                 self.error(
                     base.key("compression"),
@@ -266,7 +292,9 @@ impl Check<'_> {
         }
         Some(Sink {
             uri: uri?.as_prefix(),
-            format: s.format,
+            format,
+            delta,
+            run_dir: None,
             parquet: parquet?,
             csv: csv?,
             compression: compression?,

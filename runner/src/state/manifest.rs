@@ -17,6 +17,21 @@ pub struct SuccessManifest {
     pub records: RecordCounts,
     pub outputs: Vec<PublishedOutput>,
     pub rejects: Vec<PublishedOutput>,
+    /// The table version the run committed, for a Delta table sink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableVersion>,
+}
+
+/// The version of a table a run committed its outputs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableVersion {
+    /// `delta`.
+    pub format: String,
+    /// The table's location, `s3://bucket/prefix/`.
+    pub uri: String,
+    pub version: u64,
+    /// Data files the version added.
+    pub files: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -213,7 +213,7 @@ impl Storage {
             // A custom endpoint rarely cares about the region, but signing needs one.
             config = config.region(Region::new(EMBEDDED_REGION));
         }
-        let storage = Storage::from_config(tune(config));
+        let storage = Storage::from_config(tune(config), &url, shared.credentials_provider());
         let mut child_env = Vec::new();
         if let Some(explicit) = &opts.endpoint {
             child_env.push(("AWS_ENDPOINT_URL".to_string(), explicit.clone()));
@@ -230,12 +230,58 @@ impl Storage {
 
     /// A client for one endpoint with static credentials (tests, the embedded server).
     pub async fn with_endpoint(url: &str, access_key: &str, secret: &str) -> Storage {
+        let credentials = aws_sdk_s3::config::SharedCredentialsProvider::new(Credentials::new(
+            access_key, secret, None, None, "sluice",
+        ));
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .endpoint_url(url)
             .region(Region::new(EMBEDDED_REGION))
-            .credentials_provider(Credentials::new(access_key, secret, None, None, "sluice"));
-        Storage::from_config(tune(config))
+            .credentials_provider(credentials.clone());
+        Storage::from_config(tune(config), url, Some(credentials))
+    }
+
+    /// The settings of an `object_store` S3 client (as Delta Lake's writer takes them) that
+    /// reaches the same endpoint, in the same region, with this client's credentials as they
+    /// resolve now.
+    pub async fn object_store_options(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StorageError> {
+        use aws_sdk_s3::config::ProvideCredentials as _;
+        let config = self.client().config();
+        let mut options = std::collections::HashMap::new();
+        if !self.endpoint.is_empty() {
+            options.insert("AWS_ENDPOINT_URL".to_string(), self.endpoint.clone());
+            if self.endpoint.starts_with("http://") {
+                options.insert("AWS_ALLOW_HTTP".to_string(), "true".to_string());
+            }
+        }
+        if let Some(region) = config.region() {
+            options.insert("AWS_REGION".to_string(), region.to_string());
+        }
+        if let Some(provider) = &self.credentials {
+            let credentials =
+                provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| StorageError::NoCredentials {
+                        why: "resolving the credentials for the Delta Lake writer failed".into(),
+                        tried: "the client's own provider".into(),
+                        source: Box::new(e),
+                    })?;
+            options.insert(
+                "AWS_ACCESS_KEY_ID".to_string(),
+                credentials.access_key_id().to_string(),
+            );
+            options.insert(
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                credentials.secret_access_key().to_string(),
+            );
+            if let Some(token) = credentials.session_token() {
+                options.insert("AWS_SESSION_TOKEN".to_string(), token.to_string());
+            }
+        }
+        Ok(options)
     }
 }
 

@@ -74,11 +74,22 @@ pub struct Storage {
     aborts: tokio_util::task::TaskTracker,
     /// The pause that throttling imposes on this client's bookkeeping requests.
     throttle: retry::Throttle,
+    /// The endpoint URL, when one is configured (empty: AWS's own).
+    endpoint: String,
+    /// Where the client's credentials come from (for clients of other libraries that must
+    /// reach the same store).
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl Storage {
-    fn from_config(config: aws_sdk_s3::config::Builder) -> Storage {
+    fn from_config(
+        config: aws_sdk_s3::config::Builder,
+        endpoint: &str,
+        credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+    ) -> Storage {
         Storage {
+            endpoint: endpoint.to_string(),
+            credentials,
             client: Client::from_conf(config.build()),
             read: ReadTuning::default(),
             list_page_size: None,

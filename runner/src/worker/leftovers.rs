@@ -26,8 +26,13 @@ pub async fn abort_leftover_uploads(
         let Some(relative) = upload.key.strip_prefix(job.sink.uri.key.as_str()) else {
             continue;
         };
-        // A partitioned output's key has its partition path before the key template's.
-        let unpartitioned = without_partitions(relative, &job.sink.partition_by);
+        // A partitioned output's key has its partition path before the key template's, a
+        // Delta table's data file the run's directory.
+        let unpartitioned = below_prefixes(
+            relative,
+            &job.sink.partition_by,
+            job.sink.run_dir.as_deref(),
+        );
         if keys
             .iter()
             .any(|k| k.matches(relative) || unpartitioned.is_some_and(|r| k.matches(r)))
@@ -46,15 +51,19 @@ pub async fn abort_leftover_uploads(
     Ok(aborted)
 }
 
-/// The key below the partition path `col=value/...` of `columns` (in order), if it has one.
-fn without_partitions<'a>(key: &'a str, columns: &[String]) -> Option<&'a str> {
-    if columns.is_empty() {
+/// The key below the partition path `col=value/...` of `columns` (in order) and the run's
+/// directory, if the key has them; `None` when the sink has neither.
+fn below_prefixes<'a>(key: &'a str, columns: &[String], run_dir: Option<&str>) -> Option<&'a str> {
+    if columns.is_empty() && run_dir.is_none() {
         return None;
     }
     let mut rest = key;
     for column in columns {
         let value_and_rest = rest.strip_prefix(column.as_str())?.strip_prefix('=')?;
         rest = &value_and_rest[value_and_rest.find('/')? + 1..];
+    }
+    if let Some(dir) = run_dir {
+        rest = rest.strip_prefix(dir)?.strip_prefix('/')?;
     }
     Some(rest)
 }
@@ -188,12 +197,17 @@ mod tests {
     fn a_partitioned_output_is_found_below_its_partition_path() {
         let columns = ["day".to_string(), "city".to_string()];
         assert_eq!(
-            without_partitions("day=2026-01-01/city=a%2Fb/2026/a.jsonl", &columns),
+            below_prefixes("day=2026-01-01/city=a%2Fb/2026/a.jsonl", &columns, None),
             Some("2026/a.jsonl")
         );
-        assert_eq!(without_partitions("day=x/2026/a.jsonl", &columns), None);
-        assert_eq!(without_partitions("city=x/day=y/a.jsonl", &columns), None);
-        assert_eq!(without_partitions("2026/a.jsonl", &[]), None);
+        assert_eq!(below_prefixes("day=x/2026/a.jsonl", &columns, None), None);
+        assert_eq!(below_prefixes("city=x/day=y/a.jsonl", &columns, None), None);
+        assert_eq!(below_prefixes("2026/a.jsonl", &[], None), None);
+        assert_eq!(
+            below_prefixes("day=x/city=y/run-1/a.parquet", &columns, Some("run-1")),
+            Some("a.parquet")
+        );
+        assert_eq!(below_prefixes("run-2/a.parquet", &[], Some("run-1")), None);
     }
 
     #[test]

@@ -151,9 +151,12 @@ async fn shard(
     let plan = load_plan(&storage, &layout).await?;
     let job_text = load_job_text(&storage, &layout).await?;
     let fingerprint = spec::fingerprint(&job_text);
-    let job = spec::load_str(&job_text, &layout.job().to_string(), &[])
+    let mut job = spec::load_str(&job_text, &layout.job().to_string(), &[])
         .map_err(WorkerError::BadJob)?
         .job;
+    if job.sink.delta {
+        job.sink.run_dir = Some(plan.run_id.clone());
+    }
     let shard = plan.shard(index).ok_or(WorkerError::NoSuchShard {
         index,
         shards: plan.shards.len(),

@@ -23,10 +23,13 @@ pub(crate) fn output_uri(
         sink.format,
         sink.compression,
     );
-    match partition {
-        Some(path) => sink.uri.join(&format!("{path}/{key}")),
-        None => sink.uri.join(&key),
+    let mut relative = String::new();
+    for dir in [partition, sink.run_dir.as_deref()].into_iter().flatten() {
+        relative.push_str(dir);
+        relative.push('/');
     }
+    relative.push_str(&key);
+    sink.uri.join(&relative)
 }
 
 /// The numbered outputs of a task (in one partition) past the ones it wrote.
