@@ -789,3 +789,54 @@ async fn completing_an_upload_checks_its_parts_like_s3() {
         assert_eq!(code(listed.unwrap_err()), "NoSuchUpload", "{}", server.name);
     }
 }
+
+/// `If-None-Match: *` (how a Delta commit claims its log entry): of writers racing for one
+/// key, exactly one succeeds and its bytes are the object's; on both servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_only_puts_racing_for_one_key_let_exactly_one_win() {
+    for server in support::servers() {
+        let (storage, bucket) = server.fresh().await;
+        let attempts = (0..12).map(|i| {
+            let (client, bucket) = (storage.client().clone(), bucket.clone());
+            async move {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key("_delta_log/00000000000000000001.json")
+                    .if_none_match("*")
+                    .body(format!("writer {i}").into_bytes().into())
+                    .send()
+                    .await
+                    .map(|_| i)
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let winners: Vec<usize> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().copied())
+            .collect();
+        assert_eq!(winners.len(), 1, "{}: {winners:?}", server.name);
+        for failed in results.iter().filter_map(|r| r.as_ref().err()) {
+            let code = failed
+                .as_service_error()
+                .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(e))
+                .map(str::to_string)
+                .or_else(|| {
+                    failed
+                        .raw_response()
+                        .map(|r| r.status().as_u16().to_string())
+                });
+            assert!(
+                matches!(
+                    code.as_deref(),
+                    Some("PreconditionFailed" | "412" | "ConditionalRequestConflict" | "409")
+                ),
+                "{}: {failed:?}",
+                server.name
+            );
+        }
+        let uri = S3Uri::new(bucket, "_delta_log/00000000000000000001.json");
+        let stored = storage.get_bytes(&uri).await.unwrap().unwrap();
+        assert_eq!(stored, format!("writer {}", winners[0]).as_bytes());
+    }
+}

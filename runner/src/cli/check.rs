@@ -108,6 +108,10 @@ fn summary(job: &Job) -> String {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
         job.sink.uri,
-        job.sink.format.extension(),
+        if job.sink.delta {
+            "delta"
+        } else {
+            job.sink.format.extension()
+        },
     )
 }

@@ -137,6 +137,17 @@ impl Root {
         }
         std::fs::rename(tmp, object)
     }
+
+    /// Moves a finished temp file into place only if no object is there (a hard link fails
+    /// when the name exists, atomically): what `If-None-Match: *` promises, even to two
+    /// writers at once.
+    pub fn publish_new(&self, tmp: &Path, object: &Path) -> io::Result<()> {
+        if let Some(parent) = object.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::hard_link(tmp, object)?;
+        std::fs::remove_file(tmp)
+    }
 }
 
 /// Size and modification time: what tells that a file changed behind the server's back.

@@ -427,6 +427,8 @@ pub async fn put_object(
     attributes.set_expires(input.expires);
     let root = root.clone();
     let (bucket, key, content_md5) = (input.bucket, input.key, input.content_md5);
+    // Checked before the body was read, and again, atomically, as the object is put in place.
+    let create_only = matches!(input.if_none_match, Some(ETagCondition::Any));
     let written = blocking(move || {
         let discard = |e: s3s::S3Error| {
             let _ = std::fs::remove_file(&tmp);
@@ -446,14 +448,29 @@ pub async fn put_object(
             etag: hex::encode(written.md5.unwrap_or_default()),
             checksum: written.checksum.clone(),
         };
-        meta::save_attributes(
-            &root,
-            &root.attributes_path(&bucket, &key, None),
-            &attributes,
-        )
-        .and_then(|()| meta::save_info(&root, &bucket, &key, &info, &written.meta))
-        .and_then(|()| root.publish(&tmp, &path))
-        .map_err(|e| discard(key_and_prefix(e, &key)))?;
+        let save_meta = || {
+            meta::save_attributes(
+                &root,
+                &root.attributes_path(&bucket, &key, None),
+                &attributes,
+            )
+            .and_then(|()| meta::save_info(&root, &bucket, &key, &info, &written.meta))
+        };
+        if create_only {
+            // The object first: its metadata must not replace an existing object's.
+            root.publish_new(&tmp, &path).map_err(|e| {
+                discard(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    s3_error!(PreconditionFailed, "the object already exists")
+                } else {
+                    key_and_prefix(e, &key)
+                })
+            })?;
+            save_meta().map_err(|e| key_and_prefix(e, &key))?;
+        } else {
+            save_meta()
+                .and_then(|()| root.publish(&tmp, &path))
+                .map_err(|e| discard(key_and_prefix(e, &key)))?;
+        }
         Ok(written)
     })
     .await?;
