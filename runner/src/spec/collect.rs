@@ -237,7 +237,7 @@ mod tests {
             got,
             [
                 "spec.x.uri: invalid type: integer `5`, expected a string",
-                "spec.x.format: unknown variant `xml`, expected one of `parquet`, `csv`, `jsonl`",
+                "spec.x.format: unknown variant `xml`, expected one of `parquet`, `csv`, `jsonl`, `delta`",
                 "spec.x.partsize: unknown field; did you mean `part_size`?",
                 "spec.x.parquet.compression: unknown variant `lz4`, expected one of `zstd`, `snappy`, `none`",
                 "spec.x.parquet.rows: unknown field; did you mean `row_group_rows`?",
