@@ -441,3 +441,49 @@ async fn a_run_killed_around_its_commit_resumes_to_exactly_one_version() {
         assert!(files.iter().all(|f| f.contains("/k-1/")), "{files:?}");
     }
 }
+
+/// A run whose columns differ from the table's is refused at publish (exit 2), before any
+/// commit: the table keeps its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_other_columns_than_its_table_does_not_commit() {
+    let server = support::embedded();
+    let (storage, bucket) = server.fresh().await;
+    put(&storage, &bucket, "in/a.csv", rows(0, 6, 3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = delta_job(&bucket, "full").write(dir.path().join("job.yaml"));
+    let out = sluice(
+        &["run", file.to_str().unwrap(), "--run-id", "s-1"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let wider = delta_job(&bucket, "full")
+        .transform(
+            "    - name: wider\n      sql: SELECT id, city, day, fare, 1 AS extra FROM input",
+        )
+        .write(dir.path().join("wider.yaml"));
+    let out = sluice(
+        &["run", wider.to_str().unwrap(), "--run-id", "s-2"],
+        server,
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        format!("{stdout}{stderr}").contains("extra is new"),
+        "{stdout}\n{stderr}"
+    );
+    let log = S3Uri::new(bucket.clone(), "out/_delta_log/".to_string());
+    let entries = storage.list(&log).await.unwrap();
+    assert_eq!(
+        entries.iter().filter(|o| o.key.ends_with(".json")).count(),
+        1
+    );
+    let manifest = crate::support::state::run(&bucket, "by-city", "s-2").success();
+    assert!(
+        crate::support::state::json(&storage, &manifest)
+            .await
+            .is_none()
+    );
+}

@@ -134,6 +134,20 @@ pub async fn commit(
             created.version().unwrap_or(0)
         }
         Some(_) => {
+            // A run whose columns differ from the table's would make files its readers
+            // cannot read as the table says: refused before anything is committed.
+            if let Some(data) = data_schema {
+                let expected = table_schema(job, Some(data), output.as_deref(), &uri)?;
+                let current = table.snapshot().map_err(delta)?.schema();
+                if let Some(difference) = difference(&current, &expected) {
+                    return Err(TableError::Invalid {
+                        uri,
+                        message: format!(
+                            "the run's columns differ from the table's ({difference}); write to a new table, or change the table's schema with a Delta tool first"
+                        ),
+                    });
+                }
+            }
             let mode = if append {
                 SaveMode::Append
             } else {
@@ -355,6 +369,32 @@ fn partition_values(
             (name, value)
         })
         .collect()
+}
+
+/// How the columns of `run` differ from the table's (by name and type), if they do.
+fn difference(table: &StructType, run: &StructType) -> Option<String> {
+    let describe = |s: &StructType| -> Vec<(String, String)> {
+        s.fields()
+            .map(|f| (f.name().to_string(), format!("{:?}", f.data_type())))
+            .collect()
+    };
+    let (table, run) = (describe(table), describe(run));
+    let mut found = Vec::new();
+    for (name, kind) in &run {
+        match table.iter().find(|(n, _)| n == name) {
+            None => found.push(format!("{name} is new")),
+            Some((_, current)) if current != kind => {
+                found.push(format!("{name} is {kind}, the table has {current}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for (name, _) in &table {
+        if !run.iter().any(|(n, _)| n == name) {
+            found.push(format!("{name} is missing"));
+        }
+    }
+    (!found.is_empty()).then(|| found.join("; "))
 }
 
 /// The table's schema: the data files' columns, then the partition columns typed as in the
