@@ -127,7 +127,7 @@ pub async fn run_pipeline(
     loop {
         let mut changed = skip_downstream_of_failures(pipeline, &mut record);
         for index in ready_steps(pipeline, &record) {
-            if running.len() >= pipeline.parallelism as usize {
+            if running.len() >= pipeline.parallelism() {
                 break;
             }
             changed = true;
@@ -235,7 +235,7 @@ fn fresh_record(pipeline: &Pipeline, run_id: &str) -> PipelineRecord {
     PipelineRecord {
         pipeline: pipeline.name.clone(),
         run_id: run_id.to_string(),
-        params: pipeline.params.clone(),
+        params: pipeline.params().clone(),
         status: PipelineStatus::Running,
         started: Utc::now(),
         finished: None,

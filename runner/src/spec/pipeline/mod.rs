@@ -169,9 +169,6 @@ pub struct Pipeline {
     pub name: String,
     /// The pipeline file as the user named it.
     pub origin: String,
-    /// The file's params with the overrides merged in.
-    pub params: BTreeMap<String, String>,
-    pub parallelism: u32,
     /// Where the pipeline's runs are recorded.
     pub state: S3Uri,
     /// The S3 endpoint of the first job step that names one.
@@ -195,6 +192,16 @@ pub fn step_run_id(pipeline_run: &str, step: &str) -> String {
 }
 
 impl Pipeline {
+    /// The file's params with the overrides merged in.
+    pub fn params(&self) -> &BTreeMap<String, String> {
+        &self.raw.spec.params
+    }
+
+    /// How many steps run at the same time.
+    pub fn parallelism(&self) -> usize {
+        self.raw.spec.parallelism as usize
+    }
+
     /// The step named `name`.
     pub fn step(&self, name: &str) -> Option<&PipelineStep> {
         self.steps.iter().find(|s| s.name == name)
@@ -245,7 +252,7 @@ impl Pipeline {
         results: &'a BTreeMap<String, StepResult>,
     ) -> RenderContext<'a> {
         RenderContext {
-            params: &self.params,
+            params: self.params(),
             pipeline: &self.name,
             run_id,
             steps: results,
@@ -574,8 +581,6 @@ fn validate(
     Some(Pipeline {
         name: file.metadata.name.clone(),
         origin: origin.to_string(),
-        params: file.spec.params.clone(),
-        parallelism: file.spec.parallelism,
         state,
         endpoint,
         kubernetes,
