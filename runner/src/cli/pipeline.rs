@@ -81,14 +81,24 @@ pub fn submit(args: &SubmitArgs) -> anyhow::Result<ExitCode> {
         let refuse = args
             .in_cluster
             .then_some("`sluice submit --in-cluster` is the launcher of a run on the cluster");
+        let conn = args
+            .connect
+            .connect_refusing_embedded(pipeline.endpoint.as_deref(), refuse)
+            .await?;
+        let layout = PipelineLayout::new(&pipeline.state, &pipeline.name, &run_id);
+        let resume = read_record(&conn.storage, &layout).await?.is_some();
         let on = OnCluster {
             cluster: &cluster,
             image: &target.image,
             namespace: args.namespace.clone(),
             poll: args.poll,
-            refuse,
         };
-        drive(&pipeline, run_id, &on, &args.connect).await
+        let options = PipelineOptions {
+            run_id,
+            resume,
+            create_buckets: false,
+        };
+        drive(&pipeline, options, &on, &conn.storage).await
     })
 }
 
@@ -99,34 +109,22 @@ struct OnCluster<'a> {
     /// Every step's namespace, when one is forced (the launcher's own).
     namespace: Option<String>,
     poll: u64,
-    refuse: Option<&'a str>,
 }
 
-/// Drives the pipeline run `run_id` with every step on the cluster; a run whose record
-/// exists is resumed.
+/// Drives a pipeline run with every step on the cluster.
 async fn drive(
     pipeline: &Pipeline,
-    run_id: String,
+    options: PipelineOptions,
     on: &OnCluster<'_>,
-    connect: &ConnectArgs,
+    storage: &crate::storage::Storage,
 ) -> anyhow::Result<ExitCode> {
-    let conn = connect
-        .connect_refusing_embedded(pipeline.endpoint.as_deref(), on.refuse)
-        .await?;
     let executor = Executor::Cluster {
         client: on.cluster.client.clone(),
         image: Some(on.image.to_string()),
         namespace: on.namespace.clone(),
         poll: Duration::from_secs(on.poll.max(1)),
     };
-    let layout = PipelineLayout::new(&pipeline.state, &pipeline.name, &run_id);
-    let resume = read_record(&conn.storage, &layout).await?.is_some();
-    let options = PipelineOptions {
-        run_id,
-        resume,
-        create_buckets: false,
-    };
-    let run = run_pipeline(&executor, &conn.storage, pipeline, options).await?;
+    let run = run_pipeline(&executor, storage, pipeline, options).await?;
     print!("{}", summary::render(&run.record, &run.layout, &|_| None));
     Ok(run.exit)
 }
@@ -155,15 +153,18 @@ pub fn resume_on_cluster(
             ))
             .into());
         }
-        drop(conn);
         let on = OnCluster {
             cluster: &cluster,
             image: &target.image,
             namespace: Some(target.namespace.clone()),
             poll,
-            refuse: None,
         };
-        drive(&pipeline, run_id.to_string(), &on, connect).await
+        let options = PipelineOptions {
+            run_id: run_id.to_string(),
+            resume: true,
+            create_buckets: false,
+        };
+        drive(&pipeline, options, &on, &conn.storage).await
     })
 }
 

@@ -184,16 +184,14 @@ pub async fn commit(
     })
 }
 
-/// The table at `uri` as it stands (not yet created: no version).
-pub async fn open(storage: &Storage, uri: &S3Uri) -> Result<DeltaTable, TableError> {
+/// A builder of the table at `uri`, reached with the settings of `storage`'s client.
+async fn builder(
+    storage: &Storage,
+    uri: &S3Uri,
+) -> Result<deltalake::DeltaTableBuilder, TableError> {
     static HANDLERS: Once = Once::new();
     HANDLERS.call_once(|| deltalake::aws::register_handlers(None));
     let text = uri.to_string();
-    let invalid = |message: String| TableError::Invalid {
-        uri: text.clone(),
-        message,
-    };
-    let url = deltalake::ensure_table_uri(&text).map_err(|e| invalid(e.to_string()))?;
     let options = storage
         .object_store_options()
         .await
@@ -201,10 +199,25 @@ pub async fn open(storage: &Storage, uri: &S3Uri) -> Result<DeltaTable, TableErr
             uri: text.clone(),
             source: Box::new(e),
         })?;
-    let delta = |source| TableError::Delta {
-        uri: text.clone(),
+    deltalake::ensure_table_uri(&text)
+        .and_then(deltalake::DeltaTableBuilder::from_url)
+        .map(|b| b.with_storage_options(options))
+        .map_err(|source| TableError::Delta {
+            uri: text,
+            source: Box::new(source),
+        })
+}
+
+fn delta_error(uri: &S3Uri) -> impl Fn(deltalake::DeltaTableError) -> TableError + '_ {
+    move |source| TableError::Delta {
+        uri: uri.to_string(),
         source: Box::new(source),
-    };
+    }
+}
+
+/// The table at `uri` as it stands (not yet created: no version).
+pub async fn open(storage: &Storage, uri: &S3Uri) -> Result<DeltaTable, TableError> {
+    let builder = builder(storage, uri).await?;
     // A table that does not exist yet is not loaded (loading it logs an error).
     let log = uri.join("_delta_log/");
     let exists = !storage
@@ -216,13 +229,9 @@ pub async fn open(storage: &Storage, uri: &S3Uri) -> Result<DeltaTable, TableErr
         })?
         .is_empty();
     if exists {
-        DeltaTable::try_from_url_with_storage_options(url, options)
-            .await
-            .map_err(delta)
+        builder.load().await.map_err(delta_error(uri))
     } else {
-        deltalake::DeltaTableBuilder::from_url(url)
-            .and_then(|b| b.with_storage_options(options).build())
-            .map_err(delta)
+        builder.build().map_err(delta_error(uri))
     }
 }
 
@@ -232,16 +241,16 @@ pub async fn files_at(
     uri: &S3Uri,
     version: u64,
 ) -> Result<Vec<String>, TableError> {
-    let mut table = open(storage, uri).await?;
-    let delta = |source| TableError::Delta {
-        uri: uri.to_string(),
-        source: Box::new(source),
-    };
-    table.load_version(version).await.map_err(delta)?;
+    let table = builder(storage, uri)
+        .await?
+        .with_version(version)
+        .load()
+        .await
+        .map_err(delta_error(uri))?;
     let root = uri.to_string();
     let mut paths: Vec<String> = table
         .get_file_uris()
-        .map_err(delta)?
+        .map_err(delta_error(uri))?
         .map(|u| u.strip_prefix(&root).map(str::to_string).unwrap_or(u))
         .collect();
     paths.sort();
