@@ -34,6 +34,22 @@ async fn put(storage: &Storage, bucket: &str, key: &str, body: String) {
         .unwrap();
 }
 
+/// `sluice run JOB --run-id RUN` in `dir` against `server`: its exit code.
+fn run_job(
+    server: &TestServer,
+    dir: &std::path::Path,
+    job: &std::path::Path,
+    run: &str,
+) -> Option<i32> {
+    sluice(
+        &["run", job.to_str().unwrap(), "--run-id", run],
+        server,
+        dir,
+    )
+    .status
+    .code()
+}
+
 fn job(bucket: &str, sink_lines: &str) -> JobYaml {
     JobYaml::new("by-city")
         .source(format!("s3://{bucket}/in/"), "csv")
@@ -76,12 +92,7 @@ async fn partitioned_run(server: &'static TestServer) {
     let dir = tempfile::tempdir().unwrap();
     let file = job(&bucket, "    format: jsonl\n    partition_by: [day, city]")
         .write(dir.path().join("job.yaml"));
-    let out = sluice(
-        &["run", file.to_str().unwrap(), "--run-id", "p-1"],
-        server,
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(run_job(server, dir.path(), &file, "p-1"), Some(0));
     let first = outputs(&storage, &bucket).await;
     let keys: BTreeSet<&str> = first.keys().map(String::as_str).collect();
     assert_eq!(
@@ -140,12 +151,7 @@ async fn partitioned_run(server: &'static TestServer) {
     );
     assert_eq!(out.status.code(), Some(0));
     // A second run writes the same keys (a retry overwrites, never duplicates).
-    let out = sluice(
-        &["run", file.to_str().unwrap(), "--run-id", "p-2"],
-        server,
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(run_job(server, dir.path(), &file, "p-2"), Some(0));
     assert_eq!(outputs(&storage, &bucket).await, first);
 }
 
@@ -288,12 +294,12 @@ async fn delta_versions(server: &'static TestServer) {
     let dir = tempfile::tempdir().unwrap();
     let file = delta_job(&bucket, "full").write(dir.path().join("job.yaml"));
     let run = |id: &str| {
-        let out = sluice(
-            &["run", file.to_str().unwrap(), "--run-id", id],
-            server,
-            dir.path(),
+        assert_eq!(
+            run_job(server, dir.path(), &file, id),
+            Some(0),
+            "{}",
+            server.name
         );
-        assert_eq!(out.status.code(), Some(0), "{}", server.name);
     };
     // A full run creates the table: version 0 holds every record, in its partitions.
     run("d-1");
@@ -322,19 +328,9 @@ async fn delta_versions(server: &'static TestServer) {
     assert_eq!(out.status.code(), Some(0));
     // An incremental run appends only what is new.
     let file = delta_job(&bucket, "incremental").write(dir.path().join("job.yaml"));
-    let out = sluice(
-        &["run", file.to_str().unwrap(), "--run-id", "d-3"],
-        server,
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(run_job(server, dir.path(), &file, "d-3"), Some(0));
     put(&storage, &bucket, "in/c.csv", rows(200, 4, 2)).await;
-    let out = sluice(
-        &["run", file.to_str().unwrap(), "--run-id", "d-4"],
-        server,
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(run_job(server, dir.path(), &file, "d-4"), Some(0));
     let (files, records) = table_at(&storage, &bucket, 3).await;
     assert_eq!(records, 36 + 4, "{files:?}");
     assert_eq!(files.iter().filter(|f| f.contains("/d-4/")).count(), 2);
@@ -375,12 +371,7 @@ async fn a_run_killed_around_its_commit_resumes_to_exactly_one_version() {
         let dir = tempfile::tempdir().unwrap();
         let file = delta_job(&bucket, "full").write(dir.path().join("job.yaml"));
         // A first version, so that the killed run's is the second.
-        let out = sluice(
-            &["run", file.to_str().unwrap(), "--run-id", "k-0"],
-            server,
-            dir.path(),
-        );
-        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(run_job(server, dir.path(), &file, "k-0"), Some(0));
 
         let proxy = FaultProxy::start(&server.url, "in/", FaultRates::none()).await;
         let pgid = Arc::new(AtomicI32::new(0));
@@ -451,12 +442,7 @@ async fn a_run_with_other_columns_than_its_table_does_not_commit() {
     put(&storage, &bucket, "in/a.csv", rows(0, 6, 3)).await;
     let dir = tempfile::tempdir().unwrap();
     let file = delta_job(&bucket, "full").write(dir.path().join("job.yaml"));
-    let out = sluice(
-        &["run", file.to_str().unwrap(), "--run-id", "s-1"],
-        server,
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(run_job(server, dir.path(), &file, "s-1"), Some(0));
     let wider = delta_job(&bucket, "full")
         .transform(
             "    - name: wider\n      sql: SELECT id, city, day, fare, 1 AS extra FROM input",
