@@ -179,7 +179,7 @@ async fn gc_removes_the_state_of_abandoned_runs_only() {
         abandoned.job(),
         abandoned.plan(),
         abandoned.progress(0),
-        abandoned.done_marker("x"),
+        abandoned.done_batch(0, "x"),
     ] {
         put_state(uri).await;
     }

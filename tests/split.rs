@@ -405,11 +405,15 @@ async fn split_equals_whole(
     assert!(joined == single, "{format}: content differs");
 
     // One done marker per range (and one for the small object).
-    let markers = storage
-        .list(&state::run(bucket, JOB, "split").done_prefix())
-        .await
-        .unwrap();
+    let markers = sluice::state::marker::read_marker_map(
+        storage,
+        &state::run(bucket, JOB, "split").done_prefix(),
+    )
+    .await
+    .unwrap();
     assert_eq!(markers.len(), parts + 1, "{format}");
+    let ranges_marked = markers.keys().filter(|k| k.contains("#part-")).count();
+    assert_eq!(ranges_marked, parts, "{format}: {:?}", markers.keys());
 }
 
 #[tokio::test(flavor = "multi_thread")]

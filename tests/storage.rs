@@ -840,3 +840,120 @@ async fn create_only_puts_racing_for_one_key_let_exactly_one_win() {
         assert_eq!(stored, format!("writer {}", winners[0]).as_bytes());
     }
 }
+
+/// The embedded server keeps an upload's parts in a directory of their own (so completing
+/// does not read the served directory, which holds a record per object), parts copied with
+/// UploadPartCopy among them, and leaves nothing of an upload once it is completed or
+/// aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_server_leaves_nothing_of_completed_or_aborted_uploads() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use sluice::storage::EmbeddedServer;
+    use sluice::storage::embedded::{EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY};
+    let dir = tempfile::tempdir().unwrap();
+    let server = EmbeddedServer::start(dir.path(), None).await.unwrap();
+    let storage =
+        Storage::with_endpoint(server.url(), EMBEDDED_ACCESS_KEY, EMBEDDED_SECRET_KEY).await;
+    storage.create_bucket("parts").await.unwrap();
+    storage
+        .put_bytes(&S3Uri::new("parts", "source.bin"), pattern(MIB, 7))
+        .await
+        .unwrap();
+    let client = storage.client();
+    let mut uploads = Vec::new();
+    for key in ["done.bin", "aborted.bin"] {
+        let id = client
+            .create_multipart_upload()
+            .bucket("parts")
+            .key(key)
+            .send()
+            .await
+            .unwrap()
+            .upload_id()
+            .unwrap()
+            .to_string();
+        let first = client
+            .upload_part()
+            .bucket("parts")
+            .key(key)
+            .upload_id(&id)
+            .part_number(1)
+            .body(pattern(5 * MIB, 1).into())
+            .send()
+            .await
+            .unwrap();
+        let copied = client
+            .upload_part_copy()
+            .bucket("parts")
+            .key(key)
+            .upload_id(&id)
+            .part_number(2)
+            .copy_source("parts/source.bin")
+            .send()
+            .await
+            .unwrap();
+        let etags = [
+            first.e_tag().unwrap().to_string(),
+            copied
+                .copy_part_result()
+                .unwrap()
+                .e_tag()
+                .unwrap()
+                .to_string(),
+        ];
+        uploads.push((key, id, etags));
+    }
+    // What is left of uploads: their files in the served directory, and their directories.
+    let upload_files = || {
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("upload") && n != ".uploads")
+            .collect();
+        if let Ok(open) = std::fs::read_dir(dir.path().join(".uploads")) {
+            left.extend(open.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()));
+        }
+        left
+    };
+    assert!(
+        upload_files().len() >= 2,
+        "parts are stored while the uploads are open"
+    );
+
+    let (key, id, etags) = &uploads[0];
+    let parts = (1..=2)
+        .zip(etags)
+        .map(|(n, e)| CompletedPart::builder().part_number(n).e_tag(e).build())
+        .collect::<Vec<_>>();
+    client
+        .complete_multipart_upload()
+        .bucket("parts")
+        .key(*key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut want = pattern(5 * MIB, 1).to_vec();
+    want.extend_from_slice(&pattern(MIB, 7));
+    assert!(read_all(&storage, &S3Uri::new("parts", *key)).await == want);
+    let (key, id, _) = &uploads[1];
+    client
+        .abort_multipart_upload()
+        .bucket("parts")
+        .key(*key)
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload_files(), Vec::<String>::new(), "uploads left files behind");
+    assert_eq!(
+        storage.head(&S3Uri::new("parts", *key)).await.unwrap(),
+        None,
+        "the aborted upload made an object"
+    );
+}

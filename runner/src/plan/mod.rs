@@ -57,10 +57,15 @@ pub struct PlannedObject {
 impl PlannedObject {
     /// What names the task's done marker: the key, plus the range of a split object.
     pub fn task_key(&self) -> String {
-        match &self.range {
-            None => self.key.clone(),
-            Some(r) => format!("{}#part-{:05}-of-{:05}", self.key, r.part, r.parts),
-        }
+        task_key(&self.key, self.range.as_ref())
+    }
+}
+
+/// The task key of `key`, or of one range of it.
+pub fn task_key(key: &str, range: Option<&split::PlannedRange>) -> String {
+    match range {
+        None => key.to_string(),
+        Some(r) => format!("{key}#part-{:05}-of-{:05}", r.part, r.parts),
     }
 }
 

@@ -1,5 +1,8 @@
-//! done/<hash>.json: a worker's done marker per source object, with what it stored and
-//! counted; its one reader and writer.
+//! done/<shard>/<attempt>-<n>.json: the done markers of source objects, with what each
+//! stored and counted, written by a shard's worker in batches; their one reader and writer.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -9,6 +12,7 @@ use crate::state::checks::RuleOutcome;
 use crate::state::phases::PhaseTimes;
 use crate::state::{RunLayout, StateError, read_json_lenient, write_json};
 use crate::storage::Storage;
+use crate::storage::uri::S3Uri;
 
 /// Written after every output of a source object is stored and verified. Its presence with
 /// a matching ETag means the object is done.
@@ -84,44 +88,87 @@ pub struct StepCounts {
     pub output: u64,
 }
 
-/// The done marker of `source_key` (a task key), if one exists and parses; a marker that
-/// does not parse is as good as none: the object is done again.
-pub async fn read_marker(
-    storage: &Storage,
-    layout: &RunLayout,
-    source_key: &str,
-) -> Result<Option<DoneMarker>, StateError> {
-    read_json_lenient(storage, &layout.done_marker(source_key)).await
+/// What a worker writes in one PUT: the markers of every object that finished while the
+/// previous batch was being written (a group commit), at least one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkerBatch {
+    pub markers: Vec<DoneMarker>,
 }
 
-/// Markers read at the same time.
-const MARKERS_IN_FLIGHT: usize = 32;
+impl DoneMarker {
+    /// The task key the marker is for (see `PlannedObject::task_key`).
+    pub fn task_key(&self) -> String {
+        crate::plan::task_key(&self.key, self.range.as_ref())
+    }
+}
 
-/// The done marker of each task key (`None` where there is none, or it does not parse), in
-/// the keys' order.
+/// Writes a batch of done markers of shard `shard` under the name `name` (unique to the
+/// attempt and the batch): the last act of finishing each of its objects.
+pub async fn write_batch(
+    storage: &Storage,
+    layout: &RunLayout,
+    shard: u32,
+    name: &str,
+    batch: &MarkerBatch,
+) -> Result<(), StateError> {
+    write_json(storage, &layout.done_batch(shard, name), batch).await
+}
+
+/// Batches read at the same time.
+const BATCHES_IN_FLIGHT: usize = 32;
+
+/// Every done marker under `prefix` (the run's, or one shard's), by task key. When a task
+/// has more than one (an attempt redid it), the one that finished last counts. A batch that
+/// does not parse counts as none: its objects are done again.
+pub async fn read_marker_map(
+    storage: &Storage,
+    prefix: &S3Uri,
+) -> Result<HashMap<String, DoneMarker>, StateError> {
+    let listed = storage
+        .list(prefix)
+        .await
+        .map_err(|source| StateError::Read {
+            uri: prefix.clone(),
+            source: Box::new(source),
+        })?;
+    let batches: Vec<Option<MarkerBatch>> = futures::stream::iter(listed)
+        .map(|object| async move {
+            let uri = S3Uri::new(prefix.bucket.clone(), object.key);
+            read_json_lenient::<MarkerBatch>(storage, &uri).await
+        })
+        .buffer_unordered(BATCHES_IN_FLIGHT)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let mut markers: HashMap<String, DoneMarker> = HashMap::new();
+    for marker in batches.into_iter().flatten().flat_map(|b| b.markers) {
+        match markers.entry(marker.task_key()) {
+            Entry::Occupied(mut seen) => {
+                if marker.finished > seen.get().finished {
+                    seen.insert(marker);
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(marker);
+            }
+        }
+    }
+    Ok(markers)
+}
+
+/// The done marker of each task key (`None` where there is none), in the keys' order.
 pub async fn read_markers(
     storage: &Storage,
     layout: &RunLayout,
     keys: Vec<String>,
 ) -> Result<Vec<(String, Option<DoneMarker>)>, StateError> {
-    futures::stream::iter(keys)
-        .map(|key| async move {
-            let marker = read_marker(storage, layout, &key).await;
-            marker.map(|m| (key, m))
-        })
-        .buffered(MARKERS_IN_FLIGHT)
-        .collect::<Vec<_>>()
-        .await
+    let mut markers = read_marker_map(storage, &layout.done_prefix()).await?;
+    Ok(keys
         .into_iter()
-        .collect()
-}
-
-/// Writes the done marker of `source_key`; the last act of finishing an object.
-pub async fn write_marker(
-    storage: &Storage,
-    layout: &RunLayout,
-    source_key: &str,
-    marker: &DoneMarker,
-) -> Result<(), StateError> {
-    write_json(storage, &layout.done_marker(source_key), marker).await
+        .map(|key| {
+            let marker = markers.remove(&key);
+            (key, marker)
+        })
+        .collect())
 }

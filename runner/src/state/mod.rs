@@ -4,7 +4,8 @@
 //! <state>/runs/<job>/<run-id>/job.yaml          the resolved job (params applied)
 //! <state>/runs/<job>/<run-id>/plan.json         shards: object keys, sizes, ETags
 //! <state>/runs/<job>/<run-id>/progress/<i>.json per shard, updated while it runs
-//! <state>/runs/<job>/<run-id>/done/<hash>.json  per source object: ETag, outputs, counts
+//! <state>/runs/<job>/<run-id>/done/<i>/<attempt>-<n>.json  done markers of shard i, in
+//!                                                batches: ETag, outputs, counts per object
 //! <state>/runs/<job>/<run-id>/keys/<rule>/<hash>.keys  sorted key hashes for `unique` rules
 //! <state>/runs/<job>/<run-id>/uploads/<i>/<hash>.json  a multipart upload shard i has open
 //! <state>/runs/<job>/<run-id>/report.json       the run report
@@ -201,15 +202,19 @@ impl RunLayout {
         self.root.join(&format!("progress/{shard:05}.json"))
     }
 
-    /// The done marker of one source object, named by a hash of its key.
-    pub fn done_marker(&self, source_key: &str) -> S3Uri {
-        self.root
-            .join(&format!("done/{}.json", key_hash(source_key)))
+    /// A batch of done markers of shard `shard`, `name` unique to its attempt and batch.
+    pub fn done_batch(&self, shard: u32, name: &str) -> S3Uri {
+        self.root.join(&format!("done/{shard:05}/{name}.json"))
     }
 
     /// The prefix of every done marker of the run (to list them).
     pub fn done_prefix(&self) -> S3Uri {
         self.root.join("done/")
+    }
+
+    /// The prefix of the done markers of shard `shard`.
+    pub fn shard_done_prefix(&self, shard: u32) -> S3Uri {
+        self.root.join(&format!("done/{shard:05}/"))
     }
 
     /// Where `unique` rules spill the sorted keys of each object, per rule.
@@ -270,9 +275,12 @@ mod tests {
             run.progress(3).key,
             "_sluice/runs/taxi/taxi-20261122T020000Z/progress/00003.json"
         );
-        let marker = run.done_marker("trips/a.csv");
-        assert!(marker.key.ends_with(".json"));
-        assert_eq!(marker, run.done_marker("trips/a.csv"));
-        assert_ne!(marker, run.done_marker("trips/b.csv"));
+        let batch = run.done_batch(3, "20261122T020000123Z-000007");
+        assert_eq!(
+            batch.key,
+            "_sluice/runs/taxi/taxi-20261122T020000Z/done/00003/20261122T020000123Z-000007.json"
+        );
+        assert!(batch.key.starts_with(&run.shard_done_prefix(3).key));
+        assert!(batch.key.starts_with(&run.done_prefix().key));
     }
 }

@@ -290,7 +290,8 @@ impl Storage {
     }
 
     /// One PutObject with a CRC32C checksum (retried: the same bytes to the same key);
-    /// returns the ETag.
+    /// returns the ETag. The body is not signed (see [`upload`](crate::storage::upload)): the CRC32C, which the
+    /// store verifies, covers it.
     async fn put_object(
         &self,
         uri: &S3Uri,
@@ -307,6 +308,8 @@ impl Storage {
                 .checksum_crc32_c(checksum.clone())
                 .set_content_type(content_type.map(str::to_string))
                 .body(ByteStream::from(body.clone()))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| StorageError::PutObject {

@@ -138,6 +138,7 @@ impl Decoding {
                 let uri = source.clone();
                 let decode_schema = schema.clone();
                 let clock = clock.clone();
+                let threads = decode_threads(object.size, compression);
                 let task = tokio::task::spawn_blocking(move || {
                     let input = format::decompress(Box::new(reader), compression);
                     let decoder = format::open_parallel_decoder(
@@ -146,7 +147,7 @@ impl Decoding {
                         decode_schema,
                         &csv,
                         BATCH_ROWS,
-                        decode_threads(),
+                        threads,
                         &origin,
                     )
                     .map_err(|e| ObjectError::decode(&uri, e))?;
@@ -172,12 +173,29 @@ pub fn range_origin(source: &S3Uri, range: &PlannedRange, span: &std::ops::Range
     )
 }
 
+/// Below this many stored bytes (uncompressed; compressed objects count [`INFLATION`] times
+/// their size) an object is decoded on the thread that reads it: it is a chunk or two, and
+/// starting threads for it would cost more than they save. Many small objects are in flight
+/// at once, so the CPUs are kept busy by objects, not by threads within one.
+const SMALL_OBJECT: u64 = 1 << 20;
+/// How much larger than its stored size a compressed object is assumed to be.
+const INFLATION: u64 = 8;
+
 /// Threads that decode one CSV object besides the thread reading it: every CPU the process
-/// may use (its affinity and cgroup quota) but one, left to the encoder; none on one CPU. On
-/// two CPUs a second decoding thread would only take time from the encoder, the slower half.
-fn decode_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+/// may use (its affinity and cgroup quota) but one, left to the encoder; none on one CPU or
+/// for a small object. On two CPUs a second decoding thread would only take time from the
+/// encoder, the slower half.
+fn decode_threads(size: u64, compression: Compression) -> usize {
+    let decoded = match compression {
+        Compression::None => size,
+        _ => size.saturating_mul(INFLATION),
+    };
+    if decoded < SMALL_OBJECT {
+        return 0;
+    }
+    // Read once: it reads the cgroup's files each time.
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .saturating_sub(1)
 }
 

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod error;
 pub mod inline;
 pub mod leftovers;
+pub mod markers;
 pub mod object;
 pub mod output;
 pub mod raw;
@@ -15,7 +16,7 @@ pub mod rejects;
 pub mod spills;
 pub mod staged;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,13 +27,14 @@ use crate::exit::{ExitCode, error_chain};
 use crate::plan::PlannedObject;
 use crate::spec;
 use crate::state::checks::RuleOutcome;
-use crate::state::marker::{DoneMarker, read_marker, write_marker};
+use crate::state::marker::{DoneMarker, read_marker_map};
 use crate::state::plan::{load_job_text, load_plan};
 use crate::state::progress::{ObjectFailure, ShardProgress, read_progress, write_progress};
 use crate::state::uploads::{CleanUpError, ShardUploads, abort_recorded};
 use crate::state::{RunLayout, StateError};
 use crate::storage::Storage;
 use crate::storage::uri::S3Uri;
+use crate::worker::markers::MarkerWriter;
 use crate::worker::object::{ObjectContext, ObjectError};
 
 /// How often progress.json is rewritten while a shard runs.
@@ -91,20 +93,30 @@ impl Default for WorkerOptions {
 /// of a memory budget while it is processed. A large object's share is what its output
 /// parts in flight and a few decoded batches take; the budget is two of those, so two
 /// large objects (or one large and many small, or many small) are in flight at a time.
+/// At most `objects` are processed at once whatever their size. An object waiting for its
+/// done marker to be stored holds neither.
 pub struct InFlight {
     budget: tokio::sync::Semaphore,
+    slots: tokio::sync::Semaphore,
     large_mib: u32,
 }
 
 /// Decoded batches, decode chunks and encoder state of one object beside its output parts.
 const BATCH_MIB: u64 = 32;
 
+/// What an object being processed holds; given back when dropped.
+pub struct Entered<'a> {
+    _share: tokio::sync::SemaphorePermit<'a>,
+    _slot: tokio::sync::SemaphorePermit<'a>,
+}
+
 impl InFlight {
-    pub fn for_sink(part_size: u64, parts_in_flight: usize) -> InFlight {
+    pub fn for_sink(part_size: u64, parts_in_flight: usize, objects: usize) -> InFlight {
         let large = (part_size.saturating_mul(parts_in_flight as u64) >> 20) + BATCH_MIB;
         let large_mib = u32::try_from(large).unwrap_or(u32::MAX / 2);
         InFlight {
             budget: tokio::sync::Semaphore::new(2 * large_mib as usize),
+            slots: tokio::sync::Semaphore::new(objects.max(1)),
             large_mib,
         }
     }
@@ -118,12 +130,19 @@ impl InFlight {
             .min(self.large_mib)
     }
 
-    /// Waits for the share of an object of `size` bytes; it is given back when dropped.
-    pub async fn enter(&self, size: u64) -> tokio::sync::SemaphorePermit<'_> {
-        self.budget
+    /// Waits for a slot and the share of an object of `size` bytes.
+    pub async fn enter(&self, size: u64) -> Entered<'_> {
+        let closed = "the budget is never closed";
+        let slot = self.slots.acquire().await.expect(closed);
+        let share = self
+            .budget
             .acquire_many(self.share(size))
             .await
-            .expect("the budget is never closed")
+            .expect(closed);
+        Entered {
+            _share: share,
+            _slot: slot,
+        }
     }
 }
 
@@ -219,25 +238,18 @@ async fn shard(
         earlier,
         ..ShardProgress::default()
     }));
-    // Which objects have a done marker, from one listing instead of a GET per object; an
-    // object without one is not looked up. If the listing fails, every marker is read.
-    let markers = match storage.list(&layout.done_prefix()).await {
-        Ok(listed) => Some(
-            listed
-                .into_iter()
-                .map(|o| o.key)
-                .collect::<HashSet<String>>(),
-        ),
-        Err(error) => {
-            tracing::warn!(
-                shard = index,
-                "listing the done markers: {error}; reading each one instead"
-            );
-            None
-        }
-    };
+    // The shard's done markers so far, from a listing and a GET per batch of them.
+    let markers = read_marker_map(&storage, &layout.shard_done_prefix(index)).await?;
     let markers = &markers;
-    let in_flight = InFlight::for_sink(ctx.job.sink.part_size, ctx.job.sink.parts_in_flight);
+    let attempt = Utc::now().format("%Y%m%dT%H%M%S%3fZ").to_string();
+    let marker_writer = MarkerWriter::spawn(storage.clone(), layout.clone(), index, attempt);
+    let writer = &marker_writer;
+    let objects = options.objects_in_flight.max(1);
+    let in_flight = InFlight::for_sink(
+        ctx.job.sink.part_size,
+        ctx.job.sink.parts_in_flight,
+        objects,
+    );
     let in_flight = &in_flight;
     let started = Instant::now();
     let reporter =
@@ -247,17 +259,20 @@ async fn shard(
         futures::stream::iter(shard.objects.iter().cloned())
             .map(|object| {
                 let ctx = &ctx;
-                let layout = &layout;
                 let progress = progress.clone();
                 async move {
-                    let _share = in_flight.enter(object.size).await;
-                    let outcome = one_object(ctx, layout, &object, &progress, markers).await;
+                    let entered = in_flight.enter(object.size).await;
+                    let outcome =
+                        one_object(ctx, writer, &object, &progress, markers, entered).await;
                     (object, outcome)
                 }
             })
-            .buffer_unordered(options.objects_in_flight.max(1))
+            // Objects waiting for their marker are beside the ones processed.
+            .buffer_unordered(objects * 4)
             .collect()
             .await;
+    // Every object has heard whether its marker was stored, so nothing is queued here.
+    marker_writer.close().await;
     // Stopped, not aborted: a write it has in flight lands before the final one, never after.
     reporter.stop().await;
 
@@ -295,18 +310,15 @@ type ObjectOutcome = Result<DoneMarker, (ExitCode, String, Vec<RuleOutcome>)>;
 
 async fn one_object(
     ctx: &ObjectContext,
-    layout: &RunLayout,
+    writer: &MarkerWriter,
     object: &PlannedObject,
     progress: &Mutex<ShardProgress>,
-    markers: &Option<HashSet<String>>,
+    markers: &HashMap<String, DoneMarker>,
+    entered: Entered<'_>,
 ) -> ObjectOutcome {
     let task_key = object.task_key();
-    let listed = markers
-        .as_ref()
-        .is_none_or(|m| m.contains(&layout.done_marker(&task_key).key));
     // Resume: an object whose marker matches its ETag and the job's fingerprint is done.
-    if listed
-        && let Ok(Some(marker)) = read_marker(&ctx.storage, layout, &task_key).await
+    if let Some(marker) = markers.get(&task_key)
         && marker.etag == object.etag
         && marker.fingerprint == ctx.fingerprint
     {
@@ -315,18 +327,16 @@ async fn one_object(
         p.objects_done += 1;
         p.bytes_done += object.size;
         p.records.add(&marker.records);
-        return Ok(marker);
+        return Ok(marker.clone());
     }
     let mut committing = None;
     let result = match process_with_retries(ctx, object).await {
         Ok(marker) => {
+            drop(entered);
             let started = Instant::now();
-            let written = write_marker(&ctx.storage, layout, &task_key, &marker).await;
+            let stored = writer.commit(marker).await;
             committing = Some(started.elapsed().as_secs_f64());
-            match written {
-                Ok(()) => Ok(marker),
-                Err(e) => Err((e.exit_code(), error_chain(&e), Vec::new())),
-            }
+            stored.map_err(|(exit, error)| (exit, error, Vec::new()))
         }
         Err(e) => {
             let checks = match &e {
@@ -469,7 +479,7 @@ mod tests {
     #[test]
     fn small_objects_go_many_at_a_time_and_large_ones_two() {
         // 16 MiB parts, 4 in flight: a large object's share is 64 + 32 MiB, the budget 192.
-        let in_flight = InFlight::for_sink(16 << 20, 4);
+        let in_flight = InFlight::for_sink(16 << 20, 4, 16);
         assert_eq!(in_flight.share(14_000), 1);
         assert_eq!(in_flight.share(10 << 20), 40);
         assert_eq!(in_flight.share(1 << 30), 96);
@@ -478,13 +488,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_third_large_object_waits_for_a_share() {
-        let in_flight = InFlight::for_sink(16 << 20, 4);
+        let in_flight = InFlight::for_sink(16 << 20, 4, 16);
         let a = in_flight.enter(1 << 30).await;
         let _b = in_flight.enter(1 << 30).await;
         let third = tokio::time::timeout(Duration::from_millis(50), in_flight.enter(1 << 30)).await;
         assert!(third.is_err(), "a third large object entered");
         drop(a);
         let third = tokio::time::timeout(Duration::from_secs(5), in_flight.enter(1 << 30)).await;
+        assert!(third.is_ok());
+    }
+
+    #[tokio::test]
+    async fn small_objects_wait_for_a_slot_past_the_limit() {
+        let in_flight = InFlight::for_sink(16 << 20, 4, 2);
+        let a = in_flight.enter(1000).await;
+        let _b = in_flight.enter(1000).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), in_flight.enter(1000)).await;
+        assert!(third.is_err(), "a third object entered with two slots");
+        drop(a);
+        let third = tokio::time::timeout(Duration::from_secs(5), in_flight.enter(1000)).await;
         assert!(third.is_ok());
     }
 }

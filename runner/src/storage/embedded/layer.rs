@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use base64::prelude::{BASE64_URL_SAFE_NO_PAD, Engine as _};
 use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use s3s_fs::FileSystem;
@@ -85,61 +84,6 @@ impl Store {
             })
         })
         .await
-    }
-
-    /// Unfinished uploads, from the attribute files s3s-fs writes when an upload starts
-    /// (`.bucket-B.object-K.upload-U.metadata.json`) and the upload record removed when
-    /// the upload completes or is aborted (`.upload-U.json`).
-    fn unfinished_uploads(
-        root: &Root,
-        bucket: &str,
-        prefix: &str,
-    ) -> std::io::Result<Vec<MultipartUpload>> {
-        let mut uploads = Vec::new();
-        for entry in std::fs::read_dir(root.dir())? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let Some(rest) = name
-                .strip_prefix(".bucket-")
-                .and_then(|r| r.strip_suffix(".metadata.json"))
-            else {
-                continue;
-            };
-            let mut fields = rest.split('.');
-            let (Some(b), Some(k), Some(u), None) = (
-                fields.next(),
-                fields.next().and_then(|f| f.strip_prefix("object-")),
-                fields.next().and_then(|f| f.strip_prefix("upload-")),
-                fields.next(),
-            ) else {
-                continue;
-            };
-            let decode = |s: &str| {
-                BASE64_URL_SAFE_NO_PAD
-                    .decode(s)
-                    .ok()
-                    .and_then(|raw| String::from_utf8(raw).ok())
-            };
-            let (Some(b), Some(k)) = (decode(b), decode(k)) else {
-                continue;
-            };
-            if b != bucket || !k.starts_with(prefix) {
-                continue;
-            }
-            if !root.dir().join(format!(".upload-{u}.json")).exists() {
-                continue;
-            }
-            let initiated = entry.metadata()?.modified().ok().map(Timestamp::from);
-            uploads.push(MultipartUpload {
-                key: Some(k),
-                upload_id: Some(u.to_string()),
-                initiated,
-                ..Default::default()
-            });
-        }
-        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
-        Ok(uploads)
     }
 }
 
@@ -450,13 +394,21 @@ impl S3 for Store {
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let bucket = req.input.bucket.clone();
         let root = self.root.clone();
-        blocking(move || objects::bucket_must_exist(&root, &bucket))
+        let exists = bucket.clone();
+        blocking(move || objects::bucket_must_exist(&root, &exists))
             .await
             .map_err(described)?;
-        self.fs
+        let key = req.input.key.clone();
+        let created = self
+            .fs
             .create_multipart_upload(req)
             .await
-            .map_err(described)
+            .map_err(described)?;
+        let upload = created.output.upload_id.clone().unwrap_or_default();
+        let root = self.root.clone();
+        blocking(move || multipart::record_upload(&root, &upload, &bucket, &key).map_err(io_error))
+            .await?;
+        Ok(created)
     }
 
     async fn upload_part(
@@ -472,7 +424,12 @@ impl S3 for Store {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        self.fs.upload_part_copy(req).await.map_err(described)
+        let (upload, part) = (req.input.upload_id.clone(), req.input.part_number);
+        let copied = self.fs.upload_part_copy(req).await.map_err(described)?;
+        let root = self.root.clone();
+        blocking(move || multipart::adopt_copied_part(&root, &upload, part).map_err(io_error))
+            .await?;
+        Ok(copied)
     }
 
     async fn list_parts(
@@ -512,7 +469,7 @@ impl S3 for Store {
         let prefix = input.prefix.clone().unwrap_or_default();
         let uploads = blocking(move || {
             objects::bucket_must_exist(&root, &bucket)?;
-            Store::unfinished_uploads(&root, &bucket, &prefix).map_err(io_error)
+            multipart::open_uploads(&root, &bucket, &prefix).map_err(io_error)
         })
         .await?;
         Ok(S3Response::new(ListMultipartUploadsOutput {

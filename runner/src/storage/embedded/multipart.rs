@@ -1,9 +1,12 @@
 //! Multipart uploads: s3s-fs opens them (the record `.upload-<id>.json` and the attributes);
 //! parts, listing, completion and aborts are here. A part is written and hashed once, off
-//! the request thread, to `.upload_id-<id>.part-<n>`, with what it is (ETag, size,
-//! checksums) beside it in `.upload_id-<id>.part-<n>.json`. Completion checks the parts
-//! the client names against those, joins them with in-kernel copies, and publishes the
-//! object by a rename.
+//! the request thread, to `.uploads/<id>/part-<n>`, with what it is (ETag, size,
+//! checksums) beside it in `.uploads/<id>/part-<n>.json`; `.uploads/<id>/upload.json` names
+//! the upload's bucket and key. An upload's parts are found by reading its own directory,
+//! and open uploads by reading `.uploads/`, never the served directory (which holds a
+//! record per object).
+//! Completion checks the parts the client names against those, joins them with in-kernel
+//! copies, and publishes the object by a rename.
 
 use std::io;
 use std::path::PathBuf;
@@ -53,13 +56,105 @@ impl PartRecord {
     }
 }
 
+/// The directory of every open upload's parts.
+fn uploads_dir(root: &Root) -> PathBuf {
+    root.dir().join(".uploads")
+}
+
+/// The directory of an upload's parts.
+fn parts_dir(root: &Root, upload: &str) -> PathBuf {
+    uploads_dir(root).join(upload)
+}
+
+/// What an open upload is for.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct UploadRecord {
+    bucket: String,
+    key: String,
+}
+
+fn upload_record_path(root: &Root, upload: &str) -> PathBuf {
+    parts_dir(root, upload).join("upload.json")
+}
+
+/// Records the bucket and key of an upload s3s-fs has just opened, in its directory.
+pub fn record_upload(root: &Root, upload: &str, bucket: &str, key: &str) -> io::Result<()> {
+    uuid_like(upload).ok_or_else(|| io::Error::other("an upload id that is not a UUID"))?;
+    std::fs::create_dir_all(parts_dir(root, upload))?;
+    let record = UploadRecord {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+    };
+    root.write_atomically(
+        &upload_record_path(root, upload),
+        &serde_json::to_vec(&record).map_err(io::Error::other)?,
+    )
+}
+
+/// The open uploads to keys under `prefix` in `bucket`, by key and id: the recorded ones
+/// whose upload record s3s-fs keeps (`.upload-<id>.json`, removed once it ends).
+pub fn open_uploads(root: &Root, bucket: &str, prefix: &str) -> io::Result<Vec<MultipartUpload>> {
+    let entries = match std::fs::read_dir(uploads_dir(root)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut uploads = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(upload) = name.to_str().filter(|n| uuid_like(n).is_some()) else {
+            continue;
+        };
+        let path = upload_record_path(root, upload);
+        let (raw, meta) = match std::fs::read(&path).and_then(|raw| Ok((raw, path.metadata()?))) {
+            Ok(found) => found,
+            // An upload that ended meanwhile, or one with no record.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(record) = serde_json::from_slice::<UploadRecord>(&raw) else {
+            continue;
+        };
+        if record.bucket != bucket
+            || !record.key.starts_with(prefix)
+            || !root.dir().join(format!(".upload-{upload}.json")).exists()
+        {
+            continue;
+        }
+        uploads.push(MultipartUpload {
+            key: Some(record.key),
+            upload_id: Some(upload.to_string()),
+            initiated: meta.modified().ok().map(Timestamp::from),
+            ..Default::default()
+        });
+    }
+    uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+    Ok(uploads)
+}
+
 fn part_path(root: &Root, upload: &str, part: i32) -> PathBuf {
-    root.dir().join(format!(".upload_id-{upload}.part-{part}"))
+    parts_dir(root, upload).join(format!("part-{part}"))
 }
 
 fn record_path(root: &Root, upload: &str, part: i32) -> PathBuf {
-    root.dir()
-        .join(format!(".upload_id-{upload}.part-{part}.json"))
+    parts_dir(root, upload).join(format!("part-{part}.json"))
+}
+
+/// Where s3s-fs's UploadPartCopy leaves a part, in the served directory.
+fn copied_part_path(root: &Root, upload: &str, part: i32) -> PathBuf {
+    root.dir().join(format!(".upload_id-{upload}.part-{part}"))
+}
+
+/// Moves the part s3s-fs's UploadPartCopy wrote beside the others, without a record (its
+/// MD5 is its ETag, computed when it is needed); a record of an earlier part of the same
+/// number goes.
+pub fn adopt_copied_part(root: &Root, upload: &str, part: i32) -> io::Result<()> {
+    std::fs::create_dir_all(parts_dir(root, upload))?;
+    meta::remove_if_present(&record_path(root, upload, part))?;
+    std::fs::rename(
+        copied_part_path(root, upload, part),
+        part_path(root, upload, part),
+    )
 }
 
 /// An upload id is a UUID (s3s-fs makes them), open, and opened by the same access key.
@@ -151,12 +246,14 @@ pub async fn upload_part(
     let upload = input.upload_id;
     blocking(move || {
         // The part file first, then its record: a record always describes its part.
-        let placed = std::fs::rename(&tmp, part_path(&root, &upload, number)).and_then(|()| {
-            root.write_atomically(
-                &record_path(&root, &upload, number),
-                &serde_json::to_vec(&record).map_err(io::Error::other)?,
-            )
-        });
+        let placed = std::fs::create_dir_all(parts_dir(&root, &upload))
+            .and_then(|()| std::fs::rename(&tmp, part_path(&root, &upload, number)))
+            .and_then(|()| {
+                root.write_atomically(
+                    &record_path(&root, &upload, number),
+                    &serde_json::to_vec(&record).map_err(io::Error::other)?,
+                )
+            });
         placed.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             internal(e)
@@ -166,15 +263,19 @@ pub async fn upload_part(
     Ok(S3Response::new(output))
 }
 
-/// The numbers of an upload's stored parts, in order: one read of the served directory.
+/// The numbers of an upload's stored parts, in order: one read of its directory.
 fn part_numbers(root: &Root, upload: &str) -> io::Result<Vec<i32>> {
-    let prefix = format!(".upload_id-{upload}.part-");
+    let entries = match std::fs::read_dir(parts_dir(root, upload)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let mut numbers = Vec::new();
-    for entry in std::fs::read_dir(root.dir())? {
+    for entry in entries {
         let name = entry?.file_name();
         if let Some(number) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_prefix("part-"))
             .and_then(|n| n.parse::<i32>().ok())
         {
             numbers.push(number);
@@ -269,6 +370,11 @@ fn remove_upload(
     for &number in numbers {
         meta::remove_if_present(&part_path(root, upload, number))?;
         meta::remove_if_present(&record_path(root, upload, number))?;
+    }
+    meta::remove_if_present(&upload_record_path(root, upload))?;
+    match std::fs::remove_dir(parts_dir(root, upload)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
     }
     meta::remove_if_present(&root.attributes_path(bucket, key, Some(upload)))?;
     meta::remove_if_present(&root.dir().join(format!(".upload-{upload}.json")))
