@@ -950,7 +950,11 @@ async fn the_embedded_server_leaves_nothing_of_completed_or_aborted_uploads() {
         .send()
         .await
         .unwrap();
-    assert_eq!(upload_files(), Vec::<String>::new(), "uploads left files behind");
+    assert_eq!(
+        upload_files(),
+        Vec::<String>::new(),
+        "uploads left files behind"
+    );
     assert_eq!(
         storage.head(&S3Uri::new("parts", *key)).await.unwrap(),
         None,

@@ -94,14 +94,8 @@ pub fn record_upload(root: &Root, upload: &str, bucket: &str, key: &str) -> io::
 /// The open uploads to keys under `prefix` in `bucket`, by key and id: the recorded ones
 /// whose upload record s3s-fs keeps (`.upload-<id>.json`, removed once it ends).
 pub fn open_uploads(root: &Root, bucket: &str, prefix: &str) -> io::Result<Vec<MultipartUpload>> {
-    let entries = match std::fs::read_dir(uploads_dir(root)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut uploads = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
+    for name in file_names(&uploads_dir(root))? {
         let Some(upload) = name.to_str().filter(|n| uuid_like(n).is_some()) else {
             continue;
         };
@@ -263,16 +257,19 @@ pub async fn upload_part(
     Ok(S3Response::new(output))
 }
 
+/// The names in `dir`; none when it does not exist.
+fn file_names(dir: &std::path::Path) -> io::Result<Vec<std::ffi::OsString>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.map(|e| e.file_name())).collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The numbers of an upload's stored parts, in order: one read of its directory.
 fn part_numbers(root: &Root, upload: &str) -> io::Result<Vec<i32>> {
-    let entries = match std::fs::read_dir(parts_dir(root, upload)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut numbers = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
+    for name in file_names(&parts_dir(root, upload))? {
         if let Some(number) = name
             .to_str()
             .and_then(|n| n.strip_prefix("part-"))
