@@ -3,12 +3,13 @@
 //! aborts them. Only one pod works on an index at a time, so none of them is live.
 
 use crate::plan::PlannedObject;
-use crate::plan::keys::{output_key_with_extension, task_output_key};
+use crate::plan::keys::output_key_with_extension;
 use crate::spec::container::OutputFormat;
 use crate::spec::job::Job;
 use crate::storage::uri::S3Uri;
 use crate::storage::{Storage, StorageError};
 use crate::worker::raw::raw_step;
+use crate::worker::spills::sink_key;
 
 /// Aborts the open uploads under the sink whose key is an output (any spill-over number)
 /// or the rejects object of one of `objects`; returns how many.
@@ -90,14 +91,7 @@ impl OutputKeys {
             Some((_, c)) if c.output == OutputFormat::Opaque => {
                 output_key_with_extension(&sink.key, relative, part, &c.extension)
             }
-            _ => task_output_key(
-                &sink.key,
-                relative,
-                range,
-                part,
-                sink.format,
-                sink.compression,
-            ),
+            _ => sink_key(sink, relative, range, part),
         };
         let (first, second) = (key(0), key(1));
         let range_suffix = range.map(|r| r.stem_suffix()).unwrap_or_default();

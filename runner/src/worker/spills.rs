@@ -7,6 +7,24 @@ use crate::storage::uri::S3Uri;
 use crate::worker::error::ObjectError;
 use crate::worker::object::ObjectContext;
 
+/// The key of output object `part` of a task, relative to the sink prefix, without the
+/// partition path or the run's directory.
+pub(crate) fn sink_key(
+    sink: &crate::spec::job::Sink,
+    relative: &str,
+    range: Option<&PlannedRange>,
+    part: usize,
+) -> String {
+    task_output_key(
+        &sink.key,
+        relative,
+        range,
+        part,
+        sink.format,
+        sink.compression,
+    )
+}
+
 /// The key of output object `part` of a task, under its partition path if it has one.
 pub(crate) fn output_uri(
     sink: &crate::spec::job::Sink,
@@ -15,14 +33,7 @@ pub(crate) fn output_uri(
     range: Option<&PlannedRange>,
     part: usize,
 ) -> S3Uri {
-    let key = task_output_key(
-        &sink.key,
-        relative,
-        range,
-        part,
-        sink.format,
-        sink.compression,
-    );
+    let key = sink_key(sink, relative, range, part);
     let mut relative = String::new();
     for dir in [partition, sink.run_dir.as_deref()].into_iter().flatten() {
         relative.push_str(dir);
