@@ -866,6 +866,7 @@ async fn the_embedded_server_leaves_nothing_of_completed_or_aborted_uploads() {
             .create_multipart_upload()
             .bucket("parts")
             .key(key)
+            .content_type("application/octet-stream")
             .send()
             .await
             .unwrap()
@@ -913,11 +914,25 @@ async fn the_embedded_server_leaves_nothing_of_completed_or_aborted_uploads() {
         if let Ok(open) = std::fs::read_dir(dir.path().join(".uploads")) {
             left.extend(open.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()));
         }
+        // The attributes of open uploads, among the objects' records.
+        let mut records = vec![dir.path().join(".sluice-records")];
+        while let Some(dir) = records.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten() {
+                let entry = entry.unwrap();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.file_type().unwrap().is_dir() {
+                    records.push(entry.path());
+                } else if name.contains("upload") {
+                    left.push(name);
+                }
+            }
+        }
         left
     };
+    let open = upload_files();
     assert!(
-        upload_files().len() >= 2,
-        "parts are stored while the uploads are open"
+        open.len() >= 4,
+        "parts and attributes are stored while the uploads are open: {open:?}"
     );
 
     let (key, id, etags) = &uploads[0];
@@ -960,4 +975,112 @@ async fn the_embedded_server_leaves_nothing_of_completed_or_aborted_uploads() {
         None,
         "the aborted upload made an object"
     );
+}
+
+/// A key of S3's full 1,024 bytes (five path segments of up to 220 bytes) is put, read,
+/// listed, copied, uploaded in parts and deleted on both servers; the embedded server keeps
+/// its records under names of fixed length. A segment longer than a file name is refused by
+/// the embedded server with KeyTooLongError, naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_the_full_length_s3_allows_work_end_to_end() {
+    use aws_sdk_s3::types::MetadataDirective;
+    let segment = |c: char, n: usize| c.to_string().repeat(n);
+    let long_key = |last: char| {
+        let mut key = format!("deep/{}", segment('a', 199));
+        for c in ['b', 'c', 'd'] {
+            key.push('/');
+            key.push_str(&segment(c, 200));
+        }
+        key.push('/');
+        key.push_str(&segment(last, 1024 - key.len()));
+        assert_eq!(key.len(), 1024);
+        key
+    };
+    for server in support::servers() {
+        let name = server.name;
+        let (storage, bucket) = server.fresh().await;
+        let client = storage.client();
+        let first = S3Uri::new(&bucket, long_key('e'));
+        let data = pattern(70_000, 3);
+        storage.put_bytes(&first, data.clone()).await.unwrap();
+        let head = storage.head(&first).await.unwrap().expect("the object");
+        assert_eq!(head.size, data.len() as u64, "{name}");
+        assert!(
+            read_all(&storage, &first).await == data,
+            "{name}: bytes differ"
+        );
+
+        let copy = S3Uri::new(&bucket, long_key('f'));
+        client
+            .copy_object()
+            .bucket(&bucket)
+            .key(&copy.key)
+            .copy_source(format!("{bucket}/{}", first.key))
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type("application/x-test")
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{name}: copy: {e:?}"));
+        let copied = client
+            .head_object()
+            .bucket(&bucket)
+            .key(&copy.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(copied.content_type(), Some("application/x-test"), "{name}");
+        assert_eq!(
+            copied.e_tag().map(|e| e.trim_matches('"')),
+            Some(head.etag.trim_matches('"')),
+            "{name}: a copy keeps the ETag"
+        );
+        assert!(
+            read_all(&storage, &copy).await == data,
+            "{name}: copied bytes differ"
+        );
+
+        let parts = S3Uri::new(&bucket, long_key('g'));
+        let big = pattern(PARTS.part_size as usize + 4321, 9);
+        let mut upload = storage.upload(parts.clone(), PARTS);
+        upload.write(big.clone()).await.unwrap();
+        let uploaded = upload.finish().await.unwrap().complete().await.unwrap();
+        assert_eq!(uploaded.parts, 2, "{name}");
+        assert!(
+            read_all(&storage, &parts).await == big,
+            "{name}: parts differ"
+        );
+
+        let listed = storage
+            .list(&S3Uri::new(&bucket, "deep/"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            listed,
+            [first.key.clone(), copy.key.clone(), parts.key.clone()],
+            "{name}"
+        );
+        for uri in [&first, &copy, &parts] {
+            storage.delete(uri).await.unwrap();
+            assert_eq!(storage.head(uri).await.unwrap(), None, "{name}");
+        }
+        assert_no_uploads_left(&storage, &S3Uri::new(&bucket, ""), name).await;
+
+        if name == "embedded" {
+            let too_long = S3Uri::new(&bucket, format!("x/{}", segment('z', 300)));
+            let error = storage
+                .put_bytes(&too_long, Bytes::from_static(b"x"))
+                .await
+                .expect_err("a segment longer than a file name");
+            let shown = format!("{error:?}");
+            assert!(shown.contains("KeyTooLongError"), "{shown}");
+            assert!(
+                shown.contains("longer than the file system allows"),
+                "{shown}"
+            );
+            assert_eq!(storage.head(&too_long).await.unwrap(), None);
+        }
+    }
 }

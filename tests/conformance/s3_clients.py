@@ -466,6 +466,80 @@ class Conformance:
         ensure(resp.get("Metadata") == metadata, mismatch("GET Metadata", resp.get("Metadata"), metadata))
         ensure(resp.get("ContentType") == ctype, mismatch("GET ContentType", resp.get("ContentType"), ctype))
 
+    def copy_keeps(self):
+        key, metadata, ctype, data = self.need("head-key")
+        source = self.s3.head_object(Bucket=self.bucket, Key=key)
+        self.s3.copy_object(Bucket=self.bucket, Key="copy/kept.json", CopySource={"Bucket": self.bucket, "Key": key})
+        head = self.s3.head_object(Bucket=self.bucket, Key="copy/kept.json")
+        ensure(head.get("ETag") == source.get("ETag"), mismatch("ETag", head.get("ETag"), source.get("ETag")))
+        ensure(head.get("Metadata") == metadata, mismatch("Metadata", head.get("Metadata"), metadata))
+        ensure(head.get("ContentType") == ctype, mismatch("ContentType", head.get("ContentType"), ctype))
+        _, got = self.get_bytes(self.bucket, "copy/kept.json")
+        ensure(got == data, mismatch("body", got, data))
+
+    def copy_replaces(self):
+        key, _, _, data = self.need("head-key")
+        self.s3.copy_object(
+            Bucket=self.bucket,
+            Key="copy/replaced.json",
+            CopySource={"Bucket": self.bucket, "Key": key},
+            MetadataDirective="REPLACE",
+            Metadata={"stage": "curated"},
+            ContentType="application/json",
+        )
+        head = self.s3.head_object(Bucket=self.bucket, Key="copy/replaced.json")
+        ensure(head.get("Metadata") == {"stage": "curated"}, mismatch("Metadata", head.get("Metadata"), {"stage": "curated"}))
+        ensure(head.get("ContentType") == "application/json", mismatch("ContentType", head.get("ContentType"), "application/json"))
+        ensure(head.get("ContentLength") == len(data), mismatch("ContentLength", head.get("ContentLength"), len(data)))
+
+    def copy_conditions(self):
+        key, _, _, _ = self.need("head-key")
+        etag = self.s3.head_object(Bucket=self.bucket, Key=key)["ETag"]
+        source = {"Bucket": self.bucket, "Key": key}
+        expect_client_error(
+            lambda: self.s3.copy_object(Bucket=self.bucket, Key="copy/never", CopySource=source, CopySourceIfMatch='"0123"'),
+            412,
+            ("PreconditionFailed",),
+        )
+        expect_client_error(
+            lambda: self.s3.copy_object(Bucket=self.bucket, Key="copy/never", CopySource=source, CopySourceIfNoneMatch=etag),
+            412,
+            ("PreconditionFailed",),
+        )
+        expect_client_error(lambda: self.s3.head_object(Bucket=self.bucket, Key="copy/never"), 404, ("404", "NoSuchKey"))
+        self.s3.copy_object(Bucket=self.bucket, Key="copy/matched", CopySource=source, CopySourceIfMatch=etag)
+        expect_client_error(
+            lambda: self.s3.copy_object(Bucket=self.bucket, Key=key, CopySource=source),
+            400,
+            ("InvalidRequest",),
+        )
+
+    def copy_cli(self):
+        key, _, _, data = self.need("head-key")
+        self.aws("s3", "cp", f"s3://{self.bucket}/{key}", f"s3://{self.bucket}/copy/by-cli.json")
+        _, got = self.get_bytes(self.bucket, "copy/by-cli.json")
+        ensure(got == data, mismatch("body", got, data))
+
+    def full_length_key(self):
+        # S3's longest key, 1,024 bytes, in segments a file system takes.
+        key = "long/" + "/".join(c * 200 for c in "abcd") + "/"
+        key += "e" * (1024 - len(key))
+        ensure(len(key) == 1024, f"the key is {len(key)} bytes")
+        data = self.random_bytes(2 * KIB + 1)
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="text/plain")
+        head = self.s3.head_object(Bucket=self.bucket, Key=key)
+        ensure(head.get("ContentType") == "text/plain", mismatch("ContentType", head.get("ContentType"), "text/plain"))
+        _, got = self.get_bytes(self.bucket, key)
+        ensure(got == data, mismatch("body", got, data))
+        copy = key[:-1] + "f"
+        self.s3.copy_object(Bucket=self.bucket, Key=copy, CopySource={"Bucket": self.bucket, "Key": key})
+        listed = [o["Key"] for o in self.s3.list_objects_v2(Bucket=self.bucket, Prefix="long/").get("Contents", [])]
+        ensure(listed == [key, copy], mismatch("listed keys", listed, [key, copy]))
+        for k in (key, copy):
+            self.s3.delete_object(Bucket=self.bucket, Key=k)
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="long/").get("Contents", [])
+        ensure(not listed, f"left after delete: {len(listed)} keys")
+
     def head_sizes(self):
         for size in (0, 1, KIB, 5 * MIB + 1):
             key = self.need(f"single-{size}")
@@ -1012,6 +1086,11 @@ class Conformance:
         c("aws s3api get-object --range bytes=10-1000", self.range_cli)
         c("head_object ContentLength/ETag/Metadata/ContentType", self.head_metadata)
         c("get_object returns Metadata/ContentType", self.get_metadata)
+        c("copy_object keeps bytes, ETag, Metadata and ContentType", self.copy_keeps)
+        c("copy_object MetadataDirective=REPLACE replaces them", self.copy_replaces)
+        c("copy_object CopySourceIf(None)Match is 412; a copy onto itself is 400", self.copy_conditions)
+        c("aws s3 cp s3:// to s3://", self.copy_cli)
+        c("a 1,024-byte key: put, head, get, copy, list, delete", self.full_length_key)
         c("head_object of 0 B..5 MiB+1 objects", self.head_sizes)
         c("LastModified is close to now", self.last_modified)
         c("multipart: create_multipart_upload", self.mpu_create)

@@ -7,6 +7,7 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use s3s_fs::FileSystem;
 
+use super::copy;
 use super::list::{Query, list_page};
 use super::meta::{self, Root};
 use super::multipart;
@@ -189,8 +190,7 @@ impl S3 for Store {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        // s3s-fs records the copy's ETag unstamped; the first read stamps it.
-        self.fs.copy_object(req).await.map_err(described)
+        copy::copy_object(&self.root, req).await.map_err(described)
     }
 
     async fn delete_bucket(
@@ -212,7 +212,14 @@ impl S3 for Store {
         })
         .await
         .map_err(described)?;
-        self.fs.delete_bucket(req).await.map_err(described)
+        let records = self.root.bucket_records(&req.input.bucket);
+        let response = self.fs.delete_bucket(req).await.map_err(described)?;
+        blocking(move || match std::fs::remove_dir_all(&records) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(e)),
+            _ => Ok(()),
+        })
+        .await?;
+        Ok(response)
     }
 
     async fn delete_object(
@@ -392,23 +399,9 @@ impl S3 for Store {
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        let bucket = req.input.bucket.clone();
-        let root = self.root.clone();
-        let exists = bucket.clone();
-        blocking(move || objects::bucket_must_exist(&root, &exists))
+        multipart::create_multipart_upload(&self.root, req)
             .await
-            .map_err(described)?;
-        let key = req.input.key.clone();
-        let created = self
-            .fs
-            .create_multipart_upload(req)
-            .await
-            .map_err(described)?;
-        let upload = created.output.upload_id.clone().unwrap_or_default();
-        let root = self.root.clone();
-        blocking(move || multipart::record_upload(&root, &upload, &bucket, &key).map_err(io_error))
-            .await?;
-        Ok(created)
+            .map_err(described)
     }
 
     async fn upload_part(

@@ -1,9 +1,13 @@
-//! Where the embedded server keeps what an object is besides its bytes, in the layout of
-//! s3s-fs (which still serves the rarer operations): next to the bucket directories,
-//! `.bucket-<b64 bucket>.object-<b64 key>.internal.json` holds the ETag, the checksums and
-//! the stamp of the file version they belong to; `...metadata.json` holds the content type,
-//! user metadata and the other attributes given at PUT (`...upload-<id>.metadata.json`
-//! while a multipart upload is open).
+//! Where the embedded server keeps what an object is besides its bytes. Each object has up
+//! to two records below `.sluice-records/<bucket>/<hh>/<h>`, where `<h>` is the SHA-256 of
+//! the key in hex and `<hh>` its first two digits: `<h>.internal.json` holds the ETag, the
+//! checksums and the stamp of the file version they belong to; `<h>.metadata.json` holds
+//! the content type, user metadata and the other attributes given at PUT
+//! (`<h>.upload-<id>.metadata.json` while a multipart upload is open). A record's name has
+//! the same length whatever the key, so a key of S3's full 1,024 bytes has records, and the
+//! served directory itself holds only the buckets. Records in s3s-fs's older layout (flat in
+//! the served directory, the key in base64 in the name) are moved in when a server opens
+//! the directory.
 //!
 //! Everything here is blocking file I/O: callers run it on the blocking pool, one hop per
 //! request rather than one per file touched.
@@ -16,6 +20,7 @@ use std::time::SystemTime;
 
 use base64::prelude::{BASE64_URL_SAFE_NO_PAD, Engine as _};
 use s3s::dto::{Checksum, Metadata as UserMetadata, Timestamp, TimestampFormat};
+use sha2::{Digest as _, Sha256};
 
 /// The key under which the info file records which file version its ETag belongs to.
 const STAMP: &str = "sluice_stamp";
@@ -38,9 +43,8 @@ pub struct Root {
     dir: PathBuf,
 }
 
-fn b64(s: &str) -> String {
-    BASE64_URL_SAFE_NO_PAD.encode(s)
-}
+/// The directory of the records, below the served directory.
+const RECORDS: &str = ".sluice-records";
 
 /// Temporary files are spread over this many directories: creating and renaming files takes
 /// a lock on their directory, and concurrent PUTs should not all wait for one.
@@ -71,7 +75,44 @@ impl Root {
         for shard in 0..TEMP_SHARDS {
             std::fs::create_dir_all(temp.join(shard.to_string()))?;
         }
-        Ok(Root { dir })
+        let root = Root { dir };
+        root.move_flat_records()?;
+        Ok(root)
+    }
+
+    /// Moves records kept in s3s-fs's flat layout
+    /// (`.bucket-<b64 bucket>.object-<b64 key>[.upload-<id>].{internal,metadata}.json` in
+    /// the served directory) to their place below [`RECORDS`]. A record already there is
+    /// newer and stays.
+    fn move_flat_records(&self) -> io::Result<()> {
+        let mut moved = 0u64;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some((bucket, key, suffix)) = name.to_str().and_then(parse_flat_record) else {
+                continue;
+            };
+            let from = self.dir.join(&name);
+            let to = self.record_path(&bucket, &key, suffix);
+            if to.exists() {
+                remove_if_present(&from)?;
+                continue;
+            }
+            if moved == 0 {
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    "moving object records written by an older sluice below {RECORDS} (once)"
+                );
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&from, &to)?;
+            moved += 1;
+        }
+        if moved > 0 {
+            tracing::info!(moved, dir = %self.dir.display(), "moved object records below {RECORDS}");
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -94,22 +135,31 @@ impl Root {
             .then(|| self.dir.join(bucket))
     }
 
+    /// The records of the objects of `bucket`.
+    pub fn bucket_records(&self, bucket: &str) -> PathBuf {
+        self.dir.join(RECORDS).join(bucket)
+    }
+
+    /// A record of the object `key`: `<h>.<suffix>` in its bucket's directory for `<hh>`.
+    fn record_path(&self, bucket: &str, key: &str, suffix: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(key.as_bytes()));
+        self.bucket_records(bucket)
+            .join(&digest[..2])
+            .join(format!("{digest}.{suffix}"))
+    }
+
     pub fn info_path(&self, bucket: &str, key: &str) -> PathBuf {
-        self.dir.join(format!(
-            ".bucket-{}.object-{}.internal.json",
-            b64(bucket),
-            b64(key)
-        ))
+        self.record_path(bucket, key, "internal.json")
     }
 
     /// The attributes given at PUT; with `upload`, those of an open multipart upload.
     pub fn attributes_path(&self, bucket: &str, key: &str, upload: Option<&str>) -> PathBuf {
-        let upload = upload.map(|u| format!(".upload-{u}")).unwrap_or_default();
-        self.dir.join(format!(
-            ".bucket-{}.object-{}{upload}.metadata.json",
-            b64(bucket),
-            b64(key)
-        ))
+        match upload {
+            Some(upload) => {
+                self.record_path(bucket, key, &format!("upload-{upload}.metadata.json"))
+            }
+            None => self.record_path(bucket, key, "metadata.json"),
+        }
     }
 
     /// A temporary file of this process (removed by the next server over this directory if
@@ -121,11 +171,21 @@ impl Root {
             .join(n.to_string())
     }
 
-    /// Writes `bytes` to `path` through a temporary file and a rename.
+    /// Writes `bytes` to `path` through a temporary file and a rename, making the
+    /// directory of `path` when it is missing.
     pub fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.temp_path();
         std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
+        let renamed = match std::fs::rename(&tmp, path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
+                Some(parent) => {
+                    std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(&tmp, path))
+                }
+                None => Err(e),
+            },
+            renamed => renamed,
+        };
+        renamed.inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
     }
@@ -148,6 +208,31 @@ impl Root {
         std::fs::hard_link(tmp, object)?;
         std::fs::remove_file(tmp)
     }
+}
+
+/// The bucket, key and suffix (`internal.json`, `metadata.json`,
+/// `upload-<id>.metadata.json`) of a record name in s3s-fs's flat layout.
+fn parse_flat_record(name: &str) -> Option<(String, String, &str)> {
+    let rest = name.strip_prefix(".bucket-")?;
+    let (bucket, rest) = rest.split_once(".object-")?;
+    // Base64 (URL-safe, unpadded) has no dots: the key ends at the first one.
+    let (key, suffix) = rest.split_once('.')?;
+    let known = suffix == "internal.json"
+        || suffix == "metadata.json"
+        || suffix
+            .strip_prefix("upload-")
+            .and_then(|s| s.strip_suffix(".metadata.json"))
+            .is_some_and(|id| !id.is_empty() && !id.contains(['/', '.']));
+    let decode = |b64: &str| {
+        BASE64_URL_SAFE_NO_PAD
+            .decode(b64)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+    };
+    let bucket =
+        decode(bucket).filter(|b| !b.is_empty() && !b.contains('/') && !b.starts_with('.'))?;
+    known.then_some(())?;
+    Some((bucket, decode(key)?, suffix))
 }
 
 /// Size and modification time: what tells that a file changed behind the server's back.
@@ -324,6 +409,26 @@ impl Attributes {
     }
 }
 
+/// The attributes a request gives its object (PutObject, CreateMultipartUpload, CopyObject
+/// with the `REPLACE` directive: their inputs name the fields alike).
+macro_rules! attributes_of {
+    ($input:expr) => {{
+        let mut attributes = $crate::storage::embedded::meta::Attributes {
+            user_metadata: $input.metadata.clone(),
+            content_encoding: $input.content_encoding.clone(),
+            content_type: $input.content_type.clone(),
+            content_disposition: $input.content_disposition.clone(),
+            content_language: $input.content_language.clone(),
+            cache_control: $input.cache_control.clone(),
+            expires: None,
+            website_redirect_location: $input.website_redirect_location.clone(),
+        };
+        attributes.set_expires($input.expires.clone());
+        attributes
+    }};
+}
+pub(crate) use attributes_of;
+
 pub fn load_attributes(path: &Path) -> io::Result<Attributes> {
     match std::fs::read(path) {
         Ok(raw) => Ok(serde_json::from_slice::<Attributes>(&raw)
@@ -395,6 +500,74 @@ mod tests {
             root.object_path("b", "a/b.csv").unwrap(),
             PathBuf::from("/srv/b/a/b.csv")
         );
+    }
+
+    #[test]
+    fn records_in_the_flat_layout_move_below_the_records_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let b64 = |s: &str| BASE64_URL_SAFE_NO_PAD.encode(s);
+        let flat = |suffix: &str| {
+            dir.path().join(format!(
+                ".bucket-{}.object-{}.{suffix}",
+                b64("bkt"),
+                b64("a/b.csv")
+            ))
+        };
+        let upload = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0";
+        std::fs::write(flat("internal.json"), br#"{"e_tag":"abc"}"#).unwrap();
+        std::fs::write(flat("metadata.json"), br#"{"content_type":"text/csv"}"#).unwrap();
+        std::fs::write(
+            flat(&format!("upload-{upload}.metadata.json")),
+            br#"{"content_type":"text/plain"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(format!(".upload-{upload}.json")), b"null").unwrap();
+        std::fs::write(dir.path().join(".bucket-bad.object-x.txt"), b"?").unwrap();
+
+        let root = Root::open(dir.path().to_path_buf()).unwrap();
+        assert_eq!(
+            std::fs::read(root.info_path("bkt", "a/b.csv")).unwrap(),
+            br#"{"e_tag":"abc"}"#
+        );
+        let attributes = |upload| {
+            load_attributes(&root.attributes_path("bkt", "a/b.csv", upload))
+                .unwrap()
+                .content_type
+        };
+        assert_eq!(attributes(None).as_deref(), Some("text/csv"));
+        assert_eq!(attributes(Some(upload)).as_deref(), Some("text/plain"));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != ".sluice-tmp" && n != RECORDS)
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".bucket-bad.object-x.txt".to_string(),
+                format!(".upload-{upload}.json")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_name_has_the_same_length_for_any_key() {
+        let root = Root {
+            dir: PathBuf::from("/srv"),
+        };
+        let long = "k/".repeat(512);
+        for key in ["a", long.as_str()] {
+            let path =
+                root.attributes_path("bkt", key, Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"));
+            assert_eq!(
+                path.file_name().unwrap().len(),
+                64 + 1 + 57,
+                "{}",
+                path.display()
+            );
+            assert!(path.starts_with("/srv/.sluice-records/bkt/"));
+        }
     }
 
     #[test]

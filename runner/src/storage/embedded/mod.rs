@@ -8,6 +8,7 @@
 //! they share (meta.rs), serves the rest: buckets, copies, deletes, opening an upload.
 
 mod body;
+mod copy;
 mod layer;
 mod list;
 mod meta;

@@ -1,10 +1,10 @@
-//! Multipart uploads: s3s-fs opens them (the record `.upload-<id>.json` and the attributes);
-//! parts, listing, completion and aborts are here. A part is written and hashed once, off
-//! the request thread, to `.uploads/<id>/part-<n>`, with what it is (ETag, size,
-//! checksums) beside it in `.uploads/<id>/part-<n>.json`; `.uploads/<id>/upload.json` names
-//! the upload's bucket and key. An upload's parts are found by reading its own directory,
-//! and open uploads by reading `.uploads/`, never the served directory (which holds a
-//! record per object).
+//! Multipart uploads. Opening one records its bucket and key (`.uploads/<id>/upload.json`),
+//! the attributes its object will have, and last who opened it, in `.upload-<id>.json`
+//! (where s3s-fs, which still serves UploadPartCopy, looks for it): the upload is open
+//! while that file is there. A part is written and hashed once, off the request thread, to
+//! `.uploads/<id>/part-<n>`, with what it is (ETag, size, checksums) beside it in
+//! `.uploads/<id>/part-<n>.json`. An upload's parts are found by reading its own
+//! directory, and open uploads by reading `.uploads/`, never the served directory.
 //! Completion checks the parts the client names against those, joins them with in-kernel
 //! copies, and publishes the object by a rename.
 
@@ -77,8 +77,57 @@ fn upload_record_path(root: &Root, upload: &str) -> PathBuf {
     parts_dir(root, upload).join("upload.json")
 }
 
-/// Records the bucket and key of an upload s3s-fs has just opened, in its directory.
-pub fn record_upload(root: &Root, upload: &str, bucket: &str, key: &str) -> io::Result<()> {
+/// Who opened an upload (the access key, JSON), as s3s-fs records it; there while it is open.
+fn owner_path(root: &Root, upload: &str) -> PathBuf {
+    root.dir().join(format!(".upload-{upload}.json"))
+}
+
+/// Opens an upload: its owner, the attributes its object will have, and its bucket and key.
+pub async fn create_multipart_upload(
+    root: &Root,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let owner = access_key(&req);
+    let input = req.input;
+    if root.object_path(&input.bucket, &input.key).is_none() {
+        return Err(s3_error!(
+            InvalidArgument,
+            "the key is not a plain path: {}",
+            input.key
+        ));
+    }
+    let attributes = meta::attributes_of!(input);
+    let upload = uuid::Uuid::new_v4().to_string();
+    {
+        let (root, upload) = (root.clone(), upload.clone());
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        blocking(move || {
+            bucket_must_exist(&root, &bucket)?;
+            let owner = serde_json::to_vec(&owner).map_err(|e| internal(io::Error::other(e)))?;
+            record_upload(&root, &upload, &bucket, &key)
+                .and_then(|()| {
+                    meta::save_attributes(
+                        &root,
+                        &root.attributes_path(&bucket, &key, Some(&upload)),
+                        &attributes,
+                    )
+                })
+                .and_then(|()| root.write_atomically(&owner_path(&root, &upload), &owner))
+                .map_err(internal)
+        })
+        .await?;
+    }
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(input.bucket),
+        key: Some(input.key),
+        upload_id: Some(upload),
+        checksum_algorithm: input.checksum_algorithm,
+        ..Default::default()
+    }))
+}
+
+/// Records the bucket and key of an upload, in its directory.
+fn record_upload(root: &Root, upload: &str, bucket: &str, key: &str) -> io::Result<()> {
     uuid_like(upload).ok_or_else(|| io::Error::other("an upload id that is not a UUID"))?;
     std::fs::create_dir_all(parts_dir(root, upload))?;
     let record = UploadRecord {
@@ -111,7 +160,7 @@ pub fn open_uploads(root: &Root, bucket: &str, prefix: &str) -> io::Result<Vec<M
         };
         if record.bucket != bucket
             || !record.key.starts_with(prefix)
-            || !root.dir().join(format!(".upload-{upload}.json")).exists()
+            || !owner_path(root, upload).exists()
         {
             continue;
         }
@@ -151,13 +200,12 @@ pub fn adopt_copied_part(root: &Root, upload: &str, part: i32) -> io::Result<()>
     )
 }
 
-/// An upload id is a UUID (s3s-fs makes them), open, and opened by the same access key.
+/// An upload id is a UUID, open, and opened by the same access key.
 fn check_upload(root: &Root, upload: &str, access_key: Option<&str>) -> S3Result<()> {
     if uuid_like(upload).is_none() {
         return Err(s3_error!(NoSuchUpload));
     }
-    let record = root.dir().join(format!(".upload-{upload}.json"));
-    let raw = match std::fs::read(&record) {
+    let raw = match std::fs::read(owner_path(root, upload)) {
         Ok(raw) => raw,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(s3_error!(NoSuchUpload)),
         Err(e) => return Err(internal(e)),
@@ -374,7 +422,7 @@ fn remove_upload(
         _ => {}
     }
     meta::remove_if_present(&root.attributes_path(bucket, key, Some(upload)))?;
-    meta::remove_if_present(&root.dir().join(format!(".upload-{upload}.json")))
+    meta::remove_if_present(&owner_path(root, upload))
 }
 
 pub async fn abort_multipart_upload(

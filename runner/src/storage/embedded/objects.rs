@@ -16,7 +16,8 @@ fn internal(error: io::Error) -> s3s::S3Error {
 }
 
 /// An object is a file: a key cannot be an object and also continue with `/` into more
-/// keys. Writing one says so instead of failing as an internal error.
+/// keys, nor have a part between slashes longer than a file name. Writing one says so
+/// instead of failing as an internal error.
 pub fn key_and_prefix(error: io::Error, key: &str) -> s3s::S3Error {
     match error.kind() {
         io::ErrorKind::NotADirectory
@@ -29,6 +30,11 @@ pub fn key_and_prefix(error: io::Error, key: &str) -> s3s::S3Error {
                  prefix of other keys: {key} collides with an object or a prefix already stored"
             )
         }
+        io::ErrorKind::InvalidFilename => s3_error!(
+            KeyTooLongError,
+            "the embedded server keeps each object as a file, and a part of the key between \
+             slashes is longer than the file system allows (255 bytes): {key}"
+        ),
         _ => internal(error),
     }
 }
@@ -90,7 +96,9 @@ fn look_up(
         Err(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::NotADirectory
+                    | io::ErrorKind::InvalidFilename
             ) =>
         {
             let bucket_exists = root.bucket_path(bucket).is_some_and(|p| p.is_dir());
@@ -299,7 +307,9 @@ pub fn existing_etag(root: &Root, bucket: &str, key: &str) -> S3Result<Option<St
         Err(e)
             if matches!(
                 e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                io::ErrorKind::NotFound
+                    | io::ErrorKind::NotADirectory
+                    | io::ErrorKind::InvalidFilename
             ) =>
         {
             Ok(None)
@@ -414,17 +424,7 @@ pub async fn put_object(
         )),
     };
     let sent = body::sent_checksums(headers, req.trailing_headers)?;
-    let mut attributes = Attributes {
-        user_metadata: input.metadata,
-        content_encoding: input.content_encoding,
-        content_type: input.content_type,
-        content_disposition: input.content_disposition,
-        content_language: input.content_language,
-        cache_control: input.cache_control,
-        expires: None,
-        website_redirect_location: input.website_redirect_location,
-    };
-    attributes.set_expires(input.expires);
+    let attributes = meta::attributes_of!(input);
     let root = root.clone();
     let (bucket, key, content_md5) = (input.bucket, input.key, input.content_md5);
     // Checked before the body was read, and again, atomically, as the object is put in place.
