@@ -16,6 +16,9 @@ use crate::storage::{Storage, UploadOptions};
 /// `sluice s3 serve` in a child process, stopped when dropped.
 pub struct ServerProcess {
     child: Child,
+    /// Kept open: the server writes more lines after the first, and a closed pipe would
+    /// fail its writes.
+    _stdout: BufReader<std::process::ChildStdout>,
     pub url: String,
 }
 
@@ -32,14 +35,19 @@ impl ServerProcess {
             .stdout
             .take()
             .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+        let mut stdout = BufReader::new(stdout);
         let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
+        stdout.read_line(&mut first)?;
         let url = first
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
             .map(str::to_string)
             .ok_or_else(|| anyhow::anyhow!("`sluice s3 serve` printed {first:?}"))?;
-        Ok(ServerProcess { child, url })
+        Ok(ServerProcess {
+            child,
+            _stdout: stdout,
+            url,
+        })
     }
 
     pub fn pid(&self) -> u32 {
