@@ -1074,7 +1074,7 @@ async fn keys_of_the_full_length_s3_allows_work_end_to_end() {
                 .put_bytes(&too_long, Bytes::from_static(b"x"))
                 .await
                 .expect_err("a segment longer than a file name");
-            let shown = format!("{error:?}");
+            let shown = sluice::exit::error_chain(&error);
             assert!(shown.contains("KeyTooLongError"), "{shown}");
             assert!(
                 shown.contains("longer than the file system allows"),
