@@ -106,8 +106,12 @@ impl Root {
             if let Some(parent) = to.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::rename(&from, &to)?;
-            moved += 1;
+            match std::fs::rename(&from, &to) {
+                Ok(()) => moved += 1,
+                // Another server opening the directory at the same time moved it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         if moved > 0 {
             tracing::info!(moved, dir = %self.dir.display(), "moved object records below {RECORDS}");
@@ -549,6 +553,47 @@ mod tests {
                 format!(".upload-{upload}.json")
             ]
         );
+    }
+
+    #[test]
+    fn two_servers_opening_a_directory_at_once_both_move_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let b64 = |s: &str| BASE64_URL_SAFE_NO_PAD.encode(s);
+        for i in 0..2000 {
+            let name = format!(
+                ".bucket-{}.object-{}.internal.json",
+                b64("bkt"),
+                b64(&format!("k/{i}"))
+            );
+            std::fs::write(dir.path().join(name), format!(r#"{{"e_tag":"{i}"}}"#)).unwrap();
+        }
+        let opened: Vec<_> = (0..2)
+            .map(|_| {
+                let path = dir.path().to_path_buf();
+                std::thread::spawn(move || Root::open(path).map(|_| ()))
+            })
+            .collect();
+        for opened in opened {
+            opened.join().unwrap().unwrap();
+        }
+        let root = Root::open(dir.path().to_path_buf()).unwrap();
+        for i in [0, 999, 1999] {
+            assert_eq!(
+                std::fs::read_to_string(root.info_path("bkt", &format!("k/{i}"))).unwrap(),
+                format!(r#"{{"e_tag":"{i}"}}"#)
+            );
+        }
+        let flat = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".bucket-")
+            })
+            .count();
+        assert_eq!(flat, 0);
     }
 
     #[test]
