@@ -240,6 +240,24 @@ macro_rules! checksum_headers {
 }
 pub(crate) use checksum_headers;
 
+/// `$output { fields... }` with the five checksum fields of `$checksum` (a `Checksum`):
+/// the responses that return checksums name them alike.
+macro_rules! with_checksums {
+    ($output:ident { $($field:ident: $value:expr),* $(,)? }, $checksum:expr) => {{
+        let checksum: s3s::dto::Checksum = $checksum;
+        $output {
+            $($field: $value,)*
+            checksum_crc32: checksum.checksum_crc32,
+            checksum_crc32c: checksum.checksum_crc32c,
+            checksum_sha1: checksum.checksum_sha1,
+            checksum_sha256: checksum.checksum_sha256,
+            checksum_crc64nvme: checksum.checksum_crc64nvme,
+            ..Default::default()
+        }
+    }};
+}
+pub(crate) use with_checksums;
+
 /// A hasher for the checksums a request carries (headers) or announces (algorithm, for
 /// a trailer).
 pub fn checksums_for(given: &Checksum, algorithm: Option<&str>) -> S3Result<ChecksumHasher> {

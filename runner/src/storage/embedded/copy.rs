@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 use s3s::dto::*;
 use s3s::{S3Request, S3Response, S3Result, s3_error};
 
+use super::body;
 use super::meta::{self, Root};
-use super::objects::{blocking, bucket_must_exist, key_and_prefix};
+use super::objects::{blocking, bucket_must_exist, is_absent, key_and_prefix, missing_object};
 
 fn internal(error: io::Error) -> s3s::S3Error {
     s3_error!(error, InternalError)
@@ -59,17 +60,7 @@ pub async fn copy_object(
         let source_meta = match std::fs::metadata(&source) {
             Ok(found) if found.is_file() => found,
             Ok(_) => return Err(s3_error!(NoSuchKey)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound
-                        | io::ErrorKind::NotADirectory
-                        | io::ErrorKind::InvalidFilename
-                ) =>
-            {
-                bucket_must_exist(&root, &source_bucket)?;
-                return Err(s3_error!(NoSuchKey));
-            }
+            Err(e) if is_absent(&e) => return Err(missing_object(&root, &source_bucket)),
             Err(e) => return Err(internal(e)),
         };
         bucket_must_exist(&root, &input.bucket)?;
@@ -110,18 +101,14 @@ pub async fn copy_object(
     })
     .await;
     let (info, copied) = result?;
-    let checksum = info.checksum;
     Ok(S3Response::new(CopyObjectOutput {
-        copy_object_result: Some(CopyObjectResult {
-            e_tag: Some(ETag::Strong(info.etag)),
-            last_modified: copied.modified().ok().map(Timestamp::from),
-            checksum_crc32: checksum.checksum_crc32,
-            checksum_crc32c: checksum.checksum_crc32c,
-            checksum_sha1: checksum.checksum_sha1,
-            checksum_sha256: checksum.checksum_sha256,
-            checksum_crc64nvme: checksum.checksum_crc64nvme,
-            ..Default::default()
-        }),
+        copy_object_result: Some(body::with_checksums!(
+            CopyObjectResult {
+                e_tag: Some(ETag::Strong(info.etag)),
+                last_modified: copied.modified().ok().map(Timestamp::from),
+            },
+            info.checksum
+        )),
         ..Default::default()
     }))
 }

@@ -39,6 +39,24 @@ pub fn key_and_prefix(error: io::Error, key: &str) -> s3s::S3Error {
     }
 }
 
+/// Whether opening a key's file failed because no object is there: no such file, a file
+/// where the key has a directory, or a name no file can have.
+pub fn is_absent(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename
+    )
+}
+
+/// The error for a key with no object: `NoSuchKey`, or `NoSuchBucket` without the bucket.
+pub fn missing_object(root: &Root, bucket: &str) -> s3s::S3Error {
+    if root.bucket_path(bucket).is_some_and(|p| p.is_dir()) {
+        s3_error!(NoSuchKey)
+    } else {
+        s3_error!(NoSuchBucket)
+    }
+}
+
 /// Runs blocking file work on the blocking pool.
 pub async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> S3Result<T> + Send + 'static,
@@ -93,21 +111,7 @@ fn look_up(
         .ok_or_else(|| s3_error!(NoSuchKey))?;
     let mut file = match File::open(&path) {
         Ok(file) => file,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound
-                    | io::ErrorKind::NotADirectory
-                    | io::ErrorKind::InvalidFilename
-            ) =>
-        {
-            let bucket_exists = root.bucket_path(bucket).is_some_and(|p| p.is_dir());
-            return Err(if bucket_exists {
-                s3_error!(NoSuchKey)
-            } else {
-                s3_error!(NoSuchBucket)
-            });
-        }
+        Err(e) if is_absent(&e) => return Err(missing_object(root, bucket)),
         Err(e) => return Err(internal(e)),
     };
     let meta = file.metadata().map_err(internal)?;
@@ -195,28 +199,24 @@ fn returned_checksum(found: &Found, span: &Span, mode: Option<&ChecksumMode>) ->
 macro_rules! object_output {
     ($output:ident { $($field:ident: $value:expr),* $(,)? }, $found:expr, $checksum:expr) => {{
         let Found { meta, info, attributes, .. } = $found;
-        let checksum: Checksum = $checksum;
         let expires = attributes.expires();
-        $output {
-            $($field: $value,)*
-            accept_ranges: Some("bytes".into()),
-            last_modified: last_modified(&meta),
-            e_tag: Some(ETag::Strong(info.etag)),
-            metadata: attributes.user_metadata,
-            content_encoding: attributes.content_encoding,
-            content_type: attributes.content_type,
-            content_disposition: attributes.content_disposition,
-            content_language: attributes.content_language,
-            cache_control: attributes.cache_control,
-            expires,
-            website_redirect_location: attributes.website_redirect_location,
-            checksum_crc32: checksum.checksum_crc32,
-            checksum_crc32c: checksum.checksum_crc32c,
-            checksum_sha1: checksum.checksum_sha1,
-            checksum_sha256: checksum.checksum_sha256,
-            checksum_crc64nvme: checksum.checksum_crc64nvme,
-            ..Default::default()
-        }
+        body::with_checksums!(
+            $output {
+                $($field: $value,)*
+                accept_ranges: Some("bytes".into()),
+                last_modified: last_modified(&meta),
+                e_tag: Some(ETag::Strong(info.etag)),
+                metadata: attributes.user_metadata,
+                content_encoding: attributes.content_encoding,
+                content_type: attributes.content_type,
+                content_disposition: attributes.content_disposition,
+                content_language: attributes.content_language,
+                cache_control: attributes.cache_control,
+                expires: expires,
+                website_redirect_location: attributes.website_redirect_location,
+            },
+            $checksum
+        )
     }};
 }
 
@@ -304,16 +304,7 @@ pub fn existing_etag(root: &Root, bucket: &str, key: &str) -> S3Result<Option<St
                 .etag,
         )),
         Ok(_) => Ok(None),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound
-                    | io::ErrorKind::NotADirectory
-                    | io::ErrorKind::InvalidFilename
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(e) if is_absent(&e) => Ok(None),
         Err(e) => Err(internal(e)),
     }
 }
@@ -474,16 +465,12 @@ pub async fn put_object(
         Ok(written)
     })
     .await?;
-    let checksum = written.checksum;
-    let output = PutObjectOutput {
-        e_tag: Some(ETag::Strong(hex::encode(written.md5.unwrap_or_default()))),
-        checksum_crc32: checksum.checksum_crc32,
-        checksum_crc32c: checksum.checksum_crc32c,
-        checksum_sha1: checksum.checksum_sha1,
-        checksum_sha256: checksum.checksum_sha256,
-        checksum_crc64nvme: checksum.checksum_crc64nvme,
-        size: i64::try_from(written.size).ok(),
-        ..Default::default()
-    };
+    let output = body::with_checksums!(
+        PutObjectOutput {
+            e_tag: Some(ETag::Strong(hex::encode(written.md5.unwrap_or_default()))),
+            size: i64::try_from(written.size).ok(),
+        },
+        written.checksum
+    );
     Ok(S3Response::new(output))
 }
