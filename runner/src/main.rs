@@ -17,7 +17,7 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// A worker gives freed memory back after 50 ms instead of 1 s: it streams large objects
 /// through megabyte buffers, and its peak memory should be what it uses. Sooner than that
 /// (it was 1 ms), memory freed by one small object is given back and faulted in again by
-/// the next, which cost a third of a worker's CPU with many small objects.
+/// the next, which cost a fifth of a worker's CPU with many small objects.
 const WORKER_PURGE_DELAY_MS: std::ffi::c_long = 50;
 
 /// Every sluice process runs without transparent huge pages: memory given back and taken

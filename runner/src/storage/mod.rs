@@ -290,8 +290,8 @@ impl Storage {
     }
 
     /// One PutObject with a CRC32C checksum (retried: the same bytes to the same key);
-    /// returns the ETag. The body is not signed (see [`upload`](crate::storage::upload)): the CRC32C, which the
-    /// store verifies, covers it.
+    /// returns the ETag. The body is not signed (see [`upload`](crate::storage::upload)):
+    /// the CRC32C, which the store verifies, covers it.
     async fn put_object(
         &self,
         uri: &S3Uri,

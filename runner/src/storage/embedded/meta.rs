@@ -103,10 +103,7 @@ impl Root {
                     "moving object records written by an older sluice below {RECORDS} (once)"
                 );
             }
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            match std::fs::rename(&from, &to) {
+            match in_place(&to, || std::fs::rename(&from, &to)) {
                 Ok(()) => moved += 1,
                 // Another server opening the directory at the same time moved it.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -175,42 +172,42 @@ impl Root {
             .join(n.to_string())
     }
 
-    /// Writes `bytes` to `path` through a temporary file and a rename, making the
-    /// directory of `path` when it is missing.
+    /// Writes `bytes` to `path` through a temporary file and a rename.
     pub fn write_atomically(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.temp_path();
         std::fs::write(&tmp, bytes)?;
-        let renamed = match std::fs::rename(&tmp, path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
-                Some(parent) => {
-                    std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(&tmp, path))
-                }
-                None => Err(e),
-            },
-            renamed => renamed,
-        };
-        renamed.inspect_err(|_| {
+        in_place(path, || std::fs::rename(&tmp, path)).inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })
     }
 
-    /// Moves a written temporary file into place as an object, creating its directories.
+    /// Moves a written temporary file into place as an object.
     pub fn publish(&self, tmp: &Path, object: &Path) -> io::Result<()> {
-        if let Some(parent) = object.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::rename(tmp, object)
+        in_place(object, || std::fs::rename(tmp, object))
     }
 
     /// Moves a finished temp file into place only if no object is there (a hard link fails
     /// when the name exists, atomically): what `If-None-Match: *` promises, even to two
     /// writers at once.
     pub fn publish_new(&self, tmp: &Path, object: &Path) -> io::Result<()> {
-        if let Some(parent) = object.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::hard_link(tmp, object)?;
+        in_place(object, || std::fs::hard_link(tmp, object))?;
         std::fs::remove_file(tmp)
+    }
+}
+
+/// Runs `put`, which puts a file at `path`; when the directory of `path` is missing (the
+/// first file of a prefix, a bucket's records or an upload), makes it and runs `put` again.
+/// Most files go to a directory that exists, so it is not made on every write.
+pub fn in_place<T>(path: &Path, put: impl Fn() -> io::Result<T>) -> io::Result<T> {
+    match put() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match path.parent() {
+            Some(parent) => {
+                std::fs::create_dir_all(parent)?;
+                put()
+            }
+            None => Err(e),
+        },
+        done => done,
     }
 }
 

@@ -129,7 +129,6 @@ pub async fn create_multipart_upload(
 /// Records the bucket and key of an upload, in its directory.
 fn record_upload(root: &Root, upload: &str, bucket: &str, key: &str) -> io::Result<()> {
     uuid_like(upload).ok_or_else(|| io::Error::other("an upload id that is not a UUID"))?;
-    std::fs::create_dir_all(parts_dir(root, upload))?;
     let record = UploadRecord {
         bucket: bucket.to_string(),
         key: key.to_string(),
@@ -192,12 +191,12 @@ fn copied_part_path(root: &Root, upload: &str, part: i32) -> PathBuf {
 /// MD5 is its ETag, computed when it is needed); a record of an earlier part of the same
 /// number goes.
 pub fn adopt_copied_part(root: &Root, upload: &str, part: i32) -> io::Result<()> {
-    std::fs::create_dir_all(parts_dir(root, upload))?;
     meta::remove_if_present(&record_path(root, upload, part))?;
-    std::fs::rename(
+    let (copied, part) = (
         copied_part_path(root, upload, part),
         part_path(root, upload, part),
-    )
+    );
+    meta::in_place(&part, || std::fs::rename(&copied, &part))
 }
 
 /// An upload id is a UUID, open, and opened by the same access key.
@@ -288,14 +287,13 @@ pub async fn upload_part(
     let upload = input.upload_id;
     blocking(move || {
         // The part file first, then its record: a record always describes its part.
-        let placed = std::fs::create_dir_all(parts_dir(&root, &upload))
-            .and_then(|()| std::fs::rename(&tmp, part_path(&root, &upload, number)))
-            .and_then(|()| {
-                root.write_atomically(
-                    &record_path(&root, &upload, number),
-                    &serde_json::to_vec(&record).map_err(io::Error::other)?,
-                )
-            });
+        let part = part_path(&root, &upload, number);
+        let placed = meta::in_place(&part, || std::fs::rename(&tmp, &part)).and_then(|()| {
+            root.write_atomically(
+                &record_path(&root, &upload, number),
+                &serde_json::to_vec(&record).map_err(io::Error::other)?,
+            )
+        });
         placed.map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             internal(e)
